@@ -1,0 +1,11 @@
+"""convcore: convolutional neural networks from a hand-written C core.
+
+``import convcore as cc`` gives the functional API (``cc.conv2d``,
+``cc.max_pool2d``, ...) and makes the sub-packages available as attributes.
+"""
+from convcore._version import __version__
+from convcore.functional import *  # noqa: F401,F403
+from convcore.functional import __all__ as _functional_all
+from convcore._info import show_config
+
+__all__ = list(_functional_all) + ["show_config", "__version__"]

@@ -1,0 +1,66 @@
+"""Process-wide settings: thread count and the im2col workspace budget."""
+from __future__ import annotations
+
+import numbers
+import os
+import threading
+
+_lock = threading.Lock()
+_state = {"threads": None, "workspace_bytes": 256 * 2**20}
+
+
+def _default_threads() -> int:
+    from convcore._core import _conv
+    env = os.environ.get("CONVCORE_NUM_THREADS")
+    if env:
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n >= 1:
+            return n
+    return max(1, _conv.max_threads())
+
+
+def _check_count(n, name: str, minimum: int = 1) -> int:
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
+    n = int(n)
+    if n < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    return n
+
+
+def set_num_threads(n: int) -> None:
+    """Set the number of threads convcore's kernels use (OpenMP teams and the
+    GEMM tiles run inside them)."""
+    n = _check_count(n, "n")
+    with _lock:
+        _state["threads"] = n
+
+
+def get_num_threads() -> int:
+    """Number of threads convcore's kernels use."""
+    n = _state["threads"]
+    if n is None:
+        with _lock:
+            if _state["threads"] is None:
+                _state["threads"] = _default_threads()
+            n = _state["threads"]
+    return n
+
+
+def set_workspace_limit(nbytes: int) -> None:
+    """Bound the im2col workspace of one convolution call, in bytes.
+
+    The batch is processed in chunks whose column matrix fits the budget; a
+    single image that needs more than the budget is still processed whole.
+    """
+    nbytes = _check_count(nbytes, "nbytes")
+    with _lock:
+        _state["workspace_bytes"] = nbytes
+
+
+def get_workspace_limit() -> int:
+    """The im2col workspace budget of one convolution call, in bytes."""
+    return _state["workspace_bytes"]

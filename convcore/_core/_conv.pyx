@@ -1,0 +1,175 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Bindings of the C convolution family (src_c/conv.c).
+
+Only memory-safety checks live here: the functional layer has already
+validated every argument and allocated every output.  The C core is called
+with the GIL released; its status code becomes an exception afterwards.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+
+cdef extern from "convcore.h" nogil:
+    ctypedef struct cc_conv_geom:
+        int64_t N, C, H, W, K, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, groups
+    ctypedef void (*cc_sgemm_t)(const char *, const char *, const int *, const int *,
+                                const int *, const float *, const float *, const int *,
+                                const float *, const int *, const float *, float *,
+                                const int *)
+    ctypedef void (*cc_dgemm_t)(const char *, const char *, const int *, const int *,
+                                const int *, const double *, const double *, const int *,
+                                const double *, const int *, const double *, double *,
+                                const int *)
+    int CC_OK, CC_EINVAL, CC_ENOMEM
+    int cc_conv_geom_check(const cc_conv_geom *g)
+    int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk)
+    int cc_conv_is_pointwise(const cc_conv_geom *g)
+    int cc_im2col_f32(const float *x, const cc_conv_geom *g, int n_threads, float *cols)
+    int cc_im2col_f64(const double *x, const cc_conv_geom *g, int n_threads, double *cols)
+    int cc_col2im_f32(const float *cols, const cc_conv_geom *g, int n_threads, float *x)
+    int cc_col2im_f64(const double *cols, const cc_conv_geom *g, int n_threads, double *x)
+    int cc_conv2d_fwd_f32(const float *x, const float *w, const float *b,
+                          const cc_conv_geom *g, float *work, int64_t work_elems,
+                          int n_threads, cc_sgemm_t gemm, float *y)
+    int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
+                          const cc_conv_geom *g, double *work, int64_t work_elems,
+                          int n_threads, cc_dgemm_t gemm, double *y)
+    int cc_conv2d_bwd_f32(const float *dy, const float *x, const float *w,
+                          const cc_conv_geom *g, float *work, int64_t work_elems,
+                          int n_threads, cc_sgemm_t gemm,
+                          float *dx, float *dw, float *db)
+    int cc_conv2d_bwd_f64(const double *dy, const double *x, const double *w,
+                          const cc_conv_geom *g, double *work, int64_t work_elems,
+                          int n_threads, cc_dgemm_t gemm,
+                          double *dx, double *dw, double *db)
+    int cc_openmp_enabled()
+    int cc_max_threads()
+
+cdef cc_sgemm_t _sgemm = <cc_sgemm_t>sgemm
+cdef cc_dgemm_t _dgemm = <cc_dgemm_t>dgemm
+
+
+cdef cc_conv_geom _geom(tuple g) except *:
+    cdef cc_conv_geom c
+    (c.N, c.C, c.H, c.W, c.K, c.KH, c.KW, c.SH, c.SW,
+     c.PH, c.PW, c.DH, c.DW, c.OH, c.OW, c.groups) = g
+    if cc_conv_geom_check(&c) != CC_OK:
+        raise ValueError(f"inconsistent or oversized convolution geometry {g}")
+    return c
+
+
+cdef inline void _raise(int status, str what) except *:
+    if status == CC_ENOMEM:
+        raise MemoryError(f"{what}: out of memory")
+    if status != CC_OK:
+        raise RuntimeError(f"{what}: C core rejected its arguments (status {status})")
+
+
+cdef inline void _need(Py_ssize_t have, Py_ssize_t want, str name) except *:
+    if have != want:
+        raise ValueError(f"{name} has {have} elements, expected {want}")
+
+
+def openmp_enabled():
+    return bool(cc_openmp_enabled())
+
+
+def max_threads():
+    return cc_max_threads()
+
+
+def workspace_elems(tuple geom, int64_t chunk):
+    """Workspace elements needed to process `chunk` images at once (0: none)."""
+    cdef cc_conv_geom g = _geom(geom)
+    return cc_conv_workspace_elems(&g, chunk)
+
+
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple geom,
+           int n_threads):
+    cdef cc_conv_geom g = _geom(geom)
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(cols.size, g.N * g.C * g.KH * g.KW * g.OH * g.OW, "cols")
+    if g.N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_im2col_f32(&x[0, 0, 0, 0], &g, n_threads, &cols[0, 0, 0])
+        else:
+            st = cc_im2col_f64(&x[0, 0, 0, 0], &g, n_threads, &cols[0, 0, 0])
+    _raise(st, "im2col")
+
+
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geom,
+           int n_threads):
+    cdef cc_conv_geom g = _geom(geom)
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(cols.size, g.N * g.C * g.KH * g.KW * g.OH * g.OW, "cols")
+    if g.N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_col2im_f32(&cols[0, 0, 0], &g, n_threads, &x[0, 0, 0, 0])
+        else:
+            st = cc_col2im_f64(&cols[0, 0, 0], &g, n_threads, &x[0, 0, 0, 0])
+    _raise(st, "col2im")
+
+
+def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                   const floating[::1] b, bint has_bias, floating[::1] work,
+                   floating[:, :, :, ::1] y, tuple geom, int n_threads):
+    cdef cc_conv_geom g = _geom(geom)
+    cdef const floating *bp = NULL
+    cdef floating *wp = NULL
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(w.size, g.K * (g.C // g.groups) * g.KH * g.KW, "weight")
+    _need(y.size, g.N * g.K * g.OH * g.OW, "y")
+    if has_bias:
+        _need(b.shape[0], g.K, "bias")
+        bp = &b[0]
+    if work.shape[0] > 0:
+        wp = &work[0]
+    if g.N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, wp,
+                                   work.shape[0], n_threads, _sgemm, &y[0, 0, 0, 0])
+        else:
+            st = cc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, wp,
+                                   work.shape[0], n_threads, _dgemm, &y[0, 0, 0, 0])
+    _raise(st, "conv2d forward")
+
+
+def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
+                    const floating[:, :, :, ::1] w, floating[::1] work,
+                    floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
+                    floating[::1] db, tuple geom, int n_threads):
+    cdef cc_conv_geom g = _geom(geom)
+    cdef floating *wp = NULL
+    cdef floating *dxp = NULL
+    cdef int st
+    _need(dy.size, g.N * g.K * g.OH * g.OW, "grad_output")
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(w.size, g.K * (g.C // g.groups) * g.KH * g.KW, "weight")
+    _need(dx.size, g.N * g.C * g.H * g.W, "grad_input")
+    _need(dw.size, w.size, "grad_weight")
+    _need(db.shape[0], g.K, "grad_bias")
+    if work.shape[0] > 0:
+        wp = &work[0]
+    if g.N > 0:
+        dxp = &dx[0, 0, 0, 0]
+    with nogil:
+        if floating is float:
+            st = cc_conv2d_bwd_f32(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
+                                   &x[0, 0, 0, 0] if g.N > 0 else NULL,
+                                   &w[0, 0, 0, 0], &g, wp, work.shape[0], n_threads,
+                                   _sgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+        else:
+            st = cc_conv2d_bwd_f64(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
+                                   &x[0, 0, 0, 0] if g.N > 0 else NULL,
+                                   &w[0, 0, 0, 0], &g, wp, work.shape[0], n_threads,
+                                   _dgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+    _raise(st, "conv2d backward")

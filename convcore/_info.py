@@ -1,0 +1,50 @@
+"""show_config(): what this build of convcore runs on."""
+from __future__ import annotations
+
+import platform
+import sys
+
+
+def config_info() -> dict:
+    import numpy
+    import scipy
+
+    from convcore import _config
+    from convcore._core import _conv
+    from convcore._version import __version__
+    info = {
+        "convcore": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "openmp": _conv.openmp_enabled(),
+        "threads": _config.get_num_threads(),
+        "workspace_limit_bytes": _config.get_workspace_limit(),
+    }
+    try:
+        from threadpoolctl import threadpool_info
+        import scipy.linalg  # noqa: F401
+        blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('filepath')})"
+                for d in threadpool_info() if d.get("user_api") == "blas"]
+        info["blas"] = blas
+    except Exception as exc:  # pragma: no cover - informational only
+        info["blas"] = [f"unknown ({exc})"]
+    try:
+        import cupy  # noqa: F401
+        info["cupy"] = cupy.__version__
+    except Exception:
+        info["cupy"] = None
+    return info
+
+
+def show_config() -> None:
+    """Print the build and run-time configuration (versions, OpenMP, threads, BLAS)."""
+    for key, value in config_info().items():
+        if isinstance(value, list):
+            print(f"{key}:")
+            for v in value:
+                print(f"  {v}")
+        else:
+            print(f"{key}: {value}")

@@ -1,0 +1,1 @@
+"""The functional ops, one module per family; `convcore.functional` re-exports them."""

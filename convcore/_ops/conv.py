@@ -1,0 +1,291 @@
+"""conv2d, its backward pass, im2col and col2im."""
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
+import numpy as np
+
+from convcore._validate import (as_int, backend_for, batched, check_elems, contiguous,
+                                float_dtype, out_size, pair, same_dtype)
+
+IntOrPair = Union[int, Tuple[int, int]]
+Padding = Union[int, Tuple[int, int], str]
+
+
+def _padding(padding, kernel, dilation, stride):
+    """((ph, pw), extra) where extra = (bottom, right) zeros needed beyond the
+    symmetric padding (only for 'same' with an even effective kernel)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), (0, 0)
+        if padding == "same":
+            if stride != (1, 1):
+                raise ValueError(f"padding='same' needs stride 1, got stride {stride}")
+            sym, extra = [], []
+            for k, d in zip(kernel, dilation):
+                total = d * (k - 1)
+                sym.append(total // 2)
+                extra.append(total - 2 * (total // 2))
+            return tuple(sym), tuple(extra)
+        raise ValueError(f"padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
+    return pair(padding, "padding", minimum=0), (0, 0)
+
+
+def _conv_setup(x, weight, bias, stride, padding, dilation, groups):
+    be = backend_for(x, weight, bias)
+    dt = float_dtype(x, "x")
+    if weight is None:
+        raise TypeError("weight must be an array, got None")
+    same_dtype(x, "x", weight, "weight")
+    same_dtype(x, "x", bias, "bias")
+    x4, unbatched = batched(x)
+    if weight.ndim != 4:
+        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
+                         f"got shape {tuple(weight.shape)}")
+    groups = as_int(groups, "groups", minimum=1)
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    N, C, H, W = (int(s) for s in x4.shape)
+    K, Cg, KH, KW = (int(s) for s in weight.shape)
+    if K == 0 or Cg == 0 or KH == 0 or KW == 0:
+        raise ValueError(f"weight must have non-zero sizes, got shape {tuple(weight.shape)}")
+    if C == 0 or H == 0 or W == 0:
+        raise ValueError(f"x must have non-zero channels, height and width, got shape "
+                         f"{tuple(x.shape)}")
+    if C % groups:
+        raise ValueError(f"in_channels ({C}) must be divisible by groups ({groups})")
+    if K % groups:
+        raise ValueError(f"out_channels ({K}) must be divisible by groups ({groups})")
+    if Cg * groups != C:
+        raise ValueError(f"weight expects {Cg * groups} input channels "
+                         f"(shape {tuple(weight.shape)}, groups={groups}), but x has {C} "
+                         f"(shape {tuple(x.shape)})")
+    if bias is not None and tuple(bias.shape) != (K,):
+        raise ValueError(f"bias must have shape ({K},), got {tuple(bias.shape)}")
+    (PH, PW), extra = _padding(padding, (KH, KW), dilation, stride)
+    if extra != (0, 0):
+        # 'same' with an even effective kernel pads one more row/column at the
+        # bottom/right, as PyTorch does.
+        xp_ = be.xp
+        x4 = xp_.pad(x4, ((0, 0), (0, 0), (0, extra[0]), (0, extra[1])))
+        H, W = H + extra[0], W + extra[1]
+    OH = out_size(H, KH, stride[0], PH, dilation[0], "conv2d height")
+    OW = out_size(W, KW, stride[1], PW, dilation[1], "conv2d width")
+    check_elems((N, K, OH, OW), "conv2d output")
+    check_elems((C, KH, KW, OH, OW), "conv2d column matrix of one image")
+    geom = (N, C, H, W, K, KH, KW, stride[0], stride[1], PH, PW,
+            dilation[0], dilation[1], OH, OW, groups)
+    return be, dt, x4, unbatched, extra, geom
+
+
+def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
+           dilation: IntOrPair = 1, groups: int = 1):
+    """2-D convolution (cross-correlation) of a batch of images.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W) or (C, H, W)
+        Input images, float32 or float64, any strides.
+    weight : ndarray, shape (K, C / groups, KH, KW)
+        Kernels, same dtype as `x`.
+    bias : ndarray, shape (K,), optional
+        Added to every output position of each channel.
+    stride, dilation : int or (int, int)
+        Step between windows and between kernel taps.
+    padding : int, (int, int), 'valid' or 'same'
+        Zeros added on each side; 'same' keeps the size (needs stride 1).
+    groups : int
+        Input and output channels split into this many independent groups.
+
+    Returns
+    -------
+    y : ndarray, shape (N, K, OH, OW) or (K, OH, OW)
+
+    Notes
+    -----
+    ``y[n, k, i, j] = bias[k] + sum_{c, a, b} weight[k, c, a, b] *
+    xpad[n, g(k)*C/groups + c, i*SH + a*DH, j*SW + b*DW]`` and
+    ``OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1`` (likewise OW).
+
+    Examples
+    --------
+    The worked example of the notes: a 3x3 patch against a Sobel kernel.
+
+    >>> import numpy as np, convcore as cc
+    >>> patch = np.array([[200, 150, 150], [100, 50, 100], [25, 25, 10]], float)
+    >>> sobel = np.array([[1, 0, -1], [2, 0, -2], [1, 0, -1]], float)
+    >>> cc.conv2d(patch[None, None], sobel[None, None]).item()
+    65.0
+    """
+    be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, bias, stride, padding,
+                                                     dilation, groups)
+    N, K, OH, OW = geom[0], geom[4], geom[13], geom[14]
+    y = be.empty((N, K, OH, OW), dt)
+    if N > 0:
+        be.conv2d_forward(contiguous(be, x4), contiguous(be, weight),
+                          None if bias is None else contiguous(be, bias), y, geom)
+    return y[0] if unbatched else y
+
+
+def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padding = 0,
+                    dilation: IntOrPair = 1, groups: int = 1):
+    """Gradients of :func:`conv2d` with respect to its input, weight and bias.
+
+    Parameters
+    ----------
+    grad_output : ndarray, shape of conv2d's output
+        Upstream gradient dL/dy.
+    x, weight, stride, padding, dilation, groups
+        As given to :func:`conv2d`.
+
+    Returns
+    -------
+    grad_input : ndarray, shape of `x`
+        Full convolution of dL/dy with the kernel (cross-correlation with the
+        flipped kernel).
+    grad_weight : ndarray, shape of `weight`
+        Cross-correlation of the input with dL/dy.
+    grad_bias : ndarray, shape (K,)
+        dL/dy summed over batch and positions.
+
+    Notes
+    -----
+    Every gradient element is reduced in an order fixed by the shapes, so the
+    results are identical for every thread count and repeat.
+
+    Examples
+    --------
+    >>> import numpy as np, convcore as cc
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 3, 3))
+    >>> gx, gw, gb = cc.conv2d_backward(np.ones((1, 1, 2, 2)), x, w)
+    >>> gx[0, 0]
+    array([[1., 2., 2., 1.],
+           [2., 4., 4., 2.],
+           [2., 4., 4., 2.],
+           [1., 2., 2., 1.]])
+    >>> gb
+    array([4.])
+    """
+    be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, None, stride, padding,
+                                                     dilation, groups)
+    if grad_output is None:
+        raise TypeError("grad_output must be an array, got None")
+    backend_for(x, grad_output)
+    same_dtype(x, "x", grad_output, "grad_output")
+    N, C, H, W, K, OH, OW = geom[0], geom[1], geom[2], geom[3], geom[4], geom[13], geom[14]
+    want = (K, OH, OW) if unbatched else (N, K, OH, OW)
+    if tuple(grad_output.shape) != want:
+        raise ValueError(f"grad_output must have shape {want} (the conv2d output), got "
+                         f"{tuple(grad_output.shape)}")
+    dy = grad_output[None] if unbatched else grad_output
+    dx = be.empty((N, C, H, W), dt)
+    dw = be.empty(tuple(weight.shape), dt)
+    db = be.empty((K,), dt)
+    be.conv2d_backward(contiguous(be, dy), contiguous(be, x4), contiguous(be, weight),
+                       dx, dw, db, geom)
+    if extra != (0, 0):
+        dx = dx[:, :, :H - extra[0], :W - extra[1]]
+    return (dx[0] if unbatched else dx), dw, db
+
+
+def _unfold_geom(N, C, H, W, kernel_size, stride, padding, dilation):
+    (KH, KW) = pair(kernel_size, "kernel_size")
+    stride = pair(stride, "stride")
+    dilation = pair(dilation, "dilation")
+    PH, PW = pair(padding, "padding", minimum=0)
+    OH = out_size(H, KH, stride[0], PH, dilation[0], "im2col height")
+    OW = out_size(W, KW, stride[1], PW, dilation[1], "im2col width")
+    check_elems((N, C, KH, KW, OH, OW), "column matrix")
+    return (N, C, H, W, 1, KH, KW, stride[0], stride[1], PH, PW,
+            dilation[0], dilation[1], OH, OW, 1)
+
+
+def im2col(x, kernel_size: IntOrPair, stride: IntOrPair = 1, padding: IntOrPair = 0,
+           dilation: IntOrPair = 1):
+    """Sliding windows of `x` as columns (PyTorch's ``unfold`` layout).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W) or (C, H, W)
+    kernel_size, stride, padding, dilation : int or (int, int)
+
+    Returns
+    -------
+    cols : ndarray, shape (N, C*KH*KW, OH*OW) or (C*KH*KW, OH*OW)
+        Row ``(c*KH + a)*KW + b``, column ``i*OW + j`` holds
+        ``xpad[c, i*SH + a*DH, j*SW + b*DW]``.
+
+    Examples
+    --------
+    >>> import numpy as np, convcore as cc
+    >>> cc.im2col(np.arange(9.0).reshape(1, 3, 3), 2)
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
+    """
+    be = backend_for(x)
+    dt = float_dtype(x, "x")
+    x4, unbatched = batched(x)
+    N, C, H, W = (int(s) for s in x4.shape)
+    if C == 0 or H == 0 or W == 0:
+        raise ValueError(f"x must have non-zero channels, height and width, got shape "
+                         f"{tuple(x.shape)}")
+    geom = _unfold_geom(N, C, H, W, kernel_size, stride, padding, dilation)
+    KH, KW, OH, OW = geom[5], geom[6], geom[13], geom[14]
+    cols = be.empty((N, C * KH * KW, OH * OW), dt)
+    if N > 0:
+        be.im2col(contiguous(be, x4), cols, geom)
+    return cols[0] if unbatched else cols
+
+
+def col2im(cols, output_size: IntOrPair, kernel_size: IntOrPair, stride: IntOrPair = 1,
+           padding: IntOrPair = 0, dilation: IntOrPair = 1):
+    """Sum columns back into images (PyTorch's ``fold``); the adjoint of :func:`im2col`.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (N, C*KH*KW, L) or (C*KH*KW, L)
+    output_size : int or (int, int)
+        The image size (H, W).
+    kernel_size, stride, padding, dilation : int or (int, int)
+
+    Returns
+    -------
+    x : ndarray, shape (N, C, H, W) or (C, H, W)
+
+    Examples
+    --------
+    >>> import numpy as np, convcore as cc
+    >>> cc.col2im(np.ones((4, 4)), 3, 2)
+    array([[[1., 2., 1.],
+            [2., 4., 2.],
+            [1., 2., 1.]]])
+    """
+    be = backend_for(cols)
+    dt = float_dtype(cols, "cols")
+    if cols.ndim == 2:
+        cols3, unbatched = cols[None], True
+    elif cols.ndim == 3:
+        cols3, unbatched = cols, False
+    else:
+        raise ValueError(f"cols must be 2-D (C*KH*KW, L) or 3-D (N, C*KH*KW, L), got shape "
+                         f"{tuple(cols.shape)}")
+    H, W = pair(output_size, "output_size")
+    KH, KW = pair(kernel_size, "kernel_size")
+    N, R, L = (int(s) for s in cols3.shape)
+    if R == 0 or R % (KH * KW):
+        raise ValueError(f"cols.shape[-2] must be a positive multiple of kernel_size "
+                         f"product {KH * KW}, got {R}")
+    C = R // (KH * KW)
+    geom = _unfold_geom(N, C, H, W, (KH, KW), stride, padding, dilation)
+    OH, OW = geom[13], geom[14]
+    if L != OH * OW:
+        raise ValueError(f"cols.shape[-1] must be {OH * OW} (= {OH}x{OW} windows for "
+                         f"output_size {(H, W)}), got {L}")
+    check_elems((N, C, H, W), "col2im output")
+    x = be.empty((N, C, H, W), dt)
+    if N > 0:
+        be.col2im(contiguous(be, cols3), x, geom)
+    return x[0] if unbatched else x

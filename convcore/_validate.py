@@ -1,0 +1,102 @@
+"""Argument checks shared by every functional op.
+
+TypeError for a wrong type or dtype, ValueError for a wrong shape or value;
+each message says what was expected and what was given.
+"""
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from convcore.backends import get_backend
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+# Hyper-parameters above this are refused before any arithmetic: no real
+# image has a side of 2**31, and it keeps every size product far from int64.
+MAX_HYPER = 2**31 - 1
+# Largest element count of any buffer we allocate.
+MAX_ELEMS = 2**62 // 16
+
+
+def backend_for(*arrays):
+    return get_backend(*arrays)
+
+
+def float_dtype(a, name: str) -> np.dtype:
+    dt = np.dtype(a.dtype)
+    if dt not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be float32 or float64, got {dt}")
+    return dt
+
+
+def same_dtype(ref, ref_name: str, other, other_name: str) -> None:
+    if other is not None and np.dtype(other.dtype) != np.dtype(ref.dtype):
+        raise TypeError(f"{other_name} must have the dtype of {ref_name} ({ref.dtype}), "
+                        f"got {other.dtype}")
+
+
+def as_int(v, name: str, minimum: int | None = None, maximum: int = MAX_HYPER) -> int:
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+    v = int(v)
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if v > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {v}")
+    return v
+
+
+def pair(v, name: str, minimum: int | None = 1) -> tuple[int, int]:
+    """An int or a pair of ints as (h, w)."""
+    if isinstance(v, (tuple, list)):
+        if len(v) != 2:
+            raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
+        return (as_int(v[0], name, minimum), as_int(v[1], name, minimum))
+    if isinstance(v, np.ndarray) and v.shape == (2,):
+        return pair(tuple(v.tolist()), name, minimum)
+    v = as_int(v, name, minimum)
+    return (v, v)
+
+
+def batched(x, name: str = "x"):
+    """(x as 4-D, was_unbatched) for a (C, H, W) or (N, C, H, W) array."""
+    if x.ndim == 4:
+        return x, False
+    if x.ndim == 3:
+        return x[None], True
+    raise ValueError(f"{name} must be 3-D (C, H, W) or 4-D (N, C, H, W), got shape "
+                     f"{tuple(x.shape)}")
+
+
+def out_size(size: int, k: int, s: int, p: int, d: int, name: str,
+             ceil_mode: bool = False, what: str = "input") -> int:
+    """Sliding-window output length: floor((size + 2p - d(k-1) - 1) / s) + 1.
+
+    With ceil_mode the division rounds up, but no window may start in the
+    right/bottom padding (PyTorch's rule)."""
+    eff = d * (k - 1) + 1
+    span = size + 2 * p
+    if span < eff:
+        raise ValueError(
+            f"{name}: effective kernel size {eff} (kernel {k}, dilation {d}) is larger "
+            f"than the padded {what} size {span} ({what} {size} + 2*padding {p})")
+    num = span - eff
+    o = (num + s - 1) // s + 1 if ceil_mode else num // s + 1
+    if ceil_mode and (o - 1) * s >= size + p:
+        o -= 1
+    return o
+
+
+def check_elems(shape, name: str) -> None:
+    total = 1
+    for s in shape:
+        total *= int(s)
+    if total > MAX_ELEMS:
+        raise ValueError(f"{name} would have {total} elements (shape {tuple(shape)}), "
+                         f"more than the supported {MAX_ELEMS}")
+
+
+def contiguous(be, a):
+    """C-contiguous view or copy (no copy for an already C-contiguous array)."""
+    return be.ascontiguous(a)

@@ -1,0 +1,91 @@
+/* Geometry checks and OpenMP queries shared by every kernel family. */
+#include "convcore.h"
+#include "internal.h"
+
+#include <limits.h>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+int cc_mul_ok(int64_t a, int64_t b, int64_t *out)
+{
+    if (a < 0 || b < 0) return 0;
+    if (a != 0 && b > CC_SIZE_MAX / a) return 0;
+    *out = a * b;
+    return 1;
+}
+
+int cc_prod4_ok(int64_t a, int64_t b, int64_t c, int64_t d, int64_t *out)
+{
+    int64_t ab, abc;
+    return cc_mul_ok(a, b, &ab) && cc_mul_ok(ab, c, &abc) && cc_mul_ok(abc, d, out);
+}
+
+int64_t cc_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d)
+{
+    /* (in + 2p - d(k-1) - 1) / s + 1, or -1 if the window does not fit */
+    int64_t eff, span;
+    if (in < 0 || k <= 0 || s <= 0 || p < 0 || d <= 0) return -1;
+    if (k - 1 > CC_SIZE_MAX / d) return -1;
+    eff = d * (k - 1) + 1;
+    if (p > (CC_SIZE_MAX - in) / 2) return -1;
+    span = in + 2 * p;
+    if (span < eff) return -1;
+    return (span - eff) / s + 1;
+}
+
+int cc_conv_geom_check(const cc_conv_geom *g)
+{
+    int64_t t;
+    if (!g) return CC_EINVAL;
+    if (g->N < 0 || g->C <= 0 || g->H <= 0 || g->W <= 0 || g->K <= 0) return CC_EINVAL;
+    if (g->groups <= 0 || g->C % g->groups || g->K % g->groups) return CC_EINVAL;
+    if (g->OH != cc_out_size(g->H, g->KH, g->SH, g->PH, g->DH)) return CC_EINVAL;
+    if (g->OW != cc_out_size(g->W, g->KW, g->SW, g->PW, g->DW)) return CC_EINVAL;
+    if (g->OH <= 0 || g->OW <= 0) return CC_EINVAL;
+    if (!cc_prod4_ok(1, g->C, g->H, g->W, &t)) return CC_EINVAL;
+    if (!cc_prod4_ok(1, g->K, g->OH, g->OW, &t)) return CC_EINVAL;
+    if (!cc_prod4_ok(g->N, g->C, g->H, g->W, &t)) return CC_EINVAL;
+    if (!cc_prod4_ok(g->N, g->K, g->OH, g->OW, &t)) return CC_EINVAL;
+    if (!cc_prod4_ok(g->C, g->KH, g->KW, g->OH * 1, &t)) return CC_EINVAL;
+    if (!cc_mul_ok(t, g->OW, &t)) return CC_EINVAL;
+    if (!cc_prod4_ok(g->K, g->C / g->groups, g->KH, g->KW, &t)) return CC_EINVAL;
+    /* BLAS takes 32-bit sizes and leading dimensions */
+    if (g->OH * g->OW > INT_MAX || g->C * g->KH * g->KW > INT_MAX || g->K > INT_MAX)
+        return CC_EINVAL;
+    if (g->H * g->W > INT_MAX) return CC_EINVAL;
+    return CC_OK;
+}
+
+int cc_conv_is_pointwise(const cc_conv_geom *g)
+{
+    return g->KH == 1 && g->KW == 1 && g->SH == 1 && g->SW == 1 &&
+           g->PH == 0 && g->PW == 0;
+}
+
+int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk)
+{
+    int64_t t;
+    if (cc_conv_is_pointwise(g)) return 0;
+    if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW, g->OH, g->OW, &t)) return -1;
+    return t;
+}
+
+int cc_openmp_enabled(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int cc_max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}

@@ -1,0 +1,118 @@
+/* convcore C core: convolution and pooling kernels for NCHW tensors.
+ *
+ * Conventions (see STYLE.md):
+ *   - sizes: N C H W (input), K (output channels), KH KW (kernel), SH SW
+ *     (stride), PH PW (padding), DH DW (dilation), OH OW (output);
+ *   - argument order: const inputs, sizes and hyper-parameters, workspace,
+ *     n_threads, BLAS pointer, outputs;
+ *   - every kernel returns CC_OK or an error code; none prints or exits;
+ *   - the caller validates arguments; kernels only re-check what would make
+ *     them read or write out of bounds.
+ *
+ * GEMM is never linked: the caller hands in a Fortran-ABI sgemm/dgemm pointer
+ * (scipy.linalg.cython_blas at run time, a naive reference in C tests).  The
+ * core calls it from inside its own OpenMP teams, so the BLAS it is given
+ * must run sequentially during the call.
+ */
+#ifndef CONVCORE_H
+#define CONVCORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CC_OK 0
+#define CC_EINVAL 1
+#define CC_ENOMEM 2
+
+typedef void (*cc_sgemm_t)(const char *transa, const char *transb,
+                           const int *m, const int *n, const int *k,
+                           const float *alpha, const float *a, const int *lda,
+                           const float *b, const int *ldb,
+                           const float *beta, float *c, const int *ldc);
+typedef void (*cc_dgemm_t)(const char *transa, const char *transb,
+                           const int *m, const int *n, const int *k,
+                           const double *alpha, const double *a, const int *lda,
+                           const double *b, const int *ldb,
+                           const double *beta, double *c, const int *ldc);
+
+/* Geometry of one convolution, shared by conv and im2col/col2im.
+ * Cg = C / groups input channels and Kg = K / groups output channels per group. */
+typedef struct {
+    int64_t N, C, H, W;
+    int64_t K, KH, KW;
+    int64_t SH, SW, PH, PW, DH, DW;
+    int64_t OH, OW;
+    int64_t groups;
+} cc_conv_geom;
+
+/* Checks that a geometry is self-consistent (positive sizes, OH/OW follow
+ * from the others, no 64-bit overflow of any buffer size).  CC_OK or CC_EINVAL. */
+int cc_conv_geom_check(const cc_conv_geom *g);
+
+/* Elements of workspace the convolution kernels need to process `chunk`
+ * images at once: chunk * C*KH*KW * OH*OW, or 0 on the 1x1 fast path. */
+int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk);
+
+/* Whether the 1x1 / stride 1 / padding 0 path (no im2col) applies. */
+int cc_conv_is_pointwise(const cc_conv_geom *g);
+
+/* im2col, NCHW, torch `unfold` layout.
+ *   x    (N, C, H, W)                 [in]
+ *   cols (N, C*KH*KW, OH*OW)          [out, overwritten]; padding reads as 0 */
+int cc_im2col_f32(const float *x, const cc_conv_geom *g, int n_threads, float *cols);
+int cc_im2col_f64(const double *x, const cc_conv_geom *g, int n_threads, double *cols);
+
+/* col2im, torch `fold` layout; the adjoint of im2col.
+ *   cols (N, C*KH*KW, OH*OW)          [in]
+ *   x    (N, C, H, W)                 [out, overwritten] sum of every column
+ *                                      entry that im2col copied from it
+ * Parallel over (n, c) planes only; each plane is summed in a fixed order. */
+int cc_col2im_f32(const float *cols, const cc_conv_geom *g, int n_threads, float *x);
+int cc_col2im_f64(const double *cols, const cc_conv_geom *g, int n_threads, double *x);
+
+/* Convolution forward (cross-correlation), NCHW.
+ *   x    (N, C, H, W)                 [in]
+ *   w    (K, C/groups, KH, KW)        [in]
+ *   b    (K) or NULL                  [in]
+ *   work workspace of work_elems >= cc_conv_workspace_elems(g, 1)
+ *   y    (N, K, OH, OW)               [out, overwritten]
+ * y[n,k] = b[k] + sum_{c in group(k), kh, kw} w[k,c,kh,kw] * xpad[n,c,oh*SH+kh*DH,ow*SW+kw*DW]
+ * The batch is processed in chunks of as many images as `work` holds. */
+int cc_conv2d_fwd_f32(const float *x, const float *w, const float *b,
+                      const cc_conv_geom *g, float *work, int64_t work_elems,
+                      int n_threads, cc_sgemm_t gemm, float *y);
+int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
+                      const cc_conv_geom *g, double *work, int64_t work_elems,
+                      int n_threads, cc_dgemm_t gemm, double *y);
+
+/* Convolution backward.
+ * forward: y = W·col(x) + b  =>  dW = dy·colᵀ, dcol = Wᵀ·dy, dx = col2im(dcol), db = Σ dy
+ *   dy   (N, K, OH, OW)               [in]
+ *   x    (N, C, H, W)                 [in]
+ *   w    (K, C/groups, KH, KW)        [in]
+ *   dx   (N, C, H, W) or NULL         [out, overwritten]
+ *   dw   (K, C/groups, KH, KW) or NULL [out, overwritten]
+ *   db   (K) or NULL                  [out, overwritten]
+ * Every output element is reduced in an order fixed by the shapes alone, so
+ * results are identical for every thread count and every repeat. */
+int cc_conv2d_bwd_f32(const float *dy, const float *x, const float *w,
+                      const cc_conv_geom *g, float *work, int64_t work_elems,
+                      int n_threads, cc_sgemm_t gemm,
+                      float *dx, float *dw, float *db);
+int cc_conv2d_bwd_f64(const double *dy, const double *x, const double *w,
+                      const cc_conv_geom *g, double *work, int64_t work_elems,
+                      int n_threads, cc_dgemm_t gemm,
+                      double *dx, double *dw, double *db);
+
+/* Threads OpenMP offers (1 when built without OpenMP). */
+int cc_openmp_enabled(void);
+int cc_max_threads(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CONVCORE_H */

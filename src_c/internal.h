@@ -1,0 +1,57 @@
+/* Helpers shared between the kernel families; not part of the public header. */
+#ifndef CONVCORE_INTERNAL_H
+#define CONVCORE_INTERNAL_H
+
+#include <stdint.h>
+
+/* Largest element count any buffer may have: keeps byte counts of float64
+ * buffers inside int64 as well. */
+#define CC_SIZE_MAX (INT64_MAX / 16)
+
+#if defined(__GNUC__) || defined(__clang__)
+#define CC_RESTRICT __restrict__
+#else
+#define CC_RESTRICT
+#endif
+
+#define CC_MIN(a, b) ((a) < (b) ? (a) : (b))
+#define CC_MAX(a, b) ((a) > (b) ? (a) : (b))
+
+/* a * b into *out when it fits below CC_SIZE_MAX; 0 otherwise. */
+int cc_mul_ok(int64_t a, int64_t b, int64_t *out);
+int cc_prod4_ok(int64_t a, int64_t b, int64_t c, int64_t d, int64_t *out);
+
+/* Output length of a sliding window, or -1 when it does not fit. */
+int64_t cc_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d);
+
+/* ceil(a / b) for b > 0 and any sign of a. */
+static inline int64_t cc_ceil_div(int64_t a, int64_t b)
+{
+    return a >= 0 ? (a + b - 1) / b : -((-a) / b);
+}
+
+/* The range [*lo, *hi) of output positions o in [0, O) whose input position
+ * o*S + off lies in [0, I). */
+static inline void cc_valid_range(int64_t I, int64_t O, int64_t S, int64_t off,
+                                  int64_t *lo, int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : cc_ceil_div(-off, S);
+    int64_t b = I - off <= 0 ? 0 : cc_ceil_div(I - off, S);
+    if (a > O) a = O;
+    if (b > O) b = O;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* Number of blocks of `block` covering `n` (1 when n <= split). */
+static inline int64_t cc_nblocks(int64_t n, int64_t split, int64_t block)
+{
+    return n <= split ? 1 : (n + block - 1) / block;
+}
+static inline int64_t cc_blocksize(int64_t n, int64_t split, int64_t block)
+{
+    return n <= split ? n : block;
+}
+
+#endif
