@@ -20,26 +20,28 @@ cdef extern from "convcore.h" nogil:
                                 const int *, const double *, const double *, const int *,
                                 const double *, const int *, const double *, double *,
                                 const int *)
-    int CC_OK, CC_EINVAL, CC_ENOMEM
+    int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED
+    int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     int cc_conv_geom_check(const cc_conv_geom *g)
-    int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk)
+    int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
     int cc_conv_is_pointwise(const cc_conv_geom *g)
+    int cc_conv_is_depthwise(const cc_conv_geom *g)
     int cc_im2col_f32(const float *x, const cc_conv_geom *g, int n_threads, float *cols)
     int cc_im2col_f64(const double *x, const cc_conv_geom *g, int n_threads, double *cols)
     int cc_col2im_f32(const float *cols, const cc_conv_geom *g, int n_threads, float *x)
     int cc_col2im_f64(const double *cols, const cc_conv_geom *g, int n_threads, double *x)
     int cc_conv2d_fwd_f32(const float *x, const float *w, const float *b,
-                          const cc_conv_geom *g, float *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                           int n_threads, cc_sgemm_t gemm, float *y)
     int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
-                          const cc_conv_geom *g, double *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm, double *y)
     int cc_conv2d_bwd_f32(const float *dy, const float *x, const float *w,
-                          const cc_conv_geom *g, float *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                           int n_threads, cc_sgemm_t gemm,
                           float *dx, float *dw, float *db)
     int cc_conv2d_bwd_f64(const double *dy, const double *x, const double *w,
-                          const cc_conv_geom *g, double *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm,
                           double *dx, double *dw, double *db)
     int cc_openmp_enabled()
@@ -78,10 +80,21 @@ def max_threads():
     return cc_max_threads()
 
 
-def workspace_elems(tuple geom, int64_t chunk):
-    """Workspace elements needed to process `chunk` images at once (0: none)."""
+AUTO = CC_CONV_AUTO
+TILES = CC_CONV_TILES
+BATCHED = CC_CONV_BATCHED
+
+
+def workspace_elems(tuple geom, int64_t chunk, int strategy):
+    """Workspace elements needed to process `chunk` images at once with
+    `strategy` (0: none, -1: too large for the strategy)."""
     cdef cc_conv_geom g = _geom(geom)
-    return cc_conv_workspace_elems(&g, chunk)
+    return cc_conv_workspace_elems(&g, chunk, strategy)
+
+
+def is_depthwise(tuple geom):
+    cdef cc_conv_geom g = _geom(geom)
+    return bool(cc_conv_is_depthwise(&g))
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple geom,
@@ -117,7 +130,7 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geom,
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                   const floating[::1] b, bint has_bias, floating[::1] work,
+                   const floating[::1] b, bint has_bias, int strategy, floating[::1] work,
                    floating[:, :, :, ::1] y, tuple geom, int n_threads):
     cdef cc_conv_geom g = _geom(geom)
     cdef const floating *bp = NULL
@@ -135,16 +148,16 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         return
     with nogil:
         if floating is float:
-            st = cc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, wp,
+            st = cc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, strategy, wp,
                                    work.shape[0], n_threads, _sgemm, &y[0, 0, 0, 0])
         else:
-            st = cc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, wp,
+            st = cc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, strategy, wp,
                                    work.shape[0], n_threads, _dgemm, &y[0, 0, 0, 0])
     _raise(st, "conv2d forward")
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
-                    const floating[:, :, :, ::1] w, floating[::1] work,
+                    const floating[:, :, :, ::1] w, int strategy, floating[::1] work,
                     floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
                     floating[::1] db, tuple geom, int n_threads):
     cdef cc_conv_geom g = _geom(geom)
@@ -165,11 +178,11 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
         if floating is float:
             st = cc_conv2d_bwd_f32(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
                                    &x[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &w[0, 0, 0, 0], &g, wp, work.shape[0], n_threads,
+                                   &w[0, 0, 0, 0], &g, strategy, wp, work.shape[0], n_threads,
                                    _sgemm, dxp, &dw[0, 0, 0, 0], &db[0])
         else:
             st = cc_conv2d_bwd_f64(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
                                    &x[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &w[0, 0, 0, 0], &g, wp, work.shape[0], n_threads,
+                                   &w[0, 0, 0, 0], &g, strategy, wp, work.shape[0], n_threads,
                                    _dgemm, dxp, &dw[0, 0, 0, 0], &db[0])
     _raise(st, "conv2d backward")

@@ -2,12 +2,14 @@
 
 Every function takes arrays that the functional layer has validated, made
 C-contiguous and allocated.  GEMMs run inside the core's own OpenMP teams, so
-the BLAS behind them (SciPy's) is held at one thread for the duration of a
-call and restored afterwards.
+SciPy's BLAS is held at one thread for the duration of a call and restored
+afterwards.
 """
 from __future__ import annotations
 
+import os
 import threading
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -34,11 +36,12 @@ def to_numpy(a):
     return a
 
 
-class _SequentialBlas:
-    """Holds SciPy's BLAS at one thread while any convcore call runs.
+class _BlasThreads:
+    """Sets SciPy's BLAS thread count for the duration of convcore calls.
 
-    Re-entrant across Python threads: the first caller in saves the BLAS
-    thread count, the last one out restores it.
+    ``with blas_threads(1):`` holds the BLAS at one thread while the core runs
+    its GEMM tiles inside its own OpenMP teams, and restores the previous count
+    when the last concurrent caller leaves.
     """
 
     def __init__(self):
@@ -60,54 +63,70 @@ class _SequentialBlas:
         except Exception:  # threadpoolctl missing or broken: nothing to hold
             self._controller = None
 
-    def __enter__(self):
+    @contextmanager
+    def __call__(self, n):
         with self._lock:
             if not self._looked:
                 self._find()
-            if self._depth == 0 and self._controller is not None:
-                saved = self._controller.get_num_threads()
-                if saved is not None and saved != 1:
-                    self._controller.set_num_threads(1)
-                    self._saved = saved
+            ctl = self._controller
+            if ctl is not None:
+                if self._depth == 0:
+                    self._saved = ctl.get_num_threads()
+                if ctl.get_num_threads() != n:
+                    ctl.set_num_threads(n)
             self._depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._saved is not None:
-                self._controller.set_num_threads(self._saved)
-                self._saved = None
-        return False
-
-
-sequential_blas = _SequentialBlas()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._depth -= 1
+                if self._depth == 0 and ctl is not None and self._saved is not None:
+                    if ctl.get_num_threads() != self._saved:
+                        ctl.set_num_threads(self._saved)
+                    self._saved = None
 
 
-def _workspace(geom, dtype, n_images: int):
-    """Column workspace for as many images as the budget allows (>= 1)."""
-    per = _conv.workspace_elems(geom, 1)
+blas_threads = _BlasThreads()
+
+_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED}
+
+
+def _strategy() -> int:
+    """The C core picks its strategy from the shape; CONVCORE_CONV_STRATEGY
+    ('tiles' or 'batched') forces one, for benchmarks."""
+    return _STRATEGIES.get(os.environ.get("CONVCORE_CONV_STRATEGY", ""), _conv.AUTO)
+
+
+def _workspace(geom, dtype, strategy):
+    """Workspace for as many images as the budget allows (at least one)."""
+    per = _conv.workspace_elems(geom, 1, strategy)
     if per == 0:
         return np.empty(0, dtype=dtype)
+    if per < 0:
+        raise ValueError(f"convolution too large for one image: geometry {geom}")
     itemsize = np.dtype(dtype).itemsize
     budget = _config.get_workspace_limit() // itemsize
-    chunk = max(1, min(n_images, budget // per))
+    chunk = max(1, min(geom[0], budget // per))
+    while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
+        chunk //= 2
     return np.empty(per * chunk, dtype=dtype)
 
 
 def conv2d_forward(x, w, b, y, geom):
-    work = _workspace(geom, x.dtype, geom[0])
+    strategy = _strategy()
+    work = _workspace(geom, x.dtype, strategy)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
-    with sequential_blas:
-        _conv.conv2d_forward(x, w, bias, b is not None, work, y, geom,
-                             _config.get_num_threads())
+    n = _config.get_num_threads()
+    with blas_threads(1):
+        _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
-    work = _workspace(geom, x.dtype, geom[0])
-    with sequential_blas:
-        _conv.conv2d_backward(dy, x, w, work, dx, dw, db, geom,
-                              _config.get_num_threads())
+    strategy = _strategy()
+    work = _workspace(geom, x.dtype, strategy)
+    n = _config.get_num_threads()
+    with blas_threads(1):
+        _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
 
 
 def im2col(x, cols, geom):
