@@ -50,6 +50,51 @@ cdef extern from "convcore.h" nogil:
 cdef cc_sgemm_t _sgemm = <cc_sgemm_t>sgemm
 cdef cc_dgemm_t _dgemm = <cc_dgemm_t>dgemm
 
+# The core calls the BLAS from inside its own OpenMP teams, so SciPy's BLAS
+# must run single-threaded during a call.  The backend hands over the BLAS's
+# own set/get-num-threads functions once; every call then holds the BLAS at
+# one thread and restores it when the last concurrent caller leaves.  The
+# counter is only touched with the GIL held.
+ctypedef void (*_set_threads_t)(int) noexcept nogil
+ctypedef int (*_get_threads_t)() noexcept nogil
+cdef _set_threads_t _blas_set = NULL
+cdef _get_threads_t _blas_get = NULL
+cdef int _blas_depth = 0
+cdef int _blas_saved = 1
+
+
+def set_blas_thread_functions(size_t set_addr, size_t get_addr):
+    """Addresses of the BLAS's set_num_threads(int) and get_num_threads()."""
+    global _blas_set, _blas_get
+    if _blas_depth != 0:
+        raise RuntimeError("cannot change the BLAS thread functions during a call")
+    _blas_set = <_set_threads_t>set_addr
+    _blas_get = <_get_threads_t>get_addr
+
+
+def has_blas_thread_functions():
+    return _blas_set != NULL
+
+
+cdef inline void _blas_enter() noexcept:
+    global _blas_depth, _blas_saved
+    if _blas_set == NULL:
+        return
+    if _blas_depth == 0:
+        _blas_saved = _blas_get()
+        if _blas_saved != 1:
+            _blas_set(1)
+    _blas_depth += 1
+
+
+cdef inline void _blas_exit() noexcept:
+    global _blas_depth
+    if _blas_set == NULL:
+        return
+    _blas_depth -= 1
+    if _blas_depth == 0 and _blas_saved > 1:
+        _blas_set(_blas_saved)
+
 
 cdef cc_conv_geom _geom(tuple g) except *:
     cdef cc_conv_geom c
@@ -146,6 +191,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         wp = &work[0]
     if g.N == 0:
         return
+    _blas_enter()
     with nogil:
         if floating is float:
             st = cc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, strategy, wp,
@@ -153,6 +199,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         else:
             st = cc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, strategy, wp,
                                    work.shape[0], n_threads, _dgemm, &y[0, 0, 0, 0])
+    _blas_exit()
     _raise(st, "conv2d forward")
 
 
@@ -174,6 +221,7 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
         wp = &work[0]
     if g.N > 0:
         dxp = &dx[0, 0, 0, 0]
+    _blas_enter()
     with nogil:
         if floating is float:
             st = cc_conv2d_bwd_f32(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
@@ -185,4 +233,5 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
                                    &x[0, 0, 0, 0] if g.N > 0 else NULL,
                                    &w[0, 0, 0, 0], &g, strategy, wp, work.shape[0], n_threads,
                                    _dgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+    _blas_exit()
     _raise(st, "conv2d backward")

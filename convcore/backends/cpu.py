@@ -3,13 +3,13 @@
 Every function takes arrays that the functional layer has validated, made
 C-contiguous and allocated.  GEMMs run inside the core's own OpenMP teams, so
 SciPy's BLAS is held at one thread for the duration of a call and restored
-afterwards.
+afterwards (by the binding itself, see ``_bind_blas_threads``).
 """
 from __future__ import annotations
 
 import os
 import threading
-from contextlib import contextmanager
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -36,57 +36,47 @@ def to_numpy(a):
     return a
 
 
-class _BlasThreads:
-    """Sets SciPy's BLAS thread count for the duration of convcore calls.
-
-    ``with blas_threads(1):`` holds the BLAS at one thread while the core runs
-    its GEMM tiles inside its own OpenMP teams, and restores the previous count
-    when the last concurrent caller leaves.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved = None
-        self._controller = None
-        self._looked = False
-
-    def _find(self):
-        self._looked = True
-        try:
-            import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
-            from threadpoolctl import ThreadpoolController
-            for lc in ThreadpoolController().lib_controllers:
-                if lc.user_api == "blas" and "scipy" in lc.filepath and "numpy" not in lc.filepath:
-                    self._controller = lc
-                    return
-        except Exception:  # threadpoolctl missing or broken: nothing to hold
-            self._controller = None
-
-    @contextmanager
-    def __call__(self, n):
-        with self._lock:
-            if not self._looked:
-                self._find()
-            ctl = self._controller
-            if ctl is not None:
-                if self._depth == 0:
-                    self._saved = ctl.get_num_threads()
-                if ctl.get_num_threads() != n:
-                    ctl.set_num_threads(n)
-            self._depth += 1
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._depth -= 1
-                if self._depth == 0 and ctl is not None and self._saved is not None:
-                    if ctl.get_num_threads() != self._saved:
-                        ctl.set_num_threads(self._saved)
-                    self._saved = None
+def _bind_blas_threads():
+    """Hand SciPy's BLAS set/get-num-threads functions to the binding, which
+    holds the BLAS at one thread during each call (the core's GEMM tiles run
+    inside its own OpenMP teams).  Returns a fallback context manager when the
+    functions cannot be found (a BLAS that threadpoolctl does not know)."""
+    import ctypes
+    try:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
+        from threadpoolctl import ThreadpoolController
+        ctls = [lc for lc in ThreadpoolController().lib_controllers
+                if lc.user_api == "blas" and "scipy" in lc.filepath and "numpy" not in lc.filepath]
+    except Exception:
+        ctls = []
+    for lc in ctls:
+        lib = lc.dynlib
+        for pre in ("scipy_openblas", "openblas", "scipy_openblas64_", ""):
+            for suf in ("", "64_"):
+                try:
+                    setf = getattr(lib, f"{pre}_set_num_threads{suf}".lstrip("_"))
+                    getf = getattr(lib, f"{pre}_get_num_threads{suf}".lstrip("_"))
+                except AttributeError:
+                    continue
+                _conv.set_blas_thread_functions(ctypes.cast(setf, ctypes.c_void_p).value,
+                                                ctypes.cast(getf, ctypes.c_void_p).value)
+                return None
+    if ctls:
+        from threadpoolctl import threadpool_limits
+        return lambda: threadpool_limits(1, user_api="blas")
+    return None
 
 
-blas_threads = _BlasThreads()
+_blas_fallback = []
+
+
+def _hold_blas():
+    """Context for a call: a no-op when the binding holds the BLAS itself."""
+    if not _blas_fallback:
+        _blas_fallback.append(_bind_blas_threads())
+    fb = _blas_fallback[0]
+    return fb() if fb is not None else nullcontext()
+
 
 _STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED}
 
@@ -117,7 +107,7 @@ def conv2d_forward(x, w, b, y, geom):
     work = _workspace(geom, x.dtype, strategy)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
     n = _config.get_num_threads()
-    with blas_threads(1):
+    with _hold_blas():
         _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
 
 
@@ -125,7 +115,7 @@ def conv2d_backward(dy, x, w, dx, dw, db, geom):
     strategy = _strategy()
     work = _workspace(geom, x.dtype, strategy)
     n = _config.get_num_threads()
-    with blas_threads(1):
+    with _hold_blas():
         _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
 
 
