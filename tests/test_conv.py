@@ -406,3 +406,21 @@ def test_conv2d_matches_torch_on_network_sized_layers():
         for a, t in ((y, ty.detach()), (gx, tx.grad), (gw, tw.grad)):
             t = t.numpy()
             assert np.linalg.norm(a - t) <= 1e-5 * np.linalg.norm(t)
+
+
+def test_scipy_blas_thread_count_is_restored_after_calls(rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    import scipy.linalg  # noqa: F401
+
+    def scipy_blas_threads():
+        return [i["num_threads"] for i in threadpoolctl.threadpool_info()
+                if i["user_api"] == "blas" and "scipy" in i["filepath"]
+                and "numpy" not in i["filepath"]]
+
+    with threadpoolctl.threadpool_limits(2, user_api="blas"):
+        before = scipy_blas_threads()
+        x = rng.standard_normal((2, 3, 9, 9)).astype(np.float32)
+        w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+        y = cc.conv2d(x, w)
+        cc.conv2d_backward(np.ones_like(y), x, w)
+        assert scipy_blas_threads() == before
