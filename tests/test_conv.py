@@ -424,3 +424,25 @@ def test_scipy_blas_thread_count_is_restored_after_calls(rng):
         y = cc.conv2d(x, w)
         cc.conv2d_backward(np.ones_like(y), x, w)
         assert scipy_blas_threads() == before
+
+
+@pytest.mark.parametrize("mask", [(False, True, True), (True, False, False), (False, False, True),
+                                  (True, True, False), (False, False, False)])
+def test_conv2d_backward_output_mask_skips_only_the_masked_gradients(mask, rng):
+    x = rng.standard_normal((3, 4, 9, 9))
+    w = rng.standard_normal((6, 2, 3, 3))
+    gy = rng.standard_normal((3, 6, 5, 5))
+    full = cc.conv2d_backward(gy, x, w, stride=2, padding=1, groups=2)
+    got = cc.conv2d_backward(gy, x, w, stride=2, padding=1, groups=2, output_mask=mask)
+    for g, f, wanted in zip(got, full, mask):
+        if wanted:
+            assert np.array_equal(g, f)
+        else:
+            assert g is None
+
+
+def test_conv2d_backward_rejects_a_bad_output_mask(rng):
+    x = rng.standard_normal((1, 1, 4, 4))
+    w = rng.standard_normal((1, 1, 3, 3))
+    with pytest.raises(TypeError, match="output_mask"):
+        cc.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, output_mask=(True, True))

@@ -207,31 +207,42 @@ def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1
                     const floating[:, :, :, ::1] w, int strategy, floating[::1] work,
                     floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
                     floating[::1] db, tuple geom, int n_threads):
+    """dx, dw, db may each be None: that gradient is not computed."""
     cdef cc_conv_geom g = _geom(geom)
     cdef floating *wp = NULL
     cdef floating *dxp = NULL
+    cdef floating *dwp = NULL
+    cdef floating *dbp = NULL
+    cdef const floating *dyp = NULL
+    cdef const floating *xp = NULL
     cdef int st
     _need(dy.size, g.N * g.K * g.OH * g.OW, "grad_output")
     _need(x.size, g.N * g.C * g.H * g.W, "x")
     _need(w.size, g.K * (g.C // g.groups) * g.KH * g.KW, "weight")
-    _need(dx.size, g.N * g.C * g.H * g.W, "grad_input")
-    _need(dw.size, w.size, "grad_weight")
-    _need(db.shape[0], g.K, "grad_bias")
-    if work.shape[0] > 0:
+    if dx is not None:
+        _need(dx.size, g.N * g.C * g.H * g.W, "grad_input")
+        if g.N > 0:
+            dxp = &dx[0, 0, 0, 0]
+    if dw is not None:
+        _need(dw.size, w.size, "grad_weight")
+        dwp = &dw[0, 0, 0, 0]
+    if db is not None:
+        _need(db.shape[0], g.K, "grad_bias")
+        dbp = &db[0]
+    if work is not None and work.shape[0] > 0:
         wp = &work[0]
     if g.N > 0:
-        dxp = &dx[0, 0, 0, 0]
+        dyp = &dy[0, 0, 0, 0]
+        xp = &x[0, 0, 0, 0]
     _blas_enter()
     with nogil:
         if floating is float:
-            st = cc_conv2d_bwd_f32(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &x[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &w[0, 0, 0, 0], &g, strategy, wp, work.shape[0], n_threads,
-                                   _sgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+            st = cc_conv2d_bwd_f32(dyp, xp, &w[0, 0, 0, 0], &g, strategy, wp,
+                                   work.shape[0] if wp != NULL else 0, n_threads,
+                                   _sgemm, dxp, dwp, dbp)
         else:
-            st = cc_conv2d_bwd_f64(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &x[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &w[0, 0, 0, 0], &g, strategy, wp, work.shape[0], n_threads,
-                                   _dgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+            st = cc_conv2d_bwd_f64(dyp, xp, &w[0, 0, 0, 0], &g, strategy, wp,
+                                   work.shape[0] if wp != NULL else 0, n_threads,
+                                   _dgemm, dxp, dwp, dbp)
     _blas_exit()
     _raise(st, "conv2d backward")
