@@ -1,0 +1,204 @@
+"""Local Sphinx directives: benchmark snapshots and sections that need a feature.
+
+``.. bench-machine:: _data/conv.json`` prints the machine and versions a snapshot
+was measured with; ``.. bench-table:: _data/conv.json`` its results as a table.
+Paths are relative to the documentation source directory. The tables are built
+from the JSON at build time, so they always show exactly what was measured.
+
+``.. requires:: convcore.nn`` renders its content (examples, doctests, plots)
+only when that module or attribute can be imported; otherwise it shows a short
+"pending" note in its place, so the prose around it stays and no example that
+cannot run is left in the pages or in the doctest run.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import os
+
+from docutils import nodes
+from docutils.statemachine import StringList
+from sphinx.util.docutils import SphinxDirective
+
+
+def _load(directive, rel):
+    path = os.path.join(directive.env.srcdir, rel)
+    directive.env.note_dependency(path)
+    with open(path) as fh:
+        return json.load(fh)
+
+
+def _fmt(v, digits=2):
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+def _list_table(header, rows, widths=None):
+    lines = [".. list-table::", "   :header-rows: 1", ""]
+    if widths:
+        lines[2:2] = [f"   :widths: {' '.join(map(str, widths))}"]
+    for row in [header] + rows:
+        first = True
+        for cell in row:
+            lines.append(("   * - " if first else "     - ") + (str(cell) or " "))
+            first = False
+    return lines
+
+
+def _machine_rows(data):
+    """(key, value) pairs describing where and with what a snapshot was measured."""
+    out = []
+    env = data.get("environment") or {}
+    mach = data.get("machine") or {}
+    vers = data.get("versions") or {}
+    cpu = env.get("cpu_model") or mach.get("cpu") or mach.get("cpu_model")
+    if cpu:
+        out.append(("CPU", cpu))
+    cpus = env.get("cpus") or mach.get("cpus")
+    if cpus:
+        out.append(("logical CPUs", cpus))
+    if mach.get("platform"):
+        out.append(("platform", mach["platform"]))
+    if env.get("machine"):
+        out.append(("architecture", env["machine"]))
+    if mach.get("gpu"):
+        out.append(("GPU", mach["gpu"]))
+    threads = env.get("threads", data.get("threads"))
+    if threads is not None:
+        out.append(("threads", threads))
+    for name in ("convcore", "python", "numpy", "torch", "cupy"):
+        v = env.get(name, vers.get(name))
+        if v:
+            out.append((name, v))
+    lim = data.get("limits") or {}
+    if "sgemm_2048_gflops" in lim:
+        out.append(("sgemm 2048³ (NumPy's BLAS)", f"{lim['sgemm_2048_gflops']:.0f} GFLOP/s"))
+    copy = lim.get("copy_gbs", data.get("copy_gbs"))
+    if copy:
+        out.append(("np.copyto bandwidth", f"{copy:.1f} GB/s"))
+    if data.get("measured_at"):
+        out.append(("measured", data["measured_at"]))
+    return out
+
+
+def _conv_table(data):
+    header = ["layer", "shape N,C,H,W → K, k/s/p", "pass", "convcore ms", "GFLOP/s",
+              "PyTorch ms", "GFLOP/s ", "PyTorch / convcore", "NumPy / convcore"]
+    rows = []
+    for r in data["layers"]:
+        s = r.get("shape", [])
+        shape = (f"{s[0]},{s[1]},{s[2]},{s[3]} → {s[4]}, {s[5]}/{s[6]}/{s[7]}"
+                 + (f" g{s[8]}" if len(s) > 8 and s[8] != 1 else "")) if len(s) >= 8 else ""
+        cc, th, npy = r.get("convcore", {}), r.get("torch") or {}, r.get("numpy") or {}
+        rows.append([f"``{r['layer']}``", shape, r.get("pass", ""),
+                     _fmt(cc.get("median_s", float("nan")) * 1e3),
+                     _fmt(cc.get("gflops"), 1),
+                     _fmt(th["median_s"] * 1e3) if "median_s" in th else "–",
+                     _fmt(th.get("gflops"), 1),
+                     _fmt(th.get("ratio_vs_convcore")),
+                     _fmt(npy.get("ratio_vs_convcore"))])
+    return header, rows
+
+
+def _pool_table(data):
+    header = ["case", "shape", "pass", "convcore ms", "GB/s", "PyTorch ms", "GB/s ",
+              "PyTorch / convcore"]
+    rows = []
+    for r in data["cases"]:
+        rows.append([r["case"], "×".join(map(str, r.get("shape", []))), r.get("mode", ""),
+                     _fmt(r.get("convcore_ms")), _fmt(r.get("convcore_gbs")),
+                     _fmt(r.get("torch_ms")), _fmt(r.get("torch_gbs")),
+                     _fmt(r.get("ratio"))])
+    return header, rows
+
+
+def _generic_table(data):
+    """Any list of flat records: one column per scalar key."""
+    for key in ("rows", "results", "cases", "layers", "runs"):
+        recs = data.get(key)
+        if isinstance(recs, list) and recs and isinstance(recs[0], dict):
+            break
+    else:
+        return ["key", "value"], [[k, _fmt(v)] for k, v in data.items()
+                                  if not isinstance(v, (dict, list))]
+    cols = [k for k, v in recs[0].items() if not isinstance(v, (dict, list))]
+    return cols, [[_fmt(r.get(c)) for c in cols] for r in recs]
+
+
+def available(spec: str) -> bool:
+    """Whether ``spec`` (a module, or a module attribute such as
+    ``convcore.max_pool2d``) can be imported."""
+    try:
+        importlib.import_module(spec)
+        return True
+    except ImportError:
+        pass
+    mod, _, attr = spec.rpartition(".")
+    if not mod:
+        return False
+    try:
+        return hasattr(importlib.import_module(mod), attr)
+    except ImportError:
+        return False
+
+
+class Requires(SphinxDirective):
+    required_arguments = 1
+    optional_arguments = 8
+    has_content = True
+
+    def run(self):
+        missing = [a for a in self.arguments if not available(a)]
+        node = nodes.container()
+        if missing:
+            names = ", ".join(f"``{m}``" for m in missing)
+            text = [".. note::", "",
+                    f"   **Pending.** The examples of this section use {names}, which this",
+                    "   build of convcore does not provide yet; they appear here, and run",
+                    "   as doctests, once it does."]
+            self.state.nested_parse(StringList(text, source=self.get_source_info()[0]),
+                                    self.content_offset, node)
+        else:
+            self.state.nested_parse(self.content, self.content_offset, node)
+        return node.children
+
+
+class _BenchDirective(SphinxDirective):
+    required_arguments = 1
+    has_content = False
+
+    def _render(self, lines):
+        node = nodes.container()
+        self.state.nested_parse(StringList(lines, source=self.arguments[0]),
+                                self.content_offset, node)
+        return node.children
+
+
+class BenchMachine(_BenchDirective):
+    def run(self):
+        data = _load(self, self.arguments[0])
+        rows = [[k, v] for k, v in _machine_rows(data)]
+        return self._render(_list_table(["", "measured on"], rows, widths=[1, 3]))
+
+
+class BenchTable(_BenchDirective):
+    def run(self):
+        data = _load(self, self.arguments[0])
+        kind = data.get("benchmark")
+        if kind == "conv" and "layers" in data:
+            header, rows = _conv_table(data)
+        elif kind == "pool" and "cases" in data:
+            header, rows = _pool_table(data)
+        else:
+            header, rows = _generic_table(data)
+        return self._render(_list_table(header, rows))
+
+
+def setup(app):
+    app.add_directive("bench-machine", BenchMachine)
+    app.add_directive("bench-table", BenchTable)
+    app.add_directive("requires", Requires)
+    return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
