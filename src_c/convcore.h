@@ -72,7 +72,8 @@ int cc_conv_geom_check(const cc_conv_geom *g);
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
 
 /* Elements of workspace needed to process `chunk` images at once with
- * `strategy`, 0 when none is needed (depthwise, or 1x1 tiles), -1 on overflow. */
+ * `strategy` (an affine function of chunk: chunk 0 gives its fixed part),
+ * 0 when none is needed (depthwise, or 1x1 tiles), -1 on overflow. */
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy);
 
 /* Whether the 1x1 / stride 1 / padding 0 path (no im2col) applies to tiles. */

@@ -89,17 +89,21 @@ def _strategy() -> int:
 
 def _workspace(geom, dtype, strategy):
     """Workspace for as many images as the budget allows (at least one)."""
-    per = _conv.workspace_elems(geom, 1, strategy)
-    if per == 0:
+    fixed = _conv.workspace_elems(geom, 0, strategy)
+    per = _conv.workspace_elems(geom, 1, strategy) - fixed
+    if per <= 0 and fixed <= 0:
+        if fixed < 0 or per < 0:
+            raise ValueError(f"convolution too large for one image: geometry {geom}")
         return np.empty(0, dtype=dtype)
-    if per < 0:
-        raise ValueError(f"convolution too large for one image: geometry {geom}")
     itemsize = np.dtype(dtype).itemsize
     budget = _config.get_workspace_limit() // itemsize
-    chunk = max(1, min(geom[0], budget // per))
+    chunk = max(1, min(geom[0], (budget - fixed) // max(per, 1)))
     while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
         chunk //= 2
-    return np.empty(per * chunk, dtype=dtype)
+    total = _conv.workspace_elems(geom, chunk, strategy)
+    if total < 0:
+        raise ValueError(f"convolution too large for one image: geometry {geom}")
+    return np.empty(total, dtype=dtype)
 
 
 def conv2d_forward(x, w, b, y, geom):
