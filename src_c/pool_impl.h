@@ -47,7 +47,7 @@ static inline REAL FN(max_at)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
  * finds each maximum and a code row<<2|col of its position, a second loop
  * turns the codes into flat indices; CC_CHUNK outputs at a time. */
 #define CC_CHUNK 256
-static void FN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+CC_CLONES static void FN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
                          int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
                          int64_t *CC_RESTRICT idx)
 {
@@ -84,7 +84,7 @@ static void FN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
 }
 
 /* Interior windows of a 3x3 / stride 2 max pool (as max2_row). */
-static void FN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+CC_CLONES static void FN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
                          int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
                          int64_t *CC_RESTRICT idx)
 {
@@ -180,7 +180,7 @@ int FN(cc_max_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads,
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         FN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
     return CC_OK;
@@ -201,7 +201,7 @@ int FN(cc_max_pool2d_bwd)(const REAL *dy, const int64_t *idx, int64_t N, int64_t
     HW = H * W;
     OHW = OH * OW;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static) reduction(|:bad)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
     for (i = 0; i < P; ++i) {
         const REAL *CC_RESTRICT d = dy + i * OHW;
         const int64_t *CC_RESTRICT k = idx + i * OHW;
@@ -244,6 +244,22 @@ static inline REAL FN(avg_at)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
     return s / (REAL)FN(avg_divisor)(g, fh, fw, he - hs, we - ws);
 }
 
+/* Interior windows of a 2x2 / stride 2 average pool (as max2_row). */
+CC_CLONES static void FN(avg2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t lo,
+                                   int64_t hi, REAL div, REAL *CC_RESTRICT y)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    int64_t j;
+    for (j = lo; j < hi; ++j) {
+        REAL s = 0;
+        s += r0[2 * j];
+        s += r0[2 * j + 1];
+        s += r1[2 * j];
+        s += r1[2 * j + 1];
+        y[j] = s / div;
+    }
+}
+
 static void FN(avg_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
                           REAL *CC_RESTRICT y)
 {
@@ -260,19 +276,7 @@ static void FN(avg_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
         const int fast = fast2 && oh >= hlo && oh < hhi && wlo < whi;
         const int64_t a = fast ? wlo : OW, b = fast ? whi : OW;
         for (ow = 0; ow < a; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
-        if (fast) {
-            const REAL *CC_RESTRICT r0 = x + (oh * 2 - g->PH) * W - g->PW;
-            const REAL *CC_RESTRICT r1 = r0 + W;
-            int64_t j;
-            for (j = a; j < b; ++j) {
-                REAL s = 0;
-                s += r0[2 * j];
-                s += r0[2 * j + 1];
-                s += r1[2 * j];
-                s += r1[2 * j + 1];
-                yr[j] = s / div;
-            }
-        }
+        if (fast) FN(avg2_row)(x + (oh * 2 - g->PH) * W - g->PW, W, a, b, div, yr);
         for (ow = b; ow < OW; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
     }
 }
@@ -286,7 +290,7 @@ int FN(cc_avg_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads, R
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(avg_plane)(x + i * HW, g, y + i * OHW);
     return CC_OK;
 }
@@ -352,33 +356,36 @@ int FN(cc_avg_pool2d_bwd)(const REAL *dy, const cc_pool_geom *g, int n_threads, 
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(avg_bwd_plane)(dy + i * OHW, g, dx + i * HW);
     return CC_OK;
 }
 
 /* ------------------------------------------------------------ adaptive */
 
-/* Sum of n contiguous elements in a fixed order: 8 interleaved partial sums
- * (so the compiler can keep them in one vector register), combined pairwise. */
-static inline REAL FN(sum_contiguous)(const REAL *CC_RESTRICT x, int64_t n)
+/* Global average of planes [p0, p1): each plane of n contiguous elements is
+ * summed in a fixed order, 8 interleaved partial sums (so the compiler keeps
+ * them in vector registers) combined pairwise. */
+CC_CLONES static void FN(global_avg)(const REAL *CC_RESTRICT x, int64_t n, int64_t p0,
+                                     int64_t p1, REAL *CC_RESTRICT y)
 {
-    REAL s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    int64_t i, l;
-    for (i = 0; i + 8 <= n; i += 8)
-        for (l = 0; l < 8; ++l) s[l] += x[i + l];
-    for (l = 0; i < n; ++i, ++l) s[l] += x[i];
-    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+    const REAL div = (REAL)n;
+    int64_t p;
+    for (p = p0; p < p1; ++p) {
+        const REAL *CC_RESTRICT v = x + p * n;
+        REAL s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i, l;
+        for (i = 0; i + 8 <= n; i += 8)
+            for (l = 0; l < 8; ++l) s[l] += v[i + l];
+        for (l = 0; i < n; ++i, ++l) s[l] += v[i];
+        y[p] = (((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))) / div;
+    }
 }
 
 static void FN(adaptive_plane)(const REAL *CC_RESTRICT x, int64_t H, int64_t W,
                                int64_t OH, int64_t OW, REAL *CC_RESTRICT y)
 {
     int64_t oh, ow, h, w;
-    if (OH == 1 && OW == 1) {
-        y[0] = FN(sum_contiguous)(x, H * W) / (REAL)(H * W);
-        return;
-    }
     for (oh = 0; oh < OH; ++oh) {
         int64_t hs, he;
         adaptive_span(oh, H, OH, &hs, &he);
@@ -402,7 +409,14 @@ int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t 
     if (N > 0 && (!x || !y)) return CC_EINVAL;
     P = N * C;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
+    if (OH == 1 && OW == 1) {
+        /* global average: planes in blocks of a fixed size */
+        const int64_t B = 64, nb = (P + B - 1) / B;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && nb > 1) schedule(dynamic, 1)
+        for (i = 0; i < nb; ++i) FN(global_avg)(x, H * W, i * B, CC_MIN(P, i * B + B), y);
+        return CC_OK;
+    }
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(adaptive_plane)(x + i * H * W, H, W, OH, OW, y + i * OH * OW);
     return CC_OK;
 }
@@ -441,7 +455,7 @@ int FN(cc_adaptive_avg_pool2d_bwd)(const REAL *dy, int64_t N, int64_t C, int64_t
     if (N > 0 && (!dy || !dx)) return CC_EINVAL;
     P = N * C;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, dx + i * H * W);
     return CC_OK;
