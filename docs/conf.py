@@ -56,7 +56,6 @@ numpydoc_validation_checks = set()
 doctest_global_setup = """
 import numpy as np
 import convcore as cc
-np.set_printoptions(precision=4, suppress=True, linewidth=88)
 """
 doctest_test_doctest_blocks = "default"
 trim_doctest_flags = True
