@@ -41,8 +41,8 @@ static inline REAL FN(max_at)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
     return best;
 }
 
-/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row
- * whose two input rows start at r0 (already offset by the padding).
+/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row;
+ * r0 points at the top-left input element of output lo, base is its flat index.
  * With indices, a first loop (all in REAL-wide lanes, so it vectorizes)
  * finds each maximum and a code row<<2|col of its position, a second loop
  * turns the codes into flat indices; CC_CHUNK outputs at a time. */
@@ -157,11 +157,12 @@ static void FN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
         }
         if (fast) {
             /* row pointer shifted so that window j starts at column 2j */
-            const int64_t base = (oh * 2 - g->PH) * W - g->PW;
+            /* flat index of the first interior window's top-left element */
+            const int64_t base = (oh * 2 - g->PH) * W + 2 * a - g->PW;
             if (kfast == 2)
-                FN(max2_row)(x + base, W, base, a, b, yr, ir);
+                FN(max2_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
             else
-                FN(max3_row)(x + base, W, base, a, b, yr, ir);
+                FN(max3_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
         }
         for (ow = b; ow < OW; ++ow) {
             yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
@@ -276,7 +277,8 @@ static void FN(avg_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
         const int fast = fast2 && oh >= hlo && oh < hhi && wlo < whi;
         const int64_t a = fast ? wlo : OW, b = fast ? whi : OW;
         for (ow = 0; ow < a; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
-        if (fast) FN(avg2_row)(x + (oh * 2 - g->PH) * W - g->PW, W, a, b, div, yr);
+        if (fast)
+            FN(avg2_row)(x + (oh * 2 - g->PH) * W + 2 * a - g->PW, W, 0, b - a, div, yr + a);
         for (ow = b; ow < OW; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
     }
 }
