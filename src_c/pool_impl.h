@@ -156,7 +156,6 @@ static void FN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
             if (ir) ir[ow] = arg;
         }
         if (fast) {
-            /* row pointer shifted so that window j starts at column 2j */
             /* flat index of the first interior window's top-left element */
             const int64_t base = (oh * 2 - g->PH) * W + 2 * a - g->PW;
             if (kfast == 2)
