@@ -179,7 +179,7 @@ int FN(cc_max_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads,
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         FN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
@@ -200,7 +200,7 @@ int FN(cc_max_pool2d_bwd)(const REAL *dy, const int64_t *idx, int64_t N, int64_t
     P = N * C;
     HW = H * W;
     OHW = OH * OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
     for (i = 0; i < P; ++i) {
         const REAL *CC_RESTRICT d = dy + i * OHW;
@@ -290,7 +290,7 @@ int FN(cc_avg_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads, R
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(avg_plane)(x + i * HW, g, y + i * OHW);
     return CC_OK;
@@ -356,7 +356,7 @@ int FN(cc_avg_pool2d_bwd)(const REAL *dy, const cc_pool_geom *g, int n_threads, 
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(avg_bwd_plane)(dy + i * OHW, g, dx + i * HW);
     return CC_OK;
@@ -409,7 +409,7 @@ int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t 
     if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
     if (N > 0 && (!x || !y)) return CC_EINVAL;
     P = N * C;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
     if (OH == 1 && OW == 1) {
         /* global average: planes in blocks of a fixed size */
         const int64_t B = 64, nb = (P + B - 1) / B;
@@ -455,7 +455,7 @@ int FN(cc_adaptive_avg_pool2d_bwd)(const REAL *dy, int64_t N, int64_t C, int64_t
     if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
     if (N > 0 && (!dy || !dx)) return CC_EINVAL;
     P = N * C;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, dx + i * H * W);
