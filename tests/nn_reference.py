@@ -1,13 +1,16 @@
 """Independent oracles for the layer tests: central differences and naive
 loops that share no code with convcore."""
 import numpy as np
+import pytest
 
 
-def numeric_grad(f, x, eps=1e-6):
-    """d f() / d x by central differences (x is perturbed in place)."""
+def numeric_grad(f, x, eps=1e-6, idx=None):
+    """d f() / d x by central differences (x is perturbed in place), at the
+    flat indices ``idx`` (default: all; the other entries stay 0)."""
     g = np.zeros_like(x)
     flat, gflat = x.reshape(-1), g.reshape(-1)
-    for i in range(flat.size):
+    assert flat.base is x or flat is x or np.shares_memory(flat, x)
+    for i in (range(flat.size) if idx is None else idx):
         old = flat[i]
         flat[i] = old + eps
         fp = f()
@@ -45,3 +48,14 @@ def lrn_naive(x, size, alpha, beta, k):
                     s = s + x[n, j] ** 2
             y[n, c] = x[n, c] / (k + alpha / size * s) ** beta
     return y
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny layers run faster on one thread than on a team that must wait for
+    a busy machine; results do not depend on the thread count."""
+    import convcore as cc
+    n = cc.get_num_threads()
+    cc.set_num_threads(1)
+    yield
+    cc.set_num_threads(n)
