@@ -2,7 +2,6 @@
 its mirror."""
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import numpy as np
