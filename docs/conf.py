@@ -51,6 +51,7 @@ numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()
+autosummary_generate = False   # numpydoc loads autosummary; nothing here is generated
 
 # Narrative examples are doctests: `sphinx-build -b doctest` runs them all.
 doctest_global_setup = """
