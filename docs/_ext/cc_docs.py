@@ -79,8 +79,11 @@ def _machine_rows(data):
     copy = lim.get("copy_gbs", data.get("copy_gbs"))
     if copy:
         out.append(("np.copyto bandwidth", f"{copy:.1f} GB/s"))
-    if data.get("measured_at"):
-        out.append(("measured", data["measured_at"]))
+    when = data.get("measured_at") or data.get("time")
+    if when:
+        out.append(("measured", when))
+    if data.get("reps"):
+        out.append(("interleaved repetitions", data["reps"]))
     return out
 
 
