@@ -53,12 +53,14 @@ numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()
 autosummary_generate = False   # numpydoc loads autosummary; nothing here is generated
 
-# Narrative examples are doctests: `sphinx-build -b doctest` runs them all.
+# Narrative examples are ``.. doctest::`` blocks: `sphinx-build -b doctest` runs
+# them all. Docstring examples shown by autodoc are plain ``>>>`` blocks, which
+# rely on their module's globals: those run under `pytest --doctest-modules`.
 doctest_global_setup = """
 import numpy as np
 import convcore as cc
 """
-doctest_test_doctest_blocks = "default"
+doctest_test_doctest_blocks = ""
 trim_doctest_flags = True
 
 # Figures are produced by code at build time.
