@@ -1,0 +1,106 @@
+"""Runs convcore's CUDA kernels on the CPU, for tests on machines with no GPU.
+
+The very same ``convcore/backends/kernels/*.cu`` files are compiled with the
+host C++ compiler through ``gpu_emulation/prelude.h`` (which defines the CUDA
+keywords and the built-in block/thread indices) into a shared library, and
+every launch runs the whole grid, block after block, thread after thread.
+:func:`install` then points ``convcore.backends.cuda`` at that library and at
+a NumPy stand-in for CuPy, so the backend's Python glue (chunking, batched
+GEMMs over groups, the sorted max-pool gather) runs unchanged on NumPy arrays.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import types
+from pathlib import Path
+
+import numpy as np
+
+from convcore.backends import cuda
+
+HERE = Path(__file__).resolve().parent / "gpu_emulation"
+SUFFIX = {np.dtype(np.float32): "f32", np.dtype(np.float64): "f64"}
+
+
+def compiler():
+    for cxx in (os.environ.get("CXX"), "g++", "c++", "clang++"):
+        if cxx and shutil.which(cxx):
+            return cxx
+    return None
+
+
+def build(out_dir) -> ctypes.CDLL:
+    """Compiles the kernels + launch entries into out_dir and loads them."""
+    cxx = compiler()
+    if cxx is None:
+        raise RuntimeError("no host C++ compiler found (g++, c++ or clang++)")
+    sources = [cuda.KERNEL_DIR / f for f in cuda.KERNEL_FILES]
+    sources += [HERE / "prelude.h", HERE / "launch.cpp"]
+    extra = os.environ.get("CC_GPU_EMU_CFLAGS", "").split()  # e.g. -fsanitize=address
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)
+                          + " ".join(extra).encode()).hexdigest()[:12]
+    lib = Path(out_dir) / f"cc_gpu_emu_{digest}.so"
+    if not lib.exists():
+        cmd = [cxx, "-std=c++14", "-O2", "-Wall", "-Wextra", "-Werror", "-fPIC", "-shared",
+               f"-I{cuda.KERNEL_DIR}", f"-I{HERE}", str(HERE / "launch.cpp"),
+               "-o", str(lib)] + extra
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"emulation build failed:\n{' '.join(cmd)}\n{res.stderr}")
+    return ctypes.CDLL(str(lib))
+
+
+def _carg(a):
+    if isinstance(a, np.ndarray):
+        if not a.flags.c_contiguous:
+            raise AssertionError("kernel argument is not C-contiguous")
+        return ctypes.c_void_p(a.ctypes.data)
+    if isinstance(a, np.int64):
+        return ctypes.c_longlong(int(a))
+    raise AssertionError(f"kernel argument of unexpected type {type(a).__name__}: every "
+                         f"scalar must be passed as numpy.int64")
+
+
+class Runner:
+    """Stands in for ``cuda._run_kernel``: launches on the CPU.
+
+    With `grid` = (blocks, threads) every launch uses that grid instead of the
+    backend's, to exercise the grid-stride loops with few threads.
+    """
+
+    def __init__(self, lib, grid=None):
+        self.lib = lib
+        self.grid = grid
+        self.launches = []
+
+    def __call__(self, kernel, dtype, blocks, threads, args):
+        assert kernel in cuda.KERNELS, kernel
+        assert 0 < blocks <= cuda.MAX_BLOCKS and threads == cuda.THREADS
+        if self.grid is not None:
+            blocks, threads = self.grid
+        name = "emu" + kernel[2:] + "_" + SUFFIX[np.dtype(dtype)]
+        fn = getattr(self.lib, name)
+        fn.restype = None
+        self.launches.append(kernel)
+        fn(ctypes.c_uint(blocks), ctypes.c_uint(threads), *[_carg(a) for a in args])
+
+
+def numpy_as_cupy():
+    """The few CuPy functions the backend calls, answered by NumPy."""
+    ns = types.SimpleNamespace()
+    for fname in ("empty", "zeros", "ascontiguousarray", "matmul", "sum", "arange",
+                  "argsort", "stack", "int64", "asarray", "pad"):
+        setattr(ns, fname, getattr(np, fname))
+    ns.asnumpy = np.asarray
+    return ns
+
+
+def install(monkeypatch, lib, grid=None) -> Runner:
+    runner = Runner(lib, grid)
+    monkeypatch.setattr(cuda, "_cp", numpy_as_cupy())
+    monkeypatch.setattr(cuda, "_run_kernel", runner)
+    return runner
