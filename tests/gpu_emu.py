@@ -54,6 +54,22 @@ def build(out_dir) -> ctypes.CDLL:
     return ctypes.CDLL(str(lib))
 
 
+def kernel_params():
+    """{kernel: ["T" / "i64*" / "i64" per parameter]} from the kernels'
+    source, to check every launch's arguments against."""
+    import re
+    src = re.sub(r"/\*.*?\*/|//[^\n]*", "", cuda.kernel_source(), flags=re.S)
+    out = {}
+    for m in re.finditer(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", src):
+        params = [p.strip() for p in m.group(2).split(",")]
+        for p in params:
+            if "*" not in p and not p.startswith("cc_i64 "):
+                raise AssertionError(f"{m.group(1)}: scalar parameter {p!r} is not cc_i64")
+        out[m.group(1)] = [("i64*" if re.sub(r"^const\s+", "", p).startswith("cc_i64") else "T")
+                           if "*" in p else "i64" for p in params]
+    return out
+
+
 def _carg(a):
     if isinstance(a, np.ndarray):
         if not a.flags.c_contiguous:
@@ -76,6 +92,7 @@ class Runner:
         self.lib = lib
         self.grid = grid
         self.launches = []
+        self.params = kernel_params()
 
     def __call__(self, kernel, dtype, blocks, threads, args):
         assert kernel in cuda.KERNELS, kernel
@@ -85,6 +102,11 @@ class Runner:
         name = "emu" + kernel[2:] + "_" + SUFFIX[np.dtype(dtype)]
         fn = getattr(self.lib, name)
         fn.restype = None
+        want = self.params[kernel]
+        got = ["i64" if isinstance(a, np.int64) else
+               "i64*" if a.dtype == np.int64 else
+               "T" if a.dtype == dtype else str(a.dtype) for a in args]
+        assert got == want, f"{kernel}<{dtype}>: arguments {got}, parameters {want}"
         self.launches.append(kernel)
         fn(ctypes.c_uint(blocks), ctypes.c_uint(threads), *[_carg(a) for a in args])
 
