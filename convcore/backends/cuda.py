@@ -163,21 +163,71 @@ def ascontiguous(a):
 
 
 def to_numpy(a):
-    """A NumPy copy of a CuPy array (NumPy arrays pass through)."""
+    """The array in host memory as a NumPy array.
+
+    Parameters
+    ----------
+    a : numpy.ndarray or cupy.ndarray
+
+    Returns
+    -------
+    numpy.ndarray
+        `a` itself when it is already a NumPy array, else a host copy.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore.backends import cuda
+    >>> x = np.ones(3)
+    >>> cuda.to_numpy(x) is x
+    True
+    """
     if isinstance(a, np.ndarray):
         return a
     return _cupy().asnumpy(a)
 
 
 def to_host(a):
-    """Same as :func:`to_numpy`: the array in host memory."""
+    """Same as :func:`to_numpy`: the array in host memory.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore.backends import cuda
+    >>> cuda.to_host(np.arange(3))
+    array([0, 1, 2])
+    """
     return to_numpy(a)
 
 
 def to_device(a, device=None):
-    """A CuPy copy of `a` on `device` (default: the current one).
+    """A CuPy copy of `a` on a CUDA device.
 
-    Raises ImportError without CuPy and RuntimeError without a CUDA device.
+    Parameters
+    ----------
+    a : array_like
+        NumPy array (or anything ``cupy.asarray`` takes).
+    device : int, optional
+        Device ordinal; default the current device.
+
+    Returns
+    -------
+    cupy.ndarray
+
+    Raises
+    ------
+    ImportError
+        CuPy is not installed (the message says ``pip install "convcore[cuda]"``).
+    RuntimeError
+        CuPy is installed but no CUDA device is usable.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore.backends import cuda
+    >>> xd = cuda.to_device(np.ones((2, 2)))   # doctest: +SKIP
+    >>> type(xd).__module__.split(".")[0]      # doctest: +SKIP
+    'cupy'
     """
     cp = _require_device()
     if device is None:
