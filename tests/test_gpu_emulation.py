@@ -117,15 +117,32 @@ def test_conv2d_forward_backward_match_c_core(gpu, rng, dtype, case):
         np.testing.assert_allclose(g_, w_, **_tol(dtype))
 
 
+@pytest.mark.parametrize("mask", [(True, False, False), (False, True, False),
+                                  (False, False, True), (False, True, True),
+                                  (True, True, False)])
+@pytest.mark.parametrize("case", [CONV_CASES[1], CONV_CASES[3]])
+def test_conv2d_backward_output_mask_matches_c_core(gpu, rng, mask, case):
+    x, w, b, kw = _case(rng, np.float64, case)
+    y = _cpu_call(cc.conv2d, x, w, **kw)
+    dy = rng.standard_normal(y.shape)
+    got = cc.conv2d_backward(dy, x, w, output_mask=mask, **kw)
+    want = _cpu_call(cc.conv2d_backward, dy, x, w, **kw)
+    for m, g_, w_ in zip(mask, got, want):
+        if m:
+            np.testing.assert_allclose(g_, w_, rtol=1e-12, atol=1e-12)
+        else:
+            assert g_ is None
+
+
 def test_conv2d_chunked_batch_and_same_padding_match_c_core(gpu, rng):
     x = rng.standard_normal((5, 3, 8, 9))
     w = rng.standard_normal((4, 3, 4, 3))
-    saved = cc._config.get_workspace_limit() if hasattr(cc, "_config") else None
     from convcore import _config
     saved = _config.get_workspace_limit()
     _config.set_workspace_limit(3 * 4 * 3 * 8 * 9 * 8 * 2)  # two images per chunk
     try:
         y = cc.conv2d(x, w, padding="same")
+        assert gpu.launches.count("cc_im2col") == 3          # chunks of 2, 2, 1
         gx, gw, gb = cc.conv2d_backward(np.ones_like(y), x, w, padding="same")
     finally:
         _config.set_workspace_limit(saved)

@@ -295,6 +295,7 @@ def conv2d_forward(x, w, b, y, geom):
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
+    """dx, dw, db in place; any of them may be None (not wanted)."""
     cp = _cupy()
     N, C, H, W, K, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, G = geom
     L, Cg, Kg = OH * OW, C // G, K // G
@@ -304,37 +305,39 @@ def conv2d_backward(dy, x, w, dx, dw, db, geom):
             db.fill(0)
         else:
             cp.sum(dy, axis=(0, 2, 3), out=db)
-    dw.fill(0)
-    if N == 0:
+    if dw is not None:
+        dw.fill(0)
+    if N == 0 or (dx is None and dw is None):
         return
     wT = w.reshape(G, Kg, CKKg).transpose(0, 2, 1)  # (G, CKKg, Kg)
-    dwm = dw.reshape(G, Kg, CKKg)
     dy4 = dy.reshape(N, G, Kg, L)
     pointwise = _is_pointwise(geom)
-    # the column buffer, and its (G, CKKg, nb*L) transpose for the dW GEMM
-    B = _chunk(geom, x.dtype.itemsize, 2)
+    # the column buffer, and its (G, nb*L, CKKg) transpose for the dW GEMM
+    B = _chunk(geom, x.dtype.itemsize, 2 if dw is not None else 1)
     work = None if pointwise else cp.empty((B, C * KH * KW, L), dtype=x.dtype)
     for n0 in range(0, N, B):
         nb = min(B, N - n0)
-        xc = x[n0:n0 + nb]
-        if pointwise:
-            cols = xc.reshape(nb, G, CKKg, L)
-        else:
-            im2col(xc, work[:nb], (nb,) + tuple(geom[1:]))
-            cols = work[:nb].reshape(nb, G, CKKg, L)
+        sub = (nb,) + tuple(geom[1:])
         dyc = dy4[n0:n0 + nb]
-        # dW += dy · colᵀ over the whole chunk: batch and positions as one
-        # reduction axis of length nb*L, one GEMM per group.
-        dyT = dyc.transpose(1, 2, 0, 3).reshape(G, Kg, nb * L)
-        colT = cols.transpose(1, 0, 3, 2).reshape(G, nb * L, CKKg)
-        dwm += cp.matmul(dyT, colT)
-        # dcol = Wᵀ · dy, then col2im (a gather) into dx
-        if pointwise:
-            cp.matmul(wT, dyc, out=dx[n0:n0 + nb].reshape(nb, G, CKKg, L))
-        else:
-            dcols = work[:nb].reshape(nb, G, CKKg, L)
-            cp.matmul(wT, dyc, out=dcols)
-            col2im(work[:nb], dx[n0:n0 + nb], (nb,) + tuple(geom[1:]))
+        if dw is not None:
+            xc = x[n0:n0 + nb]
+            if pointwise:
+                cols = xc.reshape(nb, G, CKKg, L)
+            else:
+                im2col(xc, work[:nb], sub)
+                cols = work[:nb].reshape(nb, G, CKKg, L)
+            # dW += dy · colᵀ over the whole chunk: batch and positions form
+            # one reduction axis of length nb*L, one GEMM per group.
+            dyT = dyc.transpose(1, 2, 0, 3).reshape(G, Kg, nb * L)
+            colT = cols.transpose(1, 0, 3, 2).reshape(G, nb * L, CKKg)
+            dw.reshape(G, Kg, CKKg)[...] += cp.matmul(dyT, colT)
+        if dx is not None:
+            # dcol = Wᵀ · dy, then col2im (a gather) into dx
+            if pointwise:
+                cp.matmul(wT, dyc, out=dx[n0:n0 + nb].reshape(nb, G, CKKg, L))
+            else:
+                cp.matmul(wT, dyc, out=work[:nb].reshape(nb, G, CKKg, L))
+                col2im(work[:nb], dx[n0:n0 + nb], sub)
 
 
 # --------------------------------------------------------------------------
