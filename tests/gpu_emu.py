@@ -11,6 +11,7 @@ GEMMs over groups, the sorted max-pool gather) runs unchanged on NumPy arrays.
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import os
 import shutil
@@ -33,14 +34,19 @@ def compiler():
     return None
 
 
-def build(out_dir) -> ctypes.CDLL:
-    """Compiles the kernels + launch entries into out_dir and loads them."""
+def build(out_dir, force64: bool = False) -> ctypes.CDLL:
+    """Compiles the kernels + launch entries into out_dir and loads them.
+
+    With `force64`, CC_I32_LIMIT is 0, so every kernel runs its 64-bit
+    index body instead of the 32-bit one that small inputs pick."""
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no host C++ compiler found (g++, c++ or clang++)")
     sources = [cuda.KERNEL_DIR / f for f in cuda.KERNEL_FILES]
     sources += [HERE / "prelude.h", HERE / "launch.cpp"]
     extra = os.environ.get("CC_GPU_EMU_CFLAGS", "").split()  # e.g. -fsanitize=address
+    if force64:
+        extra.append("-DCC_I32_LIMIT=0")
     digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)
                           + " ".join(extra).encode()).hexdigest()[:12]
     lib = Path(out_dir) / f"cc_gpu_emu_{digest}.so"
@@ -54,11 +60,15 @@ def build(out_dir) -> ctypes.CDLL:
     return ctypes.CDLL(str(lib))
 
 
+@functools.lru_cache(maxsize=None)
 def kernel_params():
     """{kernel: ["T" / "i64*" / "i64" per parameter]} from the kernels'
     source, to check every launch's arguments against."""
     import re
-    src = re.sub(r"/\*.*?\*/|//[^\n]*", "", cuda.kernel_source(), flags=re.S)
+    # the preprocessor expands the parameter-list macros (and drops comments)
+    res = subprocess.run([compiler(), "-E", "-P", "-x", "c++", "-"], input=cuda.kernel_source(),
+                         capture_output=True, text=True, check=True)
+    src = res.stdout
     out = {}
     for m in re.finditer(r"__global__\s+void\s+(\w+)\s*\(([^)]*)\)", src):
         params = [p.strip() for p in m.group(2).split(",")]

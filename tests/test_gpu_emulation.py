@@ -17,21 +17,30 @@ from convcore.backends import cuda
 
 gpu_emu = pytest.importorskip("gpu_emu")
 
-GRIDS = [None, (3, 5), (1, 1)]
+# (library, grid): the backend's own grid and tiny ones with 32-bit index
+# bodies, and a small grid with the 64-bit bodies forced
+GRIDS = [("i32", None), ("i32", (3, 5)), ("i32", (1, 1)), ("i64", (2, 7))]
 DTYPES = [np.float32, np.float64]
 
 
 @pytest.fixture(scope="session")
-def emu_lib(tmp_path_factory):
+def emu_libs(tmp_path_factory):
     if gpu_emu.compiler() is None:
         pytest.skip("no host C++ compiler (g++/c++/clang++) to build the GPU kernel emulation")
-    return gpu_emu.build(tmp_path_factory.mktemp("gpu_emu"))
+    out = tmp_path_factory.mktemp("gpu_emu")
+    return {"i32": gpu_emu.build(out), "i64": gpu_emu.build(out, force64=True)}
 
 
-@pytest.fixture(params=GRIDS, ids=["grid-backend", "grid-3x5", "grid-1x1"])
-def gpu(request, monkeypatch, emu_lib):
+@pytest.fixture
+def emu_lib(emu_libs):
+    return emu_libs["i32"]
+
+
+@pytest.fixture(params=GRIDS, ids=["grid-backend", "grid-3x5", "grid-1x1", "i64-grid-2x7"])
+def gpu(request, monkeypatch, emu_libs):
     """The cuda backend running on the emulator; functional conv routed to it."""
-    runner = gpu_emu.install(monkeypatch, emu_lib, request.param)
+    lib, grid = request.param
+    runner = gpu_emu.install(monkeypatch, emu_libs[lib], grid)
     import convcore._ops.conv as conv_ops
     monkeypatch.setattr(conv_ops, "backend_for", lambda *a: cuda)
     return runner

@@ -15,11 +15,38 @@
 
 typedef long long cc_i64;
 
-/* Grid-stride loop over [0, total): each thread starts at its global id and
- * steps by the number of threads in the grid. */
-#define CC_GRID_LOOP(i, total)                                                   \
-    for (cc_i64 i = (cc_i64)blockIdx.x * (cc_i64)blockDim.x + (cc_i64)threadIdx.x; \
-         i < (total); i += (cc_i64)blockDim.x * (cc_i64)gridDim.x)
+/* Grid-stride loop over [0, total) with index type I: each thread starts at
+ * its global id and steps by the number of threads in the grid. */
+#define CC_GRID_LOOP(I, i, total)                                          \
+    for (I i = (I)blockIdx.x * (I)blockDim.x + (I)threadIdx.x; i < (total); \
+         i += (I)blockDim.x * (I)gridDim.x)
+
+/* Index arithmetic (divisions above all) is several times cheaper in 32
+ * bits, so every kernel body is a template on its index type I and the
+ * kernel picks int when every offset it can form, plus one grid stride,
+ * stays below CC_I32_LIMIT, and 64-bit otherwise.  The tests build the
+ * emulation a second time with CC_I32_LIMIT 0 to run the 64-bit bodies. */
+#ifndef CC_I32_LIMIT
+#define CC_I32_LIMIT (1LL << 30)
+#endif
+
+__device__ __forceinline__ bool cc_fits32(cc_i64 a, cc_i64 b)
+{
+    return a < CC_I32_LIMIT && b < CC_I32_LIMIT;
+}
+
+/* Whether a sliding-window geometry's indexing fits in int: both tensors'
+ * sizes, and every term of a tap's coordinate o*S - P + k*D (each below
+ * 2^30, so no sum of two overflows). */
+__device__ __forceinline__ bool cc_window_fits32(cc_i64 N, cc_i64 C, cc_i64 H, cc_i64 W,
+                                                 cc_i64 KH, cc_i64 KW, cc_i64 SH, cc_i64 SW,
+                                                 cc_i64 PH, cc_i64 PW, cc_i64 DH, cc_i64 DW,
+                                                 cc_i64 OH, cc_i64 OW, cc_i64 rows)
+{
+    return cc_fits32(N * C * H * W, N * C * OH * OW * rows) &&
+           cc_fits32(OH * SH + KH * DH, OW * SW + KW * DW) && cc_fits32(PH, PW) &&
+           cc_fits32(H + PH, W + PW);
+}
 
 /* -infinity without the INFINITY macro (no <math.h> under NVRTC): the
  * product overflows, which IEEE arithmetic rounds to -inf. */
@@ -42,13 +69,16 @@ __device__ __forceinline__ bool cc_isnan(T v)
     return v != v;
 }
 
-__device__ __forceinline__ cc_i64 cc_min64(cc_i64 a, cc_i64 b) { return a < b ? a : b; }
-__device__ __forceinline__ cc_i64 cc_max64(cc_i64 a, cc_i64 b) { return a > b ? a : b; }
+template <typename I>
+__device__ __forceinline__ I cc_min(I a, I b) { return a < b ? a : b; }
+template <typename I>
+__device__ __forceinline__ I cc_max(I a, I b) { return a > b ? a : b; }
 
 /* floor(a / b) for b > 0 and any sign of a. */
-__device__ __forceinline__ cc_i64 cc_floordiv(cc_i64 a, cc_i64 b)
+template <typename I>
+__device__ __forceinline__ I cc_floordiv(I a, I b)
 {
-    cc_i64 q = a / b;
+    I q = a / b;
     return (q * b > a) ? q - 1 : q;
 }
 
