@@ -41,9 +41,24 @@ def gpu(request, monkeypatch, emu_libs):
     """The cuda backend running on the emulator; functional conv routed to it."""
     lib, grid = request.param
     runner = gpu_emu.install(monkeypatch, emu_libs[lib], grid)
-    import convcore._ops.conv as conv_ops
-    monkeypatch.setattr(conv_ops, "backend_for", lambda *a: cuda)
+    _route_ops_to_cuda(monkeypatch)
     return runner
+
+
+def _ops_modules():
+    import importlib
+    import pkgutil
+
+    import convcore._ops as ops
+    return [importlib.import_module(f"convcore._ops.{m.name}")
+            for m in pkgutil.iter_modules(ops.__path__)]
+
+
+def _route_ops_to_cuda(monkeypatch):
+    """Every functional op picks the cuda backend, whatever its arrays."""
+    for mod in _ops_modules():
+        if hasattr(mod, "backend_for"):
+            monkeypatch.setattr(mod, "backend_for", lambda *a: cuda)
 
 
 # ---------------------------------------------------------------- conv
@@ -70,14 +85,16 @@ def _case(rng, dtype, case):
 
 def _cpu_call(fn, *args, **kw):
     """Runs a functional op on the C core (the backend patch bypassed)."""
-    import convcore._ops.conv as conv_ops
-    from convcore.backends import cpu
-    saved = conv_ops.backend_for
-    conv_ops.backend_for = lambda *a: cpu
+    from convcore._validate import backend_for
+    mods = [m for m in _ops_modules() if hasattr(m, "backend_for")]
+    saved = [m.backend_for for m in mods]
+    for m in mods:
+        m.backend_for = backend_for
     try:
         return fn(*args, **kw)
     finally:
-        conv_ops.backend_for = saved
+        for m, f in zip(mods, saved):
+            m.backend_for = f
 
 
 def _tol(dtype):
@@ -428,8 +445,7 @@ def test_every_kernel_is_exercised(emu_lib, monkeypatch, rng):
     """Guards the harness itself: each kernel of the module ran at least once
     through the backend, and scalars reach it as int64."""
     runner = gpu_emu.install(monkeypatch, emu_lib)
-    import convcore._ops.conv as conv_ops
-    monkeypatch.setattr(conv_ops, "backend_for", lambda *a: cuda)
+    _route_ops_to_cuda(monkeypatch)
     x = rng.standard_normal((1, 2, 6, 6))
     w = rng.standard_normal((2, 2, 3, 3))
     y = cc.conv2d(x, w)
@@ -445,3 +461,71 @@ def test_every_kernel_is_exercised(emu_lib, monkeypatch, rng):
     cuda.adaptive_avg_pool2d_forward(x, yp)
     cuda.adaptive_avg_pool2d_backward(yp, np.empty_like(x))
     assert set(runner.launches) == set(cuda.KERNELS)
+
+
+# ------------------------------------------- pooling through the functional API
+def _need_pool_api():
+    if not hasattr(cc, "max_pool2d"):
+        pytest.skip("the pooling functional API is not in this build")
+
+
+# (shape, kernel, stride, padding, dilation, ceil_mode) through cc.max_pool2d
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", MAX_CASES)
+def test_max_pool2d_functional_matches_c_core_exactly(gpu, rng, dtype, case):
+    _need_pool_api()
+    shape, k, s, p, d, ceil_mode = case
+    x = rng.standard_normal(shape).astype(dtype)
+    x.flat[::7] = x.flat[0]                        # ties
+    x.flat[5] = np.nan
+    x[..., 0, :] = -np.inf                         # rows of -inf
+    args = (x, k, s, p, d)
+    y, idx = cc.max_pool2d(*args, ceil_mode=ceil_mode, return_indices=True)
+    y_ref, idx_ref = _cpu_call(cc.max_pool2d, *args, ceil_mode=ceil_mode, return_indices=True)
+    np.testing.assert_array_equal(y, y_ref)
+    np.testing.assert_array_equal(idx, idx_ref)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = cc.max_pool2d_backward(dy, idx, x.shape)
+    dx_ref = _cpu_call(cc.max_pool2d_backward, dy, idx_ref, x.shape)
+    np.testing.assert_array_equal(dx, dx_ref)     # same output order per pixel
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", AVG_CASES)
+def test_avg_pool2d_functional_matches_c_core(gpu, rng, dtype, case):
+    _need_pool_api()
+    shape, k, s, p, ceil_mode, cip, div = case
+    x = rng.standard_normal(shape).astype(dtype)
+    kw = dict(ceil_mode=ceil_mode, count_include_pad=cip, divisor_override=div)
+    y = cc.avg_pool2d(x, k, s, p, **kw)
+    np.testing.assert_allclose(y, _cpu_call(cc.avg_pool2d, x, k, s, p, **kw), **_tol(dtype))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = cc.avg_pool2d_backward(dy, x.shape, k, s, p, **kw)
+    np.testing.assert_allclose(dx, _cpu_call(cc.avg_pool2d_backward, dy, x.shape, k, s, p,
+                                             **kw), **_tol(dtype))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape,out", [((2, 3, 7, 9), (3, 4)), ((2, 4, 7, 7), 1),
+                                       ((1, 2, 4, 6), (7, 9))])
+def test_adaptive_avg_pool2d_functional_matches_c_core(gpu, rng, dtype, shape, out):
+    _need_pool_api()
+    x = rng.standard_normal(shape).astype(dtype)
+    y = cc.adaptive_avg_pool2d(x, out)
+    np.testing.assert_allclose(y, _cpu_call(cc.adaptive_avg_pool2d, x, out), **_tol(dtype))
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    np.testing.assert_allclose(cc.adaptive_avg_pool2d_backward(dy, x.shape),
+                               _cpu_call(cc.adaptive_avg_pool2d_backward, dy, x.shape),
+                               **_tol(dtype))
+
+
+def test_pooling_functional_errors_are_the_same_on_the_gpu_backend(gpu):
+    _need_pool_api()
+    x = np.ones((1, 1, 4, 4))
+    with pytest.raises(ValueError, match=r"\[0, 16\)"):
+        cc.max_pool2d_backward(np.ones((1, 1, 2, 2)), np.full((1, 1, 2, 2), 16, np.int64),
+                               x.shape)
+    with pytest.raises(ValueError):
+        cc.avg_pool2d(x, 2, divisor_override=0)
+    y = cc.max_pool2d(np.zeros((0, 2, 4, 4)), 2)
+    assert y.shape == (0, 2, 2, 2)
