@@ -71,12 +71,14 @@ int cc_conv_is_depthwise(const cc_conv_geom *g)
 
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
 {
-    /* Measured on the layer set of BENCHMARKS.md: per-image tiles win once an
-     * image has enough output positions to make long GEMMs by itself, side by
-     * side columns win for small images; the backward pass always gains from
-     * dW reduced over the whole chunk in one GEMM per tile. */
-    if (backward) return CC_CONV_BATCHED;
-    return g->OH * g->OW >= 1024 ? CC_CONV_TILES : CC_CONV_BATCHED;
+    /* Measured on the layer set of BENCHMARKS.md (interleaved, 2 threads):
+     * side-by-side columns were as fast as per-image tiles or faster on every
+     * layer, forward and backward (per-image tiles lost most on first layers
+     * and 1x1 convolutions: 0.6-0.8x).  Tiles stay for memory-tight callers:
+     * they need no buffer for the GEMM output. */
+    (void)g;
+    (void)backward;
+    return CC_CONV_BATCHED;
 }
 
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
@@ -85,10 +87,12 @@ int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strate
     if (cc_conv_is_depthwise(g)) return 0;
     if (strategy == CC_CONV_AUTO) strategy = CC_CONV_BATCHED; /* the larger of the two */
     if (strategy == CC_CONV_BATCHED) {
+        /* per image: columns and T; fixed: dW partials of a split reduction */
+        const int64_t fixed = CC_DW_SPLIT_MAX * g->K * (g->C / g->groups) * g->KH * g->KW;
         if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW + g->K, g->OH, g->OW, &t)) return -1;
         /* the whole chunk's columns are one BLAS operand: 32-bit sizes */
         if (chunk * g->OH * g->OW > INT_MAX) return -1;
-        return t;
+        return t + fixed;
     }
     if (cc_conv_is_pointwise(g)) return 0;
     if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW, g->OH, g->OW, &t)) return -1;
