@@ -154,6 +154,11 @@ class Requires(SphinxDirective):
     has_content = True
 
     def run(self):
+        # What this page shows depends on the code, not on the page's source:
+        # remember it, so that every build reads the page again.
+        if not hasattr(self.env, "cc_requires_docs"):
+            self.env.cc_requires_docs = set()
+        self.env.cc_requires_docs.add(self.env.docname)
         missing = [a for a in self.arguments if not available(a)]
         node = nodes.container()
         if missing:
@@ -200,7 +205,24 @@ class BenchTable(_BenchDirective):
         return self._render(_list_table(header, rows))
 
 
+def _always_reread(app, env, added, changed, removed):
+    return sorted(getattr(env, "cc_requires_docs", set()) - set(removed))
+
+
+def _purge(app, env, docname):
+    getattr(env, "cc_requires_docs", set()).discard(docname)
+
+
+def _merge(app, env, docnames, other):
+    if not hasattr(env, "cc_requires_docs"):
+        env.cc_requires_docs = set()
+    env.cc_requires_docs |= getattr(other, "cc_requires_docs", set())
+
+
 def setup(app):
+    app.connect("env-get-outdated", _always_reread)
+    app.connect("env-purge-doc", _purge)
+    app.connect("env-merge-info", _merge)
     app.add_directive("bench-machine", BenchMachine)
     app.add_directive("bench-table", BenchTable)
     app.add_directive("requires", Requires)
