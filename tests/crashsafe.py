@@ -23,7 +23,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 _CHILD = r"""
-import json, sys, traceback
+import json, os, sys, traceback
+if not os.environ.get("CONVCORE_SANITIZED"):  # ASan reserves terabytes of address space
+    try:
+        import resource
+        # a valid case never needs much: an accidental huge allocation becomes a
+        # MemoryError in the child instead of memory pressure on the machine
+        resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))
+    except (ImportError, ValueError, OSError):
+        pass
 sys.path.insert(0, {here!r})
 import fuzz_cases
 cases = json.load(open({cases!r}))

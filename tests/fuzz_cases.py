@@ -144,7 +144,14 @@ def _expect_conv(c, x, w, b):
         if oh <= 0 or ow <= 0:
             raise Invalid("kernel larger than padded input")
     shape = (N, K, oh, ow) if x.ndim == 4 else (K, oh, ow)
+    _not_huge(shape)
     return shape, (stride, (ph, pw), dilation, groups)
+
+
+def _not_huge(shape):
+    """Valid, but too big to build or check here: any of result/VE/MemoryError."""
+    if float(np.prod([float(v) for v in shape])) > 2**22:
+        raise TooBig(shape)
 
 
 def _same_pads(k, d):
@@ -221,6 +228,7 @@ def run_case(c):
                 if oh <= 0 or ow <= 0:
                     raise Invalid("kernel larger than padded input")
                 shape = (N, C * k[0] * k[1], oh * ow)
+                _not_huge(shape)
                 shape = shape if x.ndim == 4 else shape[1:]
                 expect = "ok"
             except Invalid as e:
@@ -247,6 +255,7 @@ def run_case(c):
                 if oh <= 0 or ow <= 0 or L != oh * ow:
                     raise Invalid("windows")
                 shape = (N, R // (k[0] * k[1]), H, W)
+                _not_huge(shape)
                 shape = shape if cols.ndim == 3 else shape[1:]
                 expect = "ok"
             except Invalid as e:

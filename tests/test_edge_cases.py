@@ -248,11 +248,15 @@ def _reference_pattern_check(y, ref):
     np.testing.assert_array_equal(np.isneginf(y), np.isneginf(ref))
 
 
+@pytest.mark.parametrize("strategy", ["", "tiles", "batched"])
+@pytest.mark.parametrize("groups", [1, 3])          # 3: depthwise, its own C path
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["x", "w", "both"])
-def test_conv_row_nan_inf_give_the_float64_reference_pattern(dtype, where, rng):
+def test_conv_row_nan_inf_give_the_float64_reference_pattern(dtype, where, groups, strategy,
+                                                             rng, monkeypatch):
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
     x = rng.standard_normal((2, 3, 9, 8))
-    w = rng.standard_normal((4, 3, 3, 3))
+    w = rng.standard_normal((6, 3 // groups, 3, 3))
     if where in ("x", "both"):
         x[0, 0, 2, 3] = np.nan
         x[0, 1, 6, 1] = np.inf
@@ -260,23 +264,27 @@ def test_conv_row_nan_inf_give_the_float64_reference_pattern(dtype, where, rng):
         x[1, 0, 0, 0] = np.inf      # in a corner: also seen through the padding
     if where in ("w", "both"):
         w[1, 0, 1, 1] = np.inf
-        w[2, 2, 0, 2] = np.nan
-        w[3, 1, 2, 0] = -np.inf
+        w[2, -1, 0, 2] = np.nan     # an edge tap: meets the zero padding
+        w[5, 0, 2, 0] = -np.inf
     x, w = x.astype(dtype), w.astype(dtype)
     for opts in (dict(padding=1), dict(stride=2, dilation=2, padding=2), dict()):
-        y = cc.conv2d(x, w, **opts)
+        y = cc.conv2d(x, w, groups=groups, **opts)
         with np.errstate(invalid="ignore"):      # inf - inf in the reference itself
-            ref = conv2d_naive(x, w, None, **{k: (v, v) for k, v in opts.items()})
+            ref = conv2d_naive(x, w, None, groups=groups,
+                               **{k: (v, v) for k, v in opts.items()})
         _reference_pattern_check(y, ref)
         fin = np.isfinite(ref)
         assert fin.any()
         np.testing.assert_allclose(y[fin], ref[fin], rtol=1e-4, atol=1e-4)
     # 1x1 (the GEMM-only path), im2col copies them exactly
-    y = cc.conv2d(x, w[:, :, :1, :1])
+    y = cc.conv2d(x, w[:, :, :1, :1], groups=groups)
     with np.errstate(invalid="ignore"):
-        _reference_pattern_check(y, conv2d_naive(x, w[:, :, :1, :1]))
-    np.testing.assert_array_equal(cc.im2col(x, 3, padding=1)[:, :, :],
-                                  cc.im2col(x.copy(), 3, padding=1))
+        _reference_pattern_check(y, conv2d_naive(x, w[:, :, :1, :1], groups=groups))
+    cols = cc.im2col(x, 3, padding=1)
+    np.testing.assert_array_equal(np.isnan(cols[:, :, :]), np.isnan(
+        np.lib.stride_tricks.sliding_window_view(
+            np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1))), (3, 3), axis=(2, 3)
+        ).transpose(0, 1, 4, 5, 2, 3).reshape(2, 27, 72)))
 
 
 class _FPEnv:

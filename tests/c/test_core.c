@@ -169,7 +169,8 @@ static void check_geometry(const cc_conv_geom *g, uint64_t *seed)
     const int64_t nx = g->N * g->C * g->H * g->W, nw = g->K * (g->C / g->groups) * g->KH * g->KW;
     const int64_t ny = g->N * g->K * g->OH * g->OW;
     const int64_t ncol = g->N * g->C * g->KH * g->KW * g->OH * g->OW;
-    const int64_t per = cc_conv_workspace_elems(g, 1);
+    const int strategies[3] = {CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_AUTO};
+    int si;
     double *x = rand_buf(nx, seed), *w = rand_buf(nw, seed), *b = rand_buf(g->K, seed);
     double *dy = rand_buf(ny, seed);
     double *y = rand_buf(ny, seed), *yr = rand_buf(ny, seed);
@@ -190,37 +191,51 @@ static void check_geometry(const cc_conv_geom *g, uint64_t *seed)
     ref_forward(x, w, b, g, yr);
     ref_backward(dy, x, w, g, dxr, dwr, dbr);
 
-    /* every chunk size: 1 image, 2 images, the whole batch */
+    /* every strategy and chunk size: 1 image, 2 images, the whole batch */
+    for (si = 0; si < 3; ++si)
     for (chunk = 1; chunk <= (g->N > 2 ? 3 : 2); ++chunk) {
+        const int S = strategies[si];
         const int64_t c = chunk == 3 ? g->N : chunk;
-        wel = per > 0 ? per * c : 0;
+        const int64_t per = cc_conv_workspace_elems(g, 1, S);
+        CHECK(per >= 0, "%s: workspace size -1", tag);
+        wel = cc_conv_workspace_elems(g, c, S);
         work = wel > 0 ? malloc((size_t)wel * sizeof *work) : NULL;
         for (t = 1; t <= 3; ++t) {
             long calls0 = gemm_calls;
-            st = cc_conv2d_fwd_f64(x, w, b, g, work, wel, t, naive_dgemm, y);
+            st = cc_conv2d_fwd_f64(x, w, b, g, S, work, wel, t, naive_dgemm, y);
             CHECK(st == CC_OK, "%s: forward status %d", tag, st);
-            CHECK(maxdiff(y, yr, ny) < 1e-12, "%s chunk %lld threads %d: forward off by %g",
-                  tag, (long long)c, t, maxdiff(y, yr, ny));
+            CHECK(maxdiff(y, yr, ny) < 1e-12, "%s strategy %d chunk %lld threads %d: forward "
+                  "off by %g", tag, S, (long long)c, t, maxdiff(y, yr, ny));
             if (g->N == 0) CHECK(gemm_calls == calls0, "%s: GEMM called for N = 0", tag);
-            st = cc_conv2d_bwd_f64(dy, x, w, g, work, wel, t, naive_dgemm, dx, dw, db);
+            st = cc_conv2d_bwd_f64(dy, x, w, g, S, work, wel, t, naive_dgemm, dx, dw, db);
             CHECK(st == CC_OK, "%s: backward status %d", tag, st);
             CHECK(maxdiff(dx, dxr, nx) < 1e-12 && maxdiff(dw, dwr, nw) < 1e-12 &&
                   maxdiff(db, dbr, g->K) < 1e-12,
-                  "%s chunk %lld threads %d: backward off (dx %g dw %g db %g)", tag,
-                  (long long)c, t, maxdiff(dx, dxr, nx), maxdiff(dw, dwr, nw),
+                  "%s strategy %d chunk %lld threads %d: backward off (dx %g dw %g db %g)",
+                  tag, S, (long long)c, t, maxdiff(dx, dxr, nx), maxdiff(dw, dwr, nw),
                   maxdiff(db, dbr, g->K));
             if (g->N == 0) CHECK(gemm_calls == calls0, "%s: GEMM called for N = 0", tag);
             /* only the wanted gradients */
-            st = cc_conv2d_bwd_f64(dy, x, w, g, work, wel, t, naive_dgemm, NULL, dw, NULL);
+            st = cc_conv2d_bwd_f64(dy, x, w, g, S, work, wel, t, naive_dgemm, NULL, dw, NULL);
             CHECK(st == CC_OK && maxdiff(dw, dwr, nw) < 1e-12, "%s: dw alone", tag);
-            st = cc_conv2d_bwd_f64(dy, x, w, g, work, wel, t, naive_dgemm, dx, NULL, NULL);
+            st = cc_conv2d_bwd_f64(dy, x, w, g, S, work, wel, t, naive_dgemm, dx, NULL, NULL);
             CHECK(st == CC_OK && maxdiff(dx, dxr, nx) < 1e-12, "%s: dx alone", tag);
         }
-        /* a workspace one element short of one image is refused */
+        /* a workspace one element short of one image: refused, or (when the
+         * pass needs less than the advertised size) correct, and never read or
+         * written past its end (the buffer has exactly per - 1 elements, so
+         * ASan sees any overrun) */
         if (per > 1 && g->N > 0) {
-            st = cc_conv2d_fwd_f64(x, w, b, g, work, per - 1, 1, naive_dgemm, y);
-            CHECK(st == CC_EINVAL, "%s: short workspace accepted (%d)", tag, st);
-            st = cc_conv2d_fwd_f64(x, w, b, g, NULL, 0, 1, naive_dgemm, y);
+            double *shortw = malloc((size_t)(per - 1) * sizeof *shortw);
+            st = cc_conv2d_fwd_f64(x, w, b, g, S, shortw, per - 1, 1, naive_dgemm, y);
+            CHECK(st == CC_EINVAL || (st == CC_OK && maxdiff(y, yr, ny) < 1e-12),
+                  "%s: short workspace: status %d", tag, st);
+            st = cc_conv2d_bwd_f64(dy, x, w, g, S, shortw, per - 1, 1, naive_dgemm, dx, dw, db);
+            CHECK(st == CC_EINVAL || (st == CC_OK && maxdiff(dx, dxr, nx) < 1e-12 &&
+                                      maxdiff(dw, dwr, nw) < 1e-12),
+                  "%s: short backward workspace: status %d", tag, st);
+            free(shortw);
+            st = cc_conv2d_fwd_f64(x, w, b, g, S, NULL, 0, 1, naive_dgemm, y);
             CHECK(st == CC_EINVAL, "%s: NULL workspace accepted (%d)", tag, st);
         }
         free(work);
@@ -234,20 +249,21 @@ static void check_geometry(const cc_conv_geom *g, uint64_t *seed)
         float *dxf = malloc((size_t)nx * sizeof *dxf), *dwf = malloc((size_t)nw * sizeof *dwf);
         float *dxf2 = malloc((size_t)nx * sizeof *dxf2), *dwf2 = malloc((size_t)nw * sizeof *dwf2);
         float *dbf = malloc((size_t)g->K * sizeof *dbf), *dbf2 = malloc((size_t)g->K * sizeof *dbf2);
-        float *wk = per > 0 ? malloc((size_t)(per * g->N) * sizeof *wk) : NULL;
+        const int64_t wkn = cc_conv_workspace_elems(g, g->N, CC_CONV_AUTO);
+        float *wk = wkn > 0 ? malloc((size_t)wkn * sizeof *wk) : NULL;
         double m = 0;
         ref_forward(x, w, b, g, yr);
-        st = cc_conv2d_fwd_f32(xf, wf, bf, g, wk, per * g->N, 1, naive_sgemm, yf);
+        st = cc_conv2d_fwd_f32(xf, wf, bf, g, CC_CONV_AUTO, wk, wkn, 1, naive_sgemm, yf);
         CHECK(st == CC_OK, "%s: f32 forward status %d", tag, st);
         for (i = 0; i < ny; ++i) m = fmax(m, fabs(yf[i] - yr[i]));
         CHECK(m < 1e-4, "%s: f32 forward off by %g", tag, m);
-        st = cc_conv2d_bwd_f32(dyf, xf, wf, g, wk, per * g->N, 1, naive_sgemm, dxf, dwf, dbf);
+        st = cc_conv2d_bwd_f32(dyf, xf, wf, g, CC_CONV_AUTO, wk, wkn, 1, naive_sgemm, dxf, dwf, dbf);
         CHECK(st == CC_OK, "%s: f32 backward status %d", tag, st);
         for (t = 2; t <= 4; ++t) {   /* bitwise identical for every thread count */
-            st = cc_conv2d_fwd_f32(xf, wf, bf, g, wk, per * g->N, t, naive_sgemm, yf2);
+            st = cc_conv2d_fwd_f32(xf, wf, bf, g, CC_CONV_AUTO, wk, wkn, t, naive_sgemm, yf2);
             CHECK(st == CC_OK && !memcmp(yf, yf2, (size_t)ny * sizeof *yf),
                   "%s: f32 forward differs with %d threads", tag, t);
-            st = cc_conv2d_bwd_f32(dyf, xf, wf, g, wk, per * g->N, t, naive_sgemm, dxf2,
+            st = cc_conv2d_bwd_f32(dyf, xf, wf, g, CC_CONV_AUTO, wk, wkn, t, naive_sgemm, dxf2,
                                    dwf2, dbf2);
             CHECK(st == CC_OK && !memcmp(dxf, dxf2, (size_t)nx * sizeof *dxf) &&
                   !memcmp(dwf, dwf2, (size_t)nw * sizeof *dwf) &&
@@ -312,16 +328,15 @@ static void check_refusals(void)
     cc_conv_geom g = geom(1, 2, 5, 5, 2, 3, 3, 1, 1, 0, 0, 1, 1, 1), b;
     const int64_t BIG = INT64_MAX;
     long calls0 = gemm_calls;
-    int st;
 #define REFUSED(expr, what) CHECK((expr) == CC_EINVAL, "not refused: %s", what)
     REFUSED(cc_conv_geom_check(NULL), "NULL geometry");
-    REFUSED(cc_conv2d_fwd_f64(NULL, buf, NULL, &g, buf, 4096, 1, naive_dgemm, buf), "NULL x");
-    REFUSED(cc_conv2d_fwd_f64(buf, NULL, NULL, &g, buf, 4096, 1, naive_dgemm, buf), "NULL w");
-    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, buf, 4096, 1, naive_dgemm, NULL), "NULL y");
-    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, buf, 4096, 1, NULL, buf), "NULL gemm");
-    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, buf, 4096, 0, naive_dgemm, buf), "0 threads");
-    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, buf, 4096, -3, naive_dgemm, buf), "-3 threads");
-    REFUSED(cc_conv2d_bwd_f64(NULL, buf, buf, &g, buf, 4096, 1, naive_dgemm, buf, buf, buf), "NULL dy");
+    REFUSED(cc_conv2d_fwd_f64(NULL, buf, NULL, &g, 0, buf, 4096, 1, naive_dgemm, buf), "NULL x");
+    REFUSED(cc_conv2d_fwd_f64(buf, NULL, NULL, &g, 0, buf, 4096, 1, naive_dgemm, buf), "NULL w");
+    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, 0, buf, 4096, 1, naive_dgemm, NULL), "NULL y");
+    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, 0, buf, 4096, 1, NULL, buf), "NULL gemm");
+    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, 0, buf, 4096, 0, naive_dgemm, buf), "0 threads");
+    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, 0, buf, 4096, -3, naive_dgemm, buf), "-3 threads");
+    REFUSED(cc_conv2d_bwd_f64(NULL, buf, buf, &g, 0, buf, 4096, 1, naive_dgemm, buf, buf, buf), "NULL dy");
     REFUSED(cc_im2col_f64(NULL, &g, 1, buf), "im2col NULL x");
     REFUSED(cc_col2im_f64(buf, &g, 1, NULL), "col2im NULL x");
     REFUSED(cc_im2col_f32(fbuf, &g, 0, fbuf), "im2col 0 threads");
@@ -331,9 +346,9 @@ static void check_refusals(void)
     do {                                                                        \
         b = g; b.field = value;                                                 \
         REFUSED(cc_conv_geom_check(&b), #field " = " #value);                   \
-        REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &b, buf, 4096, 1, naive_dgemm, buf), \
+        REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &b, 0, buf, 4096, 1, naive_dgemm, buf), \
                 "fwd " #field " = " #value);                                    \
-        REFUSED(cc_conv2d_bwd_f64(buf, buf, buf, &b, buf, 4096, 1, naive_dgemm, buf, buf, buf), \
+        REFUSED(cc_conv2d_bwd_f64(buf, buf, buf, &b, 1, buf, 4096, 1, naive_dgemm, buf, buf, buf), \
                 "bwd " #field " = " #value);                                    \
         REFUSED(cc_im2col_f64(buf, &b, 1, buf), "im2col " #field " = " #value); \
         REFUSED(cc_col2im_f64(buf, &b, 1, buf), "col2im " #field " = " #value); \
@@ -355,8 +370,13 @@ static void check_refusals(void)
     b = geom(1, 1 << 16, 256, 256, 1, 256, 256, 1, 1, 0, 0, 1, 1, 1);
     REFUSED(cc_conv_geom_check(&b), "C*KH*KW above INT_MAX");
     CHECK(gemm_calls == calls0, "GEMM called on a refused call");
-    st = cc_conv_workspace_elems(&g, INT64_MAX / 2) >= 0;
-    CHECK(!st, "workspace size overflow not reported");
+    CHECK(cc_conv_workspace_elems(&g, INT64_MAX / 2, CC_CONV_TILES) == -1 &&
+          cc_conv_workspace_elems(&g, INT64_MAX / 2, CC_CONV_BATCHED) == -1,
+          "workspace size overflow not reported");
+    REFUSED(cc_conv2d_fwd_f64(buf, buf, NULL, &g, 7, buf, 4096, 1, naive_dgemm, buf),
+            "unknown strategy");
+    REFUSED(cc_conv2d_bwd_f64(buf, buf, buf, &g, -5, buf, 4096, 1, naive_dgemm, buf, buf, buf),
+            "unknown strategy (backward)");
 #undef BAD
 #undef REFUSED
 }
