@@ -18,6 +18,12 @@ import numpy as np
 
 from reference import col2im_naive, conv2d_naive, im2col_naive, out_len
 
+try:  # pooling oracles (independent loops in tests/)
+    from pool_reference import (adaptive_avg_naive, avg_pool_naive, max_pool_naive,
+                                pool_out)
+except ImportError:  # pragma: no cover - before pooling existed
+    pool_out = None
+
 BIG = 2**31 - 1
 
 
@@ -263,6 +269,8 @@ def run_case(c):
             except TooBig:
                 expect, allowed = "any", allowed + (OverflowError, MemoryError)
             call = lambda: cc.col2im(cols, **kw)  # noqa: E731
+        elif op in ("max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"):
+            return _run_pool(cc, c, rng, pat, lay)
         else:
             return f"unknown op {op}"
     except Invalid:
@@ -331,4 +339,117 @@ def run_case(c):
         o = out if cols.ndim == 3 else out[None]
         bound = col2im_naive(np.abs(np.asarray(c3, np.float64)), (H, W), k, s, p, d)
         return _close(o, ref, (bound, k[0] * k[1]), cols.dtype)
+    return None
+
+
+def _flag(v):
+    """A bool, or the ints 0 and 1 (as Python's own flags)."""
+    if isinstance(v, bool) or (isinstance(v, int) and v in (0, 1)):
+        return bool(v)
+    raise Invalid(f"flag {v!r}")
+
+
+def _run_pool(cc, c, rng, pat, lay):
+    """Pooling: arguments the rules refuse must raise ValueError/TypeError; any
+    success must have the documented shape and match the naive reference (the
+    rules on padding vs kernel and empty windows are the library's to refuse)."""
+    op = c["op"]
+    x = _array(c["x"], c["dtype"], pat, lay, rng)
+    allowed = (ValueError, TypeError)
+    ref = shape = None
+    try:
+        if x.ndim not in (3, 4):
+            raise Invalid("ndim")
+        _dtype(str(x.dtype))
+        x4 = x if x.ndim == 4 else x[None]
+        N, C, H, W = x4.shape
+        if min(C, H, W) == 0:
+            raise Invalid("zero size")
+        if op == "adaptive_avg_pool2d":
+            o = c["output_size"]
+            oh, ow = (o, o) if not isinstance(o, list) else (o + [None, None])[:2]
+            if isinstance(o, list) and len(o) != 2:
+                raise Invalid("output_size")
+            oh = H if oh is None else _int(oh, 1)
+            ow = W if ow is None else _int(ow, 1)
+            _not_huge((N, C, oh, ow))
+            shape = (N, C, oh, ow)
+            call = lambda: cc.adaptive_avg_pool2d(x, c["output_size"])  # noqa: E731
+            reference = lambda: adaptive_avg_naive(x4, oh, ow)  # noqa: E731
+        else:
+            k = _pair(c["kernel_size"])
+            s_ = k if c.get("stride") is None else _pair(c["stride"])
+            p_ = _pair(c["padding"], 0)
+            ceil = _flag(c["ceil_mode"])
+            if op == "max_pool2d":
+                d = _pair(c["dilation"])
+                kw = dict(kernel_size=c["kernel_size"], stride=c.get("stride"),
+                          padding=c["padding"], dilation=c["dilation"], ceil_mode=ceil,
+                          return_indices=True)
+            else:
+                d = (1, 1)
+                cip = _flag(c["count_include_pad"])
+                div = c["divisor_override"]
+                if div is not None:
+                    div = _int(div, 1)
+                kw = dict(kernel_size=c["kernel_size"], stride=c.get("stride"),
+                          padding=c["padding"], ceil_mode=ceil, count_include_pad=cip,
+                          divisor_override=div)
+            oh = pool_out(H, k[0], s_[0], p_[0], d[0], ceil)
+            ow = pool_out(W, k[1], s_[1], p_[1], d[1], ceil)
+            shape = (N, C, oh, ow)
+            if oh > 0 and ow > 0:
+                _not_huge(shape)
+            fn = getattr(cc, op)
+            call = lambda: fn(x, **kw)  # noqa: E731
+            if op == "max_pool2d":
+                reference = lambda: max_pool_naive(x4, k, s_, p_, d, ceil)  # noqa: E731
+            else:
+                reference = lambda: avg_pool_naive(x4, k, s_, p_, ceil, cip, div)  # noqa: E731
+        expect = "maybe"
+    except Invalid as e:
+        expect, why = "error", str(e)
+    except TooBig:
+        expect, allowed = "any", allowed + (OverflowError, MemoryError)
+    if expect in ("error", "any"):
+        kw_all = {key: c[key] for key in ("kernel_size", "stride", "padding", "dilation",
+                                           "ceil_mode", "count_include_pad",
+                                           "divisor_override", "output_size") if key in c}
+        if op == "avg_pool2d":
+            kw_all.pop("dilation", None)
+        if op == "adaptive_avg_pool2d":
+            call = lambda: cc.adaptive_avg_pool2d(x, c["output_size"])  # noqa: E731
+        else:
+            kw_all.pop("output_size", None)
+            call = lambda: getattr(cc, op)(x, **kw_all)  # noqa: E731
+    try:
+        out = call()
+    except allowed:
+        return None
+    except BaseException as e:
+        return f"raised {type(e).__name__} (only ValueError/TypeError allowed): {e}"
+    if expect == "error":
+        return f"should have raised ValueError/TypeError ({why}), returned a result"
+    if expect == "any":
+        return None
+    y = out[0] if isinstance(out, tuple) else out
+    want = shape if x.ndim == 4 else shape[1:]
+    if y.shape != want:
+        return f"shape {y.shape}, documented {want}"
+    y4 = y if x.ndim == 4 else y[None]
+    ref = reference()
+    if op == "max_pool2d":
+        ry, ridx = ref
+        idx = out[1] if x.ndim == 4 else out[1][None]
+        if not np.array_equal(y4, ry, equal_nan=True):
+            return "max pool values differ from the naive reference"
+        if not np.array_equal(idx, ridx):
+            return "max pool indices differ from the naive reference"
+        return None
+    if not np.array_equal(np.isnan(y4), np.isnan(ref)):
+        return "NaN pattern differs from the reference"
+    fin = np.isfinite(ref)
+    tol = (1e-5 if x.dtype == np.float32 else 1e-12) * (1 + np.abs(ref[fin]))
+    if np.any(np.abs(y4[fin] - ref[fin]) > tol):
+        return "average differs from the naive reference"
     return None

@@ -183,6 +183,79 @@ def _thread_check(g, dtype, threads, seed):
     np.testing.assert_array_equal(c2, c1)
 
 
+# ---- pooling -------------------------------------------------------------------
+
+from pool_reference import (adaptive_avg_backward_naive, adaptive_avg_naive,  # noqa: E402
+                            avg_pool_naive, max_pool_backward_naive, max_pool_naive,
+                            pool_out)
+
+
+@st.composite
+def pool_geometry(draw):
+    kh, kw = draw(st.integers(1, 4)), draw(st.integers(1, 4))
+    dh, dw = draw(st.integers(1, 2)), draw(st.integers(1, 2))
+    ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
+    h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 8))
+    w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 8))
+    return dict(N=draw(st.integers(0, 2)), C=draw(st.integers(1, 3)), H=h, W=w,
+                k=(kh, kw), s=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+                p=(ph, pw), d=(dh, dw), ceil=draw(st.booleans()))
+
+
+@given(g=pool_geometry(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1),
+       threads=st.integers(1, 4))
+def test_max_pool_has_documented_shape_and_matches_reference(g, dtype, seed, threads):
+    rng = np.random.default_rng(seed)
+    x = make(rng, (g["N"], g["C"], g["H"], g["W"]), dtype)
+    if g["N"] and rng.random() < 0.3:
+        x[x > 1.0] = np.nan          # NaN wins its window
+    args = (g["k"], g["s"], g["p"], g["d"], g["ceil"])
+    oh = pool_out(g["H"], g["k"][0], g["s"][0], g["p"][0], g["d"][0], g["ceil"])
+    ow = pool_out(g["W"], g["k"][1], g["s"][1], g["p"][1], g["d"][1], g["ceil"])
+    with threads_restored():
+        cc.set_num_threads(threads)
+        y, idx = cc.max_pool2d(x, *args, return_indices=True)
+        dy = make(rng, y.shape, dtype)
+        dx = cc.max_pool2d_backward(dy, idx, x.shape)
+    assert y.shape == idx.shape == (g["N"], g["C"], oh, ow)
+    ry, ridx = max_pool_naive(x, *args)
+    np.testing.assert_array_equal(y, ry)
+    np.testing.assert_array_equal(idx, ridx)
+    np.testing.assert_array_equal(dx, max_pool_backward_naive(dy, idx, x.shape))
+
+
+@given(g=pool_geometry(), seed=st.integers(0, 2**32 - 1), cip=st.booleans(),
+       div=st.sampled_from([None, 1, 5]), threads=st.integers(1, 4))
+def test_avg_pool_matches_reference_and_its_backward_is_the_adjoint(g, seed, cip, div,
+                                                                    threads):
+    rng = np.random.default_rng(seed)
+    x = make(rng, (g["N"], g["C"], g["H"], g["W"]), np.float64)
+    kw = dict(kernel_size=g["k"], stride=g["s"], padding=g["p"], ceil_mode=g["ceil"],
+              count_include_pad=cip, divisor_override=div)
+    with threads_restored():
+        cc.set_num_threads(threads)
+        y = cc.avg_pool2d(x, **kw)
+        dy = make(rng, y.shape, np.float64)
+        dx = cc.avg_pool2d_backward(dy, x.shape, **kw)
+    ref = avg_pool_naive(x, g["k"], g["s"], g["p"], g["ceil"], cip, div)
+    assert y.shape == ref.shape
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    assert abs(np.vdot(y, dy) - np.vdot(x, dx)) <= 1e-12 * (1 + np.vdot(abs(y), abs(dy)))
+
+
+@given(n=st.integers(0, 2), c=st.integers(1, 3), h=st.integers(1, 9), w=st.integers(1, 9),
+       oh=st.integers(1, 10), ow=st.integers(1, 10), seed=st.integers(0, 2**32 - 1))
+def test_adaptive_avg_pool_matches_reference(n, c, h, w, oh, ow, seed):
+    rng = np.random.default_rng(seed)
+    x = make(rng, (n, c, h, w), np.float64)
+    y = cc.adaptive_avg_pool2d(x, (oh, ow))
+    np.testing.assert_allclose(y, adaptive_avg_naive(x, oh, ow), rtol=1e-12, atol=1e-12)
+    dy = make(rng, y.shape, np.float64)
+    np.testing.assert_allclose(cc.adaptive_avg_pool2d_backward(dy, x.shape),
+                               adaptive_avg_backward_naive(dy, x.shape), rtol=1e-12,
+                               atol=1e-12)
+
+
 # ---- arbitrary (mostly invalid) options, run in a child Python ------------------
 
 EXTREME = [0, -1, -(2**31), 2**31 - 1, 2**31, 2**32 + 1, 2**62, 2**63 - 1, 2**63, 2**64]
@@ -268,9 +341,38 @@ def unfold_case(draw):
                    fields + ["cols", "output_size"])
 
 
+@st.composite
+def pool_case(draw):
+    """Mostly valid pooling arguments, sometimes mutated into anything."""
+    x = draw(st.sampled_from([[1, 2, 7, 6], [2, 1, 5, 9], [3, 4, 4], [0, 2, 6, 6],
+                              [1, 1, 1, 1], [1, 3, 3, 8]]))
+    k = [draw(st.integers(1, 4)), draw(st.integers(1, 4))]
+    op = draw(st.sampled_from(["max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"]))
+    case = dict(op=op, x=x, dtype=draw(st.sampled_from(["float64", "float32"])),
+                kernel_size=k, stride=draw(st.one_of(st.none(), st.integers(1, 3))),
+                padding=[draw(st.integers(0, k[0] // 2)), draw(st.integers(0, k[1] // 2))],
+                dilation=draw(st.sampled_from([1, 1, 2, [1, 2]])),
+                ceil_mode=draw(st.booleans()), count_include_pad=draw(st.booleans()),
+                divisor_override=draw(st.sampled_from([None, None, 1, 3])),
+                output_size=draw(st.one_of(st.integers(1, 5),
+                                           st.lists(st.one_of(st.none(), st.integers(1, 6)),
+                                                    min_size=2, max_size=2))),
+                layout=draw(layout), pattern=draw(st.sampled_from(
+                    ["normal", "nan", "inf", "tiny", "normal"])),
+                seed=draw(st.integers(0, 2**31)))
+    MUTATIONS.setdefault("ceil_mode", st.one_of(st.booleans(), st.just(1), st.just(None),
+                                                st.just("yes")))
+    MUTATIONS.setdefault("count_include_pad", MUTATIONS["ceil_mode"])
+    MUTATIONS.setdefault("divisor_override", option())
+    return mutated(draw, case, ["x", "dtype", "kernel_size", "stride", "padding", "dilation",
+                                "ceil_mode", "count_include_pad", "divisor_override",
+                                "output_size"])
+
+
 # The child names each failing case itself: no shrinking (each step is a new child).
 @settings(max_examples=12, phases=[Phase.explicit, Phase.reuse, Phase.generate])
-@given(cases=st.lists(st.one_of(conv_case(), unfold_case()), min_size=40, max_size=60))
+@given(cases=st.lists(st.one_of(conv_case(), unfold_case(), pool_case()), min_size=40,
+                      max_size=60))
 def test_arbitrary_options_give_documented_result_or_value_type_error(cases):
     run_cases(cases)
 
