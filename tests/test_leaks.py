@@ -5,6 +5,8 @@ The default run makes 1,000 calls per case; `pytest -m slow` makes 10,000.
 A leak of one small buffer per call (a few hundred bytes and up) shows as
 megabytes here; allocator noise stays well below the threshold.
 """
+import ctypes
+import ctypes.util
 import gc
 import os
 import sys
@@ -20,7 +22,18 @@ pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
 LIMIT_MB = 3.0
 
 
+try:
+    _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+except (OSError, AttributeError):  # not glibc
+    _trim = None
+
+
 def rss_mb():
+    """Resident set size, after handing free heap memory back to the system
+    (otherwise a leak could hide in memory that earlier tests freed)."""
+    gc.collect()
+    if _trim is not None:
+        _trim(0)
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
@@ -57,6 +70,12 @@ def cases():
     yield "conv2d_backward f64", lambda: cc.conv2d_backward(dyd, xd, wd, padding=1)
     yield "im2col", lambda: cc.im2col(x, 3, padding=1)
     yield "col2im", lambda: cc.col2im(cols, 12, 3, padding=1)
+    yield "max_pool2d + backward", lambda: cc.max_pool2d_backward(
+        *cc.max_pool2d(x, 3, 2, 1, return_indices=True), x.shape)
+    yield "avg_pool2d + backward", lambda: cc.avg_pool2d_backward(
+        cc.avg_pool2d(x, 3, 2, 1, ceil_mode=True), x.shape, 3, 2, 1, ceil_mode=True)
+    yield "adaptive_avg_pool2d + backward", lambda: cc.adaptive_avg_pool2d_backward(
+        cc.adaptive_avg_pool2d(x, (5, 3)), x.shape)
     # error paths that raise after something was allocated
     yield "backward, 'same' even kernel (x padded), wrong grad_output", _raises(
         ValueError, lambda: cc.conv2d_backward(dy[:, :, :5], x, w[:, :, :2, :2],
@@ -66,6 +85,11 @@ def cases():
                                          geom[:7] + (0,) + geom[8:], 1))
     yield "binding: buffer size mismatch", _raises(
         ValueError, lambda: _conv.col2im(cols[:, :, :-1].copy(), np.empty_like(x), geom, 1))
+    bad_idx = cc.max_pool2d(x, 2, return_indices=True)[1].copy()
+    bad_idx[0, 0, 0, 0] = 10**6
+    yield "max_pool2d_backward, index out of range (C refuses after dx exists)", _raises(
+        ValueError, lambda: cc.max_pool2d_backward(np.ones(bad_idx.shape, np.float32),
+                                                   bad_idx, x.shape))
     yield "validation errors", _raises(
         (ValueError, TypeError), lambda: cc.conv2d(x, w, stride=0))
 
@@ -76,11 +100,9 @@ CASES = list(cases())
 def _growth(call, n):
     for _ in range(200):        # warm-up: caches, BLAS buffers, OpenMP pools
         call()
-    gc.collect()
     before = rss_mb()
     for _ in range(n):
         call()
-    gc.collect()
     return rss_mb() - before
 
 

@@ -1,4 +1,5 @@
-"""Thread safety: concurrent Python threads get exactly the serial results, and
+"""Thread safety: concurrent Python threads (conv, im2col/col2im and the pools)
+get exactly the serial results, and
 the GIL is released while the C core works.
 
 The speed-up of two threads over one doing both jobs is measured and printed
@@ -35,7 +36,15 @@ def _run(job):
     grads = cc.conv2d_backward(np.ones_like(y) * 0.5 + y, x, w, **opts)
     cols = cc.im2col(x, w.shape[2:], **opts)
     back = cc.col2im(cols, x.shape[2:], w.shape[2:], **opts)
-    return (y,) + tuple(grads) + (cols, back)
+    k = (2, 3)
+    mp, idx = cc.max_pool2d(x, k, 1, 1, ceil_mode=True, return_indices=True)
+    mdx = cc.max_pool2d_backward(mp, idx, x.shape)
+    ap = cc.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
+    adx = cc.avg_pool2d_backward(ap, x.shape, 3, 2, 1, ceil_mode=True,
+                                 count_include_pad=False)
+    gp = cc.adaptive_avg_pool2d(x, (3, 2))
+    gdx = cc.adaptive_avg_pool2d_backward(gp, x.shape)
+    return (y,) + tuple(grads) + (cols, back, mp, idx, mdx, ap, adx, gp, gdx)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
