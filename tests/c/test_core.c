@@ -4,7 +4,8 @@
  * UndefinedBehaviorSanitizer (it also builds without them: any C99 compiler,
  * `cc -std=c99 -Isrc_c tests/c/test_core.c src_c/(all .c files) -lm`).
  *
- * Checks: conv forward/backward, im2col and col2im against direct loops for a
+ * Checks: conv forward/backward, im2col and col2im (and max/average/adaptive
+ * pooling, forward and backward) against direct loops for a
  * grid of geometries (groups, stride, padding, dilation, 1x1, N = 0, chunked
  * workspace); bitwise identical results for every thread count; every
  * malformed argument answered with CC_EINVAL (never a crash or a division by
@@ -381,6 +382,155 @@ static void check_refusals(void)
 #undef REFUSED
 }
 
+/* ---- pooling ---------------------------------------------------------------- */
+
+static cc_pool_geom pgeom(int64_t N, int64_t C, int64_t H, int64_t W, int64_t K, int64_t S,
+                          int64_t P, int64_t D, int ceil_mode, int cip, int64_t divisor)
+{
+    cc_pool_geom g;
+    memset(&g, 0, sizeof g);
+    g.N = N; g.C = C; g.H = H; g.W = W; g.KH = K; g.KW = K + 1 > 4 ? K : K + 1;
+    g.SH = S; g.SW = S; g.PH = P; g.PW = P; g.DH = D; g.DW = D;
+    g.ceil_mode = ceil_mode; g.count_include_pad = cip; g.divisor = divisor;
+    g.OH = cc_pool_out_size(H, g.KH, S, P, D, ceil_mode);
+    g.OW = cc_pool_out_size(W, g.KW, S, P, D, ceil_mode);
+    return g;
+}
+
+static void check_pool(const cc_pool_geom *g, uint64_t *seed)
+{
+    const int64_t nx = g->N * g->C * g->H * g->W, ny = g->N * g->C * g->OH * g->OW;
+    double *x = rand_buf(nx, seed), *y = rand_buf(ny, seed), *dy = rand_buf(ny, seed);
+    double *dx = rand_buf(nx, seed), *ref = rand_buf(nx, seed);
+    int64_t *idx = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *idx);
+    int64_t p, i, j, a, b;
+    int st, t, pass;
+    char tag[120];
+    snprintf(tag, sizeof tag, "pool N%lld C%lld %lldx%lld k%lldx%lld s%lld p%lld d%lld ceil%d",
+             (long long)g->N, (long long)g->C, (long long)g->H, (long long)g->W,
+             (long long)g->KH, (long long)g->KW, (long long)g->SH, (long long)g->PH,
+             (long long)g->DH, g->ceil_mode);
+    for (pass = 0; pass < 2; ++pass) {
+        cc_pool_geom q = *g;
+        q.generic = pass;      /* fast paths and the generic loop */
+        for (t = 1; t <= 3; t += 2) {
+            st = cc_max_pool2d_fwd_f64(x, &q, t, y, idx);
+            CHECK(st == CC_OK, "%s: max status %d", tag, st);
+            for (p = 0; p < g->N * g->C; ++p)
+                for (i = 0; i < g->OH; ++i)
+                    for (j = 0; j < g->OW; ++j) {
+                        double best = -INFINITY;
+                        int64_t where = -1;
+                        for (a = 0; a < g->KH; ++a)
+                            for (b = 0; b < g->KW; ++b) {
+                                const int64_t h = i * g->SH - g->PH + a * g->DH;
+                                const int64_t w = j * g->SW - g->PW + b * g->DW;
+                                if (h < 0 || h >= g->H || w < 0 || w >= g->W) continue;
+                                if (where < 0 || x[p * g->H * g->W + h * g->W + w] > best) {
+                                    best = x[p * g->H * g->W + h * g->W + w];
+                                    where = h * g->W + w;
+                                }
+                            }
+                        const int64_t o = (p * g->OH + i) * g->OW + j;
+                        if (y[o] != best || idx[o] != where) {
+                            CHECK(0, "%s generic %d: max wrong at plane %lld (%lld, %lld)", tag,
+                                  pass, (long long)p, (long long)i, (long long)j);
+                            goto next_pass;
+                        }
+                    }
+            /* backward: the scatter by index */
+            st = cc_max_pool2d_bwd_f64(dy, idx, g->N, g->C, g->H, g->W, g->OH, g->OW, t, dx);
+            CHECK(st == CC_OK, "%s: max backward status %d", tag, st);
+            memset(ref, 0, sizeof(double) * (size_t)(nx > 0 ? nx : 1));
+            for (p = 0; p < g->N * g->C; ++p)
+                for (i = 0; i < g->OH * g->OW; ++i)
+                    ref[p * g->H * g->W + idx[p * g->OH * g->OW + i]] += dy[p * g->OH * g->OW + i];
+            CHECK(maxdiff(dx, ref, nx) == 0, "%s: max backward differs", tag);
+            if (g->DH == 1 && g->DW == 1) {
+                double lhs = 0, rhs = 0;
+                st = cc_avg_pool2d_fwd_f64(x, &q, t, y);
+                CHECK(st == CC_OK, "%s: avg status %d", tag, st);
+                st = cc_avg_pool2d_bwd_f64(dy, &q, t, dx);
+                CHECK(st == CC_OK, "%s: avg backward status %d", tag, st);
+                for (i = 0; i < ny; ++i) lhs += y[i] * dy[i];
+                for (i = 0; i < nx; ++i) rhs += x[i] * dx[i];
+                CHECK(fabs(lhs - rhs) <= 1e-12 * (1 + fabs(lhs)), "%s: avg backward is not "
+                      "the adjoint (%g vs %g)", tag, lhs, rhs);
+            }
+        }
+next_pass:;
+    }
+    /* indices out of range are refused (the backward never writes out of bounds) */
+    if (ny > 0) {
+        const int64_t saved = idx[ny - 1];
+        idx[ny - 1] = g->H * g->W;
+        CHECK(cc_max_pool2d_bwd_f64(dy, idx, g->N, g->C, g->H, g->W, g->OH, g->OW, 2, dx) ==
+              CC_EINVAL, "%s: index H*W accepted", tag);
+        idx[ny - 1] = -1;
+        CHECK(cc_max_pool2d_bwd_f64(dy, idx, g->N, g->C, g->H, g->W, g->OH, g->OW, 1, dx) ==
+              CC_EINVAL, "%s: index -1 accepted", tag);
+        idx[ny - 1] = INT64_MIN;
+        CHECK(cc_max_pool2d_bwd_f64(dy, idx, g->N, g->C, g->H, g->W, g->OH, g->OW, 1, dx) ==
+              CC_EINVAL, "%s: index INT64_MIN accepted", tag);
+        idx[ny - 1] = saved;
+    }
+    /* adaptive: adjoint of its backward */
+    {
+        const int64_t OH = 1 + g->H % 4, OW = 3;
+        double *ya = rand_buf(g->N * g->C * OH * OW, seed), *ga = rand_buf(g->N * g->C * OH * OW, seed);
+        double lhs = 0, rhs = 0;
+        st = cc_adaptive_avg_pool2d_fwd_f64(x, g->N, g->C, g->H, g->W, OH, OW, 2, ya);
+        CHECK(st == CC_OK, "%s: adaptive status %d", tag, st);
+        st = cc_adaptive_avg_pool2d_bwd_f64(ga, g->N, g->C, g->H, g->W, OH, OW, 2, dx);
+        CHECK(st == CC_OK, "%s: adaptive backward status %d", tag, st);
+        for (i = 0; i < g->N * g->C * OH * OW; ++i) lhs += ya[i] * ga[i];
+        for (i = 0; i < nx; ++i) rhs += x[i] * dx[i];
+        CHECK(fabs(lhs - rhs) <= 1e-12 * (1 + fabs(lhs)), "%s: adaptive adjoint", tag);
+        free(ya); free(ga);
+    }
+    free(x); free(y); free(dy); free(dx); free(ref); free(idx);
+}
+
+static void check_pool_refusals(void)
+{
+    double buf[1024] = {0};
+    int64_t ibuf[1024] = {0};
+    cc_pool_geom g = pgeom(1, 2, 6, 6, 3, 2, 1, 1, 0, 1, 0), b;
+#define PREFUSED(expr, what) CHECK((expr) == CC_EINVAL, "pool: not refused: %s", what)
+    PREFUSED(cc_pool_geom_check(NULL, CC_POOL_MAX), "NULL geometry");
+    PREFUSED(cc_pool_geom_check(&g, 7), "unknown kind");
+    PREFUSED(cc_max_pool2d_fwd_f64(NULL, &g, 1, buf, ibuf), "NULL x");
+    PREFUSED(cc_max_pool2d_fwd_f64(buf, &g, 0, buf, ibuf), "0 threads");
+    PREFUSED(cc_avg_pool2d_fwd_f64(buf, &g, 1, NULL), "NULL y");
+#define PBAD(field, value)                                                       \
+    do {                                                                         \
+        b = g; b.field = value;                                                  \
+        PREFUSED(cc_max_pool2d_fwd_f64(buf, &b, 1, buf, ibuf), "max " #field " = " #value); \
+        PREFUSED(cc_avg_pool2d_fwd_f64(buf, &b, 1, buf), "avg " #field " = " #value); \
+        PREFUSED(cc_avg_pool2d_bwd_f64(buf, &b, 1, buf), "avg bwd " #field " = " #value); \
+    } while (0)
+    PBAD(SH, 0); PBAD(SW, -1); PBAD(KH, 0); PBAD(KW, -2); PBAD(PH, -1); PBAD(PH, 2);
+    PBAD(DH, 0); PBAD(C, 0); PBAD(H, 0); PBAD(N, -1); PBAD(OH, 5); PBAD(OW, 0);
+    PBAD(SH, INT64_MAX); PBAD(KH, INT64_MAX); PBAD(PH, INT64_MAX); PBAD(DH, INT64_MAX);
+    PBAD(H, INT64_MAX); PBAD(N, INT64_MAX);
+    b = g; b.divisor = -1;
+    PREFUSED(cc_avg_pool2d_fwd_f64(buf, &b, 1, buf), "avg divisor -1");
+    b = g; b.DH = 2;
+    b.OH = cc_pool_out_size(b.H, b.KH, b.SH, b.PH, b.DH, 0);
+    PREFUSED(cc_avg_pool2d_fwd_f64(buf, &b, 1, buf), "avg with dilation");
+    PREFUSED(cc_adaptive_avg_pool2d_fwd_f64(buf, 1, 1, 4, 4, 0, 2, 1, buf), "adaptive OH 0");
+    PREFUSED(cc_adaptive_avg_pool2d_fwd_f64(buf, 1, 1, 0, 4, 2, 2, 1, buf), "adaptive H 0");
+    PREFUSED(cc_adaptive_avg_pool2d_fwd_f64(buf, -1, 1, 4, 4, 2, 2, 1, buf), "adaptive N -1");
+    PREFUSED(cc_adaptive_avg_pool2d_bwd_f64(buf, 1, 1, INT64_MAX, 4, 2, 2, 1, buf),
+             "adaptive H huge");
+    PREFUSED(cc_max_pool2d_bwd_f64(buf, ibuf, 1, 1, 4, 4, 5, 5, 0, buf), "max bwd 0 threads");
+    CHECK(cc_pool_out_size(5, 3, 0, 0, 1, 0) == -1 && cc_pool_out_size(INT64_MAX, 3, 1,
+          INT64_MAX, 1, 1) == -1 && cc_pool_out_size(2, INT64_MAX, 1, 0, INT64_MAX, 0) == -1,
+          "pool: out size overflow not reported");
+#undef PBAD
+#undef PREFUSED
+}
+
 int main(void)
 {
     uint64_t seed = 12345;
@@ -405,11 +555,29 @@ int main(void)
         check_geometry(&g, &seed);
     }
     check_refusals();
+    {
+        /* N C H W K S P D ceil count_include_pad divisor */
+        const int64_t pgrid[][11] = {
+            {2, 3, 7, 6, 2, 2, 0, 1, 0, 1, 0}, {1, 2, 9, 8, 3, 2, 1, 1, 1, 0, 0},
+            {2, 1, 5, 5, 2, 2, 1, 1, 1, 1, 3}, {1, 2, 8, 7, 3, 1, 1, 2, 0, 1, 0},
+            {0, 2, 4, 4, 2, 2, 0, 1, 0, 1, 0}, {3, 1, 1, 2, 1, 1, 0, 1, 1, 1, 0},
+            {1, 4, 13, 11, 3, 3, 1, 1, 1, 0, 0}, {1, 1, 6, 7, 1, 2, 0, 1, 1, 1, 0},
+        };
+        for (i = 0; i < sizeof pgrid / sizeof pgrid[0]; ++i) {
+            const int64_t *q = pgrid[i];
+            cc_pool_geom g = pgeom(q[0], q[1], q[2], q[3], q[4], q[5], q[6], q[7], (int)q[8],
+                                   (int)q[9], q[10]);
+            CHECK(cc_pool_geom_check(&g, CC_POOL_MAX) == CC_OK, "pool grid %zu refused", i);
+            check_pool(&g, &seed);
+        }
+        check_pool_refusals();
+    }
     if (failures) {
         fprintf(stderr, "test_core: %d failures\n", failures);
         return 1;
     }
-    printf("test_core: all checks passed (%zu geometries, %ld GEMM calls, OpenMP %s)\n",
+    printf("test_core: all checks passed (%zu conv and 8 pooling geometries, %ld GEMM calls, "
+           "OpenMP %s)\n",
            sizeof grid / sizeof grid[0], gemm_calls, cc_openmp_enabled() ? "on" : "off");
     return 0;
 }
