@@ -197,9 +197,14 @@ def pool_geometry(draw):
     ph, pw = draw(st.integers(0, kh // 2)), draw(st.integers(0, kw // 2))
     h = draw(st.integers(max(1, dh * (kh - 1) + 1 - 2 * ph), 8))
     w = draw(st.integers(max(1, dw * (kw - 1) + 1 - 2 * pw), 8))
-    return dict(N=draw(st.integers(0, 2)), C=draw(st.integers(1, 3)), H=h, W=w,
-                k=(kh, kw), s=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
-                p=(ph, pw), d=(dh, dw), ceil=draw(st.booleans()))
+    g = dict(N=draw(st.integers(0, 2)), C=draw(st.integers(1, 3)), H=h, W=w,
+             k=(kh, kw), s=(draw(st.integers(1, 3)), draw(st.integers(1, 3))),
+             p=(ph, pw), d=(dh, dw), ceil=draw(st.booleans()))
+    # documented: every max-pool window must hold an input element (else ValueError)
+    for size, k, s_, p_, d in zip((h, w), g["k"], g["s"], g["p"], g["d"]):
+        for o in range(pool_out(size, k, s_, p_, d, g["ceil"])):
+            hypothesis.assume(any(0 <= o * s_ - p_ + t * d < size for t in range(k)))
+    return g
 
 
 @given(g=pool_geometry(), dtype=st.sampled_from(DTYPES), seed=st.integers(0, 2**32 - 1),
