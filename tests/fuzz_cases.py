@@ -378,7 +378,9 @@ def _run_pool(cc, c, rng, pat, lay):
             reference = lambda: adaptive_avg_naive(x4, oh, ow)  # noqa: E731
         else:
             k = _pair(c["kernel_size"])
-            s_ = k if c.get("stride") is None else _pair(c["stride"])
+            st_ = c.get("stride")
+            # None or an empty sequence: the kernel size (as PyTorch)
+            s_ = k if st_ is None or st_ == [] else _pair(st_)
             p_ = _pair(c["padding"], 0)
             ceil = _flag(c["ceil_mode"])
             if op == "max_pool2d":

@@ -4,6 +4,7 @@ Each test names the row it covers and checks the exact behaviour the catalog
 asks for (VE = ValueError, TE = TypeError, messages naming expected and given).
 """
 import ctypes
+import os
 import ctypes.util
 import platform
 import sys
@@ -555,3 +556,303 @@ def test_pool_row_empty_batch_gives_empty_output():
                                   ceil_mode=True).shape == x.shape
     assert cc.adaptive_avg_pool2d(x, (2, 4)).shape == (0, 3, 2, 4)
     assert cc.adaptive_avg_pool2d_backward(np.ones((0, 3, 2, 4)), x.shape).shape == x.shape
+
+
+# ---- Layers, weights and data files ------------------------------------------------
+
+@pytest.fixture
+def nn():
+    return pytest.importorskip("convcore.nn")
+
+
+@pytest.fixture
+def data():
+    return pytest.importorskip("convcore.data")
+
+
+@pytest.mark.parametrize("kwargs, exc", [
+    (dict(out_channels=0), ValueError), (dict(out_channels=-2), ValueError),
+    (dict(in_channels=0), ValueError),
+    (dict(kernel_size=0), ValueError), (dict(kernel_size=-1), ValueError),
+    (dict(kernel_size=2.5), TypeError), (dict(kernel_size=True), TypeError),
+    (dict(kernel_size=(3, 3, 3)), ValueError), (dict(kernel_size="3"), TypeError),
+    (dict(stride=0), ValueError), (dict(padding=-1), ValueError),
+    (dict(groups=2), ValueError), (dict(out_channels=2.0), TypeError),
+])
+def test_layers_row_conv2d_constructor_refuses_bad_arguments(nn, kwargs, exc):
+    args = dict(in_channels=3, out_channels=4, kernel_size=3)
+    args.update(kwargs)
+    with pytest.raises(exc):
+        nn.Conv2d(**args)
+
+
+def test_layers_row_numpy_integers_are_accepted(nn):
+    conv = nn.Conv2d(np.int64(3), np.int32(4), (np.int16(3), np.uint8(2)), stride=np.int64(2),
+                     padding=np.int64(1))
+    assert conv.weight.data.shape == (4, 3, 3, 2)
+    assert conv(np.zeros((1, 3, 6, 6), np.float32)).shape == (1, 4, 3, 4)
+
+
+def _module_cases(nn):
+    yield "Conv2d", nn.Conv2d(3, 4, 3, padding=1, rng=0), (2, 3, 6, 6)
+    yield "Linear", nn.Linear(5, 3, rng=0), (2, 5)
+    yield "MaxPool2d", nn.MaxPool2d(2), (2, 3, 6, 6)
+    yield "AvgPool2d", nn.AvgPool2d(3, 2, 1), (2, 3, 6, 6)
+    yield "AdaptiveAvgPool2d", nn.AdaptiveAvgPool2d(2), (2, 3, 6, 6)
+    yield "ReLU", nn.ReLU(), (2, 3, 4)
+    yield "BatchNorm2d", nn.BatchNorm2d(3), (2, 3, 4, 4)
+    yield "Sequential", nn.Sequential(nn.Conv2d(3, 4, 3, rng=1), nn.ReLU(), nn.Flatten(),
+                                      nn.Linear(4 * 4 * 4, 2, rng=2)), (2, 3, 6, 6)
+
+
+def test_layers_row_backward_before_forward_is_runtime_error(nn):
+    for name, module, shape in _module_cases(nn):
+        with pytest.raises(RuntimeError, match="before forward"):
+            module.backward(np.ones(shape, np.float32))
+
+
+def test_layers_row_backward_twice_after_one_forward_gives_identical_results(nn):
+    rng = np.random.default_rng(0)
+    for name, module, shape in _module_cases(nn):
+        x = rng.standard_normal(shape).astype(np.float32)
+        y = module(x)
+        g = rng.standard_normal(y.shape).astype(np.float32)
+        grads0 = {k: p.grad.copy() for k, p in module.named_parameters()}
+        g1 = module.backward(g)
+        grads1 = {k: p.grad.copy() for k, p in module.named_parameters()}
+        g2 = module.backward(g)
+        np.testing.assert_array_equal(g1, g2, err_msg=name)
+        for k, p in module.named_parameters():   # the same increment, accumulated (+=)
+            np.testing.assert_array_equal(p.grad - grads1[k], grads1[k] - grads0[k],
+                                          err_msg=f"{name}.{k}")
+
+
+class _Boom:
+    """Unpickling this would run code: it writes a marker file."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_weights_row_object_array_is_value_error_and_never_unpickled(nn, tmp_path):
+    marker = tmp_path / "ran"
+    path = str(tmp_path / "evil.npz")
+    obj = np.empty(1, dtype=object)
+    obj[0] = _Boom(str(marker))
+    np.savez(path, weight=obj)              # the plain writer pickles object arrays
+    with pytest.raises(ValueError, match="object array"):
+        nn.load_state_dict_file(path, {"weight": np.zeros(1)})
+    with pytest.raises(ValueError):
+        nn.save_state_dict({"weight": obj}, str(tmp_path / "out.npz"))
+    assert not marker.exists()
+
+
+def _npz_with_header(path, key, shape, dtype="<f4", payload=b"\0" * 64):
+    """An .npz whose member's header claims `shape`, followed by `payload` bytes."""
+    import zipfile
+    header = {"descr": dtype, "fortran_order": False, "shape": tuple(shape)}
+    from numpy.lib import format as npformat
+    import io
+    buf = io.BytesIO()
+    npformat.write_array_header_1_0(buf, header)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr(key + ".npy", buf.getvalue() + payload)
+
+
+@pytest.mark.parametrize("shape", [(2**40, 2**20), (2**31, 8), (4, 2**62), (3, 3, 3, 3)])
+def test_weights_row_header_claiming_a_huge_shape_is_value_error_before_allocating(
+        nn, tmp_path, shape):
+    import tracemalloc
+    path = str(tmp_path / "huge.npz")
+    _npz_with_header(path, "weight", shape)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="weight"):
+            nn.load_state_dict_file(path, {"weight": np.zeros((8, 3, 3, 3), np.float32)})
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+def test_weights_row_header_matching_but_member_short_is_value_error(nn, tmp_path):
+    path = str(tmp_path / "short.npz")
+    _npz_with_header(path, "weight", (8, 3, 3, 3), payload=b"\0" * 100)   # needs 864
+    with pytest.raises(ValueError, match="truncated"):
+        nn.load_state_dict_file(path, {"weight": np.zeros((8, 3, 3, 3), np.float32)})
+
+
+def test_weights_row_truncated_file_is_value_error_naming_the_file(nn, tmp_path):
+    conv = nn.Conv2d(3, 8, 3, rng=0)
+    path = str(tmp_path / "w.npz")
+    nn.save_state_dict(conv.state_dict(), path)
+    raw = open(path, "rb").read()
+    for cut in (0, 10, len(raw) // 3, len(raw) // 2, len(raw) - 30, len(raw) - 1):
+        bad = str(tmp_path / f"cut{cut}.npz")
+        with open(bad, "wb") as f:
+            f.write(raw[:cut])
+        with pytest.raises(ValueError, match=f"cut{cut}.npz"):
+            nn.load_state_dict_file(bad, conv.state_dict())
+
+
+def test_weights_row_missing_extra_wrong_keys_listed_in_one_value_error(nn, tmp_path):
+    conv = nn.Conv2d(3, 8, 3, rng=0)
+    expected = conv.state_dict()
+    path = str(tmp_path / "mixed.npz")
+    nn.save_state_dict({"weight": np.zeros((8, 3, 5, 5), np.float32),       # wrong shape
+                        "extra.thing": np.zeros(2, np.float32)}, path)      # extra; bias missing
+    with pytest.raises(ValueError) as err:
+        nn.load_state_dict_file(path, expected)
+    msg = str(err.value)
+    assert "weight" in msg and "bias" in msg and "extra.thing" in msg
+    nn.save_state_dict({"weight": expected["weight"].astype(np.float64),
+                        "bias": expected["bias"].astype(np.float64)}, path)
+    with pytest.raises(ValueError) as err:
+        nn.load_state_dict_file(path, expected)
+    assert "weight" in str(err.value) and "bias" in str(err.value)
+    with pytest.raises(ValueError) as err:
+        conv.load_state_dict({"weight": np.zeros((8, 3, 3, 3), np.float64)})
+    assert "weight" in str(err.value) and "bias" in str(err.value)
+
+
+def _idx(arr, magic_type=0x08):
+    import struct
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    return bytes([0, 0, magic_type, arr.ndim]) + struct.pack(f">{arr.ndim}I", *arr.shape) \
+        + arr.tobytes()
+
+
+def _write(path, payload, gz=False):
+    import gzip
+    with open(path, "wb") as f:
+        f.write(gzip.compress(payload, mtime=0) if gz else payload)
+    return str(path)
+
+
+@pytest.fixture
+def idx_pair(tmp_path):
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (6, 4, 5)).astype(np.uint8)
+    labels = np.array([0, 3, 9, 1, 1, 2], np.uint8)
+    return images, labels
+
+
+def test_data_row_idx_wrong_magic_is_value_error_even_under_python_O(data, tmp_path, idx_pair):
+    images, labels = idx_pair
+    lab = _write(tmp_path / "l", _idx(labels))
+    cases = {
+        "twice-gzipped": _write(tmp_path / "a.gz", __import__("gzip").compress(
+            __import__("gzip").compress(_idx(images))), gz=False),
+        "bad magic": _write(tmp_path / "b", b"\x12\x34" + _idx(images)[2:]),
+        "labels as images": lab,
+        "wrong element type": _write(tmp_path / "c", _idx(images, 0x0D)),
+    }
+    for name, path in cases.items():
+        with pytest.raises(ValueError, match=os.path.basename(path)):
+            data.read_idx_pair(path, lab)
+    with pytest.raises(ValueError):                       # images given as labels
+        data.read_idx_pair(_write(tmp_path / "i", _idx(images)),
+                           _write(tmp_path / "i2", _idx(images)))
+    # plain `if`, not `assert`: the same checks hold with python -O
+    code = ("import sys\nfrom convcore.data import read_idx_pair\n"
+            "for p in sys.argv[2:]:\n"
+            "    try:\n        read_idx_pair(p, sys.argv[1])\n"
+            "    except ValueError:\n        continue\n"
+            "    sys.exit('accepted ' + p)\n")
+    import subprocess
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    res = subprocess.run([sys.executable, "-O", "-c", code, lab] + list(cases.values()),
+                         capture_output=True, text=True,
+                         env=dict(os.environ, PYTHONPATH=root))
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_data_row_idx_payload_short_count_mismatch_label_range_are_value_errors(
+        data, tmp_path, idx_pair, gz):
+    import tracemalloc
+    images, labels = idx_pair
+    img, lab = _idx(images), _idx(labels)
+    ok_i, ok_l = _write(tmp_path / "i", img, gz), _write(tmp_path / "l", lab, gz)
+    x, y = data.read_idx_pair(ok_i, ok_l)
+    np.testing.assert_array_equal(x.reshape(images.shape), images)
+    short = _write(tmp_path / "short", img[:-7], gz)
+    with pytest.raises(ValueError, match="short"):
+        data.read_idx_pair(short, ok_l)
+    fewer = _write(tmp_path / "fewer", _idx(labels[:-1]), gz)
+    with pytest.raises(ValueError, match="fewer"):
+        data.read_idx_pair(ok_i, fewer)
+    bad = labels.copy()
+    bad[3] = 10
+    with pytest.raises(ValueError, match="out of range"):
+        data.read_idx_pair(ok_i, _write(tmp_path / "range", _idx(bad), gz))
+    # a header claiming 4e9 images: refused against the file size, nothing allocated
+    import struct
+    huge = _write(tmp_path / "huge", bytes([0, 0, 8, 3]) + struct.pack(">3I", 2**32 - 1, 28,
+                                                                      28) + b"\0" * 100, gz)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match="huge"):
+            data.read_idx_pair(huge, ok_l)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 * 2**20
+
+
+def test_data_row_truncated_gz_is_value_error_naming_the_file(data, tmp_path, idx_pair):
+    import gzip
+    images, labels = idx_pair
+    lab = _write(tmp_path / "l.gz", _idx(labels), gz=True)
+    raw = gzip.compress(_idx(images), mtime=0)
+    for cut in (5, 12, len(raw) // 2, len(raw) - 9, len(raw) - 1):
+        p = _write(tmp_path / f"t{cut}.gz", raw[:cut])
+        with pytest.raises(ValueError, match=f"t{cut}.gz"):
+            data.read_idx_pair(p, lab)
+
+
+def test_data_row_malicious_cifar_pickle_is_refused_and_not_run(data, tmp_path):
+    import pickle
+    marker = tmp_path / "ran"
+    evil = {b"data": _Boom(str(marker)), b"labels": [1]}
+    for protocol in (2, 4):
+        p = str(tmp_path / f"batch{protocol}")
+        with open(p, "wb") as f:
+            pickle.dump(evil, f, protocol=protocol)
+        with pytest.raises(ValueError):
+            data.read_cifar_python(p)
+    assert not marker.exists()
+    # well-formed pickles with unexpected shapes/types: ValueError
+    for obj in ({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]},
+                {b"data": np.zeros((2, 3072), np.float32), b"labels": [0, 1]},
+                {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0]},
+                {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 11]},
+                [1, 2, 3], {b"labels": [0]}):
+        p = str(tmp_path / "odd")
+        with open(p, "wb") as f:
+            pickle.dump(obj, f, protocol=2)
+        with pytest.raises(ValueError):
+            data.read_cifar_python(p)
+
+
+def test_data_row_tar_with_parent_paths_is_refused_or_contained(data, tmp_path):
+    import io
+    import tarfile
+    archive = str(tmp_path / "evil.tar.gz")
+    with tarfile.open(archive, "w:gz") as tf:
+        for name in ("../escaped.txt", "ok/../../escaped2.txt", "/abs_escaped.txt"):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tf.addfile(info, io.BytesIO(b"bad"))
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    try:
+        data.extract_tar(archive, str(dest))
+    except (ValueError, RuntimeError, tarfile.TarError):
+        pass
+    assert not (tmp_path / "escaped.txt").exists()
+    assert not (tmp_path / "escaped2.txt").exists()
+    assert not os.path.exists("/abs_escaped.txt")

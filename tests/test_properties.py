@@ -395,3 +395,100 @@ def test_crash_in_child_fails_the_test_naming_the_input():
 def test_broken_contract_in_child_fails_the_test_naming_the_input():
     with pytest.raises(pytest.fail.Exception, match="deliberately wrong"):
         run_cases([{"op": "_selftest_wrong"}])
+
+
+# ---- corrupted weight and data files: loading gives the data or a ValueError ------
+
+def _corrupt(raw: bytes, edits):
+    b = bytearray(raw)
+    for kind, pos, val in edits:
+        if not b:
+            break
+        pos %= len(b)
+        if kind == "flip":
+            b[pos] ^= 1 + val % 255
+        elif kind == "set":
+            b[pos] = val % 256
+        elif kind == "truncate":
+            del b[pos:]
+        elif kind == "insert":
+            b[pos:pos] = bytes([val % 256]) * (1 + val % 7)
+        elif kind == "delete":
+            del b[pos:pos + 1 + val % 9]
+    return bytes(b)
+
+
+edits = st.lists(st.tuples(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]),
+                           st.integers(0, 2**20), st.integers(0, 2**16)), min_size=1,
+                 max_size=4)
+
+
+@pytest.fixture(scope="module")
+def weight_file_bytes(tmp_path_factory):
+    nn = pytest.importorskip("convcore.nn")
+    conv = nn.Conv2d(3, 4, 3, rng=0)
+    path = str(tmp_path_factory.mktemp("w") / "w.npz")
+    nn.save_state_dict(conv.state_dict(), path)
+    return open(path, "rb").read(), {k: v.copy() for k, v in conv.state_dict().items()}
+
+
+@given(e=edits)
+def test_corrupted_weights_file_loads_or_raises_value_error(weight_file_bytes, e, tmp_path_factory):
+    from convcore.nn import load_state_dict_file
+    raw, expected = weight_file_bytes
+    path = str(tmp_path_factory.getbasetemp() / "corrupt.npz")
+    with open(path, "wb") as f:
+        f.write(_corrupt(raw, e))
+    try:
+        out = load_state_dict_file(path, expected)
+    except ValueError:
+        return
+    assert set(out) == set(expected)
+    for k in expected:
+        assert out[k].shape == expected[k].shape and out[k].dtype == expected[k].dtype
+
+
+@pytest.fixture(scope="module")
+def data_file_bytes():
+    pytest.importorskip("convcore.data")
+    import gzip
+    import pickle
+    import struct
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (5, 6, 7)).astype(np.uint8)
+    labels = np.array([0, 9, 3, 3, 1], np.uint8)
+
+    def idx(a):
+        return bytes([0, 0, 8, a.ndim]) + struct.pack(f">{a.ndim}I", *a.shape) + a.tobytes()
+    batch = {b"data": rng.integers(0, 256, (3, 3072)).astype(np.uint8),
+             b"labels": [1, 2, 3], b"batch_label": b"x"}
+    return {"images": idx(images), "images.gz": gzip.compress(idx(images), mtime=0),
+            "labels": idx(labels), "labels.gz": gzip.compress(idx(labels), mtime=0),
+            "cifar-bin": bytes(rng.integers(0, 10, 3 * 3073).astype(np.uint8)),
+            "cifar-py": pickle.dumps(batch, protocol=2)}
+
+
+@given(which=st.sampled_from(["images", "images.gz", "labels", "labels.gz", "cifar-bin",
+                              "cifar-py"]), e=edits)
+def test_corrupted_data_files_load_or_raise_value_error(data_file_bytes, which, e,
+                                                        tmp_path_factory):
+    from convcore import data
+    d = tmp_path_factory.getbasetemp()
+    good = {k: str(d / f"good-{k}") for k in data_file_bytes}
+    for k, p in good.items():
+        with open(p, "wb") as f:
+            f.write(data_file_bytes[k])
+    bad = str(d / f"bad-{which}")
+    with open(bad, "wb") as f:
+        f.write(_corrupt(data_file_bytes[which], e))
+    try:
+        if which.startswith("images"):
+            data.read_idx_pair(bad, good["labels"])
+        elif which.startswith("labels"):
+            data.read_idx_pair(good["images"], bad)
+        elif which == "cifar-bin":
+            data.read_cifar_binary(bad)
+        else:
+            data.read_cifar_python(bad)
+    except ValueError:
+        pass
