@@ -19,8 +19,11 @@ import tempfile
 
 import pytest
 
+import convcore
+
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+# the convcore this test run imports (a source tree or site-packages)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
 
 _CHILD = r"""
 import json, os, sys, traceback

@@ -8,6 +8,8 @@ import sys
 import numpy as np
 import pytest
 
+import convcore as cc
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 # x (37, 4, 256, 256), w (2, 4, 15, 15), padding 7: the im2col of the whole batch
@@ -38,9 +40,9 @@ print(json.dumps({"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 def test_conv_whose_im2col_exceeds_2_31_elements_runs_in_bounded_workspace(tmp_path):
     assert N * C * KS * KS * H * W > 2**31
     out = str(tmp_path / "big.npz")
+    where = os.path.dirname(os.path.dirname(os.path.abspath(cc.__file__)))
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [os.path.dirname(HERE)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
-                                   if p]))
+        [where] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     res = subprocess.run([sys.executable, "-c", _CHILD,
                           json.dumps([N, C, H, W, K, KS, P, LIMIT, out])],
                          capture_output=True, text=True, env=env, timeout=1200)

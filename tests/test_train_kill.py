@@ -18,15 +18,17 @@ import numpy as np
 import pytest
 
 pytest.importorskip("convcore.train")
+import convcore  # noqa: E402
 from convcore.cli import main  # noqa: E402
 from convcore.train import read_checkpoint  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
 sys.path.insert(0, HERE)
 from _synthetic import write_idx_dataset  # noqa: E402
 
-TINY = "tests._tiny_model:tiny"
+# imported from this directory (on sys.path here and in the child), so the test
+# also runs from a copy of tests/ outside the source tree
+TINY = "_tiny_model:tiny"
 
 _CHILD = r"""
 import io, os, sys, time
@@ -69,10 +71,10 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_checkpoint(data_dir,
     out = str(tmp_path / "run")
     marker = str(tmp_path / "in-write")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [ROOT] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+        [HERE, os.path.dirname(os.path.dirname(convcore.__file__))] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     child = subprocess.Popen([sys.executable, "-c", _CHILD, marker, mode]
                              + _train_args(data_dir, out, 3),
-                             cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                             cwd=str(tmp_path), env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.monotonic() + 240
