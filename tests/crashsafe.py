@@ -82,6 +82,10 @@ def run_cases(cases, timeout: float = 300, env=None):
             pytest.fail(f"child Python {how} while running case {json.dumps(last)}\n"
                         f"--- child output ---\n{tail}")
         problems = json.load(open(paths["result"]))
+    tally = os.environ.get("CONVCORE_FUZZ_TALLY")   # a file to count cases in, for reports
+    if tally:
+        with open(tally, "a") as fh:
+            fh.write(f"{len(cases)}\n")
     if problems:
         lines = [f"{json.dumps(p['case'])}\n    -> {p['problem']}" for p in problems[:20]]
         pytest.fail(f"{len(problems)} of {len(cases)} cases broke the contract:\n"
