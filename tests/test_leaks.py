@@ -1,7 +1,7 @@
 """No leaks: after a warm-up, many calls of each op (and of each error path that
 raises after allocating) leave the resident set size where it was.
 
-The default run makes 1,000 calls per case; `pytest -m slow` makes 10,000.
+The default run makes 500 calls per case; `pytest -m slow` makes 10,000.
 A leak of one small buffer per call (a few hundred bytes and up) shows as
 megabytes here; allocator noise stays well below the threshold.
 """
@@ -116,7 +116,7 @@ def _check(name, call, n):
 
 @pytest.mark.parametrize("name, call", CASES, ids=[c[0] for c in CASES])
 def test_repeated_calls_do_not_grow_rss(name, call):
-    _check(name, call, 1000)
+    _check(name, call, 500)
 
 
 @pytest.mark.slow
