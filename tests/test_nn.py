@@ -291,3 +291,68 @@ def test_dropout_matches_torch_statistics():
     y = nn.Dropout(0.25, rng=0)(x)
     assert abs((y == 0).mean() - 0.25) < 0.01
     np.testing.assert_allclose(np.unique(y), [0.0, 1 / 0.75], rtol=1e-7)
+
+
+def _torch_blocks(torch):
+    tnn = torch.nn
+
+    class Bottleneck(tnn.Module):
+        def __init__(self, cin, planes, stride):
+            super().__init__()
+            self.conv1 = tnn.Conv2d(cin, planes, 1, bias=False)
+            self.bn1 = tnn.BatchNorm2d(planes)
+            self.conv2 = tnn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+            self.bn2 = tnn.BatchNorm2d(planes)
+            self.conv3 = tnn.Conv2d(planes, 4 * planes, 1, bias=False)
+            self.bn3 = tnn.BatchNorm2d(4 * planes)
+            self.relu = tnn.ReLU()
+            self.downsample = None
+            if stride != 1 or cin != 4 * planes:
+                self.downsample = tnn.Sequential(
+                    tnn.Conv2d(cin, 4 * planes, 1, stride, bias=False), tnn.BatchNorm2d(4 * planes))
+
+        def forward(self, x):
+            h = self.relu(self.bn1(self.conv1(x)))
+            h = self.relu(self.bn2(self.conv2(h)))
+            h = self.bn3(self.conv3(h))
+            return self.relu(h + (x if self.downsample is None else self.downsample(x)))
+
+    class Inception(tnn.Module):
+        def __init__(self, cin, c1, c3r, c3, c5r, c5, pp):
+            super().__init__()
+            self.branch1 = tnn.Sequential(tnn.Conv2d(cin, c1, 1), tnn.ReLU())
+            self.branch2 = tnn.Sequential(tnn.Conv2d(cin, c3r, 1), tnn.ReLU(),
+                                          tnn.Conv2d(c3r, c3, 3, padding=1), tnn.ReLU())
+            self.branch3 = tnn.Sequential(tnn.Conv2d(cin, c5r, 1), tnn.ReLU(),
+                                          tnn.Conv2d(c5r, c5, 5, padding=2), tnn.ReLU())
+            self.branch4 = tnn.Sequential(tnn.MaxPool2d(3, 1, 1, ceil_mode=True),
+                                          tnn.Conv2d(cin, pp, 1), tnn.ReLU())
+
+        def forward(self, x):
+            return torch.cat([self.branch1(x), self.branch2(x), self.branch3(x),
+                              self.branch4(x)], 1)
+    return Bottleneck, Inception
+
+
+@pytest.mark.parametrize("which", ["bottleneck_identity", "bottleneck_projection",
+                                   "inception"])
+def test_blocks_match_torch_forward_and_backward(which, rng):
+    torch = pytest.importorskip("torch")
+    TB, TI = _torch_blocks(torch)
+    ours = LAYERS[which]()
+    theirs = {"bottleneck_identity": lambda: TB(4, 1, 1),
+              "bottleneck_projection": lambda: TB(4, 2, 2),
+              "inception": lambda: TI(4, 2, 2, 3, 1, 2, 2)}[which]()
+    theirs = _torch_pair(torch, ours, theirs)
+    x = distinct(rng, 2, 4, 5, 5)
+    xt = torch.tensor(x, requires_grad=True)
+    yt = theirs(xt)
+    y = ours(x)
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    yt.backward(torch.tensor(g))
+    np.testing.assert_allclose(ours.backward(g), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    mine = dict(ours.named_parameters())
+    for n, p in theirs.named_parameters():
+        np.testing.assert_allclose(mine[n].grad, p.grad.numpy(), rtol=1e-9, atol=1e-12,
+                                   err_msg=n)

@@ -57,7 +57,8 @@ class Parameter:
     def grad(self):
         d = self.data
         if self._grad is None or self._grad.shape != d.shape or self._grad.dtype != d.dtype:
-            self._grad = d * 0
+            from convcore.backends import get_backend
+            self._grad = get_backend(d).xp.zeros_like(d)  # not d * 0: NaN weights
         return self._grad
 
     @grad.setter
