@@ -107,6 +107,20 @@ def check_elems(shape, name: str) -> None:
                          f"more than the supported {MAX_ELEMS}")
 
 
+# The C core hands these counts to a BLAS with 32-bit int sizes and leading
+# dimensions (cc_conv_geom_check refuses them too, but only after the outputs
+# exist); checking here refuses them before anything is allocated.
+INT32_MAX = 2**31 - 1
+
+
+def check_index32(name: str, **counts: int) -> None:
+    """ValueError if any per-image count exceeds 2**31 - 1 (BLAS sizes are 32-bit)."""
+    for what, v in counts.items():
+        if int(v) > INT32_MAX:
+            raise ValueError(f"{name}: {what} = {int(v)} exceeds the supported "
+                             f"{INT32_MAX} (BLAS sizes are 32-bit); split the input")
+
+
 def contiguous(be, a):
     """C-contiguous view or copy (no copy for an already C-contiguous array)."""
     return be.ascontiguous(a)

@@ -415,13 +415,22 @@ static void FN(dw_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT
         for (ow = 0; ow < OW; ++ow) yr[ow] = bk;
         for (kh = 0; kh < g->KH; ++kh) {
             const int64_t ih = oh * g->SH - g->PH + kh * g->DH;
-            if (ih < 0 || ih >= g->H) continue;
+            const int row_inside = ih >= 0 && ih < g->H;
             for (kw = 0; kw < g->KW; ++kw) {
                 const int64_t woff = kw * g->DW - g->PW;
                 const REAL wv = wk[kh * g->KW + kw];
                 const REAL *xr = xc + ih * W + woff;
                 int64_t lo, hi;
                 cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
+                if (!row_inside) lo = hi = 0;
+                if (wv - wv != 0) {
+                    /* an Inf/NaN tap over the zero padding gives NaN, exactly as
+                     * the im2col paths (explicit zeros) and the definition do */
+                    const REAL zero = 0;
+                    for (ow = 0; ow < lo; ++ow) yr[ow] += wv * zero;
+                    for (ow = hi; ow < OW; ++ow) yr[ow] += wv * zero;
+                }
+                if (!row_inside) continue;
                 if (g->SW == 1) {
                     for (ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow];
                 } else {

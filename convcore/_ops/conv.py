@@ -5,8 +5,8 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from convcore._validate import (as_int, backend_for, batched, check_elems, contiguous,
-                                float_dtype, out_size, pair, same_dtype)
+from convcore._validate import (as_int, backend_for, batched, check_elems, check_index32,
+                                contiguous, float_dtype, out_size, pair, same_dtype)
 
 IntOrPair = Union[int, Tuple[int, int]]
 Padding = Union[int, Tuple[int, int], str]
@@ -73,6 +73,8 @@ def _conv_setup(x, weight, bias, stride, padding, dilation, groups):
     OW = out_size(W, KW, stride[1], PW, dilation[1], "conv2d width")
     check_elems((N, K, OH, OW), "conv2d output")
     check_elems((C, KH, KW, OH, OW), "conv2d column matrix of one image")
+    check_index32("conv2d", **{"H*W": H * W, "OH*OW": OH * OW, "C*KH*KW": C * KH * KW,
+                               "out_channels": K})
     geom = (N, C, H, W, K, KH, KW, stride[0], stride[1], PH, PW,
             dilation[0], dilation[1], OH, OW, groups)
     return be, dt, x4, unbatched, extra, geom
@@ -210,6 +212,8 @@ def _unfold_geom(N, C, H, W, kernel_size, stride, padding, dilation):
     OH = out_size(H, KH, stride[0], PH, dilation[0], "im2col height")
     OW = out_size(W, KW, stride[1], PW, dilation[1], "im2col width")
     check_elems((N, C, KH, KW, OH, OW), "column matrix")
+    check_index32("im2col/col2im", **{"H*W": H * W, "OH*OW": OH * OW,
+                                      "C*KH*KW": C * KH * KW})
     return (N, C, H, W, 1, KH, KW, stride[0], stride[1], PH, PW,
             dilation[0], dilation[1], OH, OW, 1)
 

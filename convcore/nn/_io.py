@@ -51,6 +51,13 @@ def save_state_dict(state, path):
         raise
 
 
+# What zipfile raises for a corrupt archive: besides BadZipFile/EOFError/OSError,
+# damaged flag or method bytes give NotImplementedError ("compression method
+# not supported", "strong encryption") and RuntimeError ("encrypted, password
+# required").  All of them mean a file we cannot read: a ValueError here.
+_ZIP_ERRORS = (zipfile.BadZipFile, EOFError, OSError, NotImplementedError, RuntimeError)
+
+
 def _read_header(fp):
     version = npformat.read_magic(fp)
     if version == (1, 0):
@@ -71,7 +78,7 @@ def load_state_dict_file(path, expected):
     path = os.fspath(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, OSError) as e:
+    except (*_ZIP_ERRORS, ValueError) as e:
         if isinstance(e, FileNotFoundError):
             raise
         raise ValueError(f"{path}: not a readable .npz file (truncated or corrupt): {e}") from None
@@ -89,7 +96,7 @@ def load_state_dict_file(path, expected):
                 with zf.open(info) as fp:
                     shape, fortran, dtype = _read_header(fp)
                     hlen = fp.tell()
-            except (ValueError, zipfile.BadZipFile, EOFError, OSError) as e:
+            except (ValueError, *_ZIP_ERRORS) as e:
                 errors.append(f"{key!r}: unreadable .npy header ({e})")
                 continue
             if dtype.hasobject:
@@ -116,7 +123,7 @@ def load_state_dict_file(path, expected):
                     fp.seek(hlen)
                     nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
                     buf = fp.read(nbytes)
-            except (zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+            except (*_ZIP_ERRORS, ValueError) as e:
                 raise ValueError(f"{path}: member {key!r} is truncated or corrupt: {e}") from None
             if len(buf) != nbytes:
                 raise ValueError(f"{path}: member {key!r} is truncated ({len(buf)} of {nbytes} "
