@@ -108,19 +108,22 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--blas-threads", type=int, default=1,
+                    help="NumPy BLAS threads for convcore's linear layers")
     ap.add_argument("--images", type=int, default=60000)
     ap.add_argument("--profile", action="store_true")
     ap.add_argument("--no-torch", action="store_true")
+    ap.add_argument("--model", default="lenet5", help="convcore model (module:function accepted)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results",
                                                   "train.json"))
     args = ap.parse_args()
     cc.set_num_threads(args.threads)
     from threadpoolctl import threadpool_limits
-    threadpool_limits(args.threads)
+    threadpool_limits(args.blas_threads, user_api="blas")   # as convcore train does
     batches, src = load(args.images)
     n = sum(len(y) for _, y in batches)
 
-    model = build_model("lenet5", 1, 10, 28, seed=0)
+    model = build_model(args.model, 1, 10, 28, seed=0)
     opt = optim.SGD(list(model.parameters()), lr=0.01, momentum=0.9)
     crit = losses.CrossEntropyLoss()
     peers = {"convcore": lambda: convcore_epoch(model, opt, crit, batches)}
