@@ -142,3 +142,20 @@ def test_evaluate_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     p.write_bytes(b"PK\x03\x04 truncated")
     assert main(["evaluate", str(p)]) == 1
     assert "x.npz" in capsys.readouterr().err
+
+
+def test_default_model_lenet5_trains_through_the_cli(tmp_path, capsys):
+    models = pytest.importorskip("convcore.models")
+    if not hasattr(models, "lenet5"):
+        pytest.skip("convcore.models has no lenet5 yet")
+    d = write_idx_dataset(str(tmp_path / "data"), n_train=256, n_test=64, size=28)
+    out = str(tmp_path / "run")
+    rc = main(["train", "--data-dir", d, "--epochs", "2", "--out", out, "--lr", "0.05"])
+    assert rc == 0
+    meta, arrays = read_checkpoint(out)
+    assert meta["config"]["model"] == "lenet5"
+    h = meta["history"]
+    assert h[-1]["train_loss"] < h[0]["train_loss"]
+    assert os.path.exists(os.path.join(out, "filters.png")) or \
+        pytest.importorskip("matplotlib") is None
+    assert main(["evaluate", out, "--data-dir", d]) == 0
