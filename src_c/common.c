@@ -85,10 +85,12 @@ int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strate
     if (cc_conv_is_depthwise(g)) return 0;
     if (strategy == CC_CONV_AUTO) strategy = CC_CONV_BATCHED; /* the larger of the two */
     if (strategy == CC_CONV_BATCHED) {
+        /* per image: columns and T; fixed: dW partials of a split reduction */
+        const int64_t fixed = CC_DW_SPLIT_MAX * g->K * (g->C / g->groups) * g->KH * g->KW;
         if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW + g->K, g->OH, g->OW, &t)) return -1;
         /* the whole chunk's columns are one BLAS operand: 32-bit sizes */
         if (chunk * g->OH * g->OW > INT_MAX) return -1;
-        return t;
+        return t + fixed;
     }
     if (cc_conv_is_pointwise(g)) return 0;
     if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW, g->OH, g->OW, &t)) return -1;

@@ -321,7 +321,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
         const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
-        REAL *cols = work, *T = work + CKK * nbL;
+        REAL *cols = work, *T = work + CKK * nbL, *partial = T + g->K * nbL;
+        const int64_t nsplit = cc_dw_splits(g, nbL);
         int64_t i;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
@@ -339,16 +340,39 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                     const int64_t r = i / nb, n = i % nb;
                     FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
                 }
-                /* dW_gᵀ (CKKg x Kg) (+)= cols_g (CKKg x nbL) . T_gᵀ, chunks in order */
+                /* dW_gᵀ (CKKg x Kg) (+)= cols_g (CKKg x nbL) . T_gᵀ, chunks in order.
+                 * With few output tiles and a long reduction, the reduction is cut
+                 * into nsplit segments at fixed columns, each into its own partial
+                 * buffer, and the partials are summed in segment order. */
 #pragma omp for schedule(dynamic, 1)
-                for (i = 0; i < G * nkb * nwcb; ++i) {
-                    const int64_t cb = i % nwcb, kb = (i / nwcb) % nkb, gi = i / (nwcb * nkb);
+                for (i = 0; i < nsplit * G * nkb * nwcb; ++i) {
+                    const int64_t cb = i % nwcb, kb = (i / nwcb) % nkb;
+                    const int64_t gi = (i / (nwcb * nkb)) % G, sp = i / (nwcb * nkb * G);
                     const int64_t c0 = cb * wcbs, k0 = gi * Kg + kb * kbs;
+                    const int64_t seg = (nbL + nsplit - 1) / nsplit, j0 = sp * seg;
                     const int m = (int)CC_MIN(wcbs, CKKg - c0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
-                    const int kk = (int)nbL, lda = (int)nbL, ldb = (int)nbL, ldc = (int)CKKg;
-                    const REAL one = 1, beta = n0 == 0 ? 0 : 1;
-                    gemm("T", "N", &m, &nn, &kk, &one, cols + (gi * CKKg + c0) * nbL, &lda,
-                         T + k0 * nbL, &ldb, &beta, dw + k0 * CKKg + c0, &ldc);
+                    const int kk = (int)CC_MIN(seg, nbL - j0), lda = (int)nbL, ldb = (int)nbL;
+                    const int ldc = (int)CKKg;
+                    const REAL one = 1;
+                    const REAL beta = (nsplit > 1 || n0 == 0) ? 0 : 1;
+                    REAL *c = nsplit > 1 ? partial + sp * g->K * CKKg : dw;
+                    if (kk <= 0) {
+                        int64_t q, r;
+                        for (q = 0; q < nn; ++q)
+                            for (r = 0; r < m; ++r) c[(k0 + q) * CKKg + c0 + r] = 0;
+                        continue;
+                    }
+                    gemm("T", "N", &m, &nn, &kk, &one, cols + (gi * CKKg + c0) * nbL + j0, &lda,
+                         T + k0 * nbL + j0, &ldb, &beta, c + k0 * CKKg + c0, &ldc);
+                }
+                if (nsplit > 1) {
+#pragma omp for schedule(static)
+                    for (i = 0; i < g->K * CKKg; ++i) {
+                        REAL v = n0 == 0 ? 0 : dw[i];
+                        int64_t sp;
+                        for (sp = 0; sp < nsplit; ++sp) v += partial[sp * g->K * CKKg + i];
+                        dw[i] = v;
+                    }
                 }
             } else {
 #pragma omp barrier
@@ -520,10 +544,11 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
 /* Images per chunk that `work` holds (at least 1), or 0 if it holds none. */
 static int64_t FN(chunk_images)(const cc_conv_geom *g, int strategy, int64_t work_elems)
 {
-    int64_t per = cc_conv_workspace_elems(g, 1, strategy);
+    const int64_t fixed = cc_conv_workspace_elems(g, 0, strategy);
+    const int64_t per = cc_conv_workspace_elems(g, 1, strategy) - fixed;
     if (per <= 0) return g->N > 0 ? g->N : 1; /* no workspace needed */
-    if (work_elems < per) return 0;
-    return CC_MIN(CC_MAX(g->N, 1), work_elems / per);
+    if (work_elems < per + fixed) return 0;
+    return CC_MIN(CC_MAX(g->N, 1), (work_elems - fixed) / per);
 }
 
 int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,

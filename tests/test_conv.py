@@ -281,7 +281,8 @@ def restore_threads():
 def test_results_identical_for_every_thread_count_and_repeat(dtype, rng, restore_threads):
     cases = [(8, 16, 20, 20, 32, 3, 3, 1, 1, 1, 1), (4, 8, 30, 30, 300, 3, 3, 1, 1, 1, 1),
              (2, 64, 50, 50, 16, 3, 3, 2, 1, 1, 1), (3, 6, 12, 12, 6, 3, 3, 1, 1, 1, 6),
-             (4, 32, 16, 16, 8, 1, 1, 1, 0, 1, 1)]
+             (4, 32, 16, 16, 8, 1, 1, 1, 0, 1, 1),
+             (16, 1, 28, 28, 6, 5, 5, 1, 2, 1, 1)]   # a first layer: dW reduction split
     for N, C, H, W, K, KH, KW, s, p, d, g in cases:
         x = rng.standard_normal((N, C, H, W)).astype(dtype)
         w = rng.standard_normal((K, C // g, KH, KW)).astype(dtype)
@@ -393,7 +394,7 @@ def test_conv2d_and_gradients_match_torch(dtype):
 def test_conv2d_matches_torch_on_network_sized_layers():
     torch = pytest.importorskip("torch", reason="torch not installed: parity skipped")
     rng = np.random.default_rng(3)
-    for N, C, H, K, k, s, p in [(2, 1, 28, 6, 5, 1, 2), (2, 3, 67, 16, 11, 4, 0),
+    for N, C, H, K, k, s, p in [(2, 1, 28, 6, 5, 1, 2), (24, 1, 28, 6, 5, 1, 2), (2, 3, 67, 16, 11, 4, 0),
                                 (1, 64, 20, 64, 3, 1, 1), (2, 128, 14, 64, 1, 1, 0)]:
         x = rng.standard_normal((N, C, H, H)).astype(np.float32)
         w = (rng.standard_normal((K, C, k, k)) / np.sqrt(C * k * k)).astype(np.float32)

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from convcore import _config
-from convcore._core import _conv
+from convcore._core import _conv, _pool
 
 name = "cpu"
 xp = np
@@ -89,17 +89,21 @@ def _strategy() -> int:
 
 def _workspace(geom, dtype, strategy):
     """Workspace for as many images as the budget allows (at least one)."""
-    per = _conv.workspace_elems(geom, 1, strategy)
-    if per == 0:
+    fixed = _conv.workspace_elems(geom, 0, strategy)
+    per = _conv.workspace_elems(geom, 1, strategy) - fixed
+    if per <= 0 and fixed <= 0:
+        if fixed < 0 or per < 0:
+            raise ValueError(f"convolution too large for one image: geometry {geom}")
         return np.empty(0, dtype=dtype)
-    if per < 0:
-        raise ValueError(f"convolution too large for one image: geometry {geom}")
     itemsize = np.dtype(dtype).itemsize
     budget = _config.get_workspace_limit() // itemsize
-    chunk = max(1, min(geom[0], budget // per))
+    chunk = max(1, min(geom[0], (budget - fixed) // max(per, 1)))
     while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
         chunk //= 2
-    return np.empty(per * chunk, dtype=dtype)
+    total = _conv.workspace_elems(geom, chunk, strategy)
+    if total < 0:
+        raise ValueError(f"convolution too large for one image: geometry {geom}")
+    return np.empty(total, dtype=dtype)
 
 
 def conv2d_forward(x, w, b, y, geom):
@@ -125,3 +129,34 @@ def im2col(x, cols, geom):
 
 def col2im(cols, x, geom):
     _conv.col2im(cols, x, geom, _config.get_num_threads())
+
+
+# ------------------------------------------------------------------ pooling
+# geom = (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
+#         ceil_mode, count_include_pad, divisor_override or 0, generic)
+_NO_INDICES = np.empty((0, 0, 0, 0), dtype=np.int64)
+
+
+def max_pool2d_forward(x, y, idx, geom):
+    _pool.max_pool2d_forward(x, y, _NO_INDICES if idx is None else idx, idx is not None,
+                             geom, _config.get_num_threads())
+
+
+def max_pool2d_backward(dy, idx, dx):
+    _pool.max_pool2d_backward(dy, idx, dx, _config.get_num_threads())
+
+
+def avg_pool2d_forward(x, y, geom):
+    _pool.avg_pool2d_forward(x, y, geom, _config.get_num_threads())
+
+
+def avg_pool2d_backward(dy, dx, geom):
+    _pool.avg_pool2d_backward(dy, dx, geom, _config.get_num_threads())
+
+
+def adaptive_avg_pool2d_forward(x, y):
+    _pool.adaptive_avg_pool2d_forward(x, y, _config.get_num_threads())
+
+
+def adaptive_avg_pool2d_backward(dy, dx):
+    _pool.adaptive_avg_pool2d_backward(dy, dx, _config.get_num_threads())
