@@ -107,7 +107,11 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int, 
             raise ValueError(f"cannot import the model module {mod_name!r}: {e}") from None
         name = fn_name
     else:
-        import convcore.models as models
+        try:
+            import convcore.models as models
+        except ImportError as e:
+            raise ValueError(f"unknown model {name!r}: convcore.models cannot be imported "
+                             f"({e})") from None
     fn = getattr(models, name, None)
     if fn is None or name.startswith("_") or not callable(fn):
         avail = sorted(n for n in getattr(models, "__all__", dir(models))
