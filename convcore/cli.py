@@ -121,8 +121,10 @@ def main(argv=None) -> int:
     except DatasetNotFoundError as e:
         print(f"convcore: {e}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, RuntimeError, FileNotFoundError,
-            FloatingPointError) as e:
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        print(f"convcore {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except (RuntimeError, FloatingPointError) as e:
         print(f"convcore {args.command}: error: {e}", file=sys.stderr)
         return 1
 
