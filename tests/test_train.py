@@ -159,3 +159,23 @@ def test_default_model_lenet5_trains_through_the_cli(tmp_path, capsys):
     assert os.path.exists(os.path.join(out, "filters.png")) or \
         pytest.importorskip("matplotlib") is None
     assert main(["evaluate", out, "--data-dir", d]) == 0
+
+
+def test_resume_is_exact_with_batchnorm_and_dropout(tmp_path):
+    """cnn_bn has BatchNorm running statistics and a dropout generator: both
+    must come back from the checkpoint."""
+    models = pytest.importorskip("convcore.models")
+    if not hasattr(models, "cnn_bn"):
+        pytest.skip("no cnn_bn")
+    d = write_idx_dataset(str(tmp_path / "data"), n_train=64, n_test=16, size=28)
+    kw = dict(model="cnn_bn", data_dir=d, epochs=2, batch_size=32, lr=0.05,
+              optimizer="sgd", nesterov=True, weight_decay=5e-4)
+    fit(TrainConfig(out=str(tmp_path / "a"), **kw), log=_quiet, plots=False)
+    fit(TrainConfig(out=str(tmp_path / "b"), **kw), stop_after=1, log=_quiet, plots=False)
+    fit(TrainConfig(out=str(tmp_path / "b"), **kw), resume=str(tmp_path / "b"), log=_quiet,
+        plots=False)
+    _, a = read_checkpoint(str(tmp_path / "a"))
+    _, b = read_checkpoint(str(tmp_path / "b"))
+    assert any("running_mean" in k for k in a)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
