@@ -272,8 +272,8 @@ class Module:
         if device == "cpu":
             return self._map_arrays(lambda a: a.get() if hasattr(a, "get") else a)
         if device in ("cuda", "gpu") or str(device).startswith("cuda"):
-            import cupy
-            return self._map_arrays(cupy.asarray)
+            from convcore.backends import cuda
+            return self._map_arrays(cuda.to_device)
         raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
 
     # ------------------------------------------------------------- summary
