@@ -1,6 +1,6 @@
 """A tiny model written against the convcore.nn Module contract (forward,
 backward, parameters, state_dict...), using only the functional conv2d, so the
-training loop can be tested on its own. Used as ``--model tests._tiny_model:tiny``."""
+training loop can be tested on its own. Used as ``--model _tiny_model:tiny`` (with tests/ on the path)."""
 import numpy as np
 
 import convcore as cc

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from convcore import data
-from tests._synthetic import (idx_bytes, learnable_images, write, write_cifar_binary,
+from _synthetic import (idx_bytes, learnable_images, write, write_cifar_binary,
                               write_cifar_python, write_idx_dataset)
 
 

@@ -8,9 +8,9 @@ import pytest
 
 from convcore.cli import main
 from convcore.train import TrainConfig, fit, read_checkpoint
-from tests._synthetic import write_idx_dataset
+from _synthetic import write_idx_dataset
 
-TINY = "tests._tiny_model:tiny"
+TINY = "_tiny_model:tiny"
 
 
 @pytest.fixture(scope="module")
@@ -97,7 +97,7 @@ def test_imbalance_ratio_subsamples_the_training_set(data_dir, tmp_path):
 
 def test_ctrl_c_saves_and_exits_cleanly(data_dir, tmp_path, capsys):
     out = str(tmp_path / "int")
-    rc = main(["train", "--model", "tests._tiny_model:interrupting", "--data-dir", data_dir,
+    rc = main(["train", "--model", "_tiny_model:interrupting", "--data-dir", data_dir,
                "--epochs", "3", "--out", out])
     assert rc == 130
     assert "interrupted" in capsys.readouterr().out
