@@ -188,7 +188,11 @@ def _launcher():
         pytest.skip('needs an MPI launcher (mpiexec): pip install "convcore[mpi]"')
     version = subprocess.run([exe, "--version"], capture_output=True, text=True,
                              timeout=30).stdout
-    extra = ["--oversubscribe"] if ("Open MPI" in version or "OpenRTE" in version) else []
+    extra = []
+    if "Open MPI" in version or "OpenRTE" in version:
+        extra.append("--oversubscribe")
+        if hasattr(os, "geteuid") and os.geteuid() == 0:
+            extra.append("--allow-run-as-root")
     return exe, extra
 
 
