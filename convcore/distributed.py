@@ -47,10 +47,11 @@ import numpy as np
 __all__ = [
     "init", "is_initialized", "is_available", "rank", "world_size",
     "local_rank", "local_world_size", "is_main_process", "launched_by_mpi",
-    "barrier", "communication_stats", "allreduce_gradients", "broadcast_parameters",
-    "broadcast_object", "allreduce_array", "reduce_metrics",
+    "barrier", "abort", "communication_stats", "allreduce_gradients",
+    "broadcast_parameters", "broadcast_object", "broadcast_arrays", "allreduce_array",
+    "reduce_metrics", "average_buffers", "threads_per_rank",
     "epoch_permutation", "shard_bounds", "ShardedBatches", "shard_indices",
-    "sync_batch_norm_forward", "sync_batch_norm_backward",
+    "sync_batch_norm_forward", "sync_batch_norm_backward", "convert_sync_batchnorm",
     "DistributedError", "INSTALL_HINT", "LAUNCH_HINT",
 ]
 
@@ -132,6 +133,7 @@ def _import_mpi():
     # Initialise ourselves so that MPI_Init_thread asks for MPI_THREAD_MULTIPLE
     # (the watchdog thread may call MPI_Abort while the main thread waits).
     mpi4py.rc.thread_level = "multiple"
+    mpi4py.rc.initialize = False     # init() decides when (not at import)
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as e:
@@ -197,16 +199,16 @@ def init(timeout=None, *, require_launcher=False, abort_on_exception=True):
             if timeout is not None:
                 _state.timeout = _check_timeout(timeout)
             return _state.comm
-        if require_launcher and not launched_by_mpi():
-            raise DistributedError(
-                "distributed training must be started by an MPI launcher, one process "
-                f"per rank, e.g.:  {LAUNCH_HINT}  (on several hosts: mpiexec -hosts "
-                "h1,h2 -n 4 ...); to train in one process, leave out --distributed")
         if timeout is None:
             env = os.environ.get("CONVCORE_DIST_TIMEOUT")
             timeout = float(env) if env else _DEFAULT_TIMEOUT
         timeout = _check_timeout(timeout)
         MPI = _import_mpi()
+        if require_launcher and not launched_by_mpi():
+            raise DistributedError(
+                "distributed training must be started by an MPI launcher, one process "
+                f"per rank, e.g.:  {LAUNCH_HINT}  (on several hosts: mpiexec -hosts "
+                "h1,h2 -n 4 ...); to train in one process, leave out --distributed")
         if not MPI.Is_initialized():
             MPI.Init_thread(MPI.THREAD_MULTIPLE)
         comm = MPI.COMM_WORLD.Dup()
@@ -302,6 +304,23 @@ def _abort(code, message):
             MPI.COMM_WORLD.Abort(code)
     finally:
         os._exit(code)   # a process that exits without MPI_Finalize also ends the job
+
+
+def abort(code=1, message=""):
+    """End every rank of the job now with exit status ``code`` (MPI_Abort),
+    after writing ``message`` to stderr.  Use it where one rank meets an error
+    the others cannot know about: returning normally would leave them waiting
+    in their next collective.  Without MPI, exits the process."""
+    _abort(int(code), message)
+
+
+def threads_per_rank():
+    """This host's usable cores divided among the ranks on it (at least 1)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:   # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // local_world_size())
 
 
 def _install_excepthook():
@@ -463,8 +482,9 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
     model : Module or iterable of Parameter
         Anything whose ``parameters()`` (or iteration) yields objects with
         ``.data`` and ``.grad`` arrays.  A ``None`` gradient counts as zero.
-    local_batch : int, optional
-        Number of samples this rank's gradients were averaged over.  When
+    local_batch : int or float, optional
+        Number of samples this rank's gradients were averaged over (for a
+        weighted mean loss: the sum of this shard's sample weights).  When
         given, the result is the gradient of the mean over the *global* batch
         even when ranks hold different numbers of samples (each rank's
         gradient is weighted by ``local_batch / sum(local_batch)``; a rank with
@@ -475,8 +495,8 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
 
     Returns
     -------
-    total : int or None
-        The global batch size (sum of ``local_batch``) when given, else None.
+    total : int, float or None
+        The sum of ``local_batch`` over the ranks when given, else None.
 
     Examples
     --------
@@ -491,12 +511,14 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
            [1., 1.]])
     """
     params = _parameters(model)
+    as_int = True
     if local_batch is not None:
-        if isinstance(local_batch, bool) or not isinstance(local_batch, numbers.Integral):
-            raise TypeError(f"local_batch must be an int, got {type(local_batch).__name__}")
-        local_batch = int(local_batch)
-        if local_batch < 0:
-            raise ValueError(f"local_batch must be >= 0, got {local_batch}")
+        if isinstance(local_batch, bool) or not isinstance(local_batch, numbers.Real):
+            raise TypeError(f"local_batch must be a number, got {type(local_batch).__name__}")
+        as_int = isinstance(local_batch, numbers.Integral)
+        local_batch = int(local_batch) if as_int else float(local_batch)
+        if not local_batch >= 0 or math.isinf(local_batch):
+            raise ValueError(f"local_batch must be a finite number >= 0, got {local_batch}")
     comm = _state.comm
     if comm is None or comm.Get_size() == 1:
         for p in params:
@@ -528,7 +550,8 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
         with _Collective("allreduce_gradients"):
             comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         if bi == 0 and local_batch is not None:
-            total = int(round(float(buf[-1]))) if buf.size > sum(s for _, _, s in b.slots) else None
+            total = float(buf[-1])
+            total = int(round(total)) if as_int else total
         if local_batch is None:
             buf *= 1.0 / comm.Get_size()
         else:
@@ -631,6 +654,83 @@ def _bcast_arrays(arrays, root, bucket_bytes=_DEFAULT_BUCKET_BYTES):
                 off += a.size
 
 
+def broadcast_arrays(arrays, root=0):
+    """Send a dict of NumPy arrays from ``root`` to every rank.
+
+    On ``root`` pass the dict; elsewhere anything (it is ignored).  Returns the
+    dict on every rank.  Names, shapes and dtypes travel first, then the data
+    in a few large messages (no pickling of the array data).  Used to resume
+    from a checkpoint that only rank 0 can read.
+
+    Examples
+    --------
+    >>> import numpy as np, convcore.distributed as dist
+    >>> dist.broadcast_arrays({"w": np.ones(2)})   # one process: unchanged
+    {'w': array([1., 1.])}
+    """
+    comm = _state.comm
+    if comm is None or comm.Get_size() == 1:
+        return arrays
+    is_root = comm.Get_rank() == root
+    if is_root:
+        layout = [(k, np.asarray(v).shape, np.asarray(v).dtype.str) for k, v in arrays.items()]
+    else:
+        layout = None
+    layout = broadcast_object(layout, root)
+    out = {}
+    for k, shape, dt in layout:
+        if is_root:
+            out[k] = np.ascontiguousarray(np.array(arrays[k], copy=True))
+        else:
+            out[k] = np.empty(shape, dtype=np.dtype(dt))
+    numeric = [a for a in out.values() if a.dtype.kind in "biufc" and a.size]
+    other = {k: a for k, a in out.items() if not (a.dtype.kind in "biufc")}
+    _bcast_arrays(numeric, root)
+    if other:   # strings and the like: small, sent pickled
+        other = broadcast_object(other if is_root else None, root)
+        out.update({k: np.asarray(v) for k, v in other.items()})
+    return out
+
+
+def _buffer_names(model, sd):
+    """state_dict keys that are not parameters (running statistics...)."""
+    if hasattr(model, "named_parameters"):
+        pnames = {n for n, _ in model.named_parameters()}
+    else:
+        pnames = set()
+    return sorted(k for k, v in sd.items() if isinstance(v, np.ndarray) and k not in pnames)
+
+
+def average_buffers(model):
+    """Average the model's floating-point non-parameter state (BatchNorm
+    running mean and variance) over the ranks, in place.
+
+    With per-rank BatchNorm statistics each rank's running estimates come
+    from its own shards; averaging them before evaluation or a checkpoint
+    gives every rank the same model.  A no-op without MPI or for a model
+    without ``state_dict``/``load_state_dict``.
+    """
+    comm = _state.comm
+    if comm is None or comm.Get_size() == 1:
+        return
+    if not (hasattr(model, "state_dict") and hasattr(model, "load_state_dict")):
+        return
+    sd = model.state_dict()
+    names = [k for k in _buffer_names(model, sd) if sd[k].dtype.kind == "f"]
+    if not names:
+        return
+    arrays = [np.array(sd[k], dtype=np.float64, copy=True) for k in names]
+    _check_same_layout(arrays, "buffers", names)
+    flat = np.concatenate([a.reshape(-1) for a in arrays])
+    _allreduce_inplace(flat, "SUM", "average_buffers")
+    flat /= comm.Get_size()
+    off = 0
+    for k, a in zip(names, arrays):
+        sd[k] = flat[off:off + a.size].reshape(a.shape).astype(sd[k].dtype)
+        off += a.size
+    model.load_state_dict(sd)
+
+
 def broadcast_parameters(model, root=0):
     """Copy the parameters (and, for a model with ``state_dict``, its other
     state such as BatchNorm running statistics) from ``root`` to every rank,
@@ -660,11 +760,7 @@ def broadcast_parameters(model, root=0):
     if hasattr(model, "state_dict") and hasattr(model, "load_state_dict"):
         sd = model.state_dict()
         ids = {id(p.data) for p in params}
-        names = sorted(k for k, v in sd.items()
-                       if isinstance(v, np.ndarray) and id(v) not in ids)
-        if hasattr(model, "named_parameters"):
-            pnames = {n for n, _ in model.named_parameters()}
-            names = [k for k in names if k not in pnames]
+        names = [k for k in _buffer_names(model, sd) if id(sd[k]) not in ids]
         extra = [np.ascontiguousarray(sd[k]) for k in names]
         _check_same_layout(extra, "state_dict entries", names)
         if extra:
@@ -909,3 +1005,107 @@ def sync_batch_norm_backward(grad_output, cache):
         g = g * np.asarray(weight, dtype=dy.dtype).reshape(shape)
     dx = g * (dy - mean_dy - xhat * mean_dyx)
     return dx.astype(dy.dtype, copy=False), grad_weight, grad_bias
+
+
+def _children(obj, seen):
+    """Sub-objects of a module: attributes that have forward/backward, and
+    such objects inside lists, tuples and dicts."""
+    vals = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+    out = []
+    while vals:
+        v = vals.pop(0)
+        if isinstance(v, (list, tuple)):
+            vals[:0] = list(v)
+        elif isinstance(v, dict):
+            vals[:0] = list(v.values())
+        elif hasattr(v, "forward") and hasattr(v, "backward") and not isinstance(v, type):
+            if id(v) not in seen:
+                seen.add(id(v))
+                out.append(v)
+    return out
+
+
+def _is_batch_norm(m):
+    try:
+        from convcore.nn import BatchNorm2d
+    except ImportError:   # pragma: no cover - convcore.nn missing
+        return False
+    return isinstance(m, BatchNorm2d)
+
+
+_sync_classes = {}
+
+
+def _sync_class(cls):
+    if getattr(cls, "_convcore_sync_bn", False):
+        return cls
+    if cls in _sync_classes:
+        return _sync_classes[cls]
+
+    def forward(self, x):
+        if not getattr(self, "training", True):
+            return cls.forward(self, x)
+        w = getattr(self, "weight", None)
+        b = getattr(self, "bias", None)
+        wd = None if w is None else w.data
+        bd = None if b is None else b.data
+        y, mean, var_unbiased, cache = sync_batch_norm_forward(x, wd, bd, self.eps)
+        self._sync_cache = cache
+        rm = getattr(self, "running_mean", None)
+        rv = getattr(self, "running_var", None)
+        if rm is not None and rv is not None and getattr(self, "track_running_stats", True):
+            nbt = getattr(self, "num_batches_tracked", None)
+            if nbt is not None:
+                self.num_batches_tracked = nbt + 1
+            mom = getattr(self, "momentum", 0.1)
+            if mom is None:   # cumulative moving average
+                mom = 1.0 / float(np.asarray(self.num_batches_tracked))
+            rm *= 1 - mom
+            rm += mom * mean.astype(rm.dtype)
+            rv *= 1 - mom
+            rv += mom * var_unbiased.astype(rv.dtype)
+        return y
+
+    def backward(self, grad_output):
+        cache = getattr(self, "_sync_cache", None)
+        if cache is None:
+            if not getattr(self, "training", True):
+                return cls.backward(self, grad_output)
+            raise RuntimeError("backward called before forward")
+        dx, gw, gb = sync_batch_norm_backward(grad_output, cache)
+        w = getattr(self, "weight", None)
+        b = getattr(self, "bias", None)
+        for p, g in ((w, gw), (b, gb)):   # backward accumulates into .grad
+            if p is None:
+                continue
+            if p.grad is None:
+                p.grad = g.reshape(p.data.shape).copy()
+            else:
+                p.grad += g.reshape(p.data.shape)
+        return dx
+
+    new = type("Sync" + cls.__name__, (cls,), {"forward": forward, "backward": backward,
+                                               "_convcore_sync_bn": True,
+                                               "__doc__": f"{cls.__name__} whose training "
+                                               "statistics span every rank's shard."})
+    _sync_classes[cls] = new
+    return new
+
+
+def convert_sync_batchnorm(model):
+    """Make every BatchNorm layer of ``model`` use statistics over the global
+    batch (all ranks' shards together) in training mode; returns how many
+    layers were converted.  Evaluation mode is unchanged (running statistics).
+
+    Each converted layer costs two small allreduces per step (forward and
+    backward).  Without MPI the layers compute what plain BatchNorm does.
+    """
+    seen = {id(model)}
+    todo, n = [model], 0
+    while todo:
+        m = todo.pop()
+        if _is_batch_norm(m):
+            m.__class__ = _sync_class(type(m))
+            n += 1
+        todo.extend(_children(m, seen))
+    return n

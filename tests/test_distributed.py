@@ -98,7 +98,7 @@ def test_single_process_reductions_are_identities():
     assert dist.allreduce_gradients(ps, local_batch=3) == 3
     np.testing.assert_array_equal(ps[0].grad, np.arange(6.0).reshape(2, 3))
     assert dist.reduce_metrics({"a": 2, "b": 3.5}) == {"a": 2.0, "b": 3.5}
-    with pytest.raises(ValueError, match="local_batch must be >= 0"):
+    with pytest.raises(ValueError, match="local_batch must be a finite number >= 0"):
         dist.allreduce_gradients(ps, local_batch=-1)
     with pytest.raises(TypeError, match=r"\.data and \.grad"):
         dist.allreduce_gradients([object()])
