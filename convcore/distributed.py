@@ -34,6 +34,7 @@ seconds.  An uncaught exception on any rank aborts the whole job too.
 """
 from __future__ import annotations
 
+import atexit
 import math
 import numbers
 import os
@@ -133,7 +134,9 @@ def _import_mpi():
     # Initialise ourselves so that MPI_Init_thread asks for MPI_THREAD_MULTIPLE
     # (the watchdog thread may call MPI_Abort while the main thread waits).
     mpi4py.rc.thread_level = "multiple"
-    mpi4py.rc.initialize = False     # init() decides when (not at import)
+    mpi4py.rc.initialize = False     # init() decides when (not at import) ...
+    mpi4py.rc.finalize = True        # ... but MPI_Finalize still runs at exit: a rank
+    #                                  that exits without it makes the launcher kill the job
     try:
         from mpi4py import MPI
     except (ImportError, RuntimeError, OSError) as e:
@@ -211,6 +214,9 @@ def init(timeout=None, *, require_launcher=False, abort_on_exception=True):
                 "h1,h2 -n 4 ...); to train in one process, leave out --distributed")
         if not MPI.Is_initialized():
             MPI.Init_thread(MPI.THREAD_MULTIPLE)
+            # Runs before mpi4py's MPI_Finalize (atexit is last in, first out):
+            # output still buffered would be lost once the launcher sees finalize.
+            atexit.register(_flush_std)
         comm = MPI.COMM_WORLD.Dup()
         expected = _launcher_world_size()
         if expected is not None and expected > 1 and comm.Get_size() == 1:
@@ -227,6 +233,14 @@ def init(timeout=None, *, require_launcher=False, abort_on_exception=True):
             _install_excepthook()
         _start_watchdog()
         return comm
+
+
+def _flush_std():
+    for f in (sys.stdout, sys.stderr):
+        try:
+            f.flush()
+        except Exception:   # pragma: no cover - closed stream
+            pass
 
 
 def _check_timeout(timeout):
@@ -680,7 +694,7 @@ def broadcast_arrays(arrays, root=0):
     out = {}
     for k, shape, dt in layout:
         if is_root:
-            out[k] = np.ascontiguousarray(np.array(arrays[k], copy=True))
+            out[k] = np.array(arrays[k], copy=True, order="C")   # keeps 0-d arrays 0-d
         else:
             out[k] = np.empty(shape, dtype=np.dtype(dt))
     numeric = [a for a in out.values() if a.dtype.kind in "biufc" and a.size]
