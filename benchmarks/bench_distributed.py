@@ -1,7 +1,8 @@
 """Data-parallel scaling on one machine: 1 rank x T threads vs T ranks x 1 thread.
 
-For each network, alternates jobs of the two configurations (A B A B ...,
-``--pairs`` times), each job training ``--steps`` timed steps of SGD on a
+For each network, alternates jobs of three configurations (1 rank x T
+threads, T ranks x 1 thread, and 1 rank x 1 thread as the baseline; A B C A B C
+..., ``--pairs`` times), each job training ``--steps`` timed steps of SGD on a
 synthetic batch of global size ``--batch`` after ``--warmup`` steps, and
 reports images/s (median over jobs), the median of the per-pair speed ratios,
 and the share of a step spent in the gradient allreduce: as measured inside
@@ -278,12 +279,15 @@ def main():
         a = argparse.Namespace(**vars(args))
         a.batch = args.batch or (64 if m == "lenet5" else 32)
         a.steps = args.steps or (30 if m == "lenet5" else 6)
-        runs = {"1x%d" % T: [], "%dx1" % T: []}
+        runs = {"1x%d" % T: [], "%dx1" % T: [], "1x1": []}
         for _ in range(args.pairs):
             runs["1x%d" % T].append(run_job(m, 1, T, a))
             runs["%dx1" % T].append(run_job(m, T, 1, a))
+            runs["1x1"].append(run_job(m, 1, 1, a))
         ratios = [b["images_per_s"] / a_["images_per_s"]
                   for a_, b in zip(runs["1x%d" % T], runs["%dx1" % T])]
+        ratios1 = [b["images_per_s"] / a_["images_per_s"]
+                   for a_, b in zip(runs["1x1"], runs["%dx1" % T])]
         for cfg, rs in runs.items():
             med = lambda k: statistics.median(r[k] for r in rs)   # noqa: E731
             row = {"network": m, "config": f"{cfg[0]} rank(s) x {cfg[-1]} thread(s)",
@@ -300,8 +304,11 @@ def main():
                   f"{100 * row['allreduce_share']:5.1f}% {1e3 * row['allreduce_alone_s']:9.2f} "
                   f"{100 * row['allreduce_alone_share']:10.1f}%")
         results["cases"][-1]["median_ratio_vs_1_rank"] = statistics.median(ratios)
-        print(f"{m:<12} {T} ranks / 1 rank, median of per-pair ratios: "
-              f"{statistics.median(ratios):.2f}x")
+        results["cases"][-1]["median_ratio_vs_1_rank_1_thread"] = statistics.median(ratios1)
+        print(f"{m:<12} {T} ranks x 1 thread vs 1 rank x {T} threads, median of per-job "
+              f"ratios: {statistics.median(ratios):.2f}x; vs 1 rank x 1 thread: "
+              f"{statistics.median(ratios1):.2f}x")
+    results["loadavg_at_end"] = os.getloadavg()
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)
