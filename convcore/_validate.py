@@ -23,20 +23,28 @@ def backend_for(*arrays):
     return get_backend(*arrays)
 
 
+_F32, _F64 = FLOAT_DTYPES
+
+
 def float_dtype(a, name: str) -> np.dtype:
-    dt = np.dtype(a.dtype)
+    dt = a.dtype
+    if dt == _F32 or dt == _F64:
+        return dt
+    dt = np.dtype(dt)
     if dt not in FLOAT_DTYPES:
         raise TypeError(f"{name} must be float32 or float64, got {dt}")
     return dt
 
 
 def same_dtype(ref, ref_name: str, other, other_name: str) -> None:
-    if other is not None and np.dtype(other.dtype) != np.dtype(ref.dtype):
+    if other is not None and other.dtype != ref.dtype:
         raise TypeError(f"{other_name} must have the dtype of {ref_name} ({ref.dtype}), "
                         f"got {other.dtype}")
 
 
 def as_int(v, name: str, minimum: int | None = None, maximum: int = MAX_HYPER) -> int:
+    if type(v) is int and (minimum is None or v >= minimum) and v <= maximum:
+        return v
     if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
     v = int(v)
@@ -49,6 +57,8 @@ def as_int(v, name: str, minimum: int | None = None, maximum: int = MAX_HYPER) -
 
 def pair(v, name: str, minimum: int | None = 1) -> tuple[int, int]:
     """An int or a pair of ints as (h, w)."""
+    if type(v) is int and (minimum is None or v >= minimum) and v <= MAX_HYPER:
+        return (v, v)
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{name} must be an int or a pair of ints, got {v!r}")
@@ -91,7 +101,7 @@ def out_size(size: int, k: int, s: int, p: int, d: int, name: str,
 def check_elems(shape, name: str) -> None:
     total = 1
     for s in shape:
-        total *= int(s)
+        total *= s
     if total > MAX_ELEMS:
         raise ValueError(f"{name} would have {total} elements (shape {tuple(shape)}), "
                          f"more than the supported {MAX_ELEMS}")

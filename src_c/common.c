@@ -64,9 +64,34 @@ int cc_conv_is_pointwise(const cc_conv_geom *g)
            g->PH == 0 && g->PW == 0;
 }
 
-int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk)
+int cc_conv_is_depthwise(const cc_conv_geom *g)
+{
+    return g->C == g->groups;
+}
+
+int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
+{
+    /* Measured on the layer set of BENCHMARKS.md: per-image tiles win once an
+     * image has enough output positions to make long GEMMs by itself, side by
+     * side columns win for small images; the backward pass always gains from
+     * dW reduced over the whole chunk in one GEMM per tile. */
+    if (backward) return CC_CONV_BATCHED;
+    return g->OH * g->OW >= 1024 ? CC_CONV_TILES : CC_CONV_BATCHED;
+}
+
+int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
 {
     int64_t t;
+    if (cc_conv_is_depthwise(g)) return 0;
+    if (strategy == CC_CONV_AUTO) strategy = CC_CONV_BATCHED; /* the larger of the two */
+    if (strategy == CC_CONV_BATCHED) {
+        /* per image: columns and T; fixed: dW partials of a split reduction */
+        const int64_t fixed = CC_DW_SPLIT_MAX * g->K * (g->C / g->groups) * g->KH * g->KW;
+        if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW + g->K, g->OH, g->OW, &t)) return -1;
+        /* the whole chunk's columns are one BLAS operand: 32-bit sizes */
+        if (chunk * g->OH * g->OW > INT_MAX) return -1;
+        return t + fixed;
+    }
     if (cc_conv_is_pointwise(g)) return 0;
     if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW, g->OH, g->OW, &t)) return -1;
     return t;

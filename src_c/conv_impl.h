@@ -10,14 +10,14 @@
  * thread count (see conv2d_bwd). */
 #define CC_LBLOCK 1024   /* output positions per GEMM tile */
 #define CC_LSPLIT 2048   /* L up to this is one tile */
-#define CC_KBLOCK 128    /* output channels per GEMM tile */
+#define CC_KBLOCK 256    /* output channels per GEMM tile */
 #define CC_CBLOCK 256    /* C*KH*KW rows per GEMM tile */
 
 /* im2col of rows [r0, r1) of one image.
  *   x   (C, H, W)        [in]  one image
- *   col (C*KH*KW, L)     [out] rows r0..r1-1 overwritten */
+ *   col (C*KH*KW, L)     [out] rows r0..r1-1 overwritten; row r starts at col + r*ldc */
 static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
-                            int64_t r0, int64_t r1, REAL *CC_RESTRICT col)
+                            int64_t r0, int64_t r1, int64_t ldc, REAL *CC_RESTRICT col)
 {
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
     const int64_t KH = g->KH, KW = g->KW;
@@ -26,7 +26,7 @@ static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
         const int64_t c = r / (KH * KW), kh = (r / KW) % KH, kw = r % KW;
         const int64_t hoff = kh * g->DH - g->PH, woff = kw * g->DW - g->PW;
         const REAL *xc = x + c * H * W;
-        REAL *dst = col + r * OH * OW;
+        REAL *dst = col + r * ldc;
         int64_t lo, hi, oh, ow;
         cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
         for (oh = 0; oh < OH; ++oh, dst += OW) {
@@ -51,9 +51,9 @@ static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
 
 /* col2im of one (n, c) plane: the plane is overwritten with the sum of its
  * column entries, added in the fixed order (kh, kw, oh, ow).
- *   col (C*KH*KW, L) [in] one image;  x (H, W) [out] plane c */
+ *   col (C*KH*KW, L) [in] one image, row r at col + r*ldc;  x (H, W) [out] plane c */
 static void FN(col2im_plane)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
-                             int64_t c, REAL *CC_RESTRICT x)
+                             int64_t c, int64_t ldc, REAL *CC_RESTRICT x)
 {
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
     const int64_t KH = g->KH, KW = g->KW;
@@ -65,7 +65,7 @@ static void FN(col2im_plane)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
         cc_valid_range(H, OH, g->SH, hoff, &ohlo, &ohhi);
         for (kw = 0; kw < KW; ++kw) {
             const int64_t woff = kw * g->DW - g->PW;
-            const REAL *src = col + ((c * KH + kh) * KW + kw) * OH * OW;
+            const REAL *src = col + ((c * KH + kh) * KW + kw) * ldc;
             int64_t lo, hi, oh, ow;
             cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
             for (oh = ohlo; oh < ohhi; ++oh) {
@@ -93,7 +93,7 @@ int FN(cc_im2col)(const REAL *x, const cc_conv_geom *g, int n_threads, REAL *col
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
     for (i = 0; i < total; ++i) {
         const int64_t n = i / CKK, r = i % CKK;
-        FN(im2col_rows)(x + n * g->C * g->H * g->W, g, r, r + 1, cols + n * CKK * L);
+        FN(im2col_rows)(x + n * g->C * g->H * g->W, g, r, r + 1, L, cols + n * CKK * L);
     }
     return CC_OK;
 }
@@ -109,40 +109,28 @@ int FN(cc_col2im)(const REAL *cols, const cc_conv_geom *g, int n_threads, REAL *
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
     for (i = 0; i < total; ++i) {
         const int64_t n = i / g->C, c = i % g->C;
-        FN(col2im_plane)(cols + n * CKK * L, g, c, x + i * g->H * g->W);
+        FN(col2im_plane)(cols + n * CKK * L, g, c, L, x + i * g->H * g->W);
     }
     return CC_OK;
 }
 
-/* Images per chunk that `work` holds (at least 1), or 0 if it holds none. */
-static int64_t FN(chunk_images)(const cc_conv_geom *g, int64_t work_elems)
-{
-    int64_t per = cc_conv_workspace_elems(g, 1);
-    if (per <= 0) return g->N > 0 ? g->N : 1; /* pointwise: no workspace */
-    if (work_elems < per) return 0;
-    return CC_MIN(CC_MAX(g->N, 1), work_elems / per);
-}
+/* ------------------------------------------------------------------ */
+/* Strategy CC_CONV_TILES: OpenMP over (image, L-block, K-block) tiles, each a
+ * sequential GEMM on one image's columns.  Column layout per image
+ * (C*KH*KW, L); a chunk of B images takes B*C*KH*KW*L workspace. */
 
-int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
-                      const cc_conv_geom *g, REAL *work, int64_t work_elems,
-                      int n_threads, GEMM_T gemm, REAL *y)
+static int FN(fwd_tiles)(const REAL *x, const REAL *w, const REAL *b,
+                         const cc_conv_geom *g, REAL *work, int64_t B,
+                         int n_threads, GEMM_T gemm, REAL *y)
 {
     const int pointwise = cc_conv_is_pointwise(g);
-    int64_t G, Cg, Kg, CKK, CKKg, L, HW, B, n0;
-    int64_t nlb, lbs, nkb, kbs;
-    if (!x || !w || !y || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK)
-        return CC_EINVAL;
-    if (g->N == 0) return CC_OK;
-    if (!pointwise && !work) return CC_EINVAL;
-    B = FN(chunk_images)(g, work_elems);
-    if (B == 0) return CC_EINVAL;
-    G = g->groups; Cg = g->C / G; Kg = g->K / G;
-    CKK = g->C * g->KH * g->KW; CKKg = Cg * g->KH * g->KW;
-    L = g->OH * g->OW; HW = g->H * g->W;
-    nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK); lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
-    nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK); kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
+    const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK), lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
+    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    int64_t n0;
     (void)n_threads;
-
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         const int64_t ntiles = nb * G * nlb * nkb;
@@ -153,7 +141,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
 #pragma omp for schedule(static)
                 for (i = 0; i < nb * CKK; ++i) {
                     const int64_t n = i / CKK, r = i % CKK;
-                    FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, work + n * CKK * L);
+                    FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, L, work + n * CKK * L);
                 }
             }
 #pragma omp for schedule(dynamic, 1)
@@ -183,46 +171,19 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     return CC_OK;
 }
 
-int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
-                      const cc_conv_geom *g, REAL *work, int64_t work_elems,
-                      int n_threads, GEMM_T gemm, REAL *dx, REAL *dw, REAL *db)
+static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
+                         const cc_conv_geom *g, REAL *work, int64_t B,
+                         int n_threads, GEMM_T gemm, REAL *dx, REAL *dw)
 {
     const int pointwise = cc_conv_is_pointwise(g);
-    int64_t G, Cg, Kg, CKK, CKKg, L, HW, B, n0, k;
-    int64_t nlb, lbs, nkb, kbs, ncb, cbs;
-    if (!w || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
-    if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
-    G = g->groups; Cg = g->C / G; Kg = g->K / G;
-    CKK = g->C * g->KH * g->KW; CKKg = Cg * g->KH * g->KW;
-    L = g->OH * g->OW; HW = g->H * g->W;
-    if (g->N == 0) {
-        if (dw) for (k = 0; k < g->K * CKKg; ++k) dw[k] = 0;
-        if (db) for (k = 0; k < g->K; ++k) db[k] = 0;
-        return CC_OK;
-    }
-    if (!pointwise && !work) return CC_EINVAL;
-    B = FN(chunk_images)(g, work_elems);
-    if (B == 0) return CC_EINVAL;
-    nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK); lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
-    nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK); kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
-    ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK); cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
+    const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
+    const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK), lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
+    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    const int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
+    int64_t n0;
     (void)n_threads;
-
-    if (db) {
-        int64_t kk;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && g->K > 1) schedule(static)
-        for (kk = 0; kk < g->K; ++kk) {
-            double s = 0;
-            int64_t n, l;
-            for (n = 0; n < g->N; ++n) {
-                const REAL *p = dy + (n * g->K + kk) * L;
-                for (l = 0; l < L; ++l) s += p[l];
-            }
-            db[kk] = (REAL)s;
-        }
-    }
-    if (!dx && !dw) return CC_OK;
-
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         int64_t i;
@@ -237,7 +198,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp for schedule(static)
                     for (i = 0; i < nb * CKK; ++i) {
                         const int64_t n = i / CKK, r = i % CKK;
-                        FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, work + n * CKK * L);
+                        FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, L, work + n * CKK * L);
                     }
                 }
 #pragma omp for schedule(dynamic, 1)
@@ -281,13 +242,366 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp for schedule(static)
                     for (i = 0; i < nb * g->C; ++i) {
                         const int64_t n = i / g->C, c = i % g->C;
-                        FN(col2im_plane)(work + n * CKK * L, g, c, dx + ((n0 + n) * g->C + c) * HW);
+                        FN(col2im_plane)(work + n * CKK * L, g, c, L, dx + ((n0 + n) * g->C + c) * HW);
                     }
                 }
             }
         }
     }
     return CC_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Strategy CC_CONV_BATCHED: the columns of a chunk of nb images side by side,
+ * (C*KH*KW, nb*L): row r, image n, position l at r*nb*L + n*L + l, so small
+ * images still make long GEMMs.  A second buffer T (K, nb*L) holds the GEMM
+ * output (forward) or dy transposed (backward).  The GEMMs are cut into tiles
+ * of fixed size, each a sequential BLAS call inside the OpenMP team; no tile
+ * splits the reduction dimension.  Workspace per image: (C*KH*KW + K) * L. */
+
+static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
+                           const cc_conv_geom *g, REAL *work, int64_t B,
+                           int n_threads, GEMM_T gemm, REAL *y)
+{
+    const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
+    const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    int64_t n0;
+    (void)n_threads;
+    for (n0 = 0; n0 < g->N; n0 += B) {
+        const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
+        const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        const int64_t ntiles = G * nmb * nkb;
+        REAL *cols = work, *T = work + CKK * nbL;
+        int64_t i;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+#pragma omp for schedule(static)
+            for (i = 0; i < nb * CKK; ++i) {
+                const int64_t r = i / nb, n = i % nb;
+                FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (i = 0; i < ntiles; ++i) {
+                const int64_t kb = i % nkb, mb = (i / nkb) % nmb, gi = i / (nkb * nmb);
+                const int64_t m0 = mb * mbs, k0 = gi * Kg + kb * kbs;
+                const int m = (int)CC_MIN(mbs, nbL - m0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
+                const int kk = (int)CKKg, lda = (int)nbL, ldb = (int)CKKg, ldc = (int)nbL;
+                const REAL one = 1, zero = 0;
+                gemm("N", "N", &m, &nn, &kk, &one, cols + gi * CKKg * nbL + m0, &lda,
+                     w + k0 * CKKg, &ldb, &zero, T + k0 * nbL + m0, &ldc);
+            }
+#pragma omp for schedule(static)
+            for (i = 0; i < nb * g->K; ++i) {
+                const int64_t n = i / g->K, k = i % g->K;
+                const REAL *src = T + k * nbL + n * L;
+                REAL *dst = y + ((n0 + n) * g->K + k) * L;
+                const REAL bk = b ? b[k] : 0;
+                int64_t l;
+                for (l = 0; l < L; ++l) dst[l] = src[l] + bk;
+            }
+        }
+    }
+    return CC_OK;
+}
+
+static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
+                           const cc_conv_geom *g, REAL *work, int64_t B,
+                           int n_threads, GEMM_T gemm, REAL *dx, REAL *dw)
+{
+    const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
+    const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    const int64_t wcbs = cc_split_block(CKKg, G * nkb, CC_CBLOCK), nwcb = (CKKg + wcbs - 1) / wcbs;
+    const int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
+    int64_t n0;
+    (void)n_threads;
+    for (n0 = 0; n0 < g->N; n0 += B) {
+        const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
+        const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        REAL *cols = work, *T = work + CKK * nbL, *partial = T + g->K * nbL;
+        const int64_t nsplit = cc_dw_splits(g, nbL);
+        int64_t i;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+#pragma omp for schedule(static) nowait
+            for (i = 0; i < nb * g->K; ++i) {
+                const int64_t n = i / g->K, k = i % g->K;
+                const REAL *src = dy + ((n0 + n) * g->K + k) * L;
+                REAL *dst = T + k * nbL + n * L;
+                int64_t l;
+                for (l = 0; l < L; ++l) dst[l] = src[l];
+            }
+            if (dw) {
+#pragma omp for schedule(static)
+                for (i = 0; i < nb * CKK; ++i) {
+                    const int64_t r = i / nb, n = i % nb;
+                    FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
+                }
+                /* dW_gᵀ (CKKg x Kg) (+)= cols_g (CKKg x nbL) . T_gᵀ, chunks in order.
+                 * With few output tiles and a long reduction, the reduction is cut
+                 * into nsplit segments at fixed columns, each into its own partial
+                 * buffer, and the partials are summed in segment order. */
+#pragma omp for schedule(dynamic, 1)
+                for (i = 0; i < nsplit * G * nkb * nwcb; ++i) {
+                    const int64_t cb = i % nwcb, kb = (i / nwcb) % nkb;
+                    const int64_t gi = (i / (nwcb * nkb)) % G, sp = i / (nwcb * nkb * G);
+                    const int64_t c0 = cb * wcbs, k0 = gi * Kg + kb * kbs;
+                    const int64_t seg = (nbL + nsplit - 1) / nsplit, j0 = sp * seg;
+                    const int m = (int)CC_MIN(wcbs, CKKg - c0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
+                    const int kk = (int)CC_MIN(seg, nbL - j0), lda = (int)nbL, ldb = (int)nbL;
+                    const int ldc = (int)CKKg;
+                    const REAL one = 1;
+                    const REAL beta = (nsplit > 1 || n0 == 0) ? 0 : 1;
+                    REAL *c = nsplit > 1 ? partial + sp * g->K * CKKg : dw;
+                    if (kk <= 0) {
+                        int64_t q, r;
+                        for (q = 0; q < nn; ++q)
+                            for (r = 0; r < m; ++r) c[(k0 + q) * CKKg + c0 + r] = 0;
+                        continue;
+                    }
+                    gemm("T", "N", &m, &nn, &kk, &one, cols + (gi * CKKg + c0) * nbL + j0, &lda,
+                         T + k0 * nbL + j0, &ldb, &beta, c + k0 * CKKg + c0, &ldc);
+                }
+                if (nsplit > 1) {
+#pragma omp for schedule(static)
+                    for (i = 0; i < g->K * CKKg; ++i) {
+                        REAL v = n0 == 0 ? 0 : dw[i];
+                        int64_t sp;
+                        for (sp = 0; sp < nsplit; ++sp) v += partial[sp * g->K * CKKg + i];
+                        dw[i] = v;
+                    }
+                }
+            } else {
+#pragma omp barrier
+            }
+            if (dx) {
+                /* dcols_g (CKKg x nbL) = W_gᵀ . T_g, over the columns just used */
+#pragma omp for schedule(dynamic, 1)
+                for (i = 0; i < G * nmb * ncb; ++i) {
+                    const int64_t cb = i % ncb, mb = (i / ncb) % nmb, gi = i / (ncb * nmb);
+                    const int64_t m0 = mb * mbs, c0 = cb * cbs;
+                    const int m = (int)CC_MIN(mbs, nbL - m0), nn = (int)CC_MIN(cbs, CKKg - c0);
+                    const int kk = (int)Kg, lda = (int)nbL, ldb = (int)CKKg, ldc = (int)nbL;
+                    const REAL one = 1, zero = 0;
+                    gemm("N", "T", &m, &nn, &kk, &one, T + gi * Kg * nbL + m0, &lda,
+                         w + gi * Kg * CKKg + c0, &ldb, &zero, cols + (gi * CKKg + c0) * nbL + m0, &ldc);
+                }
+#pragma omp for schedule(static)
+                for (i = 0; i < nb * g->C; ++i) {
+                    const int64_t n = i / g->C, c = i % g->C;
+                    FN(col2im_plane)(cols + n * L, g, c, nbL, dx + ((n0 + n) * g->C + c) * HW);
+                }
+            }
+        }
+    }
+    return CC_OK;
+}
+
+/* ------------------------------------------------------------------ */
+/* Depthwise (C/groups == 1): direct loops, no im2col, no workspace.  Each
+ * output plane y[n,k] is the sum over taps of w[k,0,kh,kw] times a shifted,
+ * strided view of input plane c = k / (K/groups). */
+
+static void FN(dw_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT wk,
+                             REAL bk, const cc_conv_geom *g, REAL *CC_RESTRICT yp)
+{
+    const int64_t W = g->W, OH = g->OH, OW = g->OW;
+    int64_t kh, kw, oh, ow;
+    for (oh = 0; oh < OH; ++oh) {
+        REAL *yr = yp + oh * OW;
+        for (ow = 0; ow < OW; ++ow) yr[ow] = bk;
+        for (kh = 0; kh < g->KH; ++kh) {
+            const int64_t ih = oh * g->SH - g->PH + kh * g->DH;
+            if (ih < 0 || ih >= g->H) continue;
+            for (kw = 0; kw < g->KW; ++kw) {
+                const int64_t woff = kw * g->DW - g->PW;
+                const REAL wv = wk[kh * g->KW + kw];
+                const REAL *xr = xc + ih * W + woff;
+                int64_t lo, hi;
+                cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
+                if (g->SW == 1) {
+                    for (ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow];
+                } else {
+                    const int64_t SW = g->SW;
+                    for (ow = lo; ow < hi; ++ow) yr[ow] += wv * xr[ow * SW];
+                }
+            }
+        }
+    }
+}
+
+static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
+                             const cc_conv_geom *g, int n_threads, REAL *y)
+{
+    const int64_t Kg = g->K / g->groups, KK = g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t total = g->N * g->K;
+    int64_t i;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
+    for (i = 0; i < total; ++i) {
+        const int64_t n = i / g->K, k = i % g->K, c = k / Kg;
+        FN(dw_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, y + i * L);
+    }
+    return CC_OK;
+}
+
+static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
+                             const cc_conv_geom *g, int n_threads, REAL *dx, REAL *dw)
+{
+    const int64_t Kg = g->K / g->groups, KK = g->KH * g->KW;
+    const int64_t W = g->W, OH = g->OH, OW = g->OW, L = OH * OW, HW = g->H * g->W;
+    int64_t i;
+    (void)n_threads;
+    if (dx) {
+        /* each (n, c) plane gathers from its Kg output planes, in a fixed order */
+        const int64_t total = g->N * g->C;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
+        for (i = 0; i < total; ++i) {
+            const int64_t n = i / g->C, c = i % g->C;
+            REAL *dxp = dx + i * HW;
+            int64_t j, m, kh, kw, oh, ow;
+            for (j = 0; j < HW; ++j) dxp[j] = 0;
+            for (m = 0; m < Kg; ++m) {
+                const int64_t k = c * Kg + m;
+                const REAL *dyp = dy + (n * g->K + k) * L;
+                for (kh = 0; kh < g->KH; ++kh) {
+                    const int64_t hoff = kh * g->DH - g->PH;
+                    int64_t ohlo, ohhi;
+                    cc_valid_range(g->H, OH, g->SH, hoff, &ohlo, &ohhi);
+                    for (kw = 0; kw < g->KW; ++kw) {
+                        const int64_t woff = kw * g->DW - g->PW;
+                        const REAL wv = w[k * KK + kh * g->KW + kw];
+                        int64_t lo, hi;
+                        cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
+                        for (oh = ohlo; oh < ohhi; ++oh) {
+                            REAL *dst = dxp + (oh * g->SH + hoff) * W + woff;
+                            const REAL *s = dyp + oh * OW;
+                            if (g->SW == 1) {
+                                for (ow = lo; ow < hi; ++ow) dst[ow] += wv * s[ow];
+                            } else {
+                                const int64_t SW = g->SW;
+                                for (ow = lo; ow < hi; ++ow) dst[ow * SW] += wv * s[ow];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if (dw) {
+        /* dw[k, tap] = sum over n and positions, accumulated per output column
+         * into a row of partial sums (vectorisable), then summed in order */
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && g->K > 1)
+        {
+            int64_t k;
+#pragma omp for schedule(static)
+            for (k = 0; k < g->K; ++k) {
+                const int64_t c = k / Kg;
+                int64_t kh, kw;
+                for (kh = 0; kh < g->KH; ++kh) {
+                    const int64_t hoff = kh * g->DH - g->PH;
+                    int64_t ohlo, ohhi;
+                    cc_valid_range(g->H, OH, g->SH, hoff, &ohlo, &ohhi);
+                    for (kw = 0; kw < g->KW; ++kw) {
+                        const int64_t woff = kw * g->DW - g->PW;
+                        int64_t lo, hi, n, oh, ow;
+                        double total = 0;
+                        cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
+                        for (n = 0; n < g->N; ++n) {
+                            const REAL *dyp = dy + (n * g->K + k) * L;
+                            const REAL *xp = x + (n * g->C + c) * HW;
+                            for (oh = ohlo; oh < ohhi; ++oh) {
+                                const REAL *s = dyp + oh * OW;
+                                const REAL *xr = xp + (oh * g->SH + hoff) * W + woff;
+                                REAL part[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+                                ow = lo;
+                                if (g->SW == 1) {
+                                    for (; ow + 8 <= hi; ow += 8) {
+                                        int q;
+                                        for (q = 0; q < 8; ++q) part[q] += s[ow + q] * xr[ow + q];
+                                    }
+                                }
+                                for (; ow < hi; ++ow) part[ow & 7] += s[ow] * xr[ow * g->SW];
+                                total += (double)(((part[0] + part[1]) + (part[2] + part[3])) +
+                                                  ((part[4] + part[5]) + (part[6] + part[7])));
+                            }
+                        }
+                        dw[k * KK + kh * g->KW + kw] = (REAL)total;
+                    }
+                }
+            }
+        }
+    }
+    return CC_OK;
+}
+
+/* ------------------------------------------------------------------ */
+
+/* Images per chunk that `work` holds (at least 1), or 0 if it holds none. */
+static int64_t FN(chunk_images)(const cc_conv_geom *g, int strategy, int64_t work_elems)
+{
+    const int64_t fixed = cc_conv_workspace_elems(g, 0, strategy);
+    const int64_t per = cc_conv_workspace_elems(g, 1, strategy) - fixed;
+    if (per <= 0) return g->N > 0 ? g->N : 1; /* no workspace needed */
+    if (work_elems < per + fixed) return 0;
+    return CC_MIN(CC_MAX(g->N, 1), (work_elems - fixed) / per);
+}
+
+int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
+                      const cc_conv_geom *g, int strategy, REAL *work, int64_t work_elems,
+                      int n_threads, GEMM_T gemm, REAL *y)
+{
+    int64_t B;
+    if (!x || !w || !y || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK)
+        return CC_EINVAL;
+    if (strategy == CC_CONV_AUTO) strategy = cc_conv_auto_strategy(g, 0);
+    if (strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED) return CC_EINVAL;
+    if (g->N == 0) return CC_OK;
+    if (cc_conv_is_depthwise(g)) return FN(fwd_depthwise)(x, w, b, g, n_threads, y);
+    B = FN(chunk_images)(g, strategy, work_elems);
+    if (B == 0 || (!work && cc_conv_workspace_elems(g, 1, strategy) > 0)) return CC_EINVAL;
+    if (strategy == CC_CONV_BATCHED) return FN(fwd_batched)(x, w, b, g, work, B, n_threads, gemm, y);
+    return FN(fwd_tiles)(x, w, b, g, work, B, n_threads, gemm, y);
+}
+
+int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
+                      const cc_conv_geom *g, int strategy, REAL *work, int64_t work_elems,
+                      int n_threads, GEMM_T gemm, REAL *dx, REAL *dw, REAL *db)
+{
+    int64_t B, k;
+    if (!w || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
+    if (strategy == CC_CONV_AUTO) strategy = cc_conv_auto_strategy(g, 1);
+    if (strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED) return CC_EINVAL;
+    if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
+    if (g->N == 0) {
+        if (dw) for (k = 0; k < g->K * (g->C / g->groups) * g->KH * g->KW; ++k) dw[k] = 0;
+        if (db) for (k = 0; k < g->K; ++k) db[k] = 0;
+        return CC_OK;
+    }
+    if (db) {
+        const int64_t L = g->OH * g->OW;
+        int64_t kk;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && g->K > 1) schedule(static)
+        for (kk = 0; kk < g->K; ++kk) {
+            double s = 0;
+            int64_t n, l;
+            for (n = 0; n < g->N; ++n) {
+                const REAL *p = dy + (n * g->K + kk) * L;
+                for (l = 0; l < L; ++l) s += p[l];
+            }
+            db[kk] = (REAL)s;
+        }
+    }
+    if (!dx && !dw) return CC_OK;
+    if (cc_conv_is_depthwise(g)) return FN(bwd_depthwise)(dy, x, w, g, n_threads, dx, dw);
+    B = FN(chunk_images)(g, strategy, work_elems);
+    if (B == 0 || (!work && cc_conv_workspace_elems(g, 1, strategy) > 0)) return CC_EINVAL;
+    if (strategy == CC_CONV_BATCHED) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
+    return FN(bwd_tiles)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
 }
 
 #undef FN

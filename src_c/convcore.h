@@ -53,12 +53,34 @@ typedef struct {
  * from the others, no 64-bit overflow of any buffer size).  CC_OK or CC_EINVAL. */
 int cc_conv_geom_check(const cc_conv_geom *g);
 
-/* Elements of workspace the convolution kernels need to process `chunk`
- * images at once: chunk * C*KH*KW * OH*OW, or 0 on the 1x1 fast path. */
-int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk);
+/* How a convolution is cut into work for the threads.  All parallelism is
+ * OpenMP over tiles whose sizes depend on the shapes alone, each tile a
+ * sequential BLAS call that never splits the reduction dimension, so every
+ * output element is reduced in the same order for any thread count.  (A BLAS
+ * threading one large GEMM itself changes its blocking with the thread count.)
+ *   CC_CONV_TILES    per image: columns (C*KH*KW, L), GEMM tiles of one image;
+ *                    the 1x1/stride-1/pad-0 case reads x directly.
+ *   CC_CONV_BATCHED  a chunk of nb images side by side, columns (C*KH*KW, nb*L),
+ *                    so that small images still make long GEMMs.
+ *   CC_CONV_AUTO     chosen from the shape (cc_conv_auto_strategy). */
+#define CC_CONV_AUTO (-1)
+#define CC_CONV_TILES 0
+#define CC_CONV_BATCHED 1
 
-/* Whether the 1x1 / stride 1 / padding 0 path (no im2col) applies. */
+/* The strategy CC_CONV_AUTO picks for the forward (backward = 0) or backward
+ * (backward = 1) pass. */
+int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
+
+/* Elements of workspace needed to process `chunk` images at once with
+ * `strategy` (an affine function of chunk: chunk 0 gives its fixed part),
+ * 0 when none is needed (depthwise, or 1x1 tiles), -1 on overflow. */
+int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy);
+
+/* Whether the 1x1 / stride 1 / padding 0 path (no im2col) applies to tiles. */
 int cc_conv_is_pointwise(const cc_conv_geom *g);
+
+/* Whether the direct depthwise path applies (C / groups == 1). */
+int cc_conv_is_depthwise(const cc_conv_geom *g);
 
 /* im2col, NCHW, torch `unfold` layout.
  *   x    (N, C, H, W)                 [in]
@@ -78,15 +100,16 @@ int cc_col2im_f64(const double *cols, const cc_conv_geom *g, int n_threads, doub
  *   x    (N, C, H, W)                 [in]
  *   w    (K, C/groups, KH, KW)        [in]
  *   b    (K) or NULL                  [in]
- *   work workspace of work_elems >= cc_conv_workspace_elems(g, 1)
+ *   work workspace of work_elems >= cc_conv_workspace_elems(g, 1, strategy)
  *   y    (N, K, OH, OW)               [out, overwritten]
  * y[n,k] = b[k] + sum_{c in group(k), kh, kw} w[k,c,kh,kw] * xpad[n,c,oh*SH+kh*DH,ow*SW+kw*DW]
- * The batch is processed in chunks of as many images as `work` holds. */
+ * The batch is processed in chunks of as many images as `work` holds.
+ * Depthwise convolutions (C/groups == 1) take a direct path without workspace. */
 int cc_conv2d_fwd_f32(const float *x, const float *w, const float *b,
-                      const cc_conv_geom *g, float *work, int64_t work_elems,
+                      const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                       int n_threads, cc_sgemm_t gemm, float *y);
 int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
-                      const cc_conv_geom *g, double *work, int64_t work_elems,
+                      const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                       int n_threads, cc_dgemm_t gemm, double *y);
 
 /* Convolution backward.
@@ -100,11 +123,11 @@ int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
  * Every output element is reduced in an order fixed by the shapes alone, so
  * results are identical for every thread count and every repeat. */
 int cc_conv2d_bwd_f32(const float *dy, const float *x, const float *w,
-                      const cc_conv_geom *g, float *work, int64_t work_elems,
+                      const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                       int n_threads, cc_sgemm_t gemm,
                       float *dx, float *dw, float *db);
 int cc_conv2d_bwd_f64(const double *dy, const double *x, const double *w,
-                      const cc_conv_geom *g, double *work, int64_t work_elems,
+                      const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                       int n_threads, cc_dgemm_t gemm,
                       double *dx, double *dw, double *db);
 

@@ -54,4 +54,31 @@ static inline int64_t cc_blocksize(int64_t n, int64_t split, int64_t block)
     return n <= split ? n : block;
 }
 
+/* Block size that cuts n into enough blocks for `tiles_other` other tiles to
+ * make about 8 tiles in all (blocks of 32..maxblock, multiples of 16).  It
+ * depends on the shape alone. */
+static inline int64_t cc_split_block(int64_t n, int64_t tiles_other, int64_t maxblock)
+{
+    int64_t want = (8 + tiles_other - 1) / tiles_other, bs;
+    if (want <= 1) return n < maxblock ? n : maxblock;
+    bs = (n + want - 1) / want;
+    bs = (bs + 15) / 16 * 16;
+    if (bs < 32) bs = 32;
+    if (bs > maxblock) bs = maxblock;
+    return bs < n ? bs : n;
+}
+
+/* Segments the batched dW reduction over nbL columns is cut into: more than
+ * one only when the output gives too few tiles (small C*KH*KW and K, as in a
+ * first layer) and the reduction is long.  Shape-only, so deterministic. */
+#define CC_DW_SPLIT_MAX 8
+static inline int64_t cc_dw_splits_n(int64_t out_elems, int64_t nbL)
+{
+    int64_t s;
+    if (out_elems > 64 * 256 || nbL < 8192) return 1;
+    s = nbL / 4096;
+    return s < CC_DW_SPLIT_MAX ? s : CC_DW_SPLIT_MAX;
+}
+#define cc_dw_splits(g, nbL) cc_dw_splits_n((g)->K * ((g)->C / (g)->groups) * (g)->KH * (g)->KW, (nbL))
+
 #endif

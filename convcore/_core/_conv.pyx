@@ -20,26 +20,28 @@ cdef extern from "convcore.h" nogil:
                                 const int *, const double *, const double *, const int *,
                                 const double *, const int *, const double *, double *,
                                 const int *)
-    int CC_OK, CC_EINVAL, CC_ENOMEM
+    int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED
+    int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     int cc_conv_geom_check(const cc_conv_geom *g)
-    int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk)
+    int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
     int cc_conv_is_pointwise(const cc_conv_geom *g)
+    int cc_conv_is_depthwise(const cc_conv_geom *g)
     int cc_im2col_f32(const float *x, const cc_conv_geom *g, int n_threads, float *cols)
     int cc_im2col_f64(const double *x, const cc_conv_geom *g, int n_threads, double *cols)
     int cc_col2im_f32(const float *cols, const cc_conv_geom *g, int n_threads, float *x)
     int cc_col2im_f64(const double *cols, const cc_conv_geom *g, int n_threads, double *x)
     int cc_conv2d_fwd_f32(const float *x, const float *w, const float *b,
-                          const cc_conv_geom *g, float *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                           int n_threads, cc_sgemm_t gemm, float *y)
     int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
-                          const cc_conv_geom *g, double *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm, double *y)
     int cc_conv2d_bwd_f32(const float *dy, const float *x, const float *w,
-                          const cc_conv_geom *g, float *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                           int n_threads, cc_sgemm_t gemm,
                           float *dx, float *dw, float *db)
     int cc_conv2d_bwd_f64(const double *dy, const double *x, const double *w,
-                          const cc_conv_geom *g, double *work, int64_t work_elems,
+                          const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm,
                           double *dx, double *dw, double *db)
     int cc_openmp_enabled()
@@ -47,6 +49,51 @@ cdef extern from "convcore.h" nogil:
 
 cdef cc_sgemm_t _sgemm = <cc_sgemm_t>sgemm
 cdef cc_dgemm_t _dgemm = <cc_dgemm_t>dgemm
+
+# The core calls the BLAS from inside its own OpenMP teams, so SciPy's BLAS
+# must run single-threaded during a call.  The backend hands over the BLAS's
+# own set/get-num-threads functions once; every call then holds the BLAS at
+# one thread and restores it when the last concurrent caller leaves.  The
+# counter is only touched with the GIL held.
+ctypedef void (*_set_threads_t)(int) noexcept nogil
+ctypedef int (*_get_threads_t)() noexcept nogil
+cdef _set_threads_t _blas_set = NULL
+cdef _get_threads_t _blas_get = NULL
+cdef int _blas_depth = 0
+cdef int _blas_saved = 1
+
+
+def set_blas_thread_functions(size_t set_addr, size_t get_addr):
+    """Addresses of the BLAS's set_num_threads(int) and get_num_threads()."""
+    global _blas_set, _blas_get
+    if _blas_depth != 0:
+        raise RuntimeError("cannot change the BLAS thread functions during a call")
+    _blas_set = <_set_threads_t>set_addr
+    _blas_get = <_get_threads_t>get_addr
+
+
+def has_blas_thread_functions():
+    return _blas_set != NULL
+
+
+cdef inline void _blas_enter() noexcept:
+    global _blas_depth, _blas_saved
+    if _blas_set == NULL:
+        return
+    if _blas_depth == 0:
+        _blas_saved = _blas_get()
+        if _blas_saved != 1:
+            _blas_set(1)
+    _blas_depth += 1
+
+
+cdef inline void _blas_exit() noexcept:
+    global _blas_depth
+    if _blas_set == NULL:
+        return
+    _blas_depth -= 1
+    if _blas_depth == 0 and _blas_saved > 1:
+        _blas_set(_blas_saved)
 
 
 cdef cc_conv_geom _geom(tuple g) except *:
@@ -78,10 +125,21 @@ def max_threads():
     return cc_max_threads()
 
 
-def workspace_elems(tuple geom, int64_t chunk):
-    """Workspace elements needed to process `chunk` images at once (0: none)."""
+AUTO = CC_CONV_AUTO
+TILES = CC_CONV_TILES
+BATCHED = CC_CONV_BATCHED
+
+
+def workspace_elems(tuple geom, int64_t chunk, int strategy):
+    """Workspace elements needed to process `chunk` images at once with
+    `strategy` (0: none, -1: too large for the strategy)."""
     cdef cc_conv_geom g = _geom(geom)
-    return cc_conv_workspace_elems(&g, chunk)
+    return cc_conv_workspace_elems(&g, chunk, strategy)
+
+
+def is_depthwise(tuple geom):
+    cdef cc_conv_geom g = _geom(geom)
+    return bool(cc_conv_is_depthwise(&g))
 
 
 def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple geom,
@@ -117,7 +175,7 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geom,
 
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
-                   const floating[::1] b, bint has_bias, floating[::1] work,
+                   const floating[::1] b, bint has_bias, int strategy, floating[::1] work,
                    floating[:, :, :, ::1] y, tuple geom, int n_threads):
     cdef cc_conv_geom g = _geom(geom)
     cdef const floating *bp = NULL
@@ -133,43 +191,58 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
         wp = &work[0]
     if g.N == 0:
         return
+    _blas_enter()
     with nogil:
         if floating is float:
-            st = cc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, wp,
+            st = cc_conv2d_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, strategy, wp,
                                    work.shape[0], n_threads, _sgemm, &y[0, 0, 0, 0])
         else:
-            st = cc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, wp,
+            st = cc_conv2d_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, strategy, wp,
                                    work.shape[0], n_threads, _dgemm, &y[0, 0, 0, 0])
+    _blas_exit()
     _raise(st, "conv2d forward")
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
-                    const floating[:, :, :, ::1] w, floating[::1] work,
+                    const floating[:, :, :, ::1] w, int strategy, floating[::1] work,
                     floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
                     floating[::1] db, tuple geom, int n_threads):
+    """dx, dw, db may each be None: that gradient is not computed."""
     cdef cc_conv_geom g = _geom(geom)
     cdef floating *wp = NULL
     cdef floating *dxp = NULL
+    cdef floating *dwp = NULL
+    cdef floating *dbp = NULL
+    cdef const floating *dyp = NULL
+    cdef const floating *xp = NULL
     cdef int st
     _need(dy.size, g.N * g.K * g.OH * g.OW, "grad_output")
     _need(x.size, g.N * g.C * g.H * g.W, "x")
     _need(w.size, g.K * (g.C // g.groups) * g.KH * g.KW, "weight")
-    _need(dx.size, g.N * g.C * g.H * g.W, "grad_input")
-    _need(dw.size, w.size, "grad_weight")
-    _need(db.shape[0], g.K, "grad_bias")
-    if work.shape[0] > 0:
+    if dx is not None:
+        _need(dx.size, g.N * g.C * g.H * g.W, "grad_input")
+        if g.N > 0:
+            dxp = &dx[0, 0, 0, 0]
+    if dw is not None:
+        _need(dw.size, w.size, "grad_weight")
+        dwp = &dw[0, 0, 0, 0]
+    if db is not None:
+        _need(db.shape[0], g.K, "grad_bias")
+        dbp = &db[0]
+    if work is not None and work.shape[0] > 0:
         wp = &work[0]
     if g.N > 0:
-        dxp = &dx[0, 0, 0, 0]
+        dyp = &dy[0, 0, 0, 0]
+        xp = &x[0, 0, 0, 0]
+    _blas_enter()
     with nogil:
         if floating is float:
-            st = cc_conv2d_bwd_f32(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &x[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &w[0, 0, 0, 0], &g, wp, work.shape[0], n_threads,
-                                   _sgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+            st = cc_conv2d_bwd_f32(dyp, xp, &w[0, 0, 0, 0], &g, strategy, wp,
+                                   work.shape[0] if wp != NULL else 0, n_threads,
+                                   _sgemm, dxp, dwp, dbp)
         else:
-            st = cc_conv2d_bwd_f64(&dy[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &x[0, 0, 0, 0] if g.N > 0 else NULL,
-                                   &w[0, 0, 0, 0], &g, wp, work.shape[0], n_threads,
-                                   _dgemm, dxp, &dw[0, 0, 0, 0], &db[0])
+            st = cc_conv2d_bwd_f64(dyp, xp, &w[0, 0, 0, 0], &g, strategy, wp,
+                                   work.shape[0] if wp != NULL else 0, n_threads,
+                                   _dgemm, dxp, dwp, dbp)
+    _blas_exit()
     _raise(st, "conv2d backward")

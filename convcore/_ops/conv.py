@@ -128,7 +128,8 @@ def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
 
 
 def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padding = 0,
-                    dilation: IntOrPair = 1, groups: int = 1):
+                    dilation: IntOrPair = 1, groups: int = 1,
+                    output_mask: Tuple[bool, bool, bool] = (True, True, True)):
     """Gradients of :func:`conv2d` with respect to its input, weight and bias.
 
     Parameters
@@ -137,6 +138,10 @@ def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padd
         Upstream gradient dL/dy.
     x, weight, stride, padding, dilation, groups
         As given to :func:`conv2d`.
+    output_mask : (bool, bool, bool)
+        Which of (grad_input, grad_weight, grad_bias) to compute; the others
+        are returned as None and cost nothing (a network's first layer needs
+        no grad_input).
 
     Returns
     -------
@@ -178,15 +183,23 @@ def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padd
     if tuple(grad_output.shape) != want:
         raise ValueError(f"grad_output must have shape {want} (the conv2d output), got "
                          f"{tuple(grad_output.shape)}")
+    if (not isinstance(output_mask, (tuple, list)) or len(output_mask) != 3
+            or not all(isinstance(m, (bool, np.bool_)) for m in output_mask)):
+        raise TypeError(f"output_mask must be three bools, got {output_mask!r}")
+    want_dx, want_dw, want_db = (bool(m) for m in output_mask)
     dy = grad_output[None] if unbatched else grad_output
-    dx = be.empty((N, C, H, W), dt)
-    dw = be.empty(tuple(weight.shape), dt)
-    db = be.empty((K,), dt)
-    be.conv2d_backward(contiguous(be, dy), contiguous(be, x4), contiguous(be, weight),
-                       dx, dw, db, geom)
-    if extra != (0, 0):
-        dx = dx[:, :, :H - extra[0], :W - extra[1]]
-    return (dx[0] if unbatched else dx), dw, db
+    dx = be.empty((N, C, H, W), dt) if want_dx else None
+    dw = be.empty(tuple(weight.shape), dt) if want_dw else None
+    db = be.empty((K,), dt) if want_db else None
+    if want_dx or want_dw or want_db:
+        be.conv2d_backward(contiguous(be, dy), contiguous(be, x4), contiguous(be, weight),
+                           dx, dw, db, geom)
+    if dx is not None:
+        if extra != (0, 0):
+            dx = dx[:, :, :H - extra[0], :W - extra[1]]
+        if unbatched:
+            dx = dx[0]
+    return dx, dw, db
 
 
 def _unfold_geom(N, C, H, W, kernel_size, stride, padding, dilation):

@@ -18,6 +18,11 @@ def get_backend(*arrays):
     Raises TypeError when NumPy and CuPy arrays are mixed, or an argument is
     not an array at all.
     """
+    cpu = _cpu()
+    if all(a is None or type(a) is np.ndarray for a in arrays):
+        if all(a is None for a in arrays):
+            raise TypeError("expected a numpy.ndarray or cupy.ndarray, got None")
+        return cpu
     kinds = set()
     for a in arrays:
         if a is None:
@@ -35,5 +40,14 @@ def get_backend(*arrays):
     if len(kinds) > 1:
         raise TypeError("arrays live on different devices: got both NumPy (CPU) and "
                         "CuPy (GPU) arrays; move them to one device first")
-    from convcore.backends import cpu
     return cpu
+
+
+_CPU = []
+
+
+def _cpu():
+    if not _CPU:
+        from convcore.backends import cpu
+        _CPU.append(cpu)
+    return _CPU[0]

@@ -2,12 +2,14 @@
 
 Every function takes arrays that the functional layer has validated, made
 C-contiguous and allocated.  GEMMs run inside the core's own OpenMP teams, so
-the BLAS behind them (SciPy's) is held at one thread for the duration of a
-call and restored afterwards.
+SciPy's BLAS is held at one thread for the duration of a call and restored
+afterwards (by the binding itself, see ``_bind_blas_threads``).
 """
 from __future__ import annotations
 
+import os
 import threading
+from contextlib import nullcontext
 
 import numpy as np
 
@@ -34,80 +36,91 @@ def to_numpy(a):
     return a
 
 
-class _SequentialBlas:
-    """Holds SciPy's BLAS at one thread while any convcore call runs.
-
-    Re-entrant across Python threads: the first caller in saves the BLAS
-    thread count, the last one out restores it.
-    """
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._depth = 0
-        self._saved = None
-        self._controller = None
-        self._looked = False
-
-    def _find(self):
-        self._looked = True
-        try:
-            import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
-            from threadpoolctl import ThreadpoolController
-            for lc in ThreadpoolController().lib_controllers:
-                if lc.user_api == "blas" and "scipy" in lc.filepath and "numpy" not in lc.filepath:
-                    self._controller = lc
-                    return
-        except Exception:  # threadpoolctl missing or broken: nothing to hold
-            self._controller = None
-
-    def __enter__(self):
-        with self._lock:
-            if not self._looked:
-                self._find()
-            if self._depth == 0 and self._controller is not None:
-                saved = self._controller.get_num_threads()
-                if saved is not None and saved != 1:
-                    self._controller.set_num_threads(1)
-                    self._saved = saved
-            self._depth += 1
-        return self
-
-    def __exit__(self, *exc):
-        with self._lock:
-            self._depth -= 1
-            if self._depth == 0 and self._saved is not None:
-                self._controller.set_num_threads(self._saved)
-                self._saved = None
-        return False
+def _bind_blas_threads():
+    """Hand SciPy's BLAS set/get-num-threads functions to the binding, which
+    holds the BLAS at one thread during each call (the core's GEMM tiles run
+    inside its own OpenMP teams).  Returns a fallback context manager when the
+    functions cannot be found (a BLAS that threadpoolctl does not know)."""
+    import ctypes
+    try:
+        import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
+        from threadpoolctl import ThreadpoolController
+        ctls = [lc for lc in ThreadpoolController().lib_controllers
+                if lc.user_api == "blas" and "scipy" in lc.filepath and "numpy" not in lc.filepath]
+    except Exception:
+        ctls = []
+    for lc in ctls:
+        lib = lc.dynlib
+        for pre in ("scipy_openblas", "openblas", "scipy_openblas64_", ""):
+            for suf in ("", "64_"):
+                try:
+                    setf = getattr(lib, f"{pre}_set_num_threads{suf}".lstrip("_"))
+                    getf = getattr(lib, f"{pre}_get_num_threads{suf}".lstrip("_"))
+                except AttributeError:
+                    continue
+                _conv.set_blas_thread_functions(ctypes.cast(setf, ctypes.c_void_p).value,
+                                                ctypes.cast(getf, ctypes.c_void_p).value)
+                return None
+    if ctls:
+        from threadpoolctl import threadpool_limits
+        return lambda: threadpool_limits(1, user_api="blas")
+    return None
 
 
-sequential_blas = _SequentialBlas()
+_blas_fallback = []
 
 
-def _workspace(geom, dtype, n_images: int):
-    """Column workspace for as many images as the budget allows (>= 1)."""
-    per = _conv.workspace_elems(geom, 1)
-    if per == 0:
+def _hold_blas():
+    """Context for a call: a no-op when the binding holds the BLAS itself."""
+    if not _blas_fallback:
+        _blas_fallback.append(_bind_blas_threads())
+    fb = _blas_fallback[0]
+    return fb() if fb is not None else nullcontext()
+
+
+_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED}
+
+
+def _strategy() -> int:
+    """The C core picks its strategy from the shape; CONVCORE_CONV_STRATEGY
+    ('tiles' or 'batched') forces one, for benchmarks."""
+    return _STRATEGIES.get(os.environ.get("CONVCORE_CONV_STRATEGY", ""), _conv.AUTO)
+
+
+def _workspace(geom, dtype, strategy):
+    """Workspace for as many images as the budget allows (at least one)."""
+    fixed = _conv.workspace_elems(geom, 0, strategy)
+    per = _conv.workspace_elems(geom, 1, strategy) - fixed
+    if per <= 0 and fixed <= 0:
+        if fixed < 0 or per < 0:
+            raise ValueError(f"convolution too large for one image: geometry {geom}")
         return np.empty(0, dtype=dtype)
     itemsize = np.dtype(dtype).itemsize
     budget = _config.get_workspace_limit() // itemsize
-    chunk = max(1, min(n_images, budget // per))
-    return np.empty(per * chunk, dtype=dtype)
+    chunk = max(1, min(geom[0], (budget - fixed) // max(per, 1)))
+    while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
+        chunk //= 2
+    total = _conv.workspace_elems(geom, chunk, strategy)
+    if total < 0:
+        raise ValueError(f"convolution too large for one image: geometry {geom}")
+    return np.empty(total, dtype=dtype)
 
 
 def conv2d_forward(x, w, b, y, geom):
-    work = _workspace(geom, x.dtype, geom[0])
+    strategy = _strategy()
+    work = _workspace(geom, x.dtype, strategy)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
-    with sequential_blas:
-        _conv.conv2d_forward(x, w, bias, b is not None, work, y, geom,
-                             _config.get_num_threads())
+    n = _config.get_num_threads()
+    with _hold_blas():
+        _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
-    work = _workspace(geom, x.dtype, geom[0])
-    with sequential_blas:
-        _conv.conv2d_backward(dy, x, w, work, dx, dw, db, geom,
-                              _config.get_num_threads())
+    strategy = _strategy()
+    work = _workspace(geom, x.dtype, strategy)
+    n = _config.get_num_threads()
+    with _hold_blas():
+        _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
 
 
 def im2col(x, cols, geom):
