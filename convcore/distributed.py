@@ -1040,11 +1040,16 @@ def _children(obj, seen):
 
 
 def _is_batch_norm(m):
+    """convcore.nn.BatchNorm2d, or any class derived from one named so (a
+    user's own BatchNorm2d with the same attributes: weight, bias, eps,
+    momentum, running_mean, running_var, training)."""
     try:
         from convcore.nn import BatchNorm2d
-    except ImportError:   # pragma: no cover - convcore.nn missing
-        return False
-    return isinstance(m, BatchNorm2d)
+    except ImportError:
+        BatchNorm2d = None
+    if BatchNorm2d is not None and isinstance(m, BatchNorm2d):
+        return True
+    return any(c.__name__ == "BatchNorm2d" for c in type(m).__mro__)
 
 
 _sync_classes = {}
@@ -1086,7 +1091,19 @@ def _sync_class(cls):
             if not getattr(self, "training", True):
                 return cls.backward(self, grad_output)
             raise RuntimeError("backward called before forward")
-        dx, gw, gb = sync_batch_norm_backward(grad_output, cache)
+        # Each rank's upstream gradient is that of its own mean loss; the
+        # gradient of the global mean loss is it times (local / global count)
+        # (allreduce_gradients(local_batch=n) weights ranks the same way).
+        # The statistics' terms need the global-scale gradient; the results
+        # go back to the per-rank scale that the weighted allreduce expects.
+        xhat, count = cache[0], cache[3]
+        local = xhat.shape[0] * xhat.shape[2] * xhat.shape[3]
+        frac = local / count
+        dy = np.asarray(grad_output)
+        dx, gw, gb = sync_batch_norm_backward(dy * dy.dtype.type(frac), cache)
+        if local:
+            inv = dy.dtype.type(1.0 / frac)
+            dx, gw, gb = dx * inv, gw * inv, gb * inv
         w = getattr(self, "weight", None)
         b = getattr(self, "bias", None)
         for p, g in ((w, gw), (b, gb)):   # backward accumulates into .grad
@@ -1113,6 +1130,11 @@ def convert_sync_batchnorm(model):
 
     Each converted layer costs two small allreduces per step (forward and
     backward).  Without MPI the layers compute what plain BatchNorm does.
+
+    The layers assume, as :func:`allreduce_gradients` with ``local_batch`` set
+    to the shard size does, that each rank's loss is the mean over its own
+    samples and that ranks are weighted by their number of samples; training
+    then reproduces single-process BatchNorm over the global batch.
     """
     seen = {id(model)}
     todo, n = [model], 0

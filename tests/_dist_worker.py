@@ -53,6 +53,68 @@ class TinyNet:
         self.b.grad += gb
 
 
+class BatchNorm2d:
+    """Plain BatchNorm over the batch it is given (torch's attribute names)."""
+
+    def __init__(self, C, dtype, eps=1e-5, momentum=0.1):
+        self.weight = Param(np.ones(C, dtype))
+        self.bias = Param(np.zeros(C, dtype))
+        self.running_mean = np.zeros(C, dtype)
+        self.running_var = np.ones(C, dtype)
+        self.eps, self.momentum, self.training = eps, momentum, True
+
+    def forward(self, x):
+        m = x.shape[0] * x.shape[2] * x.shape[3]
+        mean = x.mean(axis=(0, 2, 3))
+        var = x.var(axis=(0, 2, 3))
+        self.running_mean[...] = (1 - self.momentum) * self.running_mean + self.momentum * mean
+        self.running_var[...] = ((1 - self.momentum) * self.running_var
+                                 + self.momentum * var * m / (m - 1))
+        s = 1 / np.sqrt(var + self.eps)
+        self.xh = (x - mean[:, None, None]) * s[:, None, None]
+        self.s = s
+        return self.xh * self.weight.data[:, None, None] + self.bias.data[:, None, None]
+
+    def backward(self, dy):
+        m = dy.shape[0] * dy.shape[2] * dy.shape[3]
+        self.bias.grad += dy.sum(axis=(0, 2, 3))
+        self.weight.grad += (dy * self.xh).sum(axis=(0, 2, 3))
+        dxh = dy * self.weight.data[:, None, None]
+        return (self.s[:, None, None] / m) * (m * dxh - dxh.sum(axis=(0, 2, 3))[:, None, None]
+                                              - self.xh * (dxh * self.xh).sum(axis=(0, 2, 3))
+                                              [:, None, None])
+
+
+class TinyBNNet(TinyNet):
+    """TinyNet with a BatchNorm between the convolution and the ReLU."""
+
+    def __init__(self, seed, dtype=np.float64):
+        super().__init__(seed, dtype)
+        self.bn = BatchNorm2d(4, dtype)
+
+    def parameters(self):
+        return [self.w, self.b, self.bn.weight, self.bn.bias, self.fw, self.fb]
+
+    def forward(self, x):
+        import convcore as cc
+        self.x = x
+        self.c = cc.conv2d(x, self.w.data, self.b.data, padding=1)
+        self.h = self.bn.forward(self.c)
+        self.a = np.maximum(self.h, 0)
+        self.f = self.a.reshape(len(x), 256)
+        return self.f @ self.fw.data.T + self.fb.data
+
+    def backward(self, dlogits):
+        import convcore as cc
+        self.fw.grad += dlogits.T @ self.f
+        self.fb.grad += dlogits.sum(axis=0)
+        da = (dlogits @ self.fw.data).reshape(self.a.shape) * (self.h > 0)
+        dc = self.bn.backward(da)
+        _, gw, gb = cc.conv2d_backward(dc, self.x, self.w.data, padding=1)
+        self.w.grad += gw
+        self.b.grad += gb
+
+
 def loss_and_grad(logits, y):
     n = len(y)
     z = logits - logits.max(axis=1, keepdims=True) if n else logits
@@ -104,6 +166,8 @@ def train_steps(model, opt, x, y, batch, first, last, seed, batches_factory, syn
 
 def save(path, model, opt, step):
     arrays = {f"p{i}": p.data for i, p in enumerate(model.parameters())}
+    if hasattr(model, "bn"):
+        arrays.update(running_mean=model.bn.running_mean, running_var=model.bn.running_var)
     arrays.update({f"m{i}": m for i, m in enumerate(opt.buf)})
     tmp = path + ".tmp.npz"
     np.savez(tmp, step=step, **arrays)
@@ -130,7 +194,11 @@ def main():
         ckpt = sys.argv[7] if len(sys.argv) > 7 else ""
         x, y = make_data(dtype=dtype)
         # Ranks other than 0 start from other weights: broadcast must fix that.
-        model = TinyNet(0 if r == 0 else 100 + r, dtype)
+        bn = os.environ.get("TEST_BN", "")
+        cls = TinyBNNet if bn else TinyNet
+        model = cls(0 if r == 0 else 100 + r, dtype)
+        if bn == "sync":
+            assert dist.convert_sync_batchnorm(model) == 1
         opt = SGD(model.parameters())
         if scenario == "resume" and first > 0:
             if r == 0:   # only rank 0 reads the file; the others receive it
@@ -156,6 +224,8 @@ def main():
             lo = dist.allreduce_array(p.data, "min")
             if not np.array_equal(hi, lo):
                 raise RuntimeError("ranks disagree on the weights")
+        if r == 0:
+            save(os.path.join(out, "final.npz"), model, opt, last)
         # Sharded evaluation on the training set.
         a, b = dist.shard_bounds(len(x))
         loss, _ = loss_and_grad(model.forward(x[a:b]), y[a:b])
@@ -163,7 +233,6 @@ def main():
         m = dist.reduce_metrics({"loss_sum": loss, "correct": int((pred == y[a:b]).sum()),
                                  "count": b - a})
         if r == 0:
-            save(os.path.join(out, "final.npz"), model, opt, last)
             with open(os.path.join(out, "metrics.json"), "w") as fh:
                 json.dump(m, fh)
     elif scenario == "syncbn":

@@ -131,6 +131,26 @@ def test_sync_batch_norm_without_mpi_matches_naive_batch_norm(rng):
         np.testing.assert_allclose(got, exp, rtol=1e-10, atol=1e-12)
 
 
+def test_convert_sync_batchnorm_in_one_process_is_plain_batch_norm():
+    a = W.TinyBNNet(0)
+    b = W.TinyBNNet(0)
+    assert dist.convert_sync_batchnorm(b) == 1
+    assert type(b.bn).__name__ == "SyncBatchNorm2d" and isinstance(b.bn, W.BatchNorm2d)
+    assert dist.convert_sync_batchnorm(W.TinyNet(0)) == 0
+    x, y = W.make_data()
+    for m in (a, b):
+        opt = W.SGD(m.parameters())
+        for step in range(3):
+            m.zero_grad()
+            idx = slice(8 * step, 8 * step + 8)
+            _, d = W.loss_and_grad(m.forward(x[idx]), y[idx])
+            m.backward(d)
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        np.testing.assert_allclose(q.data, p.data, rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(b.bn.running_var, a.bn.running_var, rtol=1e-12)
+
+
 def _naive_bn(x, dy, wt, bs, eps):
     """Per-channel loops; gradient by the chain rule written out term by term."""
     N, C, H, Wd = x.shape
@@ -212,10 +232,10 @@ def _job(n, *args, env_extra=None, timeout=JOB_TIMEOUT, popen=False, cwd=None,
     return res
 
 
-def _reference_training(dtype, batch, steps):
+def _reference_training(dtype, batch, steps, cls=W.TinyNet):
     """One process, global batch ``batch``, the documented data order."""
     x, y = W.make_data(dtype=dtype)
-    model = W.TinyNet(0, dtype)
+    model = cls(0, dtype)
     opt = W.SGD(model.parameters())
     n = len(x)
 
@@ -256,6 +276,34 @@ def test_data_parallel_training_matches_single_process(tmp_path, ranks, dtype, r
     assert m["count"] == len(x)
     assert m["correct"] == (model.forward(x).argmax(axis=1) == y).sum()
     assert m["loss_sum"] == pytest.approx(loss, rel=1e-9 if dtype == "float64" else 1e-4)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_sync_batch_norm_training_matches_single_process(tmp_path, ranks):
+    # With --sync-bn the statistics span the global batch: the same weights and
+    # running statistics as BatchNorm in one process, uneven shards included.
+    batch, steps = 6, 10
+    _job(ranks, "train", tmp_path, "float64", batch, 0, steps, cwd=tmp_path,
+         env_extra={"TEST_BN": "sync"})
+    got = _final(tmp_path)
+    model, _, _, _ = _reference_training(np.dtype("float64"), batch, steps, W.TinyBNNet)
+    for i, p in enumerate(model.parameters()):
+        np.testing.assert_allclose(got[f"p{i}"], p.data, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(got["running_mean"], model.bn.running_mean, rtol=1e-10)
+    np.testing.assert_allclose(got["running_var"], model.bn.running_var, rtol=1e-10)
+
+
+@pytest.mark.mpi
+def test_per_rank_batch_norm_differs_from_single_process(tmp_path):
+    # The default keeps per-rank statistics: not the single-process result
+    # (this is what makes the synchronised option observable).
+    batch, steps = 6, 10
+    _job(2, "train", tmp_path, "float64", batch, 0, steps, cwd=tmp_path,
+         env_extra={"TEST_BN": "local"})
+    got = _final(tmp_path)
+    model, _, _, _ = _reference_training(np.dtype("float64"), batch, steps, W.TinyBNNet)
+    assert not np.allclose(got["p0"], model.parameters()[0].data, rtol=1e-6)
 
 
 @pytest.mark.mpi
