@@ -240,8 +240,10 @@ def _mpiexec():
 
 
 def run_job(model, ranks, threads, args):
+    # convcore's kernels get the threads; NumPy's BLAS (the small linear layers)
+    # stays at one thread, as in `convcore train` (--blas-threads 1).
     env = dict(os.environ, CONVCORE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
-               OPENBLAS_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+               OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(HERE), env.get("PYTHONPATH")]))
     cmd = [_mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",
            "--model", model, "--threads", str(threads), "--batch", str(args.batch),
