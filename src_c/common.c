@@ -71,12 +71,14 @@ int cc_conv_is_depthwise(const cc_conv_geom *g)
 
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
 {
-    /* Measured on the layer set of BENCHMARKS.md: per-image tiles win once an
-     * image has enough output positions to make long GEMMs by itself, side by
-     * side columns win for small images; the backward pass always gains from
-     * dW reduced over the whole chunk in one GEMM per tile. */
-    if (backward) return CC_CONV_BATCHED;
-    return g->OH * g->OW >= 1024 ? CC_CONV_TILES : CC_CONV_BATCHED;
+    /* Measured on the layer set of BENCHMARKS.md (interleaved, 2 threads):
+     * side-by-side columns were as fast as per-image tiles or faster on every
+     * layer, forward and backward (per-image tiles lost most on first layers
+     * and 1x1 convolutions: 0.6-0.8x).  Tiles stay for memory-tight callers:
+     * they need no buffer for the GEMM output. */
+    (void)g;
+    (void)backward;
+    return CC_CONV_BATCHED;
 }
 
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)

@@ -131,6 +131,107 @@ int cc_conv2d_bwd_f64(const double *dy, const double *x, const double *w,
                       int n_threads, cc_dgemm_t gemm,
                       double *dx, double *dw, double *db);
 
+/* Geometry of one window pooling (max or average), NCHW.
+ * OH/OW follow PyTorch's rule: floor((H + 2PH - DH(KH-1) - 1) / SH) + 1, or
+ * the ceiling with ceil_mode, less one if the last window would start in the
+ * bottom/right padding.  Padding is at most half the kernel (PH <= KH/2).
+ * Average pooling needs DH = DW = 1. */
+typedef struct {
+    int64_t N, C, H, W;
+    int64_t KH, KW, SH, SW, PH, PW, DH, DW;
+    int64_t OH, OW;
+    int ceil_mode;          /* OH/OW were computed with ceil_mode */
+    int count_include_pad;  /* average: padding counts in the divisor */
+    int64_t divisor;        /* average: divisor_override, 0 for none */
+    int generic;            /* 1: skip the fast paths (tests compare both) */
+} cc_pool_geom;
+
+#define CC_POOL_MAX 0
+#define CC_POOL_AVG 1
+
+/* Checks a pooling geometry for `kind` (CC_POOL_MAX or CC_POOL_AVG): positive
+ * sizes, OH/OW as above, padding at most half the kernel, for max pooling
+ * every window holds at least one input element, no 64-bit overflow of any
+ * buffer size.  CC_OK or CC_EINVAL. */
+int cc_pool_geom_check(const cc_pool_geom *g, int kind);
+
+/* Output length of one pooling dimension (PyTorch's rule above), or -1 when
+ * the arguments are invalid or no window fits. */
+int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
+                         int ceil_mode);
+
+/* Max-pool forward, NCHW.
+ *   x   (N, C, H, W)    [in]
+ *   y   (N, C, OH, OW)  [out, overwritten]
+ *   idx (N, C, OH, OW)  [out, overwritten] or NULL: flat h*W+w of the max
+ *                        within its input plane, for the backward pass
+ * Padding acts as -inf (it is never selected).  Ties: the first maximum in
+ * row-major window order wins; a NaN always wins (the last NaN when a window
+ * holds several, as PyTorch); a window of -inf returns -inf and the index of
+ * its first element inside the input.  Parallel over (n, c) planes. */
+int cc_max_pool2d_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads,
+                          float *y, int64_t *idx);
+int cc_max_pool2d_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads,
+                          double *y, int64_t *idx);
+
+/* Max-pool backward.
+ * forward: y[o] = x[idx[o]]  =>  dx[i] = sum of dy[o] over every o with idx[o] = i
+ *   dy  (N, C, OH, OW)  [in]
+ *   idx (N, C, OH, OW)  [in] flat h*W+w within the plane, in [0, H*W)
+ *   dx  (N, C, H, W)    [out, overwritten]
+ * Each plane is summed by one thread in output order: identical results for
+ * every thread count.  CC_EINVAL (dx partly written) if an index lies outside
+ * [0, H*W). */
+int cc_max_pool2d_bwd_f32(const float *dy, const int64_t *idx, int64_t N, int64_t C,
+                          int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                          float *dx);
+int cc_max_pool2d_bwd_f64(const double *dy, const int64_t *idx, int64_t N, int64_t C,
+                          int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                          double *dx);
+
+/* Average-pool forward, NCHW.
+ *   x (N, C, H, W)    [in]
+ *   y (N, C, OH, OW)  [out, overwritten]
+ * y = (sum of the window's input elements) / divisor, summed in row-major
+ * window order.  The window is [o*S - P, o*S - P + K) cut at H + PH (the
+ * ceil_mode overhang past the padding never counts); the divisor is
+ * g->divisor if set, else that window's size with count_include_pad, else
+ * the number of input elements in it. */
+int cc_avg_pool2d_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads, float *y);
+int cc_avg_pool2d_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads, double *y);
+
+/* Average-pool backward.
+ * forward: y[o] = sum_{i in win(o)} x[i] / div(o)  =>  dx[i] = sum_{o : i in win(o)} dy[o] / div(o)
+ *   dy (N, C, OH, OW)  [in]
+ *   dx (N, C, H, W)    [out, overwritten]
+ * Each plane is summed by one thread in output order. */
+int cc_avg_pool2d_bwd_f32(const float *dy, const cc_pool_geom *g, int n_threads, float *dx);
+int cc_avg_pool2d_bwd_f64(const double *dy, const cc_pool_geom *g, int n_threads, double *dx);
+
+/* Adaptive average pooling forward, NCHW.
+ *   x (N, C, H, W)    [in]
+ *   y (N, C, OH, OW)  [out, overwritten]
+ * Output row i averages input rows [floor(i*H/OH), ceil((i+1)*H/OH)), columns
+ * likewise (PyTorch's rule).  OH = OW = 1 is global average pooling. */
+int cc_adaptive_avg_pool2d_fwd_f32(const float *x, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                   float *y);
+int cc_adaptive_avg_pool2d_fwd_f64(const double *x, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                   double *y);
+
+/* Adaptive average pooling backward.
+ * forward: y[o] = mean of x over win(o)  =>  dx[i] = sum_{o : i in win(o)} dy[o] / |win(o)|
+ *   dy (N, C, OH, OW)  [in]
+ *   dx (N, C, H, W)    [out, overwritten]
+ * Each plane is summed by one thread in output order. */
+int cc_adaptive_avg_pool2d_bwd_f32(const float *dy, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                   float *dx);
+int cc_adaptive_avg_pool2d_bwd_f64(const double *dy, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                   double *dx);
+
 /* Threads OpenMP offers (1 when built without OpenMP). */
 int cc_openmp_enabled(void);
 int cc_max_threads(void);

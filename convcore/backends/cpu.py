@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from convcore import _config
-from convcore._core import _conv
+from convcore._core import _conv, _pool
 
 name = "cpu"
 xp = np
@@ -129,3 +129,34 @@ def im2col(x, cols, geom):
 
 def col2im(cols, x, geom):
     _conv.col2im(cols, x, geom, _config.get_num_threads())
+
+
+# ------------------------------------------------------------------ pooling
+# geom = (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
+#         ceil_mode, count_include_pad, divisor_override or 0, generic)
+_NO_INDICES = np.empty((0, 0, 0, 0), dtype=np.int64)
+
+
+def max_pool2d_forward(x, y, idx, geom):
+    _pool.max_pool2d_forward(x, y, _NO_INDICES if idx is None else idx, idx is not None,
+                             geom, _config.get_num_threads())
+
+
+def max_pool2d_backward(dy, idx, dx):
+    _pool.max_pool2d_backward(dy, idx, dx, _config.get_num_threads())
+
+
+def avg_pool2d_forward(x, y, geom):
+    _pool.avg_pool2d_forward(x, y, geom, _config.get_num_threads())
+
+
+def avg_pool2d_backward(dy, dx, geom):
+    _pool.avg_pool2d_backward(dy, dx, geom, _config.get_num_threads())
+
+
+def adaptive_avg_pool2d_forward(x, y):
+    _pool.adaptive_avg_pool2d_forward(x, y, _config.get_num_threads())
+
+
+def adaptive_avg_pool2d_backward(dy, dx):
+    _pool.adaptive_avg_pool2d_backward(dy, dx, _config.get_num_threads())

@@ -1,0 +1,199 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Bindings of the C pooling family (src_c/pool.c).
+
+Only memory-safety checks live here: the functional layer has already
+validated every argument and allocated every output.  The C core is called
+with the GIL released; its status code becomes an exception afterwards.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+cdef extern from "convcore.h" nogil:
+    ctypedef struct cc_pool_geom:
+        int64_t N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW
+        int ceil_mode, count_include_pad
+        int64_t divisor
+        int generic
+    int CC_OK, CC_EINVAL, CC_ENOMEM, CC_POOL_MAX, CC_POOL_AVG
+    int cc_pool_geom_check(const cc_pool_geom *g, int kind)
+    int64_t cc_pool_out_size(int64_t inp, int64_t k, int64_t s, int64_t p, int64_t d,
+                             int ceil_mode)
+    int cc_max_pool2d_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads,
+                              float *y, int64_t *idx)
+    int cc_max_pool2d_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads,
+                              double *y, int64_t *idx)
+    int cc_max_pool2d_bwd_f32(const float *dy, const int64_t *idx, int64_t N, int64_t C,
+                              int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                              float *dx)
+    int cc_max_pool2d_bwd_f64(const double *dy, const int64_t *idx, int64_t N, int64_t C,
+                              int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                              double *dx)
+    int cc_avg_pool2d_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads, float *y)
+    int cc_avg_pool2d_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads, double *y)
+    int cc_avg_pool2d_bwd_f32(const float *dy, const cc_pool_geom *g, int n_threads, float *dx)
+    int cc_avg_pool2d_bwd_f64(const double *dy, const cc_pool_geom *g, int n_threads,
+                              double *dx)
+    int cc_adaptive_avg_pool2d_fwd_f32(const float *x, int64_t N, int64_t C, int64_t H,
+                                       int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                       float *y)
+    int cc_adaptive_avg_pool2d_fwd_f64(const double *x, int64_t N, int64_t C, int64_t H,
+                                       int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                       double *y)
+    int cc_adaptive_avg_pool2d_bwd_f32(const float *dy, int64_t N, int64_t C, int64_t H,
+                                       int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                       float *dx)
+    int cc_adaptive_avg_pool2d_bwd_f64(const double *dy, int64_t N, int64_t C, int64_t H,
+                                       int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                       double *dx)
+
+# geometry tuple: (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
+#                  ceil_mode, count_include_pad, divisor, generic)
+
+
+cdef cc_pool_geom _geom(tuple t, int kind) except *:
+    cdef cc_pool_geom g
+    (g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.OH, g.OW,
+     g.ceil_mode, g.count_include_pad, g.divisor, g.generic) = t
+    if cc_pool_geom_check(&g, kind) != CC_OK:
+        raise ValueError(f"inconsistent or oversized pooling geometry {t}")
+    return g
+
+
+cdef inline void _raise(int status, str what) except *:
+    if status == CC_ENOMEM:
+        raise MemoryError(f"{what}: out of memory")
+    if status != CC_OK:
+        raise RuntimeError(f"{what}: C core rejected its arguments (status {status})")
+
+
+cdef inline void _need(Py_ssize_t have, Py_ssize_t want, str name) except *:
+    if have != want:
+        raise ValueError(f"{name} has {have} elements, expected {want}")
+
+
+def pool_out_size(int64_t size, int64_t k, int64_t s, int64_t p, int64_t d, bint ceil_mode):
+    """Output length of one pooling dimension, or -1 when no window fits."""
+    return cc_pool_out_size(size, k, s, p, d, ceil_mode)
+
+
+def geom_ok(tuple geom, bint average):
+    """Whether the C core accepts this geometry (see cc_pool_geom_check)."""
+    cdef cc_pool_geom g
+    (g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.OH, g.OW,
+     g.ceil_mode, g.count_include_pad, g.divisor, g.generic) = geom
+    return cc_pool_geom_check(&g, CC_POOL_AVG if average else CC_POOL_MAX) == CC_OK
+
+
+def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                       int64_t[:, :, :, ::1] idx, bint with_indices, tuple geom,
+                       int n_threads):
+    cdef cc_pool_geom g = _geom(geom, CC_POOL_MAX)
+    cdef int64_t *ip = NULL
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(y.size, g.N * g.C * g.OH * g.OW, "y")
+    if with_indices:
+        _need(idx.size, y.size, "indices")
+    if g.N == 0:
+        return
+    if with_indices:
+        ip = &idx[0, 0, 0, 0]
+    with nogil:
+        if floating is float:
+            st = cc_max_pool2d_fwd_f32(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0], ip)
+        else:
+            st = cc_max_pool2d_fwd_f64(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0], ip)
+    _raise(st, "max_pool2d forward")
+
+
+def max_pool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
+                        floating[:, :, :, ::1] dx, int n_threads):
+    cdef int64_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef int64_t OH = dy.shape[2], OW = dy.shape[3]
+    cdef int st
+    if dy.shape[0] != N or dy.shape[1] != C:
+        raise ValueError("grad_output and grad_input disagree on (N, C)")
+    _need(idx.size, dy.size, "indices")
+    if N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_max_pool2d_bwd_f32(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W, OH, OW,
+                                       n_threads, &dx[0, 0, 0, 0])
+        else:
+            st = cc_max_pool2d_bwd_f64(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W, OH, OW,
+                                       n_threads, &dx[0, 0, 0, 0])
+    if st == CC_EINVAL:
+        raise ValueError(f"indices must lie in [0, H*W) = [0, {H * W}) for input planes "
+                         f"of {H}x{W}; got an index outside that range")
+    _raise(st, "max_pool2d backward")
+
+
+def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                       tuple geom, int n_threads):
+    cdef cc_pool_geom g = _geom(geom, CC_POOL_AVG)
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(y.size, g.N * g.C * g.OH * g.OW, "y")
+    if g.N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_avg_pool2d_fwd_f32(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0])
+        else:
+            st = cc_avg_pool2d_fwd_f64(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0])
+    _raise(st, "avg_pool2d forward")
+
+
+def avg_pool2d_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                        tuple geom, int n_threads):
+    cdef cc_pool_geom g = _geom(geom, CC_POOL_AVG)
+    cdef int st
+    _need(dy.size, g.N * g.C * g.OH * g.OW, "grad_output")
+    _need(dx.size, g.N * g.C * g.H * g.W, "grad_input")
+    if g.N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_avg_pool2d_bwd_f32(&dy[0, 0, 0, 0], &g, n_threads, &dx[0, 0, 0, 0])
+        else:
+            st = cc_avg_pool2d_bwd_f64(&dy[0, 0, 0, 0], &g, n_threads, &dx[0, 0, 0, 0])
+    _raise(st, "avg_pool2d backward")
+
+
+def adaptive_avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
+                                int n_threads):
+    cdef int64_t N = x.shape[0], C = x.shape[1], H = x.shape[2], W = x.shape[3]
+    cdef int64_t OH = y.shape[2], OW = y.shape[3]
+    cdef int st
+    if y.shape[0] != N or y.shape[1] != C:
+        raise ValueError("x and y disagree on (N, C)")
+    if N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_adaptive_avg_pool2d_fwd_f32(&x[0, 0, 0, 0], N, C, H, W, OH, OW,
+                                                n_threads, &y[0, 0, 0, 0])
+        else:
+            st = cc_adaptive_avg_pool2d_fwd_f64(&x[0, 0, 0, 0], N, C, H, W, OH, OW,
+                                                n_threads, &y[0, 0, 0, 0])
+    _raise(st, "adaptive_avg_pool2d forward")
+
+
+def adaptive_avg_pool2d_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
+                                 int n_threads):
+    cdef int64_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
+    cdef int64_t OH = dy.shape[2], OW = dy.shape[3]
+    cdef int st
+    if dy.shape[0] != N or dy.shape[1] != C:
+        raise ValueError("grad_output and grad_input disagree on (N, C)")
+    if N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_adaptive_avg_pool2d_bwd_f32(&dy[0, 0, 0, 0], N, C, H, W, OH, OW,
+                                                n_threads, &dx[0, 0, 0, 0])
+        else:
+            st = cc_adaptive_avg_pool2d_bwd_f64(&dy[0, 0, 0, 0], N, C, H, W, OH, OW,
+                                                n_threads, &dx[0, 0, 0, 0])
+    _raise(st, "adaptive_avg_pool2d backward")

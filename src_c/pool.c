@@ -1,0 +1,142 @@
+/* Pooling family: max, average and adaptive average pooling, forward and
+ * backward, instantiated for float32 and float64 from pool_impl.h. */
+#include "convcore.h"
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The hot row kernels are compiled twice on x86-64 with GCC: for the baseline
+ * (SSE2) and for AVX2, picked once at load time (ifunc).  Same C, same
+ * operation order, no FMA contraction (-std=c99): identical results. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    defined(__ELF__) && !defined(CC_NO_CLONES)
+#define CC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CC_CLONES
+#endif
+
+int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
+                         int ceil_mode)
+{
+    /* floor or ceil of (in + 2p - d(k-1) - 1) / s, plus one; with ceil_mode
+     * the last window must start inside the input or the left padding */
+    int64_t eff, span, o;
+    if (in <= 0 || k <= 0 || s <= 0 || p < 0 || d <= 0) return -1;
+    if (k - 1 > CC_SIZE_MAX / d) return -1;
+    eff = d * (k - 1) + 1;
+    if (p > (CC_SIZE_MAX - in) / 2 || s > CC_SIZE_MAX / 2) return -1;
+    span = in + 2 * p;
+    if (span < eff) return -1;
+    o = (ceil_mode ? (span - eff + s - 1) / s : (span - eff) / s) + 1;
+    if (ceil_mode && (o - 1) * s >= in + p) --o;
+    return o;
+}
+
+/* First tap [*lo] and end [*hi) of a dilated max window along one dimension;
+ * taps are lo, lo + d, ... below hi.  Empty when *lo >= *hi. */
+static inline void max_span(int64_t o, int64_t S, int64_t P, int64_t K, int64_t D,
+                            int64_t I, int64_t *lo, int64_t *hi)
+{
+    int64_t s = o * S - P;
+    int64_t e = CC_MIN(s + (K - 1) * D + 1, I);
+    if (s < 0) s += cc_ceil_div(-s, D) * D;
+    *lo = s;
+    *hi = e;
+}
+
+/* Average window along one dimension: [*lo, *hi) inside the input and the
+ * length *full of the window cut at I + P (the divisor with padding). */
+static inline void avg_span(int64_t o, int64_t S, int64_t P, int64_t K, int64_t I,
+                            int64_t *lo, int64_t *hi, int64_t *full)
+{
+    int64_t s = o * S - P;
+    int64_t e = CC_MIN(s + K, I + P);
+    *full = e - s;
+    *lo = CC_MAX(s, 0);
+    *hi = CC_MIN(e, I);
+}
+
+/* Outputs [*lo, *hi) whose whole window [o*S - P, o*S - P + E) lies in [0, I). */
+static inline void inner_range(int64_t I, int64_t O, int64_t S, int64_t P, int64_t E,
+                               int64_t *lo, int64_t *hi)
+{
+    int64_t a = cc_ceil_div(P, S);
+    int64_t b = I + P - E >= 0 ? (I + P - E) / S + 1 : 0;
+    if (a > O) a = O;
+    if (b > O) b = O;
+    if (b < a) b = a;
+    *lo = a;
+    *hi = b;
+}
+
+/* Adaptive window [floor(o*I/O), ceil((o+1)*I/O)). */
+static inline void adaptive_span(int64_t o, int64_t I, int64_t O, int64_t *lo, int64_t *hi)
+{
+    *lo = (o * I) / O;
+    *hi = ((o + 1) * I + O - 1) / O;
+}
+
+static int windows_nonempty(int64_t I, int64_t O, int64_t S, int64_t P, int64_t K,
+                            int64_t D)
+{
+    /* only windows starting in the left padding can miss the input: the
+     * output-size rule makes every window start before I */
+    int64_t o, lo, hi;
+    for (o = 0; o < O && o * S - P < 0; ++o) {
+        max_span(o, S, P, K, D, I, &lo, &hi);
+        if (lo >= hi) return 0;
+    }
+    return 1;
+}
+
+int cc_pool_geom_check(const cc_pool_geom *g, int kind)
+{
+    int64_t t;
+    if (!g) return CC_EINVAL;
+    if (g->N < 0 || g->C <= 0 || g->H <= 0 || g->W <= 0) return CC_EINVAL;
+    if (g->KH <= 0 || g->KW <= 0 || g->SH <= 0 || g->SW <= 0) return CC_EINVAL;
+    if (g->DH <= 0 || g->DW <= 0 || g->PH < 0 || g->PW < 0) return CC_EINVAL;
+    if (g->PH > g->KH / 2 || g->PW > g->KW / 2) return CC_EINVAL;
+    if (kind == CC_POOL_AVG && (g->DH != 1 || g->DW != 1 || g->divisor < 0)) return CC_EINVAL;
+    if (kind != CC_POOL_AVG && kind != CC_POOL_MAX) return CC_EINVAL;
+    if (g->OH != cc_pool_out_size(g->H, g->KH, g->SH, g->PH, g->DH, g->ceil_mode))
+        return CC_EINVAL;
+    if (g->OW != cc_pool_out_size(g->W, g->KW, g->SW, g->PW, g->DW, g->ceil_mode))
+        return CC_EINVAL;
+    if (g->OH <= 0 || g->OW <= 0) return CC_EINVAL;
+    if (!cc_prod4_ok(g->N, g->C, g->H, g->W, &t)) return CC_EINVAL;
+    if (!cc_prod4_ok(g->N, g->C, g->OH, g->OW, &t)) return CC_EINVAL;
+    if (!cc_mul_ok(g->KH, g->KW, &t)) return CC_EINVAL;
+    if (kind == CC_POOL_MAX &&
+        (!windows_nonempty(g->H, g->OH, g->SH, g->PH, g->KH, g->DH) ||
+         !windows_nonempty(g->W, g->OW, g->SW, g->PW, g->KW, g->DW)))
+        return CC_EINVAL;
+    return CC_OK;
+}
+
+static int adaptive_check(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH,
+                          int64_t OW)
+{
+    int64_t t;
+    if (N < 0 || C <= 0 || H <= 0 || W <= 0 || OH <= 0 || OW <= 0) return CC_EINVAL;
+    if (!cc_prod4_ok(N, C, H, W, &t) || !cc_prod4_ok(N, C, OH, OW, &t)) return CC_EINVAL;
+    if (!cc_mul_ok(OH + 1, H, &t) || !cc_mul_ok(OW + 1, W, &t)) return CC_EINVAL;
+    return CC_OK;
+}
+
+#define REAL float
+#define CODE_T int32_t
+#define SFX f32
+#include "pool_impl.h"
+#undef REAL
+#undef CODE_T
+#undef SFX
+
+#define REAL double
+#define CODE_T int64_t
+#define SFX f64
+#include "pool_impl.h"
+#undef REAL
+#undef CODE_T
+#undef SFX

@@ -1,0 +1,462 @@
+/* Body of the pooling family, instantiated once per element type by pool.c
+ * with REAL (float/double) and SFX (f32/f64) defined.
+ *
+ * Every kernel works on one (n, c) plane at a time and the planes are shared
+ * among the OpenMP threads, so no two threads ever write one element and each
+ * element is computed in an order fixed by the shapes alone.  The fast paths
+ * (2x2 and 3x3 windows at stride 2) evaluate exactly the same expressions in
+ * the same order as the generic loops, so they give the same bits. */
+
+#ifndef CC_CAT
+#define CC_CAT2(a, b) a##_##b
+#define CC_CAT(a, b) CC_CAT2(a, b)
+#define FN(name) CC_CAT(name, SFX)
+#endif
+
+/* m <- v when v > m or v is NaN (PyTorch's rule: a NaN wins, and a later NaN
+ * replaces an earlier one).  Bitwise | keeps the select branch-free. */
+#define CC_TAKES(v, m) (((v) > (m)) | ((v) != (v)))
+
+/* ------------------------------------------------------------------ max */
+
+/* Max over the window of output (oh, ow); *arg gets its flat index. */
+static inline REAL FN(max_at)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
+                              int64_t oh, int64_t ow, int64_t *arg)
+{
+    const int64_t W = g->W;
+    int64_t hs, he, ws, we, h, w, best_i;
+    REAL best = -(REAL)INFINITY;
+    max_span(oh, g->SH, g->PH, g->KH, g->DH, g->H, &hs, &he);
+    max_span(ow, g->SW, g->PW, g->KW, g->DW, W, &ws, &we);
+    best_i = hs * W + ws;
+    for (h = hs; h < he; h += g->DH)
+        for (w = ws; w < we; w += g->DW) {
+            /* selects, not branches: random data mispredicts every other one */
+            const REAL v = x[h * W + w];
+            const int t = CC_TAKES(v, best);
+            best = t ? v : best;
+            best_i = t ? h * W + w : best_i;
+        }
+    *arg = best_i;
+    return best;
+}
+
+/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row
+ * whose two input rows start at r0 (already offset by the padding).
+ * With indices, a first loop (all in REAL-wide lanes, so it vectorizes)
+ * finds each maximum and a code row<<2|col of its position, a second loop
+ * turns the codes into flat indices; CC_CHUNK outputs at a time. */
+#define CC_CHUNK 256
+CC_CLONES static void FN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                         int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                         int64_t *CC_RESTRICT idx)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    int64_t j, j0;
+    CODE_T code[CC_CHUNK];
+    if (!idx) {
+        for (j = lo; j < hi; ++j) {
+            REAL m = r0[2 * j], v;
+            v = r0[2 * j + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[2 * j];     m = CC_TAKES(v, m) ? v : m;
+            v = r1[2 * j + 1]; m = CC_TAKES(v, m) ? v : m;
+            y[j] = m;
+        }
+        return;
+    }
+    for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
+        const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
+        REAL *CC_RESTRICT yc = y + j0;
+        const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
+        int64_t *CC_RESTRICT ic = idx + j0;
+        for (j = 0; j < n; ++j) {
+            REAL m = a[2 * j], v;
+            CODE_T k = 0, t;
+            v = a[2 * j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
+            v = b[2 * j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
+            v = b[2 * j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
+            yc[j] = m;
+            code[j] = k;
+        }
+        for (j = 0; j < n; ++j)
+            ic[j] = base + 2 * (j0 + j) + (int64_t)(code[j] & 3) + (int64_t)(code[j] >> 2) * W;
+    }
+}
+
+/* Interior windows of a 3x3 / stride 2 max pool (as max2_row). */
+CC_CLONES static void FN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                         int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                         int64_t *CC_RESTRICT idx)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    const REAL *CC_RESTRICT r2 = r1 + W;
+    int64_t j, j0;
+    CODE_T code[CC_CHUNK];
+    if (!idx) {
+        for (j = lo; j < hi; ++j) {
+            const int64_t c = 2 * j;
+            REAL m = r0[c], v;
+            v = r0[c + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r0[c + 2]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[c];     m = CC_TAKES(v, m) ? v : m;
+            v = r1[c + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[c + 2]; m = CC_TAKES(v, m) ? v : m;
+            v = r2[c];     m = CC_TAKES(v, m) ? v : m;
+            v = r2[c + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r2[c + 2]; m = CC_TAKES(v, m) ? v : m;
+            y[j] = m;
+        }
+        return;
+    }
+    for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
+        const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
+        REAL *CC_RESTRICT yc = y + j0;
+        const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
+        const REAL *CC_RESTRICT d = r2 + 2 * j0;
+        int64_t *CC_RESTRICT ic = idx + j0;
+        for (j = 0; j < n; ++j) {
+            const int64_t c = 2 * j;
+            REAL m = a[c], v;
+            CODE_T k = 0, t;
+            v = a[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
+            v = a[c + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 2 : k;
+            v = b[c];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
+            v = b[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
+            v = b[c + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 6 : k;
+            v = d[c];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 8 : k;
+            v = d[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 9 : k;
+            v = d[c + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 10 : k;
+            yc[j] = m;
+            code[j] = k;
+        }
+        for (j = 0; j < n; ++j)
+            ic[j] = base + 2 * (j0 + j) + (int64_t)(code[j] & 3) + (int64_t)(code[j] >> 2) * W;
+    }
+}
+
+/* One plane of max pooling: x (H, W) -> y (OH, OW), idx (OH, OW) or NULL. */
+static void FN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
+                          REAL *CC_RESTRICT y, int64_t *CC_RESTRICT idx)
+{
+    const int64_t W = g->W, OH = g->OH, OW = g->OW;
+    int64_t kfast = 0, hlo = 0, hhi = 0, wlo = 0, whi = 0, oh, ow, arg;
+    if (!g->generic && g->SH == 2 && g->SW == 2 && g->DH == 1 && g->DW == 1 &&
+        g->KH == g->KW && (g->KH == 2 || g->KH == 3)) {
+        kfast = g->KH;
+        inner_range(g->H, OH, 2, g->PH, kfast, &hlo, &hhi);
+        inner_range(W, OW, 2, g->PW, kfast, &wlo, &whi);
+    }
+    for (oh = 0; oh < OH; ++oh) {
+        REAL *yr = y + oh * OW;
+        int64_t *ir = idx ? idx + oh * OW : NULL;
+        const int fast = kfast && oh >= hlo && oh < hhi && wlo < whi;
+        const int64_t a = fast ? wlo : OW, b = fast ? whi : OW;
+        for (ow = 0; ow < a; ++ow) {
+            yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
+            if (ir) ir[ow] = arg;
+        }
+        if (fast) {
+            /* row pointer shifted so that window j starts at column 2j */
+            const int64_t base = (oh * 2 - g->PH) * W - g->PW;
+            if (kfast == 2)
+                FN(max2_row)(x + base, W, base, a, b, yr, ir);
+            else
+                FN(max3_row)(x + base, W, base, a, b, yr, ir);
+        }
+        for (ow = b; ow < OW; ++ow) {
+            yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
+            if (ir) ir[ow] = arg;
+        }
+    }
+}
+
+int FN(cc_max_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads,
+                          REAL *y, int64_t *idx)
+{
+    int64_t P, HW, OHW, i;
+    if (!x || !y || n_threads < 1 || cc_pool_geom_check(g, CC_POOL_MAX) != CC_OK)
+        return CC_EINVAL;
+    P = g->N * g->C;
+    HW = g->H * g->W;
+    OHW = g->OH * g->OW;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    for (i = 0; i < P; ++i)
+        FN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
+    return CC_OK;
+}
+
+int FN(cc_max_pool2d_bwd)(const REAL *dy, const int64_t *idx, int64_t N, int64_t C,
+                          int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                          REAL *dx)
+{
+    /* forward: y[o] = x[idx[o]]  =>  dx[idx[o]] += dy[o], one plane per thread */
+    int64_t P, HW, OHW, i, t;
+    int bad = 0;
+    if (!dx || n_threads < 1 || N < 0 || C <= 0 || H <= 0 || W <= 0 || OH <= 0 || OW <= 0)
+        return CC_EINVAL;
+    if (!cc_prod4_ok(N, C, H, W, &t) || !cc_prod4_ok(N, C, OH, OW, &t)) return CC_EINVAL;
+    if (N > 0 && (!dy || !idx)) return CC_EINVAL;
+    P = N * C;
+    HW = H * W;
+    OHW = OH * OW;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
+    for (i = 0; i < P; ++i) {
+        const REAL *CC_RESTRICT d = dy + i * OHW;
+        const int64_t *CC_RESTRICT k = idx + i * OHW;
+        REAL *CC_RESTRICT out = dx + i * HW;
+        int64_t o;
+        memset(out, 0, (size_t)HW * sizeof(REAL));
+        for (o = 0; o < OHW; ++o) {
+            const int64_t j = k[o];
+            if ((uint64_t)j >= (uint64_t)HW) {
+                bad = 1;
+                break;
+            }
+            out[j] += d[o];
+        }
+    }
+    return bad ? CC_EINVAL : CC_OK;
+}
+
+/* ------------------------------------------------------------- average */
+
+static inline int64_t FN(avg_divisor)(const cc_pool_geom *g, int64_t fh, int64_t fw,
+                                      int64_t vh, int64_t vw)
+{
+    if (g->divisor) return g->divisor;
+    return g->count_include_pad ? fh * fw : vh * vw;
+}
+
+/* Average over the window of output (oh, ow). */
+static inline REAL FN(avg_at)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
+                              int64_t oh, int64_t ow)
+{
+    const int64_t W = g->W;
+    int64_t hs, he, fh, ws, we, fw, h, w;
+    REAL s = 0;
+    avg_span(oh, g->SH, g->PH, g->KH, g->H, &hs, &he, &fh);
+    avg_span(ow, g->SW, g->PW, g->KW, W, &ws, &we, &fw);
+    if (hs >= he || ws >= we) return 0;
+    for (h = hs; h < he; ++h)
+        for (w = ws; w < we; ++w) s += x[h * W + w];
+    return s / (REAL)FN(avg_divisor)(g, fh, fw, he - hs, we - ws);
+}
+
+/* Interior windows of a 2x2 / stride 2 average pool (as max2_row). */
+CC_CLONES static void FN(avg2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t lo,
+                                   int64_t hi, REAL div, REAL *CC_RESTRICT y)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    int64_t j;
+    for (j = lo; j < hi; ++j) {
+        REAL s = 0;
+        s += r0[2 * j];
+        s += r0[2 * j + 1];
+        s += r1[2 * j];
+        s += r1[2 * j + 1];
+        y[j] = s / div;
+    }
+}
+
+static void FN(avg_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
+                          REAL *CC_RESTRICT y)
+{
+    const int64_t W = g->W, OH = g->OH, OW = g->OW;
+    int64_t hlo = 0, hhi = 0, wlo = 0, whi = 0, oh, ow;
+    const int fast2 = !g->generic && g->KH == 2 && g->KW == 2 && g->SH == 2 && g->SW == 2;
+    const REAL div = (REAL)(g->divisor ? g->divisor : 4);
+    if (fast2) {
+        inner_range(g->H, OH, 2, g->PH, 2, &hlo, &hhi);
+        inner_range(W, OW, 2, g->PW, 2, &wlo, &whi);
+    }
+    for (oh = 0; oh < OH; ++oh) {
+        REAL *CC_RESTRICT yr = y + oh * OW;
+        const int fast = fast2 && oh >= hlo && oh < hhi && wlo < whi;
+        const int64_t a = fast ? wlo : OW, b = fast ? whi : OW;
+        for (ow = 0; ow < a; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
+        if (fast) FN(avg2_row)(x + (oh * 2 - g->PH) * W - g->PW, W, a, b, div, yr);
+        for (ow = b; ow < OW; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
+    }
+}
+
+int FN(cc_avg_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y)
+{
+    int64_t P, HW, OHW, i;
+    if (!x || !y || n_threads < 1 || cc_pool_geom_check(g, CC_POOL_AVG) != CC_OK)
+        return CC_EINVAL;
+    P = g->N * g->C;
+    HW = g->H * g->W;
+    OHW = g->OH * g->OW;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    for (i = 0; i < P; ++i) FN(avg_plane)(x + i * HW, g, y + i * OHW);
+    return CC_OK;
+}
+
+/* dx plane += dy/div over the window of output (oh, ow). */
+static inline void FN(avg_scatter)(const REAL dyv, const cc_pool_geom *g, int64_t oh,
+                                   int64_t ow, REAL *CC_RESTRICT dx)
+{
+    const int64_t W = g->W;
+    int64_t hs, he, fh, ws, we, fw, h, w;
+    REAL delta;
+    avg_span(oh, g->SH, g->PH, g->KH, g->H, &hs, &he, &fh);
+    avg_span(ow, g->SW, g->PW, g->KW, W, &ws, &we, &fw);
+    if (hs >= he || ws >= we) return;
+    delta = dyv / (REAL)FN(avg_divisor)(g, fh, fw, he - hs, we - ws);
+    for (h = hs; h < he; ++h)
+        for (w = ws; w < we; ++w) dx[h * W + w] += delta;
+}
+
+static void FN(avg_bwd_plane)(const REAL *CC_RESTRICT dy, const cc_pool_geom *g,
+                              REAL *CC_RESTRICT dx)
+{
+    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
+    int64_t oh, ow, h, w, rows = 0, cols = 0;
+    if (!g->generic && g->KH == 2 && g->KW == 2 && g->SH == 2 && g->SW == 2 &&
+        g->PH == 0 && g->PW == 0) {
+        /* non-overlapping windows: the interior ones are written directly
+         * (0 + dy/div, the same bits as the scatter), the rest is zeroed and
+         * the border windows are scattered into it */
+        const REAL div = (REAL)(g->divisor ? g->divisor : 4);
+        rows = CC_MIN(OH, H / 2);
+        cols = CC_MIN(OW, W / 2);
+        for (oh = 0; oh < rows; ++oh) {
+            const REAL *CC_RESTRICT d = dy + oh * OW;
+            REAL *CC_RESTRICT r0 = dx + 2 * oh * W;
+            REAL *CC_RESTRICT r1 = r0 + W;
+            for (ow = 0; ow < cols; ++ow) {
+                const REAL v = d[ow] / div;
+                r0[2 * ow] = v;
+                r0[2 * ow + 1] = v;
+                r1[2 * ow] = v;
+                r1[2 * ow + 1] = v;
+            }
+            for (w = 2 * cols; w < W; ++w) r0[w] = r1[w] = 0;
+        }
+        if (2 * rows < H) memset(dx + 2 * rows * W, 0, (size_t)((H - 2 * rows) * W) * sizeof(REAL));
+    } else {
+        memset(dx, 0, (size_t)(H * W) * sizeof(REAL));
+    }
+    for (oh = 0; oh < OH; ++oh)
+        for (ow = (oh < rows ? cols : 0); ow < OW; ++ow)
+            FN(avg_scatter)(dy[oh * OW + ow], g, oh, ow, dx);
+    (void)h;
+}
+
+int FN(cc_avg_pool2d_bwd)(const REAL *dy, const cc_pool_geom *g, int n_threads, REAL *dx)
+{
+    /* forward: y[o] = sum_{i in win(o)} x[i] / div(o)  =>  dx[i] = sum_o dy[o] / div(o) */
+    int64_t P, HW, OHW, i;
+    if (!dy || !dx || n_threads < 1 || cc_pool_geom_check(g, CC_POOL_AVG) != CC_OK)
+        return CC_EINVAL;
+    P = g->N * g->C;
+    HW = g->H * g->W;
+    OHW = g->OH * g->OW;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    for (i = 0; i < P; ++i) FN(avg_bwd_plane)(dy + i * OHW, g, dx + i * HW);
+    return CC_OK;
+}
+
+/* ------------------------------------------------------------ adaptive */
+
+/* Global average of planes [p0, p1): each plane of n contiguous elements is
+ * summed in a fixed order, 8 interleaved partial sums (so the compiler keeps
+ * them in vector registers) combined pairwise. */
+CC_CLONES static void FN(global_avg)(const REAL *CC_RESTRICT x, int64_t n, int64_t p0,
+                                     int64_t p1, REAL *CC_RESTRICT y)
+{
+    const REAL div = (REAL)n;
+    int64_t p;
+    for (p = p0; p < p1; ++p) {
+        const REAL *CC_RESTRICT v = x + p * n;
+        REAL s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+        int64_t i, l;
+        for (i = 0; i + 8 <= n; i += 8)
+            for (l = 0; l < 8; ++l) s[l] += v[i + l];
+        for (l = 0; i < n; ++i, ++l) s[l] += v[i];
+        y[p] = (((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]))) / div;
+    }
+}
+
+static void FN(adaptive_plane)(const REAL *CC_RESTRICT x, int64_t H, int64_t W,
+                               int64_t OH, int64_t OW, REAL *CC_RESTRICT y)
+{
+    int64_t oh, ow, h, w;
+    for (oh = 0; oh < OH; ++oh) {
+        int64_t hs, he;
+        adaptive_span(oh, H, OH, &hs, &he);
+        for (ow = 0; ow < OW; ++ow) {
+            int64_t ws, we;
+            REAL s = 0;
+            adaptive_span(ow, W, OW, &ws, &we);
+            for (h = hs; h < he; ++h)
+                for (w = ws; w < we; ++w) s += x[h * W + w];
+            y[oh * OW + ow] = s / (REAL)((he - hs) * (we - ws));
+        }
+    }
+}
+
+int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                   REAL *y)
+{
+    int64_t P, i;
+    if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
+    if (N > 0 && (!x || !y)) return CC_EINVAL;
+    P = N * C;
+    (void)n_threads;
+    if (OH == 1 && OW == 1) {
+        /* global average: planes in blocks of a fixed size */
+        const int64_t B = 64, nb = (P + B - 1) / B;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && nb > 1) schedule(dynamic, 1)
+        for (i = 0; i < nb; ++i) FN(global_avg)(x, H * W, i * B, CC_MIN(P, i * B + B), y);
+        return CC_OK;
+    }
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    for (i = 0; i < P; ++i) FN(adaptive_plane)(x + i * H * W, H, W, OH, OW, y + i * OH * OW);
+    return CC_OK;
+}
+
+static void FN(adaptive_bwd_plane)(const REAL *CC_RESTRICT dy, int64_t H, int64_t W,
+                                   int64_t OH, int64_t OW, REAL *CC_RESTRICT dx)
+{
+    int64_t oh, ow, h, w;
+    if (OH == 1 && OW == 1) {
+        const REAL v = dy[0] / (REAL)(H * W);
+        for (h = 0; h < H * W; ++h) dx[h] = v;
+        return;
+    }
+    memset(dx, 0, (size_t)(H * W) * sizeof(REAL));
+    for (oh = 0; oh < OH; ++oh) {
+        int64_t hs, he;
+        adaptive_span(oh, H, OH, &hs, &he);
+        for (ow = 0; ow < OW; ++ow) {
+            int64_t ws, we;
+            REAL delta;
+            adaptive_span(ow, W, OW, &ws, &we);
+            delta = dy[oh * OW + ow] / (REAL)((he - hs) * (we - ws));
+            for (h = hs; h < he; ++h)
+                for (w = ws; w < we; ++w) dx[h * W + w] += delta;
+        }
+    }
+}
+
+int FN(cc_adaptive_avg_pool2d_bwd)(const REAL *dy, int64_t N, int64_t C, int64_t H,
+                                   int64_t W, int64_t OH, int64_t OW, int n_threads,
+                                   REAL *dx)
+{
+    /* forward: y[o] = mean of x over win(o)  =>  dx[i] = sum_{o : i in win(o)} dy[o] / |win(o)| */
+    int64_t P, i;
+    if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
+    if (N > 0 && (!dy || !dx)) return CC_EINVAL;
+    P = N * C;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    for (i = 0; i < P; ++i)
+        FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, dx + i * H * W);
+    return CC_OK;
+}
