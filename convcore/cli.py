@@ -43,7 +43,10 @@ def _add_train(sub):
     aug.add_argument("--augment", dest="augment", action="store_true", default=None,
                      help="random crop + flip (default: on for cifar10)")
     aug.add_argument("--no-augment", dest="augment", action="store_false")
-    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of convcore's kernels (default: all cores)")
+    p.add_argument("--blas-threads", type=int, default=d.blas_threads,
+                   help="threads of NumPy's BLAS in linear layers (default %(default)s)")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--out", default=d.out, help="output directory (default %(default)s)")
@@ -82,7 +85,8 @@ def cmd_train(args) -> int:
                       schedule=args.schedule, step_size=args.step_size, loss=args.loss,
                       gamma=args.gamma, beta=args.beta, label_smoothing=args.label_smoothing,
                       imbalance_ratio=args.imbalance_ratio, augment=args.augment,
-                      threads=args.threads, device=args.device, seed=args.seed,
+                      threads=args.threads, blas_threads=args.blas_threads,
+                      device=args.device, seed=args.seed,
                       out=args.out, limit_train=args.limit_train, limit_test=args.limit_test,
                       distributed=args.distributed, sync_bn=args.sync_bn,
                       dist_timeout=args.dist_timeout)

@@ -21,6 +21,14 @@ def _check_nonneg(v, name):
     return v
 
 
+def _like(v, p):
+    """A copy of host array `v` with the dtype and array module (NumPy or CuPy) of `p`."""
+    if isinstance(p, np.ndarray):
+        return np.array(v, dtype=p.dtype, copy=True)
+    import cupy
+    return cupy.asarray(v, dtype=p.dtype)
+
+
 class Optimizer:
     """Base class: holds the parameters, the learning rate and per-parameter state."""
 
@@ -57,7 +65,7 @@ class Optimizer:
              "step_count": np.int64(self.step_count)}
         for i, st in enumerate(self.state):
             for k, v in st.items():
-                d[f"state.{i}.{k}"] = np.asarray(v)
+                d[f"state.{i}.{k}"] = np.int64(v) if isinstance(v, int) else v
         return d
 
     def load_state_dict(self, d: dict) -> None:
@@ -77,7 +85,7 @@ class Optimizer:
                 if v.shape != self.params[i].data.shape:
                     raise ValueError(f"optimizer state {k!r} has shape {v.shape}, expected "
                                      f"{self.params[i].data.shape}")
-                v = v.astype(self.params[i].data.dtype, copy=True)
+                v = _like(v, self.params[i].data)
             else:
                 v = int(v)
             state[i][name] = v

@@ -77,3 +77,19 @@ class Tiny:
 
 def tiny(in_channels=1, num_classes=10, image_size=8, seed=0):
     return Tiny(in_channels, num_classes, image_size, seed)
+
+
+class _Interrupting(Tiny):
+    calls = 0
+
+    def forward(self, x):
+        _Interrupting.calls += self.training
+        if self.training and _Interrupting.calls == 8:
+            raise KeyboardInterrupt
+        return super().forward(x)
+
+
+def interrupting(in_channels=1, num_classes=10, image_size=8, seed=0):
+    _Interrupting.calls = 0
+    m = _Interrupting(in_channels, num_classes, image_size, seed)
+    return m

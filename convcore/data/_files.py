@@ -193,6 +193,12 @@ def read_cifar_binary(path: str, num_classes: int = 10):
     return images, labels
 
 
+def _latin1_encode(text, encoding="latin1"):
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise pickle.UnpicklingError(f"_codecs.encode with {encoding!r} is not allowed")
+    return text.encode("latin1")
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
     """Unpickles plain containers, bytes, str, numbers and NumPy arrays only.
 
@@ -208,6 +214,8 @@ class _RestrictedUnpickler(pickle.Unpickler):
     }
 
     def find_class(self, module, name):
+        if (module, name) == ("_codecs", "encode"):
+            return _latin1_encode          # how protocol 2 stores bytes from Python 3
         if (module, name) in self._ALLOWED:
             mod = __import__(module, fromlist=[name])
             return getattr(mod, name)
