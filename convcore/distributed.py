@@ -1063,6 +1063,7 @@ def _sync_class(cls):
 
     def forward(self, x):
         if not getattr(self, "training", True):
+            self._sync_cache = None
             return cls.forward(self, x)
         w = getattr(self, "weight", None)
         b = getattr(self, "bias", None)
