@@ -712,7 +712,8 @@ def _buffer_names(model, sd):
         pnames = {n for n, _ in model.named_parameters()}
     else:
         pnames = set()
-    return sorted(k for k, v in sd.items() if isinstance(v, np.ndarray) and k not in pnames)
+    return sorted(k for k, v in sd.items()
+                  if isinstance(v, (np.ndarray, np.generic)) and k not in pnames)
 
 
 def average_buffers(model):
@@ -730,7 +731,7 @@ def average_buffers(model):
     if not (hasattr(model, "state_dict") and hasattr(model, "load_state_dict")):
         return
     sd = model.state_dict()
-    names = [k for k in _buffer_names(model, sd) if sd[k].dtype.kind == "f"]
+    names = [k for k in _buffer_names(model, sd) if np.asarray(sd[k]).dtype.kind == "f"]
     if not names:
         return
     arrays = [np.array(sd[k], dtype=np.float64, copy=True) for k in names]
@@ -740,7 +741,7 @@ def average_buffers(model):
     flat /= comm.Get_size()
     off = 0
     for k, a in zip(names, arrays):
-        sd[k] = flat[off:off + a.size].reshape(a.shape).astype(sd[k].dtype)
+        sd[k] = flat[off:off + a.size].reshape(a.shape).astype(np.asarray(sd[k]).dtype)
         off += a.size
     model.load_state_dict(sd)
 
@@ -775,7 +776,7 @@ def broadcast_parameters(model, root=0):
         sd = model.state_dict()
         ids = {id(p.data) for p in params}
         names = [k for k in _buffer_names(model, sd) if id(sd[k]) not in ids]
-        extra = [np.ascontiguousarray(sd[k]) for k in names]
+        extra = [np.array(sd[k], order="C") for k in names]   # 0-d stays 0-d
         _check_same_layout(extra, "state_dict entries", names)
         if extra:
             extra = [a.copy() for a in extra]

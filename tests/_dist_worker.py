@@ -235,6 +235,42 @@ def main():
         if r == 0:
             with open(os.path.join(out, "metrics.json"), "w") as fh:
                 json.dump(m, fh)
+    elif scenario == "state":
+        class M:   # parameters plus non-parameter state, through state_dict
+            def __init__(self, v):
+                self.p = Param(np.full(3, float(v)))
+                self.rm = np.full(2, float(v))
+                self.steps = np.int64(10 * v)
+
+            def parameters(self):
+                return [self.p]
+
+            def named_parameters(self):
+                return [("p", self.p)]
+
+            def state_dict(self):
+                return {"p": self.p.data.copy(), "rm": self.rm.copy(), "steps": self.steps}
+
+            def load_state_dict(self, d):
+                self.p.data = np.array(d["p"])
+                self.rm = np.array(d["rm"])
+                self.steps = np.int64(d["steps"])
+
+        m = M(r + 1)
+        m.rm[...] = r + 1
+        dist.average_buffers(m)
+        averaged = m.rm.copy()
+        m.rm[...] = r + 1
+        dist.broadcast_parameters(m)
+        sent = dist.broadcast_arrays({"a": np.arange(3.0), "lr": np.float64(0.5),
+                                      "meta": np.array("text")} if r == 0 else None)
+        res = {"averaged": averaged.tolist(), "p": m.p.data.tolist(), "rm": m.rm.tolist(),
+               "steps": int(m.steps), "a": sent["a"].tolist(), "lr_ndim": sent["lr"].ndim,
+               "lr": float(sent["lr"]), "meta": str(sent["meta"])}
+        allres = dist._comm().gather(res, root=0)
+        if r == 0:
+            with open(os.path.join(out, "state.json"), "w") as fh:
+                json.dump(allres, fh)
     elif scenario == "syncbn":
         rng = np.random.default_rng(5)
         xg = rng.standard_normal((10, 3, 4, 5)) * 2 + 1

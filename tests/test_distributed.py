@@ -337,6 +337,22 @@ def test_sync_batch_norm_matches_batch_norm_over_the_global_batch(tmp_path, rank
             np.testing.assert_allclose(f[name], exp, rtol=1e-10, atol=1e-12, err_msg=name)
 
 
+@pytest.mark.mpi
+def test_broadcast_and_average_model_state(tmp_path):
+    ranks = 3
+    _job(ranks, "state", tmp_path, cwd=tmp_path)
+    with open(tmp_path / "state.json") as fh:
+        res = json.load(fh)
+    assert len(res) == ranks
+    for r in res:
+        assert r["averaged"] == [2.0, 2.0]             # mean of 1, 2, 3
+        assert r["p"] == [1.0, 1.0, 1.0]               # rank 0's parameters ...
+        assert r["rm"] == [1.0, 1.0]                   # ... and buffers
+        assert r["steps"] == 10
+        assert r["a"] == [0.0, 1.0, 2.0]
+        assert r["lr_ndim"] == 0 and r["lr"] == 0.5 and r["meta"] == "text"
+
+
 def _wait_for(path, proc, limit=60):
     t0 = time.monotonic()
     while not os.path.exists(path) or not open(path).read().strip():
