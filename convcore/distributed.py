@@ -60,9 +60,11 @@ INSTALL_HINT = 'pip install "convcore[mpi]"'
 LAUNCH_HINT = "mpiexec -n 2 convcore train --distributed ..."
 
 # Environment variables that MPI launchers set in the processes they start
-# (MPICH/Hydra and Intel MPI, Open MPI, PMIx-based launchers, Slurm's srun).
+# (MPICH/Hydra and Intel MPI, Open MPI, PMI/PMIx-based launchers such as srun).
+# Not Slurm's own SLURM_* variables: they are set in a whole allocation,
+# also for a plain `python` that no launcher started.
 _LAUNCHER_SIZE_VARS = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE",
-                       "MPI_LOCALNRANKS", "SLURM_NTASKS")
+                       "MPI_LOCALNRANKS")
 _LAUNCHER_VARS = _LAUNCHER_SIZE_VARS + ("PMI_RANK", "OMPI_COMM_WORLD_RANK",
                                         "PMIX_RANK", "PMI_FD", "HYDRA_CONTROL_FD")
 
@@ -204,7 +206,11 @@ def init(timeout=None, *, require_launcher=False, abort_on_exception=True):
             return _state.comm
         if timeout is None:
             env = os.environ.get("CONVCORE_DIST_TIMEOUT")
-            timeout = float(env) if env else _DEFAULT_TIMEOUT
+            try:
+                timeout = float(env) if env else _DEFAULT_TIMEOUT
+            except ValueError:
+                raise ValueError(f"CONVCORE_DIST_TIMEOUT must be a number of seconds, "
+                                 f"got {env!r}") from None
         timeout = _check_timeout(timeout)
         MPI = _import_mpi()
         if require_launcher and not launched_by_mpi():
