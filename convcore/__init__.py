@@ -9,3 +9,9 @@ from convcore.functional import __all__ as _functional_all
 from convcore._info import show_config
 
 __all__ = list(_functional_all) + ["show_config", "__version__"]
+
+from convcore import nn, models  # noqa: E402
+from convcore._summary import summary  # noqa: E402
+from convcore._gradcheck import gradcheck  # noqa: E402
+
+__all__ += ["nn", "models", "summary", "gradcheck"]

@@ -1081,9 +1081,8 @@ def _sync_class(cls):
         rm = getattr(self, "running_mean", None)
         rv = getattr(self, "running_var", None)
         if rm is not None and rv is not None and getattr(self, "track_running_stats", True):
-            nbt = getattr(self, "num_batches_tracked", None)
-            if nbt is not None:
-                self.num_batches_tracked = nbt + 1
+            if getattr(self, "num_batches_tracked", None) is not None:
+                self.num_batches_tracked += 1
             mom = getattr(self, "momentum", 0.1)
             if mom is None:   # cumulative moving average
                 mom = 1.0 / float(np.asarray(self.num_batches_tracked))
@@ -1144,12 +1143,18 @@ def convert_sync_batchnorm(model):
     samples and that ranks are weighted by their number of samples; training
     then reproduces single-process BatchNorm over the global batch.
     """
-    seen = {id(model)}
-    todo, n = [model], 0
-    while todo:
-        m = todo.pop()
+    if hasattr(model, "modules") and callable(model.modules):
+        mods = list(model.modules())        # convcore.nn.Module: itself and below
+    else:
+        seen = {id(model)}
+        todo, mods = [model], []
+        while todo:
+            m = todo.pop()
+            mods.append(m)
+            todo.extend(_children(m, seen))
+    n = 0
+    for m in mods:
         if _is_batch_norm(m):
             m.__class__ = _sync_class(type(m))
             n += 1
-        todo.extend(_children(m, seen))
     return n

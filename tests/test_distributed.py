@@ -531,3 +531,54 @@ def test_cli_distributed_without_launcher_says_how_to_launch(tmp_path, idx_data)
         assert "mpiexec -n 2 convcore train --distributed" in res.stderr
     else:
         assert 'pip install "convcore[mpi]"' in res.stderr
+
+
+def _compare_checkpoints(a, b, rtol):
+    assert sorted(a) == sorted(b)
+    for k in a:
+        if a[k].dtype.kind == "f":
+            np.testing.assert_allclose(b[k], a[k], rtol=rtol, atol=rtol * 1e-2, err_msg=k)
+        else:
+            np.testing.assert_array_equal(b[k], a[k], err_msg=k)
+
+
+@pytest.mark.mpi
+@pytest.mark.parametrize("ranks", [2, 4])
+def test_cli_sync_bn_matches_single_process_batch_norm(tmp_path, idx_data, ranks):
+    pytest.importorskip("convcore.nn")
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    extra = ("--epochs", "2", "--model", "_dist_worker:bn_net")
+    _single_process_train(idx_data, single, *extra)
+    res = _job(ranks, *_train_args(idx_data, multi, *extra, "--distributed", "--sync-bn"),
+               program=CLI, cwd=tmp_path)
+    assert "--sync-bn: 1 BatchNorm layer(s) synchronised" in res.stdout
+    a, b = _checkpoint(single), _checkpoint(multi)
+    assert any("running_var" in k for k in a)
+    _compare_checkpoints(a, b, 1e-4)
+
+
+@pytest.mark.mpi
+def test_cli_per_rank_batch_norm_is_the_default(tmp_path, idx_data):
+    pytest.importorskip("convcore.nn")
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    extra = ("--epochs", "1", "--model", "_dist_worker:bn_net")
+    _single_process_train(idx_data, single, *extra)
+    res = _job(2, *_train_args(idx_data, multi, *extra, "--distributed"), program=CLI,
+               cwd=tmp_path)
+    assert "--sync-bn" not in res.stdout
+    a, b = _checkpoint(single), _checkpoint(multi)
+    k = next(k for k in a if k.endswith("weight") and a[k].ndim == 4)
+    assert not np.allclose(a[k], b[k], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.mpi
+def test_cli_lenet5_two_ranks_match_single_process(tmp_path):
+    pytest.importorskip("convcore.models")
+    import _synthetic
+    data = str(_synthetic.write_idx_dataset(str(tmp_path / "d28"), n_train=64, n_test=20,
+                                            size=28))
+    single, multi = tmp_path / "single", tmp_path / "multi"
+    args = ("--model", "lenet5", "--epochs", "1", "--batch-size", "16")
+    _single_process_train(data, single, *args)
+    _job(2, *_train_args(data, multi, *args, "--distributed"), program=CLI, cwd=tmp_path)
+    _compare_checkpoints(_checkpoint(single), _checkpoint(multi), 1e-4)

@@ -1,0 +1,16 @@
+"""convcore.nn: layers with explicit forward and backward passes.
+
+Constructor arguments and defaults follow ``torch.nn``.  ``forward`` caches
+what ``backward`` needs; ``backward(grad_output)`` returns the gradient with
+respect to the input and accumulates (``+=``) into each parameter's ``.grad``.
+"""
+from convcore.nn.module import Module, Parameter
+from convcore.nn.layers import (AdaptiveAvgPool2d, AvgPool2d, BatchNorm2d, Conv2d, Dropout,
+                                Flatten, Linear, LocalResponseNorm, MaxPool2d, ReLU, Sequential)
+from convcore.nn.blocks import BasicBlock, Bottleneck, Inception
+from convcore.nn._io import load_state_dict_file, save_state_dict
+
+__all__ = ["Module", "Parameter", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+           "ReLU", "Linear", "Flatten", "Dropout", "BatchNorm2d", "LocalResponseNorm",
+           "Sequential", "BasicBlock", "Bottleneck", "Inception", "save_state_dict",
+           "load_state_dict_file"]

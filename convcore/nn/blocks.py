@@ -1,0 +1,202 @@
+"""Blocks with more than one path: ResNet's basic and bottleneck blocks and
+the Inception module."""
+from __future__ import annotations
+
+from convcore import functional as F
+from convcore._validate import as_int, backend_for
+from convcore.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
+from convcore.nn.module import Module, _not_ready, as_rng
+
+
+def _plain_row(rows, name, typ, shape):
+    rows.append({"name": name, "type": typ, "output_shape": tuple(shape), "params": 0,
+                 "weights": 0, "macs": 0})
+
+
+class _Residual(Module):
+    """``relu(main(x) + shortcut(x))``: the main path is a list of
+    (conv, bn) stages with a ReLU between stages; the shortcut is the identity
+    or ``downsample`` (1x1 conv + BN, the projection shortcut)."""
+
+    expansion = 1
+
+    def _stages(self):
+        raise NotImplementedError
+
+    def _make_downsample(self, inplanes, planes, stride, downsample, rng):
+        out = planes * self.expansion
+        if downsample is None and (stride != 1 or inplanes != out):
+            downsample = Sequential(Conv2d(inplanes, out, 1, stride=stride, bias=False, rng=rng),
+                                    BatchNorm2d(out))
+        if downsample is not None and downsample is not False:
+            self.downsample = downsample
+        else:
+            self.downsample = None
+
+    def forward(self, x):
+        pre = []
+        h = x
+        stages = self._stages()
+        for i, (conv, bn) in enumerate(stages):
+            h = bn(conv(h))
+            if i < len(stages) - 1:
+                pre.append(h)
+                h = F.relu(h)
+        s = x if self.downsample is None else self.downsample(x)
+        if s.shape != h.shape:
+            raise ValueError(f"{type(self).__name__}: shortcut shape {tuple(s.shape)} does not "
+                             f"match the main path {tuple(h.shape)}; give a downsample")
+        h = h + s
+        pre.append(h)
+        self._pre = pre
+        return F.relu(h)
+
+    def backward(self, grad_output):
+        pre = getattr(self, "_pre", None)
+        if pre is None:
+            raise _not_ready(self)
+        g_sum = F.relu_backward(grad_output, pre[-1])
+        g = g_sum
+        stages = self._stages()
+        for i in range(len(stages) - 1, -1, -1):
+            conv, bn = stages[i]
+            g = conv.backward(bn.backward(g))
+            if i > 0:
+                g = F.relu_backward(g, pre[i - 1])
+        return g + (g_sum if self.downsample is None else self.downsample.backward(g_sum))
+
+    def _summary(self, input_shape, prefix, rows):
+        shape = tuple(input_shape)
+        stages = self._stages()
+        names = {id(m): n for n, m in self._modules.items()}
+        for i, (conv, bn) in enumerate(stages):
+            shape = conv._summary(shape, f"{prefix}.{names[id(conv)]}", rows)
+            shape = bn._summary(shape, f"{prefix}.{names[id(bn)]}", rows)
+            if i < len(stages) - 1:
+                _plain_row(rows, f"{prefix}.relu{i + 1}", "ReLU", shape)
+        if self.downsample is not None:
+            self.downsample._summary(tuple(input_shape), f"{prefix}.downsample", rows)
+        _plain_row(rows, f"{prefix}.add_relu", "Add+ReLU", shape)
+        return shape
+
+
+class BasicBlock(_Residual):
+    """ResNet-18/34 block: two 3x3 convolutions with batch norm, plus the
+    shortcut (identity, or a 1x1 projection when the shape changes).
+
+    ``downsample=None`` builds the projection when ``stride != 1`` or
+    ``inplanes != planes``; pass a module to use your own, ``False`` for none.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore import nn
+    >>> blk = nn.BasicBlock(4, 8, stride=2, rng=0)
+    >>> blk(np.ones((1, 4, 6, 6), np.float32)).shape
+    (1, 8, 3, 3)
+    """
+
+    expansion = 1
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, rng=None):
+        super().__init__()
+        inplanes = as_int(inplanes, "inplanes", minimum=1)
+        planes = as_int(planes, "planes", minimum=1)
+        stride = as_int(stride, "stride", minimum=1)
+        rng = as_rng(rng)
+        self.conv1 = Conv2d(inplanes, planes, 3, stride=stride, padding=1, bias=False, rng=rng)
+        self.bn1 = BatchNorm2d(planes)
+        self.conv2 = Conv2d(planes, planes, 3, padding=1, bias=False, rng=rng)
+        self.bn2 = BatchNorm2d(planes)
+        self._make_downsample(inplanes, planes, stride, downsample, rng)
+        self.stride = stride
+
+    def _stages(self):
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2)]
+
+
+class Bottleneck(_Residual):
+    """ResNet-50 block: 1x1 reduce, 3x3 (carrying the stride), 1x1 expand to
+    ``4 * planes`` channels, each with batch norm, plus the shortcut.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore import nn
+    >>> nn.Bottleneck(16, 4, rng=0)(np.ones((1, 16, 3, 3), np.float32)).shape
+    (1, 16, 3, 3)
+    """
+
+    expansion = 4
+
+    def __init__(self, inplanes, planes, stride=1, downsample=None, rng=None):
+        super().__init__()
+        inplanes = as_int(inplanes, "inplanes", minimum=1)
+        planes = as_int(planes, "planes", minimum=1)
+        stride = as_int(stride, "stride", minimum=1)
+        rng = as_rng(rng)
+        self.conv1 = Conv2d(inplanes, planes, 1, bias=False, rng=rng)
+        self.bn1 = BatchNorm2d(planes)
+        self.conv2 = Conv2d(planes, planes, 3, stride=stride, padding=1, bias=False, rng=rng)
+        self.bn2 = BatchNorm2d(planes)
+        self.conv3 = Conv2d(planes, planes * 4, 1, bias=False, rng=rng)
+        self.bn3 = BatchNorm2d(planes * 4)
+        self._make_downsample(inplanes, planes, stride, downsample, rng)
+        self.stride = stride
+
+    def _stages(self):
+        return [(self.conv1, self.bn1), (self.conv2, self.bn2), (self.conv3, self.bn3)]
+
+
+class Inception(Module):
+    """GoogLeNet's Inception module: four branches on the same input,
+    concatenated along channels -- 1x1; 1x1 then 3x3; 1x1 then 5x5; 3x3 max
+    pool then 1x1 -- each convolution followed by ReLU (the 2014 paper).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore import nn
+    >>> m = nn.Inception(192, 64, 96, 128, 16, 32, 32, rng=0)   # inception (3a)
+    >>> m(np.ones((1, 192, 4, 4), np.float32)).shape
+    (1, 256, 4, 4)
+    """
+
+    def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
+                 rng=None):
+        super().__init__()
+        rng = as_rng(rng)
+        self.branch1 = Sequential(Conv2d(in_channels, ch1x1, 1, rng=rng), ReLU())
+        self.branch2 = Sequential(Conv2d(in_channels, ch3x3red, 1, rng=rng), ReLU(),
+                                  Conv2d(ch3x3red, ch3x3, 3, padding=1, rng=rng), ReLU())
+        self.branch3 = Sequential(Conv2d(in_channels, ch5x5red, 1, rng=rng), ReLU(),
+                                  Conv2d(ch5x5red, ch5x5, 5, padding=2, rng=rng), ReLU())
+        self.branch4 = Sequential(MaxPool2d(3, stride=1, padding=1, ceil_mode=True),
+                                  Conv2d(in_channels, pool_proj, 1, rng=rng), ReLU())
+        self.out_channels = ch1x1 + ch3x3 + ch5x5 + pool_proj
+        self._splits = None
+
+    def _branches(self):
+        return [self.branch1, self.branch2, self.branch3, self.branch4]
+
+    def forward(self, x):
+        outs = [b(x) for b in self._branches()]
+        self._splits = [o.shape[1] for o in outs]
+        return backend_for(x).xp.concatenate(outs, axis=1)
+
+    def backward(self, grad_output):
+        if self._splits is None:
+            raise _not_ready(self)
+        gx, start = None, 0
+        for b, c in zip(self._branches(), self._splits):
+            g = b.backward(grad_output[:, start:start + c])
+            gx = g if gx is None else gx + g
+            start += c
+        return gx
+
+    def _summary(self, input_shape, prefix, rows):
+        shapes = [b._summary(tuple(input_shape), f"{prefix}.branch{i + 1}", rows)
+                  for i, b in enumerate(self._branches())]
+        out = shapes[0][:-3] + (sum(s[-3] for s in shapes),) + shapes[0][-2:]
+        _plain_row(rows, f"{prefix}.concat", "Concat", out)
+        return out

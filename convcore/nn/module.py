@@ -1,0 +1,333 @@
+"""Module and Parameter: the containers of the layer API.
+
+A module holds parameters, buffers (running statistics) and child modules,
+registered by attribute assignment as in ``torch.nn``.  ``forward`` caches
+what ``backward`` needs; ``backward(grad)`` returns the gradient with respect
+to the input and adds (``+=``) the parameter gradients into ``.grad``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections import OrderedDict
+
+import numpy as np
+
+
+class Parameter:
+    """A trainable array (``.data``) and its accumulated gradient (``.grad``).
+
+    ``.grad`` is allocated (zeros, same shape and dtype) on first use, so
+    building a large model costs only its weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore.nn import Parameter
+    >>> p = Parameter(np.ones(3, np.float32))
+    >>> p.grad += 2
+    >>> p.grad
+    array([2., 2., 2.], dtype=float32)
+    """
+
+    __slots__ = ("data", "_grad")
+
+    def __init__(self, data):
+        self.data = data
+        self._grad = None
+
+    @property
+    def grad(self):
+        if self._grad is None or self._grad.shape != self.data.shape \
+                or self._grad.dtype != self.data.dtype:
+            self._grad = self.data * 0
+        return self._grad
+
+    @grad.setter
+    def grad(self, value):
+        self._grad = value
+
+    @property
+    def shape(self):
+        return self.data.shape
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def size(self):
+        return int(self.data.size)
+
+    def __repr__(self):
+        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+
+
+def _not_ready(module):
+    return RuntimeError(f"{type(module).__name__}.backward called before forward: run "
+                        f"forward (module(x)) first")
+
+
+class Module:
+    """Base class of every layer and model.
+
+    Subclasses define ``forward(x)`` (caching what they need) and
+    ``backward(grad_output)`` (returning the input gradient and accumulating
+    into their parameters' ``.grad``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from convcore import nn
+    >>> m = nn.Sequential(nn.Linear(3, 2, rng=0), nn.ReLU())
+    >>> y = m(np.ones((4, 3), np.float32))
+    >>> gx = m.backward(np.ones_like(y))
+    >>> gx.shape, sorted(m.state_dict())
+    ((4, 3), ['0.bias', '0.weight'])
+    """
+
+    def __init__(self):
+        object.__setattr__(self, "_parameters", OrderedDict())
+        object.__setattr__(self, "_buffers", OrderedDict())
+        object.__setattr__(self, "_modules", OrderedDict())
+        object.__setattr__(self, "training", True)
+
+    # -------------------------------------------------------- registration
+    def __setattr__(self, name, value):
+        if "_parameters" not in self.__dict__:
+            raise RuntimeError(f"call Module.__init__() in {type(self).__name__}.__init__ "
+                               f"before assigning attributes")
+        if name in self._buffers and not isinstance(value, (Parameter, Module)):
+            object.__setattr__(self, name, value)
+            return
+        for d in (self._parameters, self._buffers, self._modules):
+            d.pop(name, None)
+        if isinstance(value, Parameter):
+            self._parameters[name] = value
+        elif isinstance(value, Module):
+            self._modules[name] = value
+        object.__setattr__(self, name, value)
+
+    def register_buffer(self, name, value):
+        """Register a non-trainable array saved in the state dict."""
+        object.__setattr__(self, name, value)
+        self._buffers[name] = None  # the attribute holds the array
+
+    def add_module(self, name, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{name} must be a Module, got {type(module).__name__}")
+        setattr(self, str(name), module)
+
+    # ------------------------------------------------------------- calling
+    def forward(self, x):
+        raise NotImplementedError(f"{type(self).__name__} does not define forward")
+
+    def backward(self, grad_output):
+        raise NotImplementedError(f"{type(self).__name__} does not define backward")
+
+    def __call__(self, *args, **kwargs):
+        return self.forward(*args, **kwargs)
+
+    # ------------------------------------------------------------ traversal
+    def children(self):
+        return iter(self._modules.values())
+
+    def named_children(self):
+        return iter(self._modules.items())
+
+    def named_modules(self, prefix=""):
+        yield prefix, self
+        for name, m in self._modules.items():
+            yield from m.named_modules(f"{prefix}.{name}" if prefix else name)
+
+    def modules(self):
+        for _, m in self.named_modules():
+            yield m
+
+    def named_parameters(self, prefix=""):
+        for name, p in self._parameters.items():
+            yield (f"{prefix}.{name}" if prefix else name), p
+        for name, m in self._modules.items():
+            yield from m.named_parameters(f"{prefix}.{name}" if prefix else name)
+
+    def parameters(self):
+        for _, p in self.named_parameters():
+            yield p
+
+    def num_parameters(self):
+        """Total number of trainable scalars."""
+        return sum(p.size for p in self.parameters())
+
+    def zero_grad(self):
+        """Set every parameter gradient to zero."""
+        for p in self.parameters():
+            if p._grad is not None:
+                p._grad[...] = 0
+
+    def train(self, mode=True):
+        for m in self.modules():
+            object.__setattr__(m, "training", bool(mode))
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    # ----------------------------------------------------------- state dict
+    def _named_state(self, prefix=""):
+        """(key, owner, attribute, is_parameter) in PyTorch's state-dict order."""
+        for name in self._parameters:
+            yield (f"{prefix}{name}", self, name, True)
+        for name in self._buffers:
+            if getattr(self, name) is not None:
+                yield (f"{prefix}{name}", self, name, False)
+        for name, m in self._modules.items():
+            yield from m._named_state(f"{prefix}{name}.")
+
+    def state_dict(self):
+        """Parameters and buffers by dotted name (``features.0.weight``,
+        ``layer1.0.bn1.running_mean``), as arrays (not copies)."""
+        out = OrderedDict()
+        for key, owner, attr, is_param in self._named_state():
+            v = getattr(owner, attr)
+            out[key] = v.data if is_param else v
+        return out
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Copy arrays into this module's parameters and buffers.
+
+        Every key must be present with the same shape and dtype (and no extra
+        key, when ``strict``); otherwise ValueError lists every offending key
+        and nothing is changed.
+        """
+        own = self.state_dict()
+        errors = check_state(own, state_dict, strict=strict)
+        if errors:
+            raise ValueError("state dict does not match the module:\n  " + "\n  ".join(errors))
+        for key, arr in own.items():
+            if key in state_dict:
+                src = state_dict[key]
+                if isinstance(arr, np.ndarray):
+                    arr[...] = src.get() if hasattr(src, "get") else src
+                else:  # a CuPy array: copy host data to the device
+                    import cupy
+                    arr[...] = cupy.asarray(src)
+        return self
+
+    def save(self, path):
+        """Write the state dict to ``path`` as ``.npz`` (atomically, no pickle)."""
+        from convcore.nn._io import save_state_dict
+        save_state_dict(self.state_dict(), path)
+
+    def load(self, path):
+        """Read a ``.npz`` written by :meth:`save`, validated against this module."""
+        from convcore.nn._io import load_state_dict_file
+        self.load_state_dict(load_state_dict_file(path, self.state_dict()))
+        return self
+
+    # ------------------------------------------------------- dtype / device
+    def _map_arrays(self, fn):
+        for _, owner, attr, is_param in self._named_state():
+            if is_param:
+                p = getattr(owner, attr)
+                p.data = fn(p.data)
+                p._grad = None
+            else:
+                object.__setattr__(owner, attr, fn(getattr(owner, attr)))
+        return self
+
+    def astype(self, dtype):
+        """Cast floating parameters and buffers to ``dtype`` (in place); returns self."""
+        dtype = np.dtype(dtype)
+        return self._map_arrays(lambda a: a.astype(dtype) if a.dtype.kind == "f" else a)
+
+    def double(self):
+        return self.astype(np.float64)
+
+    def float(self):
+        return self.astype(np.float32)
+
+    def to(self, device):
+        """Move parameters and buffers to ``'cpu'`` (NumPy) or ``'cuda'`` (CuPy)."""
+        if device == "cpu":
+            return self._map_arrays(lambda a: a.get() if hasattr(a, "get") else a)
+        if device in ("cuda", "gpu") or str(device).startswith("cuda"):
+            import cupy
+            return self._map_arrays(cupy.asarray)
+        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+
+    # ------------------------------------------------------------- summary
+    def output_shape(self, input_shape):
+        """Shape of ``forward``'s output for an input of ``input_shape``."""
+        return tuple(input_shape)
+
+    def macs(self, input_shape, output_shape):
+        """Multiply-accumulates of one forward pass."""
+        return 0
+
+    def _summary(self, input_shape, prefix, rows):
+        """Append one row per leaf layer; return the output shape."""
+        if self._modules and type(self).output_shape is Module.output_shape:
+            raise NotImplementedError(f"{type(self).__name__} does not describe its layers "
+                                      f"for summary()")
+        out = tuple(int(s) for s in self.output_shape(input_shape))
+        rows.append({
+            "name": prefix or type(self).__name__.lower(),
+            "type": type(self).__name__,
+            "output_shape": out,
+            "params": sum(p.size for p in self._parameters.values()),
+            "weights": sum(p.size for n, p in self._parameters.items() if n != "bias"),
+            "macs": int(self.macs(tuple(input_shape), out)),
+        })
+        return out
+
+    # --------------------------------------------------------------- repr
+    def extra_repr(self):
+        return ""
+
+    def __repr__(self):
+        lines = [f"{type(self).__name__}({self.extra_repr()}"]
+        if self._modules:
+            for name, m in self._modules.items():
+                sub = repr(m).replace("\n", "\n  ")
+                lines.append(f"\n  ({name}): {sub}")
+            lines.append("\n")
+        return "".join(lines) + ")"
+
+    def copy(self):
+        return copy.deepcopy(self)
+
+
+def check_state(expected, given, strict=True):
+    """Every problem between an expected and a given state dict, one line each."""
+    errors = []
+    for key, arr in expected.items():
+        if key not in given:
+            errors.append(f"missing key {key!r} (expected shape {tuple(arr.shape)}, "
+                          f"dtype {arr.dtype})")
+            continue
+        v = given[key]
+        shape = tuple(getattr(v, "shape", ()))
+        dtype = getattr(v, "dtype", None)
+        if shape != tuple(arr.shape):
+            errors.append(f"{key!r}: expected shape {tuple(arr.shape)}, got {shape}")
+        if dtype is None or np.dtype(dtype) != np.dtype(arr.dtype):
+            errors.append(f"{key!r}: expected dtype {arr.dtype}, got {dtype}")
+    if strict:
+        for key in given:
+            if key not in expected:
+                errors.append(f"unexpected key {key!r}")
+    return errors
+
+
+def as_rng(rng):
+    """A numpy Generator from None, an int seed or a Generator."""
+    from convcore._ops.layers import _rng
+    return _rng(rng)
+
+
+def kaiming_uniform(rng, shape, fan_in, dtype):
+    """torch.nn's default init: U(-b, b) with b = 1 / sqrt(fan_in)
+    (Kaiming-uniform with a = sqrt(5))."""
+    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+    return (rng.random(shape, dtype=np.float64 if np.dtype(dtype) == np.float64
+                       else np.float32) * (2 * bound) - bound).astype(dtype, copy=False)
