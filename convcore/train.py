@@ -230,11 +230,38 @@ def _set_rng_state(arrs) -> None:
                          float(arrs["rng/legacy_cached"])))
 
 
+def _module_generators(model):
+    """(name, Generator) of every module holding its own random generator
+    (Dropout masks), in module order; a shared generator is listed once."""
+    out, seen = [], set()
+    named = model.named_modules() if hasattr(model, "named_modules") else [("", model)]
+    for name, mod in named:
+        g = getattr(mod, "rng", None)
+        if isinstance(g, np.random.Generator) and id(g) not in seen:
+            seen.add(id(g))
+            out.append((name, g))
+    return out
+
+
+def module_rng_states(model) -> list:
+    return [{"module": n, "state": g.bit_generator.state} for n, g in _module_generators(model)]
+
+
+def set_module_rng_states(model, states) -> None:
+    gens = _module_generators(model)
+    if [n for n, _ in gens] != [s["module"] for s in states]:
+        raise ValueError(f"checkpoint has random generators for modules "
+                         f"{[s['module'] for s in states]}, the model has {[n for n, _ in gens]}")
+    for (_, g), st in zip(gens, states):
+        g.bit_generator.state = st["state"]
+
+
 def save_checkpoint(path: str, model, opt, sched, meta: dict) -> None:
     """Write a checkpoint atomically: a temporary file in the same directory,
     flushed and fsynced, then renamed over `path`. Plain ``.npz``, no pickle."""
     arrays = _state_arrays(model, opt, sched)
     arrays.update(_rng_state())
+    meta = dict(meta, module_rngs=module_rng_states(model))
     arrays["meta"] = np.array(json.dumps(meta))
     d = os.path.dirname(os.path.abspath(path))
     os.makedirs(d, exist_ok=True)
@@ -395,7 +422,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         limiter = None
     try:
         return _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots,
-                    threads, dist)
+                    threads, meta if resume else {}, dist)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
@@ -415,7 +442,7 @@ def _loss_normaliser(loss_fn, y):
 
 
 def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, threads,
-         dist=None):
+         resume_meta, dist=None):
     main = dist is None or dist.is_main_process()
     shard = None if dist is None else (dist.rank(), dist.world_size())
     train_set, test_set = load_data(cfg)
@@ -451,6 +478,7 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
         if sched is not None:
             sched.load_state_dict(_split(arrays, "sched/"))
         _set_rng_state(arrays)
+        set_module_rng_states(model, resume_meta.get("module_rngs", []))
     if main:
         os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, CHECKPOINT)

@@ -115,6 +115,14 @@ class TinyBNNet(TinyNet):
         self.b.grad += gb
 
 
+def plain_net(in_channels=1, num_classes=10, rng=None):
+    """A convcore.nn model without BatchNorm or Dropout (``_dist_worker:plain_net``)."""
+    from convcore import nn
+    rng = np.random.default_rng(rng)
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1, rng=rng), nn.ReLU(),
+                         nn.MaxPool2d(2), nn.Flatten(), nn.Linear(4 * 4 * 4, num_classes, rng=rng))
+
+
 def bn_net(in_channels=1, num_classes=10, rng=None):
     """A convcore.nn model with BatchNorm, for ``--model _dist_worker:bn_net``."""
     from convcore import nn

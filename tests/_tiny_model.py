@@ -25,6 +25,10 @@ class Tiny:
             "fc.bias": _P(np.zeros(num_classes, np.float32)),
         }
         self.training = True
+        self.rng = rng            # dropout masks: state lives outside state_dict()
+
+    def named_modules(self):
+        return iter([("", self)])
 
     def named_parameters(self):
         return iter(self._params.items())
@@ -61,13 +65,17 @@ class Tiny:
         self._x = x
         self._h = cc.conv2d(x, P["conv.weight"].data, P["conv.bias"].data, padding=1)
         self._r = np.maximum(self._h, 0).reshape(x.shape[0], -1)
+        self._m = 1.0
+        if self.training:         # dropout, p = 0.2
+            self._m = ((self.rng.random(self._r.shape) >= 0.2) / 0.8).astype(np.float32)
+            self._r = self._r * self._m
         return self._r @ P["fc.weight"].data.T + P["fc.bias"].data
 
     def backward(self, g):
         P = self._params
         P["fc.weight"].grad += g.T @ self._r
         P["fc.bias"].grad += g.sum(0)
-        gr = (g @ P["fc.weight"].data).reshape(self._h.shape) * (self._h > 0)
+        gr = ((g @ P["fc.weight"].data) * self._m).reshape(self._h.shape) * (self._h > 0)
         gx, gw, gb = cc.conv2d_backward(gr.astype(np.float32), self._x,
                                         P["conv.weight"].data, padding=1)
         P["conv.weight"].grad += gw

@@ -123,7 +123,7 @@ def test_missing_dataset_gives_a_short_message(tmp_path, capsys, monkeypatch):
 def test_bad_train_arguments(data_dir, tmp_path, capsys, argv, match):
     rc = main(["train", "--data-dir", data_dir, "--out", str(tmp_path / "o"), "--model", TINY]
               + argv)
-    assert rc == 1 and match in capsys.readouterr().err
+    assert rc == 2 and match in capsys.readouterr().err
 
 
 def test_device_cuda_without_cupy_is_a_clear_error(data_dir, tmp_path, capsys):
@@ -140,7 +140,7 @@ def test_device_cuda_without_cupy_is_a_clear_error(data_dir, tmp_path, capsys):
 def test_evaluate_rejects_a_file_that_is_not_a_checkpoint(tmp_path, capsys):
     p = tmp_path / "x.npz"
     p.write_bytes(b"PK\x03\x04 truncated")
-    assert main(["evaluate", str(p)]) == 1
+    assert main(["evaluate", str(p)]) == 2
     assert "x.npz" in capsys.readouterr().err
 
 
