@@ -25,6 +25,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 import convcore as cc  # noqa: E402
+from benchmarks._common import environment, write_json  # noqa: E402
 
 try:
     import torch
@@ -195,17 +196,12 @@ def main(argv=None):
         print(f"{r['case']:<22}{r['mode']:<9}{r['convcore_ms']:>12.3f}{r['torch_ms']:>10.3f}"
               f"{r['ratio']:>7.1f}x{r['convcore_gbs']:>9.1f}{r['torch_gbs']:>11.1f}"
               f"{r['convcore_pct_of_copy']:>7.0f}%")
-    result = dict(benchmark="pool", machine=dict(cpu=cpu_name(), cpus=os.cpu_count(),
-                                                 platform=platform.platform()),
-                  versions=dict(python=platform.python_version(), numpy=np.__version__,
-                                torch=torch.__version__, convcore=cc.__version__),
+    result = dict(benchmark="pool", environment=environment(args.threads),
                   threads=args.threads, reps=reps, dtype="float32",
                   copy_gbs=copy, copy_gbs_before=copy_before, copy_gbs_after=copy_after,
                   ratio="torch time / convcore time, median of interleaved pairs",
                   cases=rows, time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=2)
+    write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

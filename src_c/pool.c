@@ -33,6 +33,17 @@ int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
     return o;
 }
 
+/* Threads for a job that reads and writes `elems` elements: one below
+ * CC_SERIAL_BYTES, where a team's start and join cost more than the second
+ * core saves (a few microseconds on an idle machine, milliseconds on a busy
+ * one).  Depends on the sizes only, and every kernel gives the same bits for
+ * every thread count anyway. */
+#define CC_SERIAL_BYTES ((int64_t)4 << 20)
+static int cc_pool_team(int n_threads, int64_t elems, size_t elem_size)
+{
+    return elems < CC_SERIAL_BYTES / (int64_t)elem_size ? 1 : n_threads;
+}
+
 /* First tap [*lo] and end [*hi) of a dilated max window along one dimension;
  * taps are lo, lo + d, ... below hi.  Empty when *lo >= *hi. */
 static inline void max_span(int64_t o, int64_t S, int64_t P, int64_t K, int64_t D,

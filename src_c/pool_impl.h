@@ -41,8 +41,8 @@ static inline REAL FN(max_at)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
     return best;
 }
 
-/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row
- * whose two input rows start at r0 (already offset by the padding).
+/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row;
+ * r0 points at the top-left input element of output lo, base is its flat index.
  * With indices, a first loop (all in REAL-wide lanes, so it vectorizes)
  * finds each maximum and a code row<<2|col of its position, a second loop
  * turns the codes into flat indices; CC_CHUNK outputs at a time. */
@@ -156,12 +156,12 @@ static void FN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
             if (ir) ir[ow] = arg;
         }
         if (fast) {
-            /* row pointer shifted so that window j starts at column 2j */
-            const int64_t base = (oh * 2 - g->PH) * W - g->PW;
+            /* flat index of the first interior window's top-left element */
+            const int64_t base = (oh * 2 - g->PH) * W + 2 * a - g->PW;
             if (kfast == 2)
-                FN(max2_row)(x + base, W, base, a, b, yr, ir);
+                FN(max2_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
             else
-                FN(max3_row)(x + base, W, base, a, b, yr, ir);
+                FN(max3_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
         }
         for (ow = b; ow < OW; ++ow) {
             yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
@@ -179,7 +179,7 @@ int FN(cc_max_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads,
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         FN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
@@ -200,7 +200,7 @@ int FN(cc_max_pool2d_bwd)(const REAL *dy, const int64_t *idx, int64_t N, int64_t
     P = N * C;
     HW = H * W;
     OHW = OH * OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
     for (i = 0; i < P; ++i) {
         const REAL *CC_RESTRICT d = dy + i * OHW;
@@ -276,7 +276,8 @@ static void FN(avg_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
         const int fast = fast2 && oh >= hlo && oh < hhi && wlo < whi;
         const int64_t a = fast ? wlo : OW, b = fast ? whi : OW;
         for (ow = 0; ow < a; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
-        if (fast) FN(avg2_row)(x + (oh * 2 - g->PH) * W - g->PW, W, a, b, div, yr);
+        if (fast)
+            FN(avg2_row)(x + (oh * 2 - g->PH) * W + 2 * a - g->PW, W, 0, b - a, div, yr + a);
         for (ow = b; ow < OW; ++ow) yr[ow] = FN(avg_at)(x, g, oh, ow);
     }
 }
@@ -289,7 +290,7 @@ int FN(cc_avg_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads, R
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(avg_plane)(x + i * HW, g, y + i * OHW);
     return CC_OK;
@@ -355,7 +356,7 @@ int FN(cc_avg_pool2d_bwd)(const REAL *dy, const cc_pool_geom *g, int n_threads, 
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i) FN(avg_bwd_plane)(dy + i * OHW, g, dx + i * HW);
     return CC_OK;
@@ -408,7 +409,7 @@ int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t 
     if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
     if (N > 0 && (!x || !y)) return CC_EINVAL;
     P = N * C;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
     if (OH == 1 && OW == 1) {
         /* global average: planes in blocks of a fixed size */
         const int64_t B = 64, nb = (P + B - 1) / B;
@@ -454,7 +455,7 @@ int FN(cc_adaptive_avg_pool2d_bwd)(const REAL *dy, int64_t N, int64_t C, int64_t
     if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
     if (N > 0 && (!dy || !dx)) return CC_EINVAL;
     P = N * C;
-    (void)n_threads;
+    n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, dx + i * H * W);

@@ -541,7 +541,8 @@ def test_unbatched_input_matches_batched(rng):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_results_identical_for_every_thread_count(dtype, rng, restore_threads):
-    x = rng.standard_normal((4, 6, 23, 21)).astype(dtype)
+    # large enough (> 4 MiB moved) that the C core really uses a team of threads
+    x = rng.standard_normal((4, 16, 129, 131)).astype(dtype)
     x[rng.random(x.shape) < 0.01] = np.nan
     cases = [dict(k=3, s=2, p=1), dict(k=2, s=2, p=0), dict(k=3, s=1, p=1),
              dict(k=2, s=1, p=1)]

@@ -2,7 +2,6 @@
 its mirror."""
 from __future__ import annotations
 
-import math
 from collections import OrderedDict
 
 import numpy as np
@@ -81,10 +80,8 @@ class Conv2d(Module):
         rng = as_rng(rng)
         cg = self.in_channels // self.groups
         fan_in = cg * self.kernel_size[0] * self.kernel_size[1]
-        self.weight = Parameter(kaiming_uniform(
-            rng, (self.out_channels, cg) + self.kernel_size, fan_in, dt))
-        self.bias = Parameter(kaiming_uniform(rng, (self.out_channels,), fan_in, dt)) \
-            if has_bias else None
+        self.weight = kaiming_uniform(rng, (self.out_channels, cg) + self.kernel_size, fan_in, dt)
+        self.bias = kaiming_uniform(rng, (self.out_channels,), fan_in, dt) if has_bias else None
         self._x = None
 
     def _args(self):
@@ -142,9 +139,9 @@ class Linear(Module):
         has_bias = _flag(bias, "bias")
         dt = _dtype(dtype)
         rng = as_rng(rng)
-        self.weight = Parameter(kaiming_uniform(rng, (self.out_features, self.in_features),
-                                                self.in_features, dt))
-        self.bias = Parameter(kaiming_uniform(rng, (self.out_features,), self.in_features, dt)) \
+        self.weight = kaiming_uniform(rng, (self.out_features, self.in_features),
+                                      self.in_features, dt)
+        self.bias = kaiming_uniform(rng, (self.out_features,), self.in_features, dt) \
             if has_bias else None
         self._x = None
 

@@ -17,8 +17,11 @@ import numpy as np
 class Parameter:
     """A trainable array (``.data``) and its accumulated gradient (``.grad``).
 
-    ``.grad`` is allocated (zeros, same shape and dtype) on first use, so
-    building a large model costs only its weights.
+    ``.grad`` is allocated (zeros, same shape and dtype) on first use.  A
+    parameter made by :func:`uniform_parameter` draws its values on first
+    access to ``.data`` from its own seed, so counting the parameters of a
+    full-size network (or printing its summary) allocates nothing, and the
+    values do not depend on the order in which parameters are touched.
 
     Examples
     --------
@@ -30,17 +33,32 @@ class Parameter:
     array([2., 2., 2.], dtype=float32)
     """
 
-    __slots__ = ("data", "_grad")
+    __slots__ = ("_data", "_grad", "_lazy")
 
     def __init__(self, data):
-        self.data = data
+        self._data = data
         self._grad = None
+        self._lazy = None
+
+    @property
+    def data(self):
+        if self._data is None:
+            shape, dtype, make = self._lazy
+            self._data = make()
+            self._lazy = None
+        return self._data
+
+    @data.setter
+    def data(self, value):
+        self._data = value
+        self._lazy = None
 
     @property
     def grad(self):
-        if self._grad is None or self._grad.shape != self.data.shape \
-                or self._grad.dtype != self.data.dtype:
-            self._grad = self.data * 0
+        d = self.data
+        if self._grad is None or self._grad.shape != d.shape or self._grad.dtype != d.dtype:
+            from convcore.backends import get_backend
+            self._grad = get_backend(d).xp.zeros_like(d)  # not d * 0: NaN weights
         return self._grad
 
     @grad.setter
@@ -49,18 +67,21 @@ class Parameter:
 
     @property
     def shape(self):
-        return self.data.shape
+        return tuple(self._lazy[0]) if self._data is None else tuple(self._data.shape)
 
     @property
     def dtype(self):
-        return self.data.dtype
+        return np.dtype(self._lazy[1]) if self._data is None else self._data.dtype
 
     @property
     def size(self):
-        return int(self.data.size)
+        n = 1
+        for s in self.shape:
+            n *= int(s)
+        return n
 
     def __repr__(self):
-        return f"Parameter(shape={tuple(self.data.shape)}, dtype={self.data.dtype})"
+        return f"Parameter(shape={self.shape}, dtype={self.dtype})"
 
 
 def _not_ready(module):
@@ -326,8 +347,19 @@ def as_rng(rng):
 
 
 def kaiming_uniform(rng, shape, fan_in, dtype):
-    """torch.nn's default init: U(-b, b) with b = 1 / sqrt(fan_in)
-    (Kaiming-uniform with a = sqrt(5))."""
+    """A :class:`Parameter` with torch.nn's default init: U(-b, b) with
+    b = 1 / sqrt(fan_in) (Kaiming-uniform with a = sqrt(5)), drawn lazily from
+    a seed taken from ``rng`` now."""
     bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    return (rng.random(shape, dtype=np.float64 if np.dtype(dtype) == np.float64
-                       else np.float32) * (2 * bound) - bound).astype(dtype, copy=False)
+    seed = int(rng.integers(0, 2**63 - 1))
+    dt = np.dtype(dtype)
+    shape = tuple(int(s) for s in shape)
+
+    def make():
+        a = np.random.default_rng(seed).random(shape, dtype=dt.type)
+        a *= 2 * bound
+        a -= bound
+        return a
+    p = Parameter(None)
+    p._lazy = (shape, dt, make)
+    return p
