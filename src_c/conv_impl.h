@@ -561,6 +561,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     if (strategy == CC_CONV_AUTO) strategy = cc_conv_auto_strategy(g, 0);
     if (strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED) return CC_EINVAL;
     if (g->N == 0) return CC_OK;
+    n_threads = cc_conv_team_size(g, n_threads);
     if (cc_conv_is_depthwise(g)) return FN(fwd_depthwise)(x, w, b, g, n_threads, y);
     B = FN(chunk_images)(g, strategy, work_elems);
     if (B == 0 || (!work && cc_conv_workspace_elems(g, 1, strategy) > 0)) return CC_EINVAL;
@@ -577,6 +578,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     if (strategy == CC_CONV_AUTO) strategy = cc_conv_auto_strategy(g, 1);
     if (strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED) return CC_EINVAL;
     if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
+    n_threads = cc_conv_team_size(g, n_threads);
     if (g->N == 0) {
         if (dw) for (k = 0; k < g->K * (g->C / g->groups) * g->KH * g->KW; ++k) dw[k] = 0;
         if (db) for (k = 0; k < g->K; ++k) db[k] = 0;

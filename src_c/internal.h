@@ -81,4 +81,14 @@ static inline int64_t cc_dw_splits_n(int64_t out_elems, int64_t nbL)
 }
 #define cc_dw_splits(g, nbL) cc_dw_splits_n((g)->K * ((g)->C / (g)->groups) * (g)->KH * (g)->KW, (nbL))
 
+/* Threads worth starting for a convolution: a team costs microseconds on an
+ * idle machine and whole scheduler time slices on a busy one, so work below
+ * about 2^21 multiply-accumulates runs on the calling thread.  Results never
+ * depend on the thread count, so this changes speed only. */
+#define CC_TEAM_MIN_MACS 2097152.0
+#define cc_conv_team_size(g, n_threads)                                                  \
+    ((double)(g)->N * (double)(g)->K * (double)((g)->OH * (g)->OW) *                      \
+     (double)((g)->C / (g)->groups) * (double)((g)->KH * (g)->KW) < CC_TEAM_MIN_MACS      \
+         ? 1 : (n_threads))
+
 #endif
