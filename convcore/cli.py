@@ -1,6 +1,7 @@
 """The ``convcore`` command line: one function per subcommand.
 
     convcore train [--model lenet5] [--dataset fashion-mnist] [--epochs 10] ...
+    mpiexec -n 2 convcore train --distributed ...
     convcore evaluate CHECKPOINT
     convcore summary vgg16 [--input 3,224,224] [--num-classes N]
     convcore info
@@ -109,6 +110,16 @@ def _add_train(sub):
     p.add_argument("--out", default=d.out, help="output directory (default %(default)s)")
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue a run from its checkpoint (file or --out directory)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI, one process per rank: "
+                        "mpiexec -n 2 convcore train --distributed ... "
+                        "(needs pip install \"convcore[mpi]\")")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with --distributed: BatchNorm statistics over the global batch "
+                        "(default: per rank)")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --distributed: abort the job when one rank waits this long "
+                        "for the others (default 300)")
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
@@ -116,6 +127,15 @@ def _add_train(sub):
 
 def cmd_train(args) -> int:
     from convcore.train import TrainConfig, fit
+    from convcore import distributed as dist
+    n = dist._launcher_world_size()
+    if not args.distributed:
+        if n is not None and n > 1 and dist.launched_by_mpi():
+            raise RuntimeError(f"started by an MPI launcher with {n} processes but without "
+                               "--distributed: each would train alone and write the same "
+                               "files. Add --distributed (or run one process)")
+        if args.sync_bn or args.dist_timeout is not None:
+            raise ValueError("--sync-bn and --dist-timeout need --distributed")
     cfg = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, momentum=args.momentum,
@@ -125,12 +145,14 @@ def cmd_train(args) -> int:
                       imbalance_ratio=args.imbalance_ratio, augment=args.augment,
                       threads=args.threads, blas_threads=args.blas_threads,
                       device=args.device, seed=args.seed,
-                      out=args.out, limit_train=args.limit_train, limit_test=args.limit_test)
+                      out=args.out, limit_train=args.limit_train, limit_test=args.limit_test,
+                      distributed=args.distributed, sync_bn=args.sync_bn,
+                      dist_timeout=args.dist_timeout)
     try:
         res = fit(cfg, resume=args.resume)
     except KeyboardInterrupt:
         return 130
-    if res.get("history"):
+    if res.get("history") and dist.is_main_process():
         h = res["history"][-1]
         print(f"done: test accuracy {h['test_acc'] * 100:.2f}% after {h['epoch']} epochs; "
               f"outputs in {cfg.out}")
@@ -178,14 +200,22 @@ def main(argv=None) -> int:
     try:
         return args.func(args)
     except DatasetNotFoundError as e:
-        print(f"convcore: {e}", file=sys.stderr)
-        return 2
+        return _fail(2, f"convcore: {e}")
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"convcore {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _fail(2, f"convcore {args.command}: error: {e}")
     except (RuntimeError, FloatingPointError) as e:
-        print(f"convcore {args.command}: error: {e}", file=sys.stderr)
-        return 1
+        return _fail(1, f"convcore {args.command}: error: {e}")
+
+
+def _fail(code, message):
+    """Print the error; in a distributed job, end every rank (the others would
+    otherwise wait for this one in their next collective)."""
+    from convcore import distributed as dist
+    if dist.is_initialized() and dist.world_size() > 1:
+        dist.abort(code, f"{message}  [rank {dist.rank()} of {dist.world_size()}; "
+                         "aborting the job]")
+    print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class TrainConfig:
     out: str = "runs/latest"
     limit_train: Optional[int] = None   # use only the first n training images (tests)
     limit_test: Optional[int] = None
+    distributed: bool = False           # data-parallel over MPI ranks (mpiexec)
+    sync_bn: bool = False               # BatchNorm statistics over the global batch
+    dist_timeout: Optional[float] = None  # seconds a collective may wait (None: 300)
 
     def resolved_lr(self) -> float:
         if self.lr is not None:
@@ -367,6 +370,13 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     stop_after : int, optional
         Stop after this epoch (as if interrupted there), for testing resume.
     """
+    dist = None
+    if cfg.distributed:
+        from convcore import distributed as dist
+        dist.init(cfg.dist_timeout, require_launcher=True)
+        if not dist.is_main_process():
+            progress = False
+            log = _silent
     if log is None:
         def log(msg):
             print(msg, flush=True)
@@ -374,7 +384,14 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     history = []
     arrays = None
     if resume:
-        meta, arrays = read_checkpoint(resume)
+        if dist is None:
+            meta, arrays = read_checkpoint(resume)
+        else:
+            # Rank 0 reads the file (the other hosts need not see it) and
+            # sends its content to every rank.
+            meta, arrays = read_checkpoint(resume) if dist.is_main_process() else (None, None)
+            meta = dist.broadcast_object(meta)
+            arrays = dist.broadcast_arrays(arrays)
         saved = TrainConfig(**meta["config"])
         saved.epochs, saved.out = cfg.epochs, cfg.out
         if cfg.threads is not None:
@@ -382,6 +399,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         saved.blas_threads = cfg.blas_threads
         if cfg.data_dir is not None:
             saved.data_dir = cfg.data_dir
+        saved.distributed, saved.sync_bn = cfg.distributed, cfg.sync_bn
+        saved.dist_timeout = cfg.dist_timeout
         cfg = saved
         start_epoch = int(meta["epoch"])
         history = meta.get("history", [])
@@ -389,6 +408,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     from convcore import _config
     if cfg.threads:
         _config.set_num_threads(cfg.threads)
+    elif dist is not None and not os.environ.get("CONVCORE_NUM_THREADS"):
+        _config.set_num_threads(dist.threads_per_rank())   # share the host's cores
     threads = _config.get_num_threads()
     try:
         from threadpoolctl import threadpool_limits
@@ -401,14 +422,29 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         limiter = None
     try:
         return _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots,
-                    threads, meta if resume else {})
+                    threads, meta if resume else {}, dist)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
 
 
+def _silent(msg):
+    pass
+
+
+def _loss_normaliser(loss_fn, y):
+    """What the loss's 'mean' divides by for these targets: the number of
+    samples, or the sum of their class weights for a weighted cross-entropy."""
+    w = getattr(loss_fn, "weight", None)
+    if isinstance(loss_fn, _losses.CrossEntropyLoss) and w is not None:
+        return float(w[y].sum())
+    return len(y)
+
+
 def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, threads,
-         resume_meta):
+         resume_meta, dist=None):
+    main = dist is None or dist.is_main_process()
+    shard = None if dist is None else (dist.rank(), dist.world_size())
     train_set, test_set = load_data(cfg)
     C = train_set.num_classes
     mean, std = _data.channel_stats(train_set.images)
@@ -416,13 +452,22 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     train_it = _data.BatchIterator(train_set.images, train_set.labels, cfg.batch_size,
                                    shuffle=True, seed=cfg.seed, mean=mean, std=std,
                                    augment=augment)
-    test_it = _data.BatchIterator(test_set.images, test_set.labels, 500, shuffle=False,
+    eval_set = test_set
+    if dist is not None:   # evaluation is sharded: each rank a contiguous block
+        a, b = dist.shard_bounds(len(test_set))
+        eval_set = test_set.subset(np.arange(a, b))
+    test_it = _data.BatchIterator(eval_set.images, eval_set.labels, 500, shuffle=False,
                                   mean=mean, std=std)
     counts = np.bincount(train_set.labels, minlength=C)
     model = build_model(cfg.model, train_set.images.shape[1], C,
                         train_set.images.shape[2], cfg.seed)
     if arrays is not None:
         model.load_state_dict(_split(arrays, "model/"))
+    if dist is not None:
+        dist.broadcast_parameters(model)       # every rank starts from rank 0's weights
+        if cfg.sync_bn:
+            n_bn = dist.convert_sync_batchnorm(model)
+            log(f"--sync-bn: {n_bn} BatchNorm layer(s) synchronised over the ranks")
     model = _to_device(model, cfg.device)
     xp = _xp_of(model)
     loss_fn = build_loss(cfg, counts)
@@ -434,7 +479,8 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
             sched.load_state_dict(_split(arrays, "sched/"))
         _set_rng_state(arrays)
         set_module_rng_states(model, resume_meta.get("module_rngs", []))
-    os.makedirs(cfg.out, exist_ok=True)
+    if main:
+        os.makedirs(cfg.out, exist_ok=True)
     ckpt_path = os.path.join(cfg.out, CHECKPOINT)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -448,10 +494,12 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
             m.update(extra)
         return m
 
+    ranks = "" if dist is None else f"ranks={dist.world_size()}, "
+    per = "" if dist is None else " per rank"
     log(f"convcore train: {cfg.model} on {cfg.dataset} ({len(train_set)} train / "
         f"{len(test_set)} test images), {cfg.optimizer} lr={cfg.resolved_lr()}, "
-        f"loss={cfg.loss}, batch={cfg.batch_size}, threads={threads}, seed={cfg.seed}, "
-        f"device={cfg.device}")
+        f"loss={cfg.loss}, batch={cfg.batch_size}, {ranks}threads{per}={threads}, "
+        f"seed={cfg.seed}, device={cfg.device}")
     last = cfg.epochs if stop_after is None else min(cfg.epochs, stop_after)
     epoch = start_epoch
     try:
@@ -461,28 +509,43 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
             bar = _Progress(len(train_set), f"epoch {epoch + 1}/{cfg.epochs}", progress)
             tot_loss, correct, seen = 0.0, 0, 0
             try:
-                for x, y in train_it.epoch(epoch):
-                    xb = xp.asarray(x) if xp is not np else x
-                    logits_dev = model(xb)
-                    logits = _host(logits_dev)
-                    loss = loss_fn(logits, y)
-                    if not math.isfinite(loss):
-                        raise FloatingPointError(f"loss became {loss} in epoch {epoch + 1}; "
-                                                 f"lower --lr")
-                    g = loss_fn.backward()
+                for x, y in train_it.epoch(epoch, shard):
                     opt.zero_grad()
-                    model.backward(xp.asarray(g) if xp is not np else g)
+                    if len(y):
+                        xb = xp.asarray(x) if xp is not np else x
+                        logits_dev = model(xb)
+                        logits = _host(logits_dev)
+                        loss = loss_fn(logits, y)
+                        if not math.isfinite(loss):
+                            raise FloatingPointError(f"loss became {loss} in epoch "
+                                                     f"{epoch + 1}; lower --lr")
+                        g = loss_fn.backward()
+                        model.backward(xp.asarray(g) if xp is not np else g)
+                        tot_loss += loss * len(y)
+                        correct += int((logits.argmax(1) == y).sum())
+                    else:
+                        loss = 0.0
+                    if dist is not None:   # mean gradient of the global batch
+                        dist.allreduce_gradients(model,
+                                                 local_batch=_loss_normaliser(loss_fn, y))
                     opt.step()
-                    tot_loss += loss * len(y)
-                    correct += int((logits.argmax(1) == y).sum())
                     seen += len(y)
-                    bar.update(len(y), loss)
+                    bar.update(len(y) * (1 if shard is None else shard[1]), loss)
             finally:
                 bar.close()
             train_time = time.perf_counter() - t0
+            if dist is not None:
+                tot = dist.reduce_metrics({"loss": tot_loss, "correct": correct, "seen": seen})
+                tot_loss, correct, seen = tot["loss"], int(tot["correct"]), int(tot["seen"])
+                dist.average_buffers(model)   # per-rank BatchNorm statistics -> one model
             if sched is not None:
                 sched.step()
             conf, test_loss = _forward_batches(model, test_it, xp, C, eval_loss)
+            if dist is not None:
+                n_eval = int(conf.sum())
+                ev = dist.reduce_metrics({"loss": test_loss * n_eval, "n": n_eval})
+                conf = dist.allreduce_array(conf)
+                test_loss = ev["loss"] / max(ev["n"], 1)
             test_acc, per_class = accuracy_from_confusion(conf)
             rec = {"epoch": epoch + 1, "train_loss": tot_loss / seen,
                    "train_acc": correct / seen, "test_loss": test_loss, "test_acc": test_acc,
@@ -491,13 +554,16 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
                    "images_per_s": seen / train_time, "train_seconds": train_time,
                    "seconds": time.perf_counter() - t0}
             history.append(rec)
-            save_checkpoint(ckpt_path, model, opt, sched,
-                            meta(epoch + 1, {"confusion": conf.tolist()}))
-            _write_metrics(cfg.out, meta(epoch + 1, {"confusion": conf.tolist()}))
+            if main:   # rank 0 alone writes files
+                save_checkpoint(ckpt_path, model, opt, sched,
+                                meta(epoch + 1, {"confusion": conf.tolist()}))
+                _write_metrics(cfg.out, meta(epoch + 1, {"confusion": conf.tolist()}))
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {rec['train_loss']:.4f}  "
                 f"train acc {rec['train_acc'] * 100:6.2f}%  test acc {test_acc * 100:6.2f}%  "
                 f"{rec['images_per_s']:7.0f} img/s  {rec['seconds']:6.1f} s")
     except KeyboardInterrupt:
+        if not main:
+            raise
         path = os.path.join(cfg.out, "interrupted.npz")
         save_checkpoint(path, model, opt, sched,
                         meta(epoch, {"interrupted": True}))
@@ -510,7 +576,7 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     result = meta(len(history))
     if history:
         result["confusion"] = conf_from(history, cfg.out)
-    if plots and history:
+    if plots and history and main:
         _plots_safe(cfg.out, model, history, result.get("confusion"), train_set, test_it, log)
     result["model_obj"] = model
     return result

@@ -92,31 +92,45 @@ class BatchIterator:
         out += self._b
         return out
 
-    def _augment(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    def _augment(self, x: np.ndarray, rng: np.random.Generator, n_drawn=None,
+                 first: int = 0) -> np.ndarray:
+        # Draws are made for the whole batch (n_drawn images) and rows
+        # first .. first + len(x) used, so a shard is augmented as in one process.
         n, _, H, W = x.shape
         p = self.pad
         xp = np.pad(x, ((0, 0), (0, 0), (p, p), (p, p)))
-        dy = rng.integers(0, 2 * p + 1, n)
-        dx = rng.integers(0, 2 * p + 1, n)
-        flip = rng.random(n) < 0.5
+        m = n if n_drawn is None else n_drawn
+        rows = slice(first, first + n)
+        dy = rng.integers(0, 2 * p + 1, m)[rows]
+        dx = rng.integers(0, 2 * p + 1, m)[rows]
+        flip = (rng.random(m) < 0.5)[rows]
         out = np.empty_like(x)
         for i in range(n):
             crop = xp[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W]
             out[i] = crop[:, :, ::-1] if flip[i] else crop
         return out
 
-    def epoch(self, epoch: int = 0):
-        """Yield (x float, y int64) batches of epoch `epoch`."""
+    def epoch(self, epoch: int = 0, shard=None):
+        """Yield (x float, y int64) batches of epoch `epoch`.
+
+        ``shard=(rank, world_size)`` yields only that rank's contiguous share
+        of each batch (see ``convcore.distributed.shard_bounds``), with the
+        same augmentation its images get in a single-process run; every rank
+        yields the same number of batches, some possibly empty."""
         order = self.order(epoch)
         rng = np.random.default_rng([self.seed, int(epoch), 1]) if self.augment else None
         bs = self.batch_size
         stop = len(order) - (len(order) % bs if self.drop_last else 0)
         for s in range(0, stop, bs):
             idx = order[s:s + bs]
-            x = self.normalize(self.images[idx])
+            a, b = 0, len(idx)
+            if shard is not None:
+                from convcore.distributed import shard_bounds
+                a, b = shard_bounds(len(idx), *shard)
+            x = self.normalize(self.images[idx[a:b]])
             if rng is not None:
-                x = self._augment(x, rng)
-            yield x, self.labels[idx]
+                x = self._augment(x, rng, len(idx), a)
+            yield x, self.labels[idx[a:b]]
 
     def __iter__(self):
         return self.epoch(0)
