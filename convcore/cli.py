@@ -1,11 +1,15 @@
 """The ``convcore`` command line: one function per subcommand.
 
+    convcore train [--model lenet5] [--dataset fashion-mnist] [--epochs 10] ...
+    mpiexec -n 2 convcore train --distributed ...
+    convcore evaluate CHECKPOINT
     convcore summary vgg16 [--input 3,224,224] [--num-classes N]
     convcore info
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -60,23 +64,158 @@ def cmd_info(args):
     return 0
 
 
-# ------------------------------------------------------------------------ main
-def build_parser():
-    parser = argparse.ArgumentParser(prog="convcore", description="convcore command line")
-    sub = parser.add_subparsers(dest="command", required=True)
+def _add_train(sub):
+    from convcore.train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+    d = TrainConfig()
+    p = sub.add_parser("train", help="train a model (default: LeNet-5 on Fashion-MNIST)",
+                       description="Train a convcore model. With no arguments: LeNet-5 on "
+                                   "Fashion-MNIST for 10 epochs, SGD with momentum.")
+    p.add_argument("--model", default=d.model, help="a function of convcore.models "
+                   "(default %(default)s)")
+    p.add_argument("--dataset", default=d.dataset, choices=("fashion-mnist", "mnist",
+                                                             "cifar10"))
+    p.add_argument("--data-dir", default=None, help="directory of the dataset files "
+                   "(default: $CONVCORE_DATA, then /usr/share/datasets/<dataset>)")
+    p.add_argument("--epochs", type=int, default=d.epochs)
+    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate (default 0.01 for sgd, 0.001 for adam/adamw)")
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
+    p.add_argument("--momentum", type=float, default=d.momentum)
+    p.add_argument("--nesterov", action="store_true")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES,
+                   help="learning-rate schedule over the epochs (default %(default)s)")
+    p.add_argument("--step-size", type=int, default=d.step_size,
+                   help="epochs between x0.1 steps of --schedule step")
+    p.add_argument("--loss", default=d.loss, choices=LOSSES,
+                   help="ce: cross-entropy; focal; cb-*: class-balanced weights")
+    p.add_argument("--gamma", type=float, default=d.gamma, help="focal loss gamma")
+    p.add_argument("--beta", type=float, default=d.beta,
+                   help="class-balanced beta (effective number of samples)")
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--imbalance-ratio", type=float, default=d.imbalance_ratio,
+                   help="subsample the training set to a long-tailed profile whose "
+                        "largest class is this many times the smallest")
+    aug = p.add_mutually_exclusive_group()
+    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
+                     help="random crop + flip (default: on for cifar10)")
+    aug.add_argument("--no-augment", dest="augment", action="store_false")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of convcore's kernels (default: all cores)")
+    p.add_argument("--blas-threads", type=int, default=d.blas_threads,
+                   help="threads of NumPy's BLAS in linear layers (default %(default)s)")
+    p.add_argument("--device", default=d.device, help="cpu or cuda")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--out", default=d.out, help="output directory (default %(default)s)")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue a run from its checkpoint (file or --out directory)")
+    p.add_argument("--distributed", action="store_true",
+                   help="data-parallel training over MPI, one process per rank: "
+                        "mpiexec -n 2 convcore train --distributed ... "
+                        "(needs pip install \"convcore[mpi]\")")
+    p.add_argument("--sync-bn", action="store_true",
+                   help="with --distributed: BatchNorm statistics over the global batch "
+                        "(default: per rank)")
+    p.add_argument("--dist-timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --distributed: abort the job when one rank waits this long "
+                        "for the others (default 300)")
+    p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args) -> int:
+    from convcore.train import TrainConfig, fit
+    from convcore import distributed as dist
+    n = dist._launcher_world_size()
+    if not args.distributed:
+        if n is not None and n > 1 and dist.launched_by_mpi():
+            raise RuntimeError(f"started by an MPI launcher with {n} processes but without "
+                               "--distributed: each would train alone and write the same "
+                               "files. Add --distributed (or run one process)")
+        if args.sync_bn or args.dist_timeout is not None:
+            raise ValueError("--sync-bn and --dist-timeout need --distributed")
+    cfg = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+                      epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                      optimizer=args.optimizer, momentum=args.momentum,
+                      nesterov=args.nesterov, weight_decay=args.weight_decay,
+                      schedule=args.schedule, step_size=args.step_size, loss=args.loss,
+                      gamma=args.gamma, beta=args.beta, label_smoothing=args.label_smoothing,
+                      imbalance_ratio=args.imbalance_ratio, augment=args.augment,
+                      threads=args.threads, blas_threads=args.blas_threads,
+                      device=args.device, seed=args.seed,
+                      out=args.out, limit_train=args.limit_train, limit_test=args.limit_test,
+                      distributed=args.distributed, sync_bn=args.sync_bn,
+                      dist_timeout=args.dist_timeout)
+    try:
+        res = fit(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        return 130
+    if res.get("history") and dist.is_main_process():
+        h = res["history"][-1]
+        print(f"done: test accuracy {h['test_acc'] * 100:.2f}% after {h['epoch']} epochs; "
+              f"outputs in {cfg.out}")
+    return 0
+
+
+def _add_evaluate(sub):
+    p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix "
+                                        "of a checkpoint on its test set")
+    p.add_argument("checkpoint", help="checkpoint file or run directory")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None)
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args) -> int:
+    from convcore.train import evaluate_checkpoint, format_report
+    res = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
+                              device=args.device, limit_test=args.limit_test)
+    print(json.dumps(res, indent=1) if args.json else format_report(res))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="convcore", description="convcore: CNNs from a "
+                                "hand-written C core.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _add_train(sub)
+    _add_evaluate(sub)
     add_summary(sub)
     add_info(sub)
-    return parser
+    return p
 
 
-def main(argv=None):
+def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    from convcore.data import DatasetNotFoundError
     try:
         return args.func(args)
-    except ValueError as e:
-        print(f"convcore {args.command}: error: {e}", file=sys.stderr)
-        return 2
+    except DatasetNotFoundError as e:
+        return _fail(2, f"convcore: {e}")
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        return _fail(2, f"convcore {args.command}: error: {e}")
+    except (RuntimeError, FloatingPointError) as e:
+        return _fail(1, f"convcore {args.command}: error: {e}")
+
+
+def _fail(code, message):
+    """Print the error; in a distributed job, end every rank (the others would
+    otherwise wait for this one in their next collective)."""
+    from convcore import distributed as dist
+    if dist.is_initialized() and dist.world_size() > 1:
+        dist.abort(code, f"{message}  [rank {dist.rank()} of {dist.world_size()}; "
+                         "aborting the job]")
+    print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

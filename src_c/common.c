@@ -66,7 +66,9 @@ int cc_conv_is_pointwise(const cc_conv_geom *g)
 
 int cc_conv_is_depthwise(const cc_conv_geom *g)
 {
-    return g->C == g->groups;
+    /* one input channel per group, in a grouped convolution: a single-channel
+     * input with groups = 1 (a first layer) is an ordinary GEMM instead */
+    return g->groups > 1 && g->C == g->groups;
 }
 
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)

@@ -79,7 +79,7 @@ int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strate
 /* Whether the 1x1 / stride 1 / padding 0 path (no im2col) applies to tiles. */
 int cc_conv_is_pointwise(const cc_conv_geom *g);
 
-/* Whether the direct depthwise path applies (C / groups == 1). */
+/* Whether the direct depthwise path applies (C / groups == 1, groups > 1). */
 int cc_conv_is_depthwise(const cc_conv_geom *g);
 
 /* im2col, NCHW, torch `unfold` layout.
@@ -104,7 +104,8 @@ int cc_col2im_f64(const double *cols, const cc_conv_geom *g, int n_threads, doub
  *   y    (N, K, OH, OW)               [out, overwritten]
  * y[n,k] = b[k] + sum_{c in group(k), kh, kw} w[k,c,kh,kw] * xpad[n,c,oh*SH+kh*DH,ow*SW+kw*DW]
  * The batch is processed in chunks of as many images as `work` holds.
- * Depthwise convolutions (C/groups == 1) take a direct path without workspace. */
+ * Depthwise convolutions (C/groups == 1, groups > 1) take a direct path
+ * without workspace. */
 int cc_conv2d_fwd_f32(const float *x, const float *w, const float *b,
                       const cc_conv_geom *g, int strategy, float *work, int64_t work_elems,
                       int n_threads, cc_sgemm_t gemm, float *y);

@@ -335,3 +335,9 @@ def get_model(name, **kwargs):
         return vgg(key[4:].upper(), **kwargs)
     raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} or "
                      f"vgg-<A|A-LRN|B|C|D|E>")
+
+
+from convcore.models._cnn import cnn_bn  # noqa: E402
+
+__all__.append("cnn_bn")
+MODELS["cnn_bn"] = cnn_bn
