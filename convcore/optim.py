@@ -97,7 +97,9 @@ class Optimizer:
 
 class SGD(Optimizer):
     """Stochastic gradient descent with momentum, Nesterov momentum and L2
-    weight decay, exactly as ``torch.optim.SGD``::
+    weight decay.
+
+    The update is exactly that of ``torch.optim.SGD``::
 
         g = grad + weight_decay * p
         buf = g                                    (first step)
@@ -149,8 +151,9 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma and Ba) with PyTorch's formulation; `weight_decay` is L2
-    added to the gradient (coupled)::
+    """Adam (Kingma and Ba) with PyTorch's formulation.
+
+    `weight_decay` is L2 added to the gradient (coupled)::
 
         m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g²
         p -= lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps)
