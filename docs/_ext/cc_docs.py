@@ -82,6 +82,9 @@ def _machine_rows(data):
     when = data.get("measured_at") or data.get("time")
     if when:
         out.append(("measured", when))
+    if data.get("data"):
+        out.append(("data", f"{data['data']}, {data.get('images', '?')} images per epoch"
+                    if data.get("images") else data["data"]))
     if data.get("reps"):
         out.append(("interleaved repetitions", data["reps"]))
     return out
@@ -115,6 +118,16 @@ def _pool_table(data):
                      _fmt(r.get("convcore_ms")), _fmt(r.get("convcore_gbs")),
                      _fmt(r.get("torch_ms")), _fmt(r.get("torch_gbs")),
                      _fmt(r.get("ratio"))])
+    return header, rows
+
+
+def _train_table(data):
+    header = ["implementation", "epoch time s (median)", "images/s", "peer / convcore (median of per-epoch ratios)"]
+    rows = []
+    for name, r in data["results"].items():
+        rows.append([{"convcore": "convcore", "torch": "PyTorch CPU"}.get(name, name),
+                     _fmt(r.get("median_s")), _fmt(r.get("images_per_s"), 0),
+                     _fmt(r.get("ratio_vs_convcore")) if name != "convcore" else "1.00"])
     return header, rows
 
 
@@ -200,6 +213,8 @@ class BenchTable(_BenchDirective):
             header, rows = _conv_table(data)
         elif kind == "pool" and "cases" in data:
             header, rows = _pool_table(data)
+        elif isinstance(data.get("results"), dict) and "convcore" in data["results"]:
+            header, rows = _train_table(data)
         else:
             header, rows = _generic_table(data)
         return self._render(_list_table(header, rows))
