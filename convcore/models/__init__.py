@@ -337,7 +337,8 @@ def get_model(name, **kwargs):
                      f"vgg-<A|A-LRN|B|C|D|E>")
 
 
-from convcore.models._cnn import cnn_bn  # noqa: E402
+from convcore.models._cnn import cnn_bn, cnn_bn_wide  # noqa: E402
 
-__all__.append("cnn_bn")
+__all__ += ["cnn_bn", "cnn_bn_wide"]
 MODELS["cnn_bn"] = cnn_bn
+MODELS["cnn_bn_wide"] = cnn_bn_wide
