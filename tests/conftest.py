@@ -4,6 +4,23 @@ import numpy as np
 import pytest
 
 
+def _child_pythons_import_this_convcore():
+    """Python subprocesses of the tests (crash isolation, CLI runs, MPI ranks)
+    must import the convcore under test: the installed one in CI, the
+    in-place build in a checkout.  A child started with ``-c`` or ``-m`` from
+    the repository root would otherwise find the uncompiled source tree first
+    (the working directory leads sys.path), so children get no such entry
+    (PYTHONSAFEPATH, Python >= 3.11) and the tested package's root instead."""
+    import convcore
+    root = os.path.dirname(os.path.dirname(os.path.abspath(convcore.__file__)))
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p != root]
+    os.environ["PYTHONPATH"] = os.pathsep.join([root] + rest)
+    os.environ["PYTHONSAFEPATH"] = "1"
+
+
+_child_pythons_import_this_convcore()
+
+
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)

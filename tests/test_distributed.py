@@ -112,7 +112,9 @@ def test_init_without_mpi4py_says_what_to_install():
     assert 'pip install "convcore[mpi]"' in out
 
 
+@pytest.mark.mpi
 def test_init_outside_a_launcher_says_how_to_launch():
+    pytest.importorskip("mpi4py", reason="needs mpi4py (the mpi extra)")
     code = ("import convcore.distributed as d\n"
             "try:\n    d.init(require_launcher=True)\nexcept d.DistributedError as e:\n    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k not in dist._LAUNCHER_VARS}
