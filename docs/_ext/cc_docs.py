@@ -217,7 +217,16 @@ class BenchTable(_BenchDirective):
             header, rows = _train_table(data)
         else:
             header, rows = _generic_table(data)
-        return self._render(_list_table(header, rows))
+        lines = _list_table(header, rows)
+        summ = data.get("summary") or {}
+        parts = [f"{'forward' if k == 'fwd' else 'forward + backward'} "
+                 f"{v['geomean_torch_over_convcore']:.2f} (lowest {v['min_ratio']:.2f})"
+                 for k, v in summ.items()
+                 if isinstance(v, dict) and v.get("geomean_torch_over_convcore")]
+        if parts:
+            lines += ["", "Geometric mean of the PyTorch / convcore ratios over the layers: "
+                      + "; ".join(parts) + "."]
+        return self._render(lines)
 
 
 def _always_reread(app, env, added, changed, removed):
