@@ -444,13 +444,13 @@ def test_pool_row_max_pool_padding_over_half_the_effective_kernel_is_value_error
     lambda: cc.avg_pool2d_backward(np.ones((1, 1, 0, 1)), (1, 1, 1, 1), 3),
 ])
 def test_pool_row_output_size_not_positive_is_value_error(call, no_work):
-    """darknet#1096: calloc(0) then an invalid write."""
+    """An output size <= 0 is refused before any allocation."""
     with pytest.raises(ValueError):
         call()
 
 
 def test_pool_row_ceil_mode_no_window_starts_in_the_padding():
-    """pytorch#45357: (1,1,6,7), k=1, s=2, ceil_mode gives (3, 4)."""
+    """(1,1,6,7), k=1, s=2, ceil_mode gives (3, 4): no window starts in the padding."""
     x = np.arange(42.0).reshape(1, 1, 6, 7)
     y = cc.max_pool2d(x, 1, 2, ceil_mode=True)
     assert y.shape == (1, 1, 3, 4)
@@ -459,7 +459,7 @@ def test_pool_row_ceil_mode_no_window_starts_in_the_padding():
 
 
 def test_pool_row_ceil_mode_width_5_k2_s2_p1_gives_width_3():
-    """burn#5791 got 4."""
+    """Width 5, k=2, s=2, p=1 with ceil_mode gives width 3."""
     x = np.arange(5.0).reshape(1, 1, 1, 5)
     assert cc.max_pool2d(x, (1, 2), (1, 2), (0, 1), ceil_mode=True).shape[-1] == 3
     assert cc.avg_pool2d(x, (1, 2), (1, 2), (0, 1), ceil_mode=True).shape[-1] == 3
@@ -468,7 +468,7 @@ def test_pool_row_ceil_mode_width_5_k2_s2_p1_gives_width_3():
 
 
 def test_pool_row_avg_ceil_overhang_is_not_in_the_divisor():
-    """tract#2851: [1,2,3,4,5], k=2, s=2, ceil_mode -> [1.5, 3.5, 5.0]."""
+    """[1,2,3,4,5], k=2, s=2, ceil_mode -> [1.5, 3.5, 5.0]: the overhang is not in the divisor."""
     x = np.array([1.0, 2, 3, 4, 5]).reshape(1, 1, 1, 5)
     y = cc.avg_pool2d(x, (1, 2), (1, 2), ceil_mode=True)
     np.testing.assert_array_equal(y.ravel(), [1.5, 3.5, 5.0])
@@ -477,7 +477,7 @@ def test_pool_row_avg_ceil_overhang_is_not_in_the_divisor():
 
 
 def test_pool_row_avg_7x7_arange_k2_s3_ceil_last_row():
-    """coremltools#2844: last row [42.5, 45.5, 48.0]."""
+    """7x7 arange, k=2, s=3, ceil_mode: last row [42.5, 45.5, 48.0]."""
     x = np.arange(49.0).reshape(1, 1, 7, 7)
     y = cc.avg_pool2d(x, 2, 3, ceil_mode=True)
     assert y.shape == (1, 1, 3, 3)
@@ -495,7 +495,7 @@ def test_pool_row_divisor_override_zero_is_value_error(bad, no_work):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pool_row_nan_wins_the_window_its_index_gets_the_gradient(dtype):
-    """pytorch#7645: window [1, NaN, 5, 6] gives NaN and the NaN's index."""
+    """Window [1, NaN, 5, 6] gives NaN and the NaN's index."""
     x = np.array([[1, np.nan, 7, 8], [5, 6, np.nan, np.nan]], dtype).reshape(1, 1, 2, 4)
     y, idx = cc.max_pool2d(x, 2, return_indices=True)
     assert np.isnan(y).all()
@@ -513,7 +513,7 @@ def test_pool_row_nan_wins_the_window_its_index_gets_the_gradient(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pool_row_window_of_minus_inf_gives_minus_inf_and_a_valid_index(dtype):
-    """pytorch PR#1465: index -1, then the backward wrote out of bounds."""
+    """An all -inf window: -inf and a valid in-window index (never -1)."""
     x = np.full((1, 1, 3, 4), -np.inf, dtype)
     x[0, 0, 2, 3] = 1
     y, idx = cc.max_pool2d(x, 2, 1, 1, return_indices=True)
@@ -531,14 +531,14 @@ def test_pool_row_window_of_minus_inf_gives_minus_inf_and_a_valid_index(dtype):
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_pool_row_padding_acts_as_minus_inf_not_zero(dtype):
-    """oneDNN#1094: all -1 input 2x2, k=2, s=2, p=1 gives all -1."""
+    """All -1 input 2x2, k=2, s=2, p=1 gives all -1: padding acts as -inf."""
     y = cc.max_pool2d(np.full((1, 1, 2, 2), -1, dtype), 2, 2, 1)
     assert y.shape == (1, 1, 2, 2)
     np.testing.assert_array_equal(y, -1)
 
 
 def test_pool_row_ties_first_maximum_wins_each_gradient_to_one_input():
-    """pytorch#114219: [[1,1],[1,8]], k=2, s=1, p=1."""
+    """Ties [[1,1],[1,8]], k=2, s=1, p=1: the first maximum wins."""
     x = np.array([[1.0, 1], [1, 8]]).reshape(1, 1, 2, 2)
     y, idx = cc.max_pool2d(x, 2, 1, 1, return_indices=True)
     np.testing.assert_array_equal(idx[0, 0], [[0, 0, 1], [0, 3, 3], [2, 3, 3]])

@@ -313,7 +313,7 @@ MAX_CASES = [
     ((1, 2, 7, 9), (3, 3), (2, 2), (1, 1), (1, 1), False),
     ((1, 2, 7, 9), (3, 3), (2, 2), (1, 1), (1, 1), True),
     ((2, 1, 10, 11), (3, 2), (2, 3), (1, 1), (2, 2), True),
-    ((1, 1, 6, 7), (1, 1), (2, 2), (0, 0), (1, 1), True),    # pytorch#45357 rows
+    ((1, 1, 6, 7), (1, 1), (2, 2), (0, 0), (1, 1), True),    # ceil_mode: no window starts in the padding
     ((1, 2, 5, 5), (2, 2), (2, 2), (1, 1), (1, 1), True),    # width 5, k2 s2 p1 -> 3
     ((1, 1, 9, 9), (3, 3), (1, 1), (1, 1), (3, 3), False),   # dilation, overlap
 ]
@@ -356,7 +356,7 @@ def test_max_pool_ties_nan_and_neg_inf_windows(gpu, geom_known):
         dx = np.empty_like(x)
         cuda.max_pool2d_backward(np.ones_like(y), idx, dx, g if geom_known else None)
         return y[0, 0], idx[0, 0], dx[0, 0], g
-    # ties: first maximum wins (pytorch#114219); each gradient to one input
+    # ties: first maximum wins; each gradient to one input
     y, idx, dx, g = run([[1, 1], [1, 8]], 2, 1, 1)
     np.testing.assert_array_equal(idx, [[0, 0, 1], [0, 3, 3], [2, 3, 3]])
     assert dx.sum() == y.size
@@ -369,7 +369,7 @@ def test_max_pool_ties_nan_and_neg_inf_windows(gpu, geom_known):
     # a window of all -inf: -inf and a valid index inside the window
     y, idx, dx, _ = run([[-np.inf, -np.inf, 1], [-np.inf, -np.inf, 2], [0, 0, 0]], 2, 1, 0)
     assert y[0, 0] == -np.inf and idx[0, 0] == 0
-    # padding acts as -inf, not 0 (oneDNN#1094)
+    # padding acts as -inf, not 0
     y, idx, _, _ = run(-np.ones((2, 2)), 2, 2, 1)
     np.testing.assert_array_equal(y, -1)
     np.testing.assert_array_equal(idx, [[0, 1], [2, 3]])
@@ -388,7 +388,7 @@ AVG_CASES = [
     ((1, 2, 7, 9), (3, 3), (2, 2), (1, 1), False, True, None),
     ((1, 2, 7, 9), (3, 3), (2, 2), (1, 1), True, False, None),
     ((1, 2, 7, 9), (3, 2), (2, 3), (1, 1), True, True, None),
-    ((2, 1, 7, 7), (2, 2), (3, 3), (0, 0), True, True, None),   # coremltools#2844
+    ((2, 1, 7, 7), (2, 2), (3, 3), (0, 0), True, True, None),   # ceil_mode: the overhang is not in the divisor
     ((1, 2, 6, 5), (3, 3), (1, 2), (1, 0), False, False, 5),
     ((1, 1, 5, 5), (4, 4), (3, 3), (2, 2), True, True, None),
     ((1, 1, 5, 5), (4, 4), (3, 3), (2, 2), True, False, None),
@@ -413,12 +413,12 @@ def test_avg_pool_kernels_match_naive_loops(gpu, rng, dtype, case):
 
 
 def test_avg_pool_ceil_overhang_not_in_divisor(gpu):
-    x = np.arange(1.0, 6.0)[None, None, None]             # tract#2851
+    x = np.arange(1.0, 6.0)[None, None, None]             # ceil_mode overhang
     g = pool_geom(x.shape, (1, 2), (1, 2), (0, 0), ceil_mode=True)
     y = np.empty((1, 1) + g[12:14])
     cuda.avg_pool2d_forward(x, y, g)
     np.testing.assert_array_equal(y.ravel(), [1.5, 3.5, 5.0])
-    x = np.arange(49.0).reshape(1, 1, 7, 7)               # coremltools#2844
+    x = np.arange(49.0).reshape(1, 1, 7, 7)               # ceil_mode: the overhang is not in the divisor
     g = pool_geom(x.shape, (2, 2), (3, 3), (0, 0), ceil_mode=True)
     y = np.empty((1, 1) + g[12:14])
     cuda.avg_pool2d_forward(x, y, g)

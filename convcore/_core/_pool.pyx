@@ -59,16 +59,7 @@ cdef cc_pool_geom _geom(tuple t, int kind) except *:
     return g
 
 
-cdef inline void _raise(int status, str what) except *:
-    if status == CC_ENOMEM:
-        raise MemoryError(f"{what}: out of memory")
-    if status != CC_OK:
-        raise RuntimeError(f"{what}: C core rejected its arguments (status {status})")
-
-
-cdef inline void _need(Py_ssize_t have, Py_ssize_t want, str name) except *:
-    if have != want:
-        raise ValueError(f"{name} has {have} elements, expected {want}")
+include "_common.pxi"
 
 
 def pool_out_size(int64_t size, int64_t k, int64_t s, int64_t p, int64_t d, bint ceil_mode):
