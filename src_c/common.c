@@ -22,17 +22,20 @@ int cc_prod4_ok(int64_t a, int64_t b, int64_t c, int64_t d, int64_t *out)
     return cc_mul_ok(a, b, &ab) && cc_mul_ok(ab, c, &abc) && cc_mul_ok(abc, d, out);
 }
 
-int64_t cc_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d)
+int64_t cc_window_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int ceil_mode)
 {
-    /* (in + 2p - d(k-1) - 1) / s + 1, or -1 if the window does not fit */
-    int64_t eff, span;
-    if (in < 0 || k <= 0 || s <= 0 || p < 0 || d <= 0) return -1;
+    /* floor or ceil of (in + 2p - d(k-1) - 1) / s, plus one; with ceil_mode
+     * the last window must start inside the input or the left padding */
+    int64_t eff, span, o;
+    if (in <= 0 || k <= 0 || s <= 0 || p < 0 || d <= 0) return -1;
     if (k - 1 > CC_SIZE_MAX / d) return -1;
     eff = d * (k - 1) + 1;
-    if (p > (CC_SIZE_MAX - in) / 2) return -1;
+    if (p > (CC_SIZE_MAX - in) / 2 || s > CC_SIZE_MAX / 2) return -1;
     span = in + 2 * p;
     if (span < eff) return -1;
-    return (span - eff) / s + 1;
+    o = (ceil_mode ? (span - eff + s - 1) / s : (span - eff) / s) + 1;
+    if (ceil_mode && (o - 1) * s >= in + p) --o;
+    return o;
 }
 
 int cc_conv_geom_check(const cc_conv_geom *g)
@@ -41,8 +44,8 @@ int cc_conv_geom_check(const cc_conv_geom *g)
     if (!g) return CC_EINVAL;
     if (g->N < 0 || g->C <= 0 || g->H <= 0 || g->W <= 0 || g->K <= 0) return CC_EINVAL;
     if (g->groups <= 0 || g->C % g->groups || g->K % g->groups) return CC_EINVAL;
-    if (g->OH != cc_out_size(g->H, g->KH, g->SH, g->PH, g->DH)) return CC_EINVAL;
-    if (g->OW != cc_out_size(g->W, g->KW, g->SW, g->PW, g->DW)) return CC_EINVAL;
+    if (g->OH != cc_window_out(g->H, g->KH, g->SH, g->PH, g->DH, 0)) return CC_EINVAL;
+    if (g->OW != cc_window_out(g->W, g->KW, g->SW, g->PW, g->DW, 0)) return CC_EINVAL;
     if (g->OH <= 0 || g->OW <= 0) return CC_EINVAL;
     if (!cc_prod4_ok(1, g->C, g->H, g->W, &t)) return CC_EINVAL;
     if (!cc_prod4_ok(1, g->K, g->OH, g->OW, &t)) return CC_EINVAL;

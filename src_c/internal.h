@@ -21,8 +21,9 @@
 int cc_mul_ok(int64_t a, int64_t b, int64_t *out);
 int cc_prod4_ok(int64_t a, int64_t b, int64_t c, int64_t d, int64_t *out);
 
-/* Output length of a sliding window, or -1 when it does not fit. */
-int64_t cc_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d);
+/* Output length of a sliding window (floor, or PyTorch's ceil_mode rule),
+ * or -1 when no window fits.  The one formula of the C core. */
+int64_t cc_window_out(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d, int ceil_mode);
 
 /* ceil(a / b) for b > 0 and any sign of a. */
 static inline int64_t cc_ceil_div(int64_t a, int64_t b)

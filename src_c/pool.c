@@ -19,18 +19,7 @@
 int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
                          int ceil_mode)
 {
-    /* floor or ceil of (in + 2p - d(k-1) - 1) / s, plus one; with ceil_mode
-     * the last window must start inside the input or the left padding */
-    int64_t eff, span, o;
-    if (in <= 0 || k <= 0 || s <= 0 || p < 0 || d <= 0) return -1;
-    if (k - 1 > CC_SIZE_MAX / d) return -1;
-    eff = d * (k - 1) + 1;
-    if (p > (CC_SIZE_MAX - in) / 2 || s > CC_SIZE_MAX / 2) return -1;
-    span = in + 2 * p;
-    if (span < eff) return -1;
-    o = (ceil_mode ? (span - eff + s - 1) / s : (span - eff) / s) + 1;
-    if (ceil_mode && (o - 1) * s >= in + p) --o;
-    return o;
+    return cc_window_out(in, k, s, p, d, ceil_mode);
 }
 
 /* Threads for a job that reads and writes `elems` elements: one below

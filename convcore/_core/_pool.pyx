@@ -16,8 +16,6 @@ cdef extern from "convcore.h" nogil:
         int generic
     int CC_OK, CC_EINVAL, CC_ENOMEM, CC_POOL_MAX, CC_POOL_AVG
     int cc_pool_geom_check(const cc_pool_geom *g, int kind)
-    int64_t cc_pool_out_size(int64_t inp, int64_t k, int64_t s, int64_t p, int64_t d,
-                             int ceil_mode)
     int cc_max_pool2d_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads,
                               float *y, int64_t *idx)
     int cc_max_pool2d_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads,
@@ -60,11 +58,6 @@ cdef cc_pool_geom _geom(tuple t, int kind) except *:
 
 
 include "_common.pxi"
-
-
-def pool_out_size(int64_t size, int64_t k, int64_t s, int64_t p, int64_t d, bint ceil_mode):
-    """Output length of one pooling dimension, or -1 when no window fits."""
-    return cc_pool_out_size(size, k, s, p, d, ceil_mode)
 
 
 def geom_ok(tuple geom, bint average):
