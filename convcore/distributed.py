@@ -310,6 +310,9 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+_ABORT_DRAIN_S = 0.5   # seconds between printing the reason and aborting
+
+
 def _abort(code, message):
     """End the whole job: print ``message`` and call MPI_Abort (which makes
     the launcher kill every rank)."""
@@ -318,6 +321,10 @@ def _abort(code, message):
         sys.stderr.flush()
     except Exception:   # pragma: no cover - stderr gone
         pass
+    # The launcher forwards each rank's stderr through a pipe and kills every
+    # rank as soon as one aborts; give it a moment to drain the message first,
+    # or the user may see a failed job with no reason printed.
+    time.sleep(_ABORT_DRAIN_S)
     MPI = _state.MPI
     try:
         if MPI is not None and MPI.Query_thread() >= MPI.THREAD_MULTIPLE:
