@@ -1,4 +1,4 @@
-/* convcore C core: convolution and pooling kernels for NCHW tensors.
+/* convcore C core: convolution, pooling and normalisation kernels for NCHW tensors.
  *
  * Conventions (see STYLE.md):
  *   - sizes: N C H W (input), K (output channels), KH KW (kernel), SH SW
@@ -232,6 +232,74 @@ int cc_adaptive_avg_pool2d_bwd_f32(const float *dy, int64_t N, int64_t C, int64_
 int cc_adaptive_avg_pool2d_bwd_f64(const double *dy, int64_t N, int64_t C, int64_t H,
                                    int64_t W, int64_t OH, int64_t OW, int n_threads,
                                    double *dx);
+
+/* Batch normalisation of x viewed as (N, C, L): every axis but the channel
+ * axis (L = H*W for NCHW, 1 for (N, C)).  Each channel's N*L values are cut
+ * into chunks fixed by the shape; the moments of every chunk (two passes over
+ * the cache-resident chunk, in double) go to the workspace and are merged per
+ * channel in chunk order (the pairwise mean/variance update).  Threads share
+ * chunks, channels and the per-element pass, and every result is identical
+ * for every thread count.  The per-element pass is in the input's precision.
+ *
+ * Doubles of workspace the batch-norm kernels need, -1 for bad sizes. */
+int64_t cc_batch_norm_workspace_elems(int64_t N, int64_t C, int64_t L);
+
+/* Batch normalisation forward.
+ *   x           (N, C, L)        [in]
+ *   w, b        (C) or NULL      [in] affine weight and bias (1 and 0 when NULL)
+ *   rmean, rvar (C)              [in] running statistics, read when !training
+ *                                     (may be NULL in training)
+ *   work        work_elems >= cc_batch_norm_workspace_elems(N, C, L) doubles
+ *   y           (N, C, L)        [out, overwritten]
+ *   mean, var   (C), double      [out, overwritten] the statistics used: in
+ *                                     training the batch mean and biased variance
+ *                                     (N*L values per channel), else rmean, rvar
+ * y = (x - mean) / sqrt(var + eps) * w + b.  Training needs N*L >= 1. */
+int cc_batch_norm_fwd_f32(const float *x, const float *w, const float *b,
+                          const float *rmean, const float *rvar, int64_t N, int64_t C,
+                          int64_t L, double eps, int training, double *work,
+                          int64_t work_elems, int n_threads, float *y, double *mean,
+                          double *var);
+int cc_batch_norm_fwd_f64(const double *x, const double *w, const double *b,
+                          const double *rmean, const double *rvar, int64_t N, int64_t C,
+                          int64_t L, double eps, int training, double *work,
+                          int64_t work_elems, int n_threads, double *y, double *mean,
+                          double *var);
+
+/* Batch normalisation backward.
+ * forward: y = xhat*w + b, xhat = (x - mean)*invstd, invstd = 1/sqrt(var + eps)
+ *   =>  db = sum dy,  dw = sum dy*xhat,
+ *       dx = w*invstd*(dy - db/M - xhat*dw/M)   (training: mean, var of x, M = N*L)
+ *       dx = w*invstd*dy                        (eval: running statistics)
+ *   dy, x       (N, C, L)        [in]
+ *   w           (C) or NULL      [in] (1 when NULL)
+ *   rmean, rvar (C)              [in] read when !training (may be NULL in training)
+ *   work        as for the forward pass
+ *   dx          (N, C, L)        [out, overwritten]
+ *   dw, db      (C)              [out, overwritten] */
+int cc_batch_norm_bwd_f32(const float *dy, const float *x, const float *w,
+                          const float *rmean, const float *rvar, int64_t N, int64_t C,
+                          int64_t L, double eps, int training, double *work,
+                          int64_t work_elems, int n_threads, float *dx, float *dw,
+                          float *db);
+int cc_batch_norm_bwd_f64(const double *dy, const double *x, const double *w,
+                          const double *rmean, const double *rvar, int64_t N, int64_t C,
+                          int64_t L, double eps, int training, double *work,
+                          int64_t work_elems, int n_threads, double *dx, double *dw,
+                          double *db);
+
+/* ReLU forward, any layout (n elements).
+ *   x (n) [in];  y (n) [out, overwritten]
+ * y = x where x > 0 or x is NaN, else +0 (as max(x, 0) with NaN propagating). */
+int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y);
+int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);
+
+/* ReLU backward.
+ * forward: y = max(x, 0)  =>  dx = dy where x > 0, else exactly 0 (even where
+ * dy is NaN or Inf; a NaN x gives 0).
+ *   dy, x (n) [in];  dx (n) [out, overwritten] */
+int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx);
+int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
 
 /* Threads OpenMP offers (1 when built without OpenMP). */
 int cc_openmp_enabled(void);

@@ -5,7 +5,7 @@
  * `cc -std=c99 -Isrc_c tests/c/test_core.c src_c/(all .c files) -lm`).
  *
  * Checks: conv forward/backward, im2col and col2im (and max/average/adaptive
- * pooling, forward and backward) against direct loops for a
+ * pooling, batch norm and ReLU, forward and backward) against direct loops for a
  * grid of geometries (groups, stride, padding, dilation, 1x1, N = 0, chunked
  * workspace); bitwise identical results for every thread count; every
  * malformed argument answered with CC_EINVAL (never a crash or a division by
@@ -531,6 +531,201 @@ static void check_pool_refusals(void)
 #undef PREFUSED
 }
 
+/* Batch norm of (N, C, L) against the formulas by direct loops, float64 and
+ * float32, training and eval; bitwise identical for 1, 2 and 3 threads. */
+static void norm_ref(const double *x, const double *dy, const double *w, const double *b,
+                     const double *rm, const double *rv, int64_t N, int64_t C, int64_t L,
+                     double eps, int training, double *y, double *dx, double *dw, double *db,
+                     double *scale)
+{
+    int64_t n, c, l;
+    for (c = 0; c < C; ++c) {
+        const double M = (double)(N * L);
+        double m = 0, v = 0, is, sy = 0, sxy = 0, wc = w ? w[c] : 1, bc = b ? b[c] : 0;
+        if (training) {
+            for (n = 0; n < N; ++n)
+                for (l = 0; l < L; ++l) m += x[(n * C + c) * L + l];
+            m /= M;
+            for (n = 0; n < N; ++n)
+                for (l = 0; l < L; ++l) {
+                    const double d = x[(n * C + c) * L + l] - m;
+                    v += d * d;
+                }
+            v /= M;
+        } else {
+            m = rm[c];
+            v = rv[c];
+        }
+        is = 1 / sqrt(v + eps);
+        for (n = 0; n < N; ++n)
+            for (l = 0; l < L; ++l) {
+                const int64_t i = (n * C + c) * L + l;
+                sy += dy[i];
+                sxy += dy[i] * (x[i] - m) * is;
+            }
+        dw[c] = sxy;
+        db[c] = sy;
+        for (n = 0; n < N; ++n)
+            for (l = 0; l < L; ++l) {
+                const int64_t i = (n * C + c) * L + l;
+                const double xh = (x[i] - m) * is;
+                y[i] = xh * wc + bc;
+                dx[i] = training ? wc * is * (dy[i] - sy / M - xh * sxy / M) : wc * is * dy[i];
+                scale[i] = fabs(xh * wc) + fabs(bc) + fabs(wc * is) * (fabs(dy[i]) +
+                           fabs(sy / M) + fabs(xh * sxy / M));
+            }
+    }
+}
+
+static void check_norm(int64_t N, int64_t C, int64_t L, uint64_t *seed)
+{
+    const int64_t n = N * C * L, we = cc_batch_norm_workspace_elems(N, C, L);
+    double *x = rand_buf(n, seed), *dy = rand_buf(n, seed), *w = rand_buf(C, seed);
+    double *b = rand_buf(C, seed), *rm = rand_buf(C, seed), *rv = rand_buf(C, seed);
+    double *y = rand_buf(n, seed), *dx = rand_buf(n, seed), *dw = rand_buf(C, seed);
+    double *db = rand_buf(C, seed), *ry = rand_buf(n, seed), *rdx = rand_buf(n, seed);
+    double *rdw = rand_buf(C, seed), *rdb = rand_buf(C, seed), *sc = rand_buf(n, seed);
+    double *y1 = rand_buf(n, seed), *dx1 = rand_buf(n, seed), *mean = rand_buf(C, seed);
+    double *var = rand_buf(C, seed), *work = rand_buf(we > 0 ? we : 1, seed);
+    float *xf = to_f32(x, n), *dyf = to_f32(dy, n), *wf, *bf, *rmf, *rvf;
+    float *yf = to_f32(y, n), *dxf = to_f32(dx, n), *dwf = to_f32(dw, C), *dbf = to_f32(db, C);
+    int64_t i;
+    int training, t, st;
+    char tag[80];
+    for (i = 0; i < n; ++i) x[i] = 3 * x[i] + 2;       /* a mean away from 0 */
+    for (i = 0; i < C; ++i) rv[i] = fabs(rv[i]) + 0.5;
+    wf = to_f32(w, C); bf = to_f32(b, C); rmf = to_f32(rm, C); rvf = to_f32(rv, C);
+    free(xf);
+    xf = to_f32(x, n);
+    snprintf(tag, sizeof tag, "batch_norm N%lld C%lld L%lld", (long long)N, (long long)C,
+             (long long)L);
+    CHECK(we > 0, "%s: workspace %lld", tag, (long long)we);
+    for (training = 0; training <= 1; ++training) {
+        norm_ref(x, dy, w, b, rm, rv, N, C, L, 1e-5, training, ry, rdx, rdw, rdb, sc);
+        for (t = 1; t <= 3; ++t) {
+            st = cc_batch_norm_fwd_f64(x, w, b, training ? NULL : rm, training ? NULL : rv, N,
+                                       C, L, 1e-5, training, work, we, t, y, mean, var);
+            CHECK(st == CC_OK, "%s: forward status %d", tag, st);
+            st = cc_batch_norm_bwd_f64(dy, x, w, training ? NULL : rm, training ? NULL : rv,
+                                       N, C, L, 1e-5, training, work, we, t, dx, dw, db);
+            CHECK(st == CC_OK, "%s: backward status %d", tag, st);
+            for (i = 0; i < n; ++i) {
+                if (fabs(y[i] - ry[i]) > 1e-12 * sc[i] || fabs(dx[i] - rdx[i]) > 1e-12 * sc[i]) {
+                    CHECK(0, "%s training %d threads %d: element %lld differs", tag, training,
+                          t, (long long)i);
+                    break;
+                }
+            }
+            CHECK(maxdiff(dw, rdw, C) <= 1e-10 && maxdiff(db, rdb, C) <= 1e-10,
+                  "%s training %d: dw/db differ", tag, training);
+            if (t == 1) {
+                memcpy(y1, y, sizeof(double) * (size_t)n);
+                memcpy(dx1, dx, sizeof(double) * (size_t)n);
+            } else {
+                CHECK(memcmp(y1, y, sizeof(double) * (size_t)n) == 0 &&
+                      memcmp(dx1, dx, sizeof(double) * (size_t)n) == 0,
+                      "%s training %d: %d threads change the bits", tag, training, t);
+            }
+            st = cc_batch_norm_fwd_f32(xf, wf, bf, training ? NULL : rmf, training ? NULL : rvf,
+                                       N, C, L, 1e-5, training, work, we, t, yf, mean, var);
+            CHECK(st == CC_OK, "%s: float forward status %d", tag, st);
+            st = cc_batch_norm_bwd_f32(dyf, xf, wf, training ? NULL : rmf,
+                                       training ? NULL : rvf, N, C, L, 1e-5, training, work,
+                                       we, t, dxf, dwf, dbf);
+            CHECK(st == CC_OK, "%s: float backward status %d", tag, st);
+            for (i = 0; i < n; ++i) {
+                /* float inputs: compare with the float64 result of rounded inputs loosely */
+                if (fabs(yf[i] - ry[i]) > 1e-5 * (sc[i] + 1) ||
+                    fabs(dxf[i] - rdx[i]) > 1e-5 * (sc[i] + 1)) {
+                    CHECK(0, "%s training %d: float element %lld differs", tag, training,
+                          (long long)i);
+                    break;
+                }
+            }
+        }
+    }
+    free(x); free(dy); free(w); free(b); free(rm); free(rv); free(y); free(dx); free(dw);
+    free(db); free(ry); free(rdx); free(rdw); free(rdb); free(sc); free(y1); free(dx1);
+    free(mean); free(var); free(work); free(xf); free(dyf); free(wf); free(bf); free(rmf);
+    free(rvf); free(yf); free(dxf); free(dwf); free(dbf);
+}
+
+static void check_norm_refusals(void)
+{
+    double buf[4096] = {0}, m[8], v[8], zr[8] = {0};
+    float fb[64] = {0};
+    const int64_t we = cc_batch_norm_workspace_elems(2, 3, 4);
+#define NREFUSED(expr, what) CHECK((expr) == CC_EINVAL, "norm: not refused: %s", what)
+    CHECK(we > 0 && we < 4096, "norm: workspace %lld", (long long)we);
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, 1e-5, 1, buf, we - 1,
+                                   1, buf + 100, m, v), "short workspace");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, 1e-5, 1, NULL, we, 1,
+                                   buf + 100, m, v), "NULL workspace");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, -1.0, 1, buf, we, 1,
+                                   buf + 100, m, v), "eps < 0");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, NAN, 1, buf, we, 1,
+                                   buf + 100, m, v), "eps NaN");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, 1e-5, 0, buf, we, 1,
+                                   buf + 100, m, v), "eval without running statistics");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 0, 3, 4, 1e-5, 1, buf, we, 1,
+                                   buf + 100, m, v), "training on an empty batch");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 0, 4, 1e-5, 1, buf, we, 1,
+                                   buf + 100, m, v), "C = 0");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, -1, 3, 4, 1e-5, 1, buf, we, 1,
+                                   buf + 100, m, v), "N < 0");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, 1e-5, 1, buf, we, 0,
+                                   buf + 100, m, v), "0 threads");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, 2, 3, 4, 1e-5, 1, buf, we, 1,
+                                   buf + 100, NULL, v), "NULL mean");
+    NREFUSED(cc_batch_norm_fwd_f64(buf, NULL, NULL, NULL, NULL, INT64_MAX, 3, 4, 1e-5, 1, buf,
+                                   we, 1, buf + 100, m, v), "N huge");
+    NREFUSED(cc_batch_norm_bwd_f64(NULL, buf, NULL, NULL, NULL, 2, 3, 4, 1e-5, 1, buf, we, 1,
+                                   buf + 100, m, v), "NULL dy");
+    NREFUSED(cc_batch_norm_bwd_f32(fb, fb, NULL, NULL, NULL, 2, 3, 4, 1e-5, 1, buf, we, 1, NULL,
+                                   fb, fb), "NULL dx");
+    CHECK(cc_batch_norm_workspace_elems(INT64_MAX, 2, 2) == -1 &&
+          cc_batch_norm_workspace_elems(1, 0, 2) == -1 &&
+          cc_batch_norm_workspace_elems(1, 2, -1) == -1, "norm: bad workspace sizes accepted");
+    /* eval on an empty batch: the running statistics, zero gradients */
+    m[0] = v[0] = 7;
+    CHECK(cc_batch_norm_fwd_f64(NULL, NULL, NULL, zr, zr, 0, 3, 4, 1e-5, 0, buf + 8,
+                                cc_batch_norm_workspace_elems(0, 3, 4), 1, NULL, m, v) == CC_OK
+          && m[0] == 0 && v[0] == 0, "norm: eval on an empty batch");
+    NREFUSED(cc_relu_fwd_f64(buf, -1, 1, buf), "relu n < 0");
+    NREFUSED(cc_relu_fwd_f64(NULL, 4, 1, buf), "relu NULL x");
+    NREFUSED(cc_relu_bwd_f32(fb, fb, 4, 0, fb), "relu backward 0 threads");
+    CHECK(cc_relu_fwd_f64(NULL, 0, 1, NULL) == CC_OK, "norm: empty relu refused");
+#undef NREFUSED
+}
+
+static void check_relu(uint64_t *seed)
+{
+    const int64_t n = 100003;
+    double *x = rand_buf(n, seed), *g = rand_buf(n, seed), *y = rand_buf(n, seed);
+    double *y1 = rand_buf(n, seed);
+    int64_t i;
+    int t;
+    x[0] = NAN; x[1] = -0.0; x[2] = INFINITY; x[3] = -INFINITY; x[4] = 0.0;
+    g[4] = NAN; g[3] = INFINITY; g[0] = NAN;
+    for (t = 1; t <= 3; ++t) {
+        CHECK(cc_relu_fwd_f64(x, n, t, y) == CC_OK, "relu status");
+        for (i = 0; i < n; ++i)
+            if (!(x[i] > 0 ? y[i] == x[i] : x[i] != x[i] ? y[i] != y[i]
+                  : (y[i] == 0 && !signbit(y[i])))) {
+                CHECK(0, "relu forward wrong at %lld", (long long)i);
+                break;
+            }
+        CHECK(cc_relu_bwd_f64(g, x, n, t, y1) == CC_OK, "relu backward status");
+        for (i = 0; i < n; ++i)
+            if (x[i] > 0 ? memcmp(&y1[i], &g[i], sizeof(double)) != 0
+                         : (y1[i] != 0 || signbit(y1[i]))) {
+                CHECK(0, "relu backward wrong at %lld", (long long)i);
+                break;
+            }
+    }
+    free(x); free(g); free(y); free(y1);
+}
+
 int main(void)
 {
     uint64_t seed = 12345;
@@ -572,11 +767,23 @@ int main(void)
         }
         check_pool_refusals();
     }
+    {
+        /* N C L: short planes, groups of 16 channels, chunks of rows, segments of
+         * long planes, an empty batch in eval, enough data for a team */
+        const int64_t ngrid[][3] = {
+            {2, 3, 5}, {7, 1, 1}, {300, 17, 1}, {5, 33, 31}, {4, 2, 32}, {9, 3, 100},
+            {2, 2, 2048}, {3, 2, 5000}, {64, 20, 257},
+        };
+        for (i = 0; i < sizeof ngrid / sizeof ngrid[0]; ++i)
+            check_norm(ngrid[i][0], ngrid[i][1], ngrid[i][2], &seed);
+        check_norm_refusals();
+        check_relu(&seed);
+    }
     if (failures) {
         fprintf(stderr, "test_core: %d failures\n", failures);
         return 1;
     }
-    printf("test_core: all checks passed (%zu conv and 8 pooling geometries, %ld GEMM calls, "
+    printf("test_core: all checks passed (%zu conv, 8 pooling and 9 batch-norm shapes, %ld GEMM calls, "
            "OpenMP %s)\n",
            sizeof grid / sizeof grid[0], gemm_calls, cc_openmp_enabled() ? "on" : "off");
     return 0;

@@ -1,0 +1,171 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Bindings of the C normalisation family (src_c/norm.c): batch norm and ReLU.
+
+Only memory-safety checks live here: the functional layer has already
+validated every argument and allocated every output.  The C core is called
+with the GIL released; its status code becomes an exception afterwards.
+Batch-norm tensors arrive as (N, C, L) views, ReLU tensors flattened.
+"""
+from cython cimport floating
+from libc.stdint cimport int64_t
+
+cdef extern from "convcore.h" nogil:
+    int CC_OK, CC_EINVAL, CC_ENOMEM
+    int64_t cc_batch_norm_workspace_elems(int64_t N, int64_t C, int64_t L)
+    int cc_batch_norm_fwd_f32(const float *x, const float *w, const float *b,
+                              const float *rmean, const float *rvar, int64_t N, int64_t C,
+                              int64_t L, double eps, int training, double *work,
+                              int64_t work_elems, int n_threads, float *y, double *mean,
+                              double *var)
+    int cc_batch_norm_fwd_f64(const double *x, const double *w, const double *b,
+                              const double *rmean, const double *rvar, int64_t N, int64_t C,
+                              int64_t L, double eps, int training, double *work,
+                              int64_t work_elems, int n_threads, double *y, double *mean,
+                              double *var)
+    int cc_batch_norm_bwd_f32(const float *dy, const float *x, const float *w,
+                              const float *rmean, const float *rvar, int64_t N, int64_t C,
+                              int64_t L, double eps, int training, double *work,
+                              int64_t work_elems, int n_threads, float *dx, float *dw,
+                              float *db)
+    int cc_batch_norm_bwd_f64(const double *dy, const double *x, const double *w,
+                              const double *rmean, const double *rvar, int64_t N, int64_t C,
+                              int64_t L, double eps, int training, double *work,
+                              int64_t work_elems, int n_threads, double *dx, double *dw,
+                              double *db)
+    int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y)
+    int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y)
+    int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx)
+    int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads,
+                        double *dx)
+
+
+include "_common.pxi"
+
+
+cdef inline const floating *_opt(const floating[::1] a, bint present, int64_t C,
+                                 str name) except? NULL:
+    """Pointer to a per-channel array of C elements, or NULL when absent."""
+    if not present:
+        return NULL
+    _need(a.shape[0], C, name)
+    if C == 0:
+        return NULL
+    return &a[0]
+
+
+cdef double *_work(double[::1] work, int64_t N, int64_t C, int64_t L) except NULL:
+    """The workspace's pointer, once it is known to be large enough."""
+    if work.shape[0] < workspace_elems(N, C, L) or work.shape[0] == 0:
+        raise ValueError(f"batch_norm workspace has {work.shape[0]} elements, expected at "
+                         f"least {workspace_elems(N, C, L)}")
+    return &work[0]
+
+
+def workspace_elems(int64_t N, int64_t C, int64_t L):
+    """Doubles of workspace batch_norm_forward/backward need for x (N, C, L)."""
+    cdef int64_t n = cc_batch_norm_workspace_elems(N, C, L)
+    if n < 0:
+        raise ValueError(f"batch_norm: input of shape ({N}, {C}, {L}) is too large")
+    return n
+
+
+def batch_norm_forward(const floating[:, :, ::1] x, const floating[::1] w,
+                       const floating[::1] b, const floating[::1] rmean,
+                       const floating[::1] rvar, bint has_w, bint has_b, bint training,
+                       double eps, double[::1] work, floating[:, :, ::1] y,
+                       double[::1] mean, double[::1] var, int n_threads):
+    """y, and the statistics used in mean and var (see cc_batch_norm_fwd)."""
+    cdef int64_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef const floating *wp = _opt(w, has_w, C, "weight")
+    cdef const floating *bp = _opt(b, has_b, C, "bias")
+    cdef const floating *mp = _opt(rmean, not training, C, "running_mean")
+    cdef const floating *vp = _opt(rvar, not training, C, "running_var")
+    cdef const floating *xp = NULL
+    cdef floating *yp = NULL
+    cdef double *wk
+    cdef int st
+    if y.shape[0] != N or y.shape[1] != C or y.shape[2] != L:
+        raise ValueError("x and y disagree on their shape")
+    _need(mean.shape[0], C, "mean")
+    _need(var.shape[0], C, "var")
+    if C == 0:
+        return
+    wk = _work(work, N, C, L)
+    if N * L > 0:
+        xp = &x[0, 0, 0]
+        yp = &y[0, 0, 0]
+    with nogil:
+        if floating is float:
+            st = cc_batch_norm_fwd_f32(xp, wp, bp, mp, vp, N, C, L, eps, training, wk,
+                                       work.shape[0], n_threads, yp, &mean[0], &var[0])
+        else:
+            st = cc_batch_norm_fwd_f64(xp, wp, bp, mp, vp, N, C, L, eps, training, wk,
+                                       work.shape[0], n_threads, yp, &mean[0], &var[0])
+    _raise(st, "batch_norm forward")
+
+
+def batch_norm_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
+                        const floating[::1] w, const floating[::1] rmean,
+                        const floating[::1] rvar, bint has_w, bint training, double eps,
+                        double[::1] work, floating[:, :, ::1] dx, floating[::1] dw,
+                        floating[::1] db, int n_threads):
+    """dx, dw, db (see cc_batch_norm_bwd)."""
+    cdef int64_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef const floating *wp = _opt(w, has_w, C, "weight")
+    cdef const floating *mp = _opt(rmean, not training, C, "running_mean")
+    cdef const floating *vp = _opt(rvar, not training, C, "running_var")
+    cdef const floating *xp = NULL
+    cdef const floating *gp = NULL
+    cdef floating *op = NULL
+    cdef double *wk
+    cdef int st
+    if (dy.shape[0] != N or dy.shape[1] != C or dy.shape[2] != L or dx.shape[0] != N
+            or dx.shape[1] != C or dx.shape[2] != L):
+        raise ValueError("x, grad_output and grad_input disagree on their shape")
+    _need(dw.shape[0], C, "grad_weight")
+    _need(db.shape[0], C, "grad_bias")
+    if C == 0:
+        return
+    wk = _work(work, N, C, L)
+    if N * L > 0:
+        xp = &x[0, 0, 0]
+        gp = &dy[0, 0, 0]
+        op = &dx[0, 0, 0]
+    with nogil:
+        if floating is float:
+            st = cc_batch_norm_bwd_f32(gp, xp, wp, mp, vp, N, C, L, eps, training, wk,
+                                       work.shape[0], n_threads, op, &dw[0], &db[0])
+        else:
+            st = cc_batch_norm_bwd_f64(gp, xp, wp, mp, vp, N, C, L, eps, training, wk,
+                                       work.shape[0], n_threads, op, &dw[0], &db[0])
+    _raise(st, "batch_norm backward")
+
+
+def relu_forward(const floating[::1] x, floating[::1] y, int n_threads):
+    cdef int64_t n = x.shape[0]
+    cdef int st
+    _need(y.shape[0], n, "y")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_relu_fwd_f32(&x[0], n, n_threads, &y[0])
+        else:
+            st = cc_relu_fwd_f64(&x[0], n, n_threads, &y[0])
+    _raise(st, "relu forward")
+
+
+def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] dx,
+                  int n_threads):
+    cdef int64_t n = x.shape[0]
+    cdef int st
+    _need(dy.shape[0], n, "grad_output")
+    _need(dx.shape[0], n, "grad_input")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_relu_bwd_f32(&dy[0], &x[0], n, n_threads, &dx[0])
+        else:
+            st = cc_relu_bwd_f64(&dy[0], &x[0], n, n_threads, &dx[0])
+    _raise(st, "relu backward")

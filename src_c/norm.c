@@ -1,0 +1,223 @@
+/* Normalisation family: batch normalisation and ReLU, forward and backward,
+ * instantiated for float32 and float64 from norm_impl.h. */
+#include "convcore.h"
+#include "internal.h"
+
+#include <math.h>
+#include <string.h>
+
+/* The streaming loops are compiled twice on x86-64 with GCC: for the baseline
+ * (SSE2) and for AVX2, picked once at load time (ifunc).  Same C, same
+ * operation order, no FMA contraction (-std=c99): identical results. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    defined(__ELF__) && !defined(CC_NO_CLONES)
+#define CC_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define CC_CLONES
+#endif
+
+/* Four doubles operated on lane by lane: GCC/Clang vector extensions where
+ * available (the reductions vectorise reliably), else a struct.  Both give
+ * the same bits: every operation is the IEEE operation on each lane.  The
+ * vector versions are macros, so no vector crosses a function boundary. */
+#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 9) && !defined(CC_NO_VECTOR_EXT)
+typedef double v4d __attribute__((vector_size(32)));
+typedef double v4d_u __attribute__((vector_size(32), aligned(sizeof(double))));
+typedef float v4f_u __attribute__((vector_size(16), aligned(sizeof(float))));
+#define v4_zero() ((v4d){0, 0, 0, 0})
+#define v4_splat(a) ((v4d){(a), (a), (a), (a)})
+#define v4_add(a, b) ((a) + (b))
+#define v4_sub(a, b) ((a) - (b))
+#define v4_mul(a, b) ((a) * (b))
+#define v4_lane(a, i) ((a)[i])
+#define v4_load_f32(p) __builtin_convertvector(*(const v4f_u *)(const void *)(p), v4d)
+#define v4_load_f64(p) ((v4d)(*(const v4d_u *)(const void *)(p)))
+#else
+typedef struct { double v[4]; } v4d;
+static inline v4d v4_zero(void) { v4d r = {{0, 0, 0, 0}}; return r; }
+static inline v4d v4_splat(double a) { v4d r = {{a, a, a, a}}; return r; }
+#define CC_V4_OP(name, op)                                        \
+    static inline v4d name(v4d a, v4d b)                          \
+    {                                                             \
+        v4d r;                                                    \
+        int i;                                                    \
+        for (i = 0; i < 4; ++i) r.v[i] = a.v[i] op b.v[i];        \
+        return r;                                                 \
+    }
+CC_V4_OP(v4_add, +)
+CC_V4_OP(v4_sub, -)
+CC_V4_OP(v4_mul, *)
+static inline double v4_lane(v4d a, int i) { return a.v[i]; }
+static inline v4d v4_load_f32(const float *p)
+{
+    v4d r = {{p[0], p[1], p[2], p[3]}};
+    return r;
+}
+static inline v4d v4_load_f64(const double *p)
+{
+    v4d r = {{p[0], p[1], p[2], p[3]}};
+    return r;
+}
+#endif
+
+/* Sum of 16 lanes held in four vectors, in a fixed tree. */
+#define v4_sum4(a, b, c, d) v4_tree(v4_add(v4_add(a, c), v4_add(b, d)))
+#define v4_tree(s) ((v4_lane(s, 0) + v4_lane(s, 2)) + (v4_lane(s, 1) + v4_lane(s, 3)))
+
+/* How batch norm cuts x (N, C, L) into tasks; it depends on the shape alone,
+ * never on the thread count.
+ *   - The reduction axis (n, l) of every channel is cut into J chunks: rows
+ *     in blocks of G planes (G*L about CC_BN_CHUNK values per channel), or,
+ *     for planes longer than CC_BN_CHUNK, one plane in segments of SEG.  A
+ *     chunk is small enough to stay in L1 for its two passes (its mean, then
+ *     the deviations from it).
+ *   - Channels are taken CC_BN_GROUP at a time.
+ * A task is one chunk of one channel group: a nearly contiguous stretch of
+ * memory.  Each task writes the moments of its chunk, one per channel, to
+ * the workspace; a channel's moments are then merged in chunk order.  So every
+ * statistic is the same for every thread count, and memory is swept in
+ * order (sweeping one channel at a time, across planes, was twice as slow). */
+#define CC_BN_CHUNK 2048
+#define CC_BN_GROUP 16
+/* Planes at least this long are reduced with 16 lanes per channel; shorter
+ * ones with one accumulator per channel of the group. */
+#define CC_BN_MIN_L 32
+/* Workspace: J*C moments (6 doubles each), then C coefficient sets (4). */
+#define CC_BN_MOM 6
+#define CC_BN_COEF 4
+
+typedef struct {
+    int64_t N, C, L;
+    int64_t G, SEG, nseg, J, ngroups, tasks;
+} bn_plan;
+
+static void bn_plan_make(int64_t N, int64_t C, int64_t L, bn_plan *p)
+{
+    p->N = N;
+    p->C = C;
+    p->L = L;
+    p->SEG = L > CC_BN_CHUNK ? CC_BN_CHUNK : CC_MAX(L, 1);
+    p->nseg = L > 0 ? (L + p->SEG - 1) / p->SEG : 0;
+    p->G = L >= CC_BN_CHUNK ? 1 : CC_BN_CHUNK / CC_MAX(L, 1);
+    p->J = (N + p->G - 1) / p->G * p->nseg;
+    p->ngroups = (C + CC_BN_GROUP - 1) / CC_BN_GROUP;
+    p->tasks = p->J * p->ngroups;
+}
+
+/* Bounds of task t: rows [n0, n1), elements [l0, l1), channels [c0, c1), chunk j. */
+typedef struct {
+    int64_t n0, n1, l0, l1, c0, c1, j;
+} bn_task;
+
+static bn_task bn_task_at(const bn_plan *p, int64_t t)
+{
+    bn_task k;
+    const int64_t g = t % p->ngroups, j = t / p->ngroups;
+    const int64_t rb = j / p->nseg, sg = j % p->nseg;
+    k.j = j;
+    k.n0 = rb * p->G;
+    k.n1 = CC_MIN(p->N, k.n0 + p->G);
+    k.l0 = sg * p->SEG;
+    k.l1 = CC_MIN(p->L, k.l0 + p->SEG);
+    k.c0 = g * CC_BN_GROUP;
+    k.c1 = CC_MIN(p->C, k.c0 + CC_BN_GROUP);
+    return k;
+}
+
+int64_t cc_batch_norm_workspace_elems(int64_t N, int64_t C, int64_t L)
+{
+    bn_plan p;
+    int64_t t, u;
+    if (N < 0 || C < 1 || L < 0 || !cc_prod4_ok(N, C, L, 1, &t)) return -1;
+    bn_plan_make(N, C, L, &p);
+    if (!cc_prod4_ok(p.J, C, CC_BN_MOM, 1, &t) || !cc_mul_ok(C, CC_BN_COEF, &u)) return -1;
+    return t + u;
+}
+
+/* Moments of a set of (x, dy) pairs: count, means, plain sum of dy, and the
+ * centred sums mxx = sum (x - mx)^2, mxy = sum (x - mx)(dy - my).  Stored in
+ * the workspace as CC_BN_MOM doubles in this order. */
+typedef struct {
+    double n, mx, my, sy, mxx, mxy;
+} bn_moments;
+
+static inline void mom_store(double *w, const bn_moments *m)
+{
+    w[0] = m->n;
+    w[1] = m->mx;
+    w[2] = m->my;
+    w[3] = m->sy;
+    w[4] = m->mxx;
+    w[5] = m->mxy;
+}
+
+/* a <- moments of a and the set stored at w (the pairwise update of the mean
+ * and the centred sums: exact in exact arithmetic, and stable). */
+static inline void mom_merge(bn_moments *a, const double *w)
+{
+    const double bn = w[0], n = a->n + bn;
+    const double dx = w[1] - a->mx, dy = w[2] - a->my;
+    const double f = bn / n, c = a->n * f;
+    a->mx += dx * f;
+    a->my += dy * f;
+    a->sy += w[3];
+    a->mxx += w[4] + dx * dx * c;
+    a->mxy += w[5] + dx * dy * c;
+    a->n = n;
+}
+
+/* Channel c's moments: its J chunks merged in order. */
+static void mom_channel(const double *work, int64_t J, int64_t C, int64_t c, bn_moments *a)
+{
+    int64_t j;
+    const double *w = work + c * CC_BN_MOM;
+    a->n = w[0];
+    a->mx = w[1];
+    a->my = w[2];
+    a->sy = w[3];
+    a->mxx = w[4];
+    a->mxy = w[5];
+    for (j = 1; j < J; ++j) mom_merge(a, work + (j * C + c) * CC_BN_MOM);
+}
+
+/* Threads for a job that moves `bytes` bytes: one below CC_NORM_SERIAL_BYTES,
+ * where starting a team costs more than the second core saves.  Depends on the
+ * sizes only, and the results never depend on the thread count anyway. */
+#define CC_NORM_SERIAL_BYTES ((int64_t)2 << 20)
+static int norm_team(int n_threads, int64_t elems, int64_t passes, size_t elem_size)
+{
+    return (double)elems * (double)passes * (double)elem_size < (double)CC_NORM_SERIAL_BYTES
+               ? 1 : n_threads;
+}
+
+static int bn_check(const void *x, const void *rmean, const void *rvar, int64_t N, int64_t C,
+                    int64_t L, double eps, int training, const double *work,
+                    int64_t work_elems, int n_threads, const void *y, const void *o1,
+                    const void *o2)
+{
+    int64_t t, need;
+    if (n_threads < 1 || N < 0 || C < 1 || L < 0 || !(eps >= 0)) return CC_EINVAL;
+    if (!cc_prod4_ok(N, C, L, 1, &t)) return CC_EINVAL;
+    if (training && N * L < 1) return CC_EINVAL;
+    if (!o1 || !o2) return CC_EINVAL;
+    if (t > 0 && (!x || !y)) return CC_EINVAL;
+    if (!training && (!rmean || !rvar)) return CC_EINVAL;
+    need = cc_batch_norm_workspace_elems(N, C, L);
+    if (need < 0 || work_elems < need || !work) return CC_EINVAL;
+    return CC_OK;
+}
+
+/* Elements per ReLU task (any split of an elementwise map gives the same bits). */
+#define CC_RELU_BLOCK 32768
+
+#define REAL float
+#define SFX f32
+#include "norm_impl.h"
+#undef REAL
+#undef SFX
+
+#define REAL double
+#define SFX f64
+#include "norm_impl.h"
+#undef REAL
+#undef SFX

@@ -1,0 +1,578 @@
+/* Body of the normalisation family, instantiated once per element type by
+ * norm.c with REAL (float/double) and SFX (f32/f64) defined.
+ *
+ * Batch norm runs in up to three phases inside one OpenMP team (see bn_plan
+ * in norm.c): the moments of every (chunk, channel) into the workspace, in
+ * parallel over tasks; each channel's chunks merged in order into its
+ * statistics and per-element coefficients, in parallel over channels; the
+ * per-element pass, in parallel over tasks.  Statistics are accumulated in
+ * double; the per-element pass works in REAL, with the rounding of the mean
+ * folded into the shift, so it costs no accuracy where mean >> std. */
+
+#ifndef CC_CAT
+#define CC_CAT2(a, b) a##_##b
+#define CC_CAT(a, b) CC_CAT2(a, b)
+#define FN(name) CC_CAT(name, SFX)
+#endif
+
+#define V4_LOAD CC_CAT(v4_load, SFX)
+
+/* ------------------------------------------------------------ statistics */
+
+/* Moments of one chunk of x: planes [0, np) of len elements, plane p at
+ * x + p*stride.  Two passes (the chunk is in L1 for the second), each in 16
+ * lanes with the plane's tail after them in order: the mean, then the
+ * squared deviations from it.  Stored to w (bn_moments order). */
+CC_CLONES static void FN(chunk_x)(const REAL *CC_RESTRICT x, int64_t stride, int64_t np,
+                                  int64_t len, double *w)
+{
+    v4d s0 = v4_zero(), s1 = v4_zero(), s2 = v4_zero(), s3 = v4_zero();
+    v4d q0 = v4_zero(), q1 = v4_zero(), q2 = v4_zero(), q3 = v4_zero(), M;
+    const double cnt = (double)(np * len);
+    double st = 0, qt = 0, m;
+    bn_moments r;
+    int64_t p, i;
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        for (i = 0; i + 16 <= len; i += 16) {
+            s0 = v4_add(s0, V4_LOAD(v + i));
+            s1 = v4_add(s1, V4_LOAD(v + i + 4));
+            s2 = v4_add(s2, V4_LOAD(v + i + 8));
+            s3 = v4_add(s3, V4_LOAD(v + i + 12));
+        }
+        for (; i < len; ++i) st += (double)v[i];
+    }
+    m = (v4_sum4(s0, s1, s2, s3) + st) / cnt;
+    M = v4_splat(m);
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        for (i = 0; i + 16 <= len; i += 16) {
+            v4d d;
+            d = v4_sub(V4_LOAD(v + i), M);
+            q0 = v4_add(q0, v4_mul(d, d));
+            d = v4_sub(V4_LOAD(v + i + 4), M);
+            q1 = v4_add(q1, v4_mul(d, d));
+            d = v4_sub(V4_LOAD(v + i + 8), M);
+            q2 = v4_add(q2, v4_mul(d, d));
+            d = v4_sub(V4_LOAD(v + i + 12), M);
+            q3 = v4_add(q3, v4_mul(d, d));
+        }
+        for (; i < len; ++i) {
+            const double d = (double)v[i] - m;
+            qt += d * d;
+        }
+    }
+    r.n = cnt;
+    r.mx = m;
+    r.my = 0;
+    r.sy = 0;
+    r.mxx = v4_sum4(q0, q1, q2, q3) + qt;
+    r.mxy = 0;
+    mom_store(w, &r);
+}
+
+/* As chunk_x for the pairs (x, dy): also the sum of dy and the centred cross
+ * sum sum (x - mx)(dy - my). */
+CC_CLONES static void FN(chunk_xy)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dy,
+                                   int64_t stride, int64_t np, int64_t len, double *w)
+{
+    v4d s0 = v4_zero(), s1 = v4_zero(), s2 = v4_zero(), s3 = v4_zero();
+    v4d t0 = v4_zero(), t1 = v4_zero(), t2 = v4_zero(), t3 = v4_zero();
+    v4d q0 = v4_zero(), q1 = v4_zero(), q2 = v4_zero(), q3 = v4_zero();
+    v4d r0 = v4_zero(), r1 = v4_zero(), r2 = v4_zero(), r3 = v4_zero(), MX, MY;
+    const double cnt = (double)(np * len);
+    double st = 0, tt = 0, qt = 0, rt = 0, mx, my, sy;
+    bn_moments r;
+    int64_t p, i;
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        const REAL *CC_RESTRICT g = dy + p * stride;
+        for (i = 0; i + 16 <= len; i += 16) {
+            s0 = v4_add(s0, V4_LOAD(v + i));
+            s1 = v4_add(s1, V4_LOAD(v + i + 4));
+            s2 = v4_add(s2, V4_LOAD(v + i + 8));
+            s3 = v4_add(s3, V4_LOAD(v + i + 12));
+            t0 = v4_add(t0, V4_LOAD(g + i));
+            t1 = v4_add(t1, V4_LOAD(g + i + 4));
+            t2 = v4_add(t2, V4_LOAD(g + i + 8));
+            t3 = v4_add(t3, V4_LOAD(g + i + 12));
+        }
+        for (; i < len; ++i) {
+            st += (double)v[i];
+            tt += (double)g[i];
+        }
+    }
+    mx = (v4_sum4(s0, s1, s2, s3) + st) / cnt;
+    sy = v4_sum4(t0, t1, t2, t3) + tt;
+    my = sy / cnt;
+    MX = v4_splat(mx);
+    MY = v4_splat(my);
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        const REAL *CC_RESTRICT g = dy + p * stride;
+        for (i = 0; i + 16 <= len; i += 16) {
+            v4d d, e;
+            d = v4_sub(V4_LOAD(v + i), MX);
+            e = v4_sub(V4_LOAD(g + i), MY);
+            q0 = v4_add(q0, v4_mul(d, d));
+            r0 = v4_add(r0, v4_mul(d, e));
+            d = v4_sub(V4_LOAD(v + i + 4), MX);
+            e = v4_sub(V4_LOAD(g + i + 4), MY);
+            q1 = v4_add(q1, v4_mul(d, d));
+            r1 = v4_add(r1, v4_mul(d, e));
+            d = v4_sub(V4_LOAD(v + i + 8), MX);
+            e = v4_sub(V4_LOAD(g + i + 8), MY);
+            q2 = v4_add(q2, v4_mul(d, d));
+            r2 = v4_add(r2, v4_mul(d, e));
+            d = v4_sub(V4_LOAD(v + i + 12), MX);
+            e = v4_sub(V4_LOAD(g + i + 12), MY);
+            q3 = v4_add(q3, v4_mul(d, d));
+            r3 = v4_add(r3, v4_mul(d, e));
+        }
+        for (; i < len; ++i) {
+            const double d = (double)v[i] - mx, e = (double)g[i] - my;
+            qt += d * d;
+            rt += d * e;
+        }
+    }
+    r.n = cnt;
+    r.mx = mx;
+    r.my = my;
+    r.sy = sy;
+    r.mxx = v4_sum4(q0, q1, q2, q3) + qt;
+    r.mxy = v4_sum4(r0, r1, r2, r3) + rt;
+    mom_store(w, &r);
+}
+
+/* Moments of channels [0, nc) over planes [0, np) (short planes, L <
+ * CC_BN_MIN_L): row p of channel c is the L elements at x + p*stride + c*L;
+ * one accumulator per channel, two passes.  dy may be NULL.  Channel c's
+ * moments go to w + c*CC_BN_MOM. */
+static void FN(chunk_group)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dy,
+                            int64_t stride, int64_t np, int64_t nc, int64_t L, double *w)
+{
+    double s[CC_BN_GROUP], t[CC_BN_GROUP], q[CC_BN_GROUP], r[CC_BN_GROUP];
+    double mx[CC_BN_GROUP], my[CC_BN_GROUP];
+    const double cnt = (double)(np * L);
+    int64_t p, c, l;
+    for (c = 0; c < nc; ++c) s[c] = t[c] = q[c] = r[c] = 0;
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        for (c = 0; c < nc; ++c)
+            for (l = 0; l < L; ++l) s[c] += (double)v[c * L + l];
+        if (dy) {
+            const REAL *CC_RESTRICT g = dy + p * stride;
+            for (c = 0; c < nc; ++c)
+                for (l = 0; l < L; ++l) t[c] += (double)g[c * L + l];
+        }
+    }
+    for (c = 0; c < nc; ++c) {
+        mx[c] = s[c] / cnt;
+        my[c] = t[c] / cnt;
+    }
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        for (c = 0; c < nc; ++c)
+            for (l = 0; l < L; ++l) {
+                const double d = (double)v[c * L + l] - mx[c];
+                q[c] += d * d;
+            }
+        if (dy) {
+            const REAL *CC_RESTRICT g = dy + p * stride;
+            for (c = 0; c < nc; ++c)
+                for (l = 0; l < L; ++l)
+                    r[c] += ((double)v[c * L + l] - mx[c]) * ((double)g[c * L + l] - my[c]);
+        }
+    }
+    for (c = 0; c < nc; ++c) {
+        bn_moments m;
+        m.n = cnt;
+        m.mx = mx[c];
+        m.my = my[c];
+        m.sy = t[c];
+        m.mxx = q[c];
+        m.mxy = r[c];
+        mom_store(w + c * CC_BN_MOM, &m);
+    }
+}
+
+/* Moments of task t's chunk, one record per channel of its group, to
+ * work[(j*C + c)*CC_BN_MOM].  dy may be NULL (forward). */
+static void FN(stats_task)(const REAL *x, const REAL *dy, const bn_plan *p, int64_t t,
+                           double *work)
+{
+    const bn_task k = bn_task_at(p, t);
+    const int64_t S = p->C * p->L;
+    int64_t c;
+    if (p->L >= CC_BN_MIN_L) {
+        for (c = k.c0; c < k.c1; ++c) {
+            const int64_t off = k.n0 * S + c * p->L + k.l0;
+            double *w = work + (k.j * p->C + c) * CC_BN_MOM;
+            if (dy)
+                FN(chunk_xy)(x + off, dy + off, S, k.n1 - k.n0, k.l1 - k.l0, w);
+            else
+                FN(chunk_x)(x + off, S, k.n1 - k.n0, k.l1 - k.l0, w);
+        }
+    } else {
+        const int64_t off = k.n0 * S + k.c0 * p->L;
+        FN(chunk_group)(x + off, dy ? dy + off : NULL, S, k.n1 - k.n0, k.c1 - k.c0, p->L,
+                        work + (k.j * p->C + k.c0) * CC_BN_MOM);
+    }
+}
+
+/* ------------------------------------------------------ per-element passes */
+
+/* The coefficients of task t's channel group, as REAL. */
+static void FN(group_coef)(const double *coef, const bn_task *k, REAL *a, REAL *b, REAL *c,
+                           REAL *d)
+{
+    int64_t i;
+    for (i = 0; i < k->c1 - k->c0; ++i) {
+        const double *q = coef + (k->c0 + i) * CC_BN_COEF;
+        a[i] = (REAL)q[0];
+        b[i] = (REAL)q[1];
+        c[i] = (REAL)q[2];
+        d[i] = (REAL)q[3];
+    }
+}
+
+/* y = (x - mh) * s + sh over n elements. */
+CC_CLONES static void FN(fwd_span)(const REAL *CC_RESTRICT x, int64_t n, REAL mh, REAL s,
+                                   REAL sh, REAL *CC_RESTRICT y)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) y[i] = (x[i] - mh) * s + sh;
+}
+
+/* dx = s * ((dy - a) - k * (x - mh)) over n elements. */
+CC_CLONES static void FN(bwd_span)(const REAL *CC_RESTRICT dy, const REAL *CC_RESTRICT x,
+                                   int64_t n, REAL mh, REAL s, REAL a, REAL k,
+                                   REAL *CC_RESTRICT dx)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) dx[i] = s * ((dy[i] - a) - k * (x[i] - mh));
+}
+
+/* Forward per-element pass of task t (coefficients mh, s, sh per channel). */
+static void FN(fwd_task)(const REAL *x, const bn_plan *p, int64_t t, const double *coef,
+                         REAL *y)
+{
+    const bn_task k = bn_task_at(p, t);
+    const int64_t S = p->C * p->L, L = p->L, nc = k.c1 - k.c0;
+    REAL mh[CC_BN_GROUP], s[CC_BN_GROUP], sh[CC_BN_GROUP], unused[CC_BN_GROUP];
+    int64_t n, c, l;
+    FN(group_coef)(coef, &k, mh, s, sh, unused);
+    for (n = k.n0; n < k.n1; ++n) {
+        const REAL *CC_RESTRICT xr = x + n * S + k.c0 * L;
+        REAL *CC_RESTRICT yr = y + n * S + k.c0 * L;
+        if (L >= CC_BN_MIN_L) {
+            for (c = 0; c < nc; ++c)
+                FN(fwd_span)(xr + c * L + k.l0, k.l1 - k.l0, mh[c], s[c], sh[c],
+                             yr + c * L + k.l0);
+        } else {
+            for (c = 0; c < nc; ++c)
+                for (l = 0; l < L; ++l)
+                    yr[c * L + l] = (xr[c * L + l] - mh[c]) * s[c] + sh[c];
+        }
+    }
+}
+
+/* Training backward per-element pass of task t (coefficients mh, s, a, k). */
+static void FN(bwd_task)(const REAL *dy, const REAL *x, const bn_plan *p, int64_t t,
+                         const double *coef, REAL *dx)
+{
+    const bn_task k = bn_task_at(p, t);
+    const int64_t S = p->C * p->L, L = p->L, nc = k.c1 - k.c0;
+    REAL mh[CC_BN_GROUP], s[CC_BN_GROUP], a[CC_BN_GROUP], kk[CC_BN_GROUP];
+    int64_t n, c, l;
+    FN(group_coef)(coef, &k, mh, s, a, kk);
+    for (n = k.n0; n < k.n1; ++n) {
+        const int64_t off = n * S + k.c0 * L;
+        const REAL *CC_RESTRICT gr = dy + off;
+        const REAL *CC_RESTRICT xr = x + off;
+        REAL *CC_RESTRICT o = dx + off;
+        if (L >= CC_BN_MIN_L) {
+            for (c = 0; c < nc; ++c)
+                FN(bwd_span)(gr + c * L + k.l0, xr + c * L + k.l0, k.l1 - k.l0, mh[c], s[c],
+                             a[c], kk[c], o + c * L + k.l0);
+        } else {
+            for (c = 0; c < nc; ++c)
+                for (l = 0; l < L; ++l)
+                    o[c * L + l] =
+                        s[c] * ((gr[c * L + l] - a[c]) - kk[c] * (xr[c * L + l] - mh[c]));
+        }
+    }
+}
+
+/* Eval backward of one chunk of one channel: dx = dy * s, and the sums
+ * sum dy and sum dy (x - m) in 16 lanes (stored as sy and mxy of w). */
+CC_CLONES static void FN(eval_chunk)(const REAL *CC_RESTRICT dy, const REAL *CC_RESTRICT x,
+                                     int64_t stride, int64_t np, int64_t len, REAL m, REAL s,
+                                     REAL *CC_RESTRICT dx, double *w)
+{
+    v4d t0 = v4_zero(), t1 = v4_zero(), t2 = v4_zero(), t3 = v4_zero();
+    v4d r0 = v4_zero(), r1 = v4_zero(), r2 = v4_zero(), r3 = v4_zero();
+    const v4d M = v4_splat((double)m);
+    double tt = 0, rt = 0;
+    bn_moments r;
+    int64_t p, i;
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT g = dy + p * stride;
+        const REAL *CC_RESTRICT v = x + p * stride;
+        REAL *CC_RESTRICT o = dx + p * stride;
+        for (i = 0; i + 16 <= len; i += 16) {
+            v4d e;
+            e = V4_LOAD(g + i);
+            t0 = v4_add(t0, e);
+            r0 = v4_add(r0, v4_mul(e, v4_sub(V4_LOAD(v + i), M)));
+            e = V4_LOAD(g + i + 4);
+            t1 = v4_add(t1, e);
+            r1 = v4_add(r1, v4_mul(e, v4_sub(V4_LOAD(v + i + 4), M)));
+            e = V4_LOAD(g + i + 8);
+            t2 = v4_add(t2, e);
+            r2 = v4_add(r2, v4_mul(e, v4_sub(V4_LOAD(v + i + 8), M)));
+            e = V4_LOAD(g + i + 12);
+            t3 = v4_add(t3, e);
+            r3 = v4_add(r3, v4_mul(e, v4_sub(V4_LOAD(v + i + 12), M)));
+        }
+        for (; i < len; ++i) {
+            const double e = (double)g[i];
+            tt += e;
+            rt += e * ((double)v[i] - (double)m);
+        }
+        for (i = 0; i < len; ++i) o[i] = g[i] * s;
+    }
+    r.n = (double)(np * len);
+    r.mx = r.my = r.mxx = 0;
+    r.sy = v4_sum4(t0, t1, t2, t3) + tt;
+    r.mxy = v4_sum4(r0, r1, r2, r3) + rt;
+    mom_store(w, &r);
+}
+
+/* Eval backward of task t: dx, and the chunk's sums per channel to the
+ * workspace (coefficients: m, s). */
+static void FN(eval_task)(const REAL *dy, const REAL *x, const bn_plan *p, int64_t t,
+                          const double *coef, REAL *dx, double *work)
+{
+    const bn_task k = bn_task_at(p, t);
+    const int64_t S = p->C * p->L, L = p->L, nc = k.c1 - k.c0;
+    REAL m[CC_BN_GROUP], s[CC_BN_GROUP], u1[CC_BN_GROUP], u2[CC_BN_GROUP];
+    int64_t n, c, l;
+    FN(group_coef)(coef, &k, m, s, u1, u2);
+    if (L >= CC_BN_MIN_L) {
+        for (c = 0; c < nc; ++c) {
+            const int64_t off = k.n0 * S + (k.c0 + c) * L + k.l0;
+            FN(eval_chunk)(dy + off, x + off, S, k.n1 - k.n0, k.l1 - k.l0, m[c], s[c],
+                           dx + off, work + (k.j * p->C + k.c0 + c) * CC_BN_MOM);
+        }
+        return;
+    }
+    {
+        double sy[CC_BN_GROUP], sxy[CC_BN_GROUP];
+        for (c = 0; c < nc; ++c) sy[c] = sxy[c] = 0;
+        for (n = k.n0; n < k.n1; ++n) {
+            const int64_t off = n * S + k.c0 * L;
+            const REAL *CC_RESTRICT gr = dy + off;
+            const REAL *CC_RESTRICT xr = x + off;
+            REAL *CC_RESTRICT o = dx + off;
+            for (c = 0; c < nc; ++c)
+                for (l = 0; l < L; ++l) {
+                    const double e = (double)gr[c * L + l];
+                    sy[c] += e;
+                    sxy[c] += e * ((double)xr[c * L + l] - (double)m[c]);
+                    o[c * L + l] = gr[c * L + l] * s[c];
+                }
+        }
+        for (c = 0; c < nc; ++c) {
+            bn_moments r;
+            r.n = (double)((k.n1 - k.n0) * L);
+            r.mx = r.my = r.mxx = 0;
+            r.sy = sy[c];
+            r.mxy = sxy[c];
+            mom_store(work + (k.j * p->C + k.c0 + c) * CC_BN_MOM, &r);
+        }
+    }
+}
+
+/* ---------------------------------------------------------------- kernels */
+
+int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REAL *rmean,
+                          const REAL *rvar, int64_t N, int64_t C, int64_t L, double eps,
+                          int training, double *work, int64_t work_elems, int n_threads,
+                          REAL *y, double *mean, double *var)
+{
+    bn_plan p;
+    double *coef;
+    int team;
+    if (bn_check(x, rmean, rvar, N, C, L, eps, training, work, work_elems, n_threads, y, mean,
+                 var) != CC_OK)
+        return CC_EINVAL;
+    bn_plan_make(N, C, L, &p);
+    coef = work + p.J * C * CC_BN_MOM;
+    team = norm_team(n_threads, N * C * L, training ? 3 : 2, sizeof(REAL));
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        int64_t t, c;
+        if (training) {
+#pragma omp for schedule(static)
+            for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, NULL, &p, t, work);
+        }
+#pragma omp for schedule(static)
+        for (c = 0; c < C; ++c) {
+            double m, v, sd, *q = coef + c * CC_BN_COEF;
+            REAL mh;
+            if (training) {
+                bn_moments a;
+                mom_channel(work, p.J, C, c, &a);
+                m = a.mx;
+                v = a.mxx / a.n;
+            } else {
+                m = (double)rmean[c];
+                v = (double)rvar[c];
+            }
+            mean[c] = m;
+            var[c] = v;
+            sd = 1.0 / sqrt(v + eps);
+            if (w) sd *= (double)w[c];
+            /* y = (x - m) s + b = (x - mh) s + (b - (m - mh) s), mh = m rounded */
+            mh = (REAL)m;
+            q[0] = (double)mh;
+            q[1] = sd;
+            q[2] = (b ? (double)b[c] : 0.0) - (m - (double)mh) * sd;
+            q[3] = 0;
+        }
+#pragma omp for schedule(static)
+        for (t = 0; t < p.tasks; ++t) FN(fwd_task)(x, &p, t, coef, y);
+    }
+    return CC_OK;
+}
+
+int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const REAL *rmean,
+                          const REAL *rvar, int64_t N, int64_t C, int64_t L, double eps,
+                          int training, double *work, int64_t work_elems, int n_threads,
+                          REAL *dx, REAL *dw, REAL *db)
+{
+    bn_plan p;
+    double *coef;
+    int team;
+    if (bn_check(x, rmean, rvar, N, C, L, eps, training, work, work_elems, n_threads, dx, dw,
+                 db) != CC_OK)
+        return CC_EINVAL;
+    if (N * C * L > 0 && !dy) return CC_EINVAL;
+    bn_plan_make(N, C, L, &p);
+    coef = work + p.J * C * CC_BN_MOM;
+    team = norm_team(n_threads, N * C * L, training ? 5 : 3, sizeof(REAL));
+    if (training) {
+        /* forward: y = xhat w + b, xhat = (x - mean) is, is = 1/sqrt(var + eps)
+         * =>  db = sum dy, dw = sum dy xhat = is sum dy (x - mean),
+         *     dx = w is (dy - db/M - xhat dw/M) */
+#pragma omp parallel num_threads(team) if (team > 1)
+        {
+            int64_t t, c;
+#pragma omp for schedule(static)
+            for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, dy, &p, t, work);
+#pragma omp for schedule(static)
+            for (c = 0; c < C; ++c) {
+                bn_moments a;
+                double is, gw, sd, k, *q = coef + c * CC_BN_COEF;
+                REAL mh;
+                mom_channel(work, p.J, C, c, &a);
+                is = 1.0 / sqrt(a.mxx / a.n + eps);
+                gw = is * a.mxy;
+                sd = w ? is * (double)w[c] : is;
+                k = is * gw / a.n;
+                dw[c] = (REAL)gw;
+                db[c] = (REAL)a.sy;
+                /* dy - a - k (x - m) = (dy - (a - k (m - mh))) - k (x - mh) */
+                mh = (REAL)a.mx;
+                q[0] = (double)mh;
+                q[1] = sd;
+                q[2] = a.sy / a.n - k * (a.mx - (double)mh);
+                q[3] = k;
+            }
+#pragma omp for schedule(static)
+            for (t = 0; t < p.tasks; ++t) FN(bwd_task)(dy, x, &p, t, coef, dx);
+        }
+        return CC_OK;
+    }
+    /* forward (eval): y = (x - rmean) is w + b, constants  =>  dx = w is dy,
+     * dw = is sum dy (x - rmean), db = sum dy */
+#pragma omp parallel num_threads(team) if (team > 1)
+    {
+        int64_t t, c, j;
+#pragma omp for schedule(static)
+        for (c = 0; c < C; ++c) {
+            double *q = coef + c * CC_BN_COEF;
+            const double is = 1.0 / sqrt((double)rvar[c] + eps);
+            q[0] = (double)rmean[c];
+            q[1] = w ? is * (double)w[c] : is;
+            q[2] = is;
+            q[3] = 0;
+        }
+#pragma omp for schedule(static)
+        for (t = 0; t < p.tasks; ++t) FN(eval_task)(dy, x, &p, t, coef, dx, work);
+#pragma omp for schedule(static)
+        for (c = 0; c < C; ++c) {
+            double sy = 0, sxy = 0;
+            for (j = 0; j < p.J; ++j) {
+                const double *r = work + (j * C + c) * CC_BN_MOM;
+                sy += r[3];
+                sxy += r[5];
+            }
+            dw[c] = (REAL)(coef[c * CC_BN_COEF + 2] * sxy);
+            db[c] = (REAL)sy;
+        }
+    }
+    return CC_OK;
+}
+
+/* ------------------------------------------------------------------- relu */
+
+CC_CLONES static void FN(relu_span)(const REAL *CC_RESTRICT x, int64_t n, REAL *CC_RESTRICT y)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        const REAL v = x[i];
+        /* selects, not branches; NaN passes through, -0 becomes +0 */
+        y[i] = ((v > 0) | (v != v)) ? v : (REAL)0;
+    }
+}
+
+CC_CLONES static void FN(relu_bwd_span)(const REAL *CC_RESTRICT dy, const REAL *CC_RESTRICT x,
+                                        int64_t n, REAL *CC_RESTRICT dx)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) dx[i] = x[i] > 0 ? dy[i] : (REAL)0;
+}
+
+int FN(cc_relu_fwd)(const REAL *x, int64_t n, int n_threads, REAL *y)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
+    if (n > 0 && (!x || !y)) return CC_EINVAL;
+    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, n, 2, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
+    for (i = 0; i < nb; ++i)
+        FN(relu_span)(x + i * CC_RELU_BLOCK, CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK),
+                      y + i * CC_RELU_BLOCK);
+    return CC_OK;
+}
+
+int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REAL *dx)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
+    if (n > 0 && (!dy || !x || !dx)) return CC_EINVAL;
+    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, n, 3, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
+    for (i = 0; i < nb; ++i)
+        FN(relu_bwd_span)(dy + i * CC_RELU_BLOCK, x + i * CC_RELU_BLOCK,
+                          CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK), dx + i * CC_RELU_BLOCK);
+    return CC_OK;
+}
+
+#undef V4_LOAD
