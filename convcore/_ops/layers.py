@@ -2,11 +2,14 @@
 local_response_norm, dropout, softmax, log_softmax, cross_entropy, each with its
 backward pass.
 
-These are NumPy (or CuPy) expressions: the C core is only for conv and pooling.
-Names and parameters mirror ``torch.nn.functional``.
+For NumPy arrays, relu and batch_norm (forward and backward) run in the C core
+(threaded, the same bits for every thread count); the rest, and every op on
+CuPy arrays, are NumPy (or CuPy) expressions.  Names and parameters mirror
+``torch.nn.functional``.
 """
 from __future__ import annotations
 
+import math
 import numbers
 
 import numpy as np
@@ -16,6 +19,11 @@ from convcore._validate import as_int, backend_for, float_dtype, same_dtype
 
 def _xp(*arrays):
     return backend_for(*arrays).xp
+
+
+def _c_core(be, *arrays):
+    """Whether the C core takes these arrays: the CPU backend, and none 0-d."""
+    return be.name == "cpu" and all(a.ndim for a in arrays)
 
 
 def _shape_eq(a, shape, name):
@@ -114,8 +122,16 @@ def relu(x):
     >>> cc.relu(np.array([-1., 0., 2.]))
     array([0., 0., 2.])
     """
-    xp = _xp(x)
+    be = backend_for(x)
     float_dtype(x, "x")
+    if _c_core(be, x) and x.flags.c_contiguous:
+        y = np.empty(x.shape, dtype=x.dtype)
+        be.relu_forward(x.reshape(-1), y.reshape(-1))
+        return y
+    return _relu_xp(be.xp, x)
+
+
+def _relu_xp(xp, x):
     # maximum propagates NaN and is one pass (a masked select is ~10x slower)
     return xp.maximum(x, xp.zeros((), x.dtype))
 
@@ -129,10 +145,18 @@ def relu_backward(grad_output, x):
     >>> cc.relu_backward(np.ones(3), np.array([-1., 0., 2.]))
     array([0., 0., 1.])
     """
-    xp = _xp(grad_output, x)
+    be = backend_for(grad_output, x)
     float_dtype(x, "x")
     same_dtype(x, "x", grad_output, "grad_output")
     _shape_eq(grad_output, x.shape, "grad_output")
+    if _c_core(be, x) and x.flags.c_contiguous and grad_output.flags.c_contiguous:
+        gx = np.empty(x.shape, dtype=x.dtype)
+        be.relu_backward(grad_output.reshape(-1), x.reshape(-1), gx.reshape(-1))
+        return gx
+    return _relu_backward_xp(be.xp, grad_output, x)
+
+
+def _relu_backward_xp(xp, grad_output, x):
     gx = grad_output * (x > 0)
     if not bool(xp.isfinite(grad_output).all()):
         # a NaN or Inf gradient where x <= 0 must still give exactly 0
@@ -158,16 +182,46 @@ def _bn_check(x, running_mean, running_var, weight, bias, eps):
     return axes, bshape
 
 
-def _bn_stats(x, axes, running_mean, running_var, training):
+def _bn_values(x, running_mean, running_var, training):
+    """Values per channel in training (refused unless more than 1); None in
+    eval (refused without running statistics)."""
     if training:
         m = x.size // max(x.shape[1], 1)
         if m <= 1:
             raise ValueError(f"batch_norm in training mode needs more than 1 value per "
                              f"channel, got input shape {tuple(x.shape)}")
-        return x.mean(axis=axes), x.var(axis=axes), m
+        return m
     if running_mean is None or running_var is None:
         raise ValueError("batch_norm in eval mode needs running_mean and running_var")
+    return None
+
+
+def _bn_stats(x, axes, running_mean, running_var, training):
+    m = _bn_values(x, running_mean, running_var, training)
+    if training:
+        return x.mean(axis=axes), x.var(axis=axes), m
     return running_mean, running_var, None
+
+
+def _bn_update_running(running_mean, running_var, mean, var, m, momentum):
+    """``running = (1 - momentum) * running + momentum * batch``, in place,
+    with the unbiased batch variance."""
+    if running_mean is not None:
+        running_mean *= (1 - momentum)
+        running_mean += momentum * mean
+    if running_var is not None:
+        running_var *= (1 - momentum)
+        running_var += momentum * var * (m / (m - 1))
+
+
+def _ncl(a):
+    """a as a C-contiguous (N, C, L) array (a copy only when a is not C-contiguous)."""
+    a = np.ascontiguousarray(a)
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
+
+
+def _vec(a):
+    return None if a is None else np.ascontiguousarray(a)
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
@@ -190,13 +244,32 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     """
     axes, bshape = _bn_check(x, running_mean, running_var, weight, bias, eps)
     momentum = _float(momentum, "momentum", minimum=0.0, maximum=1.0)
+    be = backend_for(x)
+    if not _c_core(be, x):
+        return _batch_norm_xp(x, axes, bshape, running_mean, running_var, weight, bias,
+                              training, momentum, eps)
+    m = _bn_values(x, running_mean, running_var, training)
+    x3 = _ncl(x)
+    y = np.empty(x.shape, dtype=x.dtype)
+    mean = np.empty(x.shape[1], dtype=np.float64)
+    var = np.empty(x.shape[1], dtype=np.float64)
+    be.batch_norm_forward(x3, _vec(weight), _vec(bias),
+                          None if training else _vec(running_mean),
+                          None if training else _vec(running_var), bool(training),
+                          float(eps), y.reshape(x3.shape), mean, var)
+    if training:
+        # the same expressions, in x's dtype, as the NumPy path
+        _bn_update_running(running_mean, running_var, mean.astype(x.dtype),
+                           var.astype(x.dtype), m, momentum)
+    return y
+
+
+def _batch_norm_xp(x, axes, bshape, running_mean, running_var, weight, bias, training,
+                   momentum, eps):
+    """batch_norm as NumPy/CuPy expressions (the path of CuPy arrays)."""
     mean, var, m = _bn_stats(x, axes, running_mean, running_var, training)
-    if training and running_mean is not None:
-        running_mean *= (1 - momentum)
-        running_mean += momentum * mean
-    if training and running_var is not None:
-        running_var *= (1 - momentum)
-        running_var += momentum * var * (m / (m - 1))
+    if training:
+        _bn_update_running(running_mean, running_var, mean, var, m, momentum)
     invstd = 1.0 / (var + eps) ** 0.5
     scale = invstd if weight is None else invstd * weight
     y = (x - mean.reshape(bshape)) * scale.reshape(bshape).astype(x.dtype, copy=False)
@@ -227,6 +300,24 @@ def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, wei
     axes, bshape = _bn_check(x, running_mean, running_var, weight, None, eps)
     same_dtype(x, "x", grad_output, "grad_output")
     _shape_eq(grad_output, x.shape, "grad_output")
+    be = backend_for(grad_output, x)
+    if not _c_core(be, x):
+        return _batch_norm_backward_xp(grad_output, x, axes, bshape, running_mean,
+                                       running_var, weight, training, eps)
+    _bn_values(x, running_mean, running_var, training)
+    x3, dy3 = _ncl(x), _ncl(grad_output)
+    C = x.shape[1]
+    gx = np.empty(x.shape, dtype=x.dtype)
+    gw, gb = np.empty(C, dtype=x.dtype), np.empty(C, dtype=x.dtype)
+    be.batch_norm_backward(dy3, x3, _vec(weight), None if training else _vec(running_mean),
+                           None if training else _vec(running_var), bool(training),
+                           float(eps), gx.reshape(x3.shape), gw, gb)
+    return gx, gw, gb
+
+
+def _batch_norm_backward_xp(grad_output, x, axes, bshape, running_mean, running_var, weight,
+                            training, eps):
+    """batch_norm_backward as NumPy/CuPy expressions (the path of CuPy arrays)."""
     mean, var, m = _bn_stats(x, axes, running_mean, running_var, training)
     invstd = (1.0 / (var + eps) ** 0.5).astype(x.dtype, copy=False)
     xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)

@@ -14,7 +14,7 @@ from contextlib import nullcontext
 import numpy as np
 
 from convcore import _config
-from convcore._core import _conv, _pool
+from convcore._core import _conv, _norm, _pool
 
 name = "cpu"
 xp = np
@@ -160,3 +160,39 @@ def adaptive_avg_pool2d_forward(x, y):
 
 def adaptive_avg_pool2d_backward(dy, dx):
     _pool.adaptive_avg_pool2d_backward(dy, dx, _config.get_num_threads())
+
+
+# ------------------------------------------------------- batch norm and relu
+# Batch-norm tensors come as C-contiguous (N, C, L) views; absent per-channel
+# arrays as None.  mean and var (float64, C) receive the statistics used.
+def _or_empty(a, dtype):
+    return np.empty(0, dtype=dtype) if a is None else a
+
+
+def _bn_work(x):
+    """Workspace for the per-chunk moments (a few percent of x's size)."""
+    if x.shape[1] == 0:   # no channels: nothing to compute
+        return np.empty(0, dtype=np.float64)
+    return np.empty(_norm.workspace_elems(*x.shape), dtype=np.float64)
+
+
+def batch_norm_forward(x, w, b, rmean, rvar, training, eps, y, mean, var):
+    dt = x.dtype
+    _norm.batch_norm_forward(x, _or_empty(w, dt), _or_empty(b, dt), _or_empty(rmean, dt),
+                             _or_empty(rvar, dt), w is not None, b is not None, training,
+                             eps, _bn_work(x), y, mean, var, _config.get_num_threads())
+
+
+def batch_norm_backward(dy, x, w, rmean, rvar, training, eps, dx, dw, db):
+    dt = x.dtype
+    _norm.batch_norm_backward(dy, x, _or_empty(w, dt), _or_empty(rmean, dt),
+                              _or_empty(rvar, dt), w is not None, training, eps, _bn_work(x),
+                              dx, dw, db, _config.get_num_threads())
+
+
+def relu_forward(x, y):
+    _norm.relu_forward(x, y, _config.get_num_threads())
+
+
+def relu_backward(dy, x, dx):
+    _norm.relu_backward(dy, x, dx, _config.get_num_threads())
