@@ -16,11 +16,11 @@
 #define CC_CLONES
 #endif
 
-/* Four doubles operated on lane by lane: GCC/Clang vector extensions where
- * available (the reductions vectorise reliably), else a struct.  Both give
- * the same bits: every operation is the IEEE operation on each lane.  The
- * vector versions are macros, so no vector crosses a function boundary. */
-#if defined(__GNUC__) && (defined(__clang__) || __GNUC__ >= 9) && !defined(CC_NO_VECTOR_EXT)
+/* Four doubles operated on lane by lane: GCC's vector extensions (with them
+ * the reductions vectorise reliably), else a struct.  Both give the same
+ * bits: every operation is the IEEE operation on each lane.  The vector
+ * versions are macros, so no vector crosses a function boundary. */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 9 && !defined(CC_NO_VECTOR_EXT)
 typedef double v4d __attribute__((vector_size(32)));
 typedef double v4d_u __attribute__((vector_size(32), aligned(sizeof(double))));
 typedef float v4f_u __attribute__((vector_size(16), aligned(sizeof(float))));
