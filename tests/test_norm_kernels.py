@@ -351,3 +351,28 @@ def test_binding_refuses_a_short_workspace():
     with pytest.raises(RuntimeError, match="rejected"):
         _norm.batch_norm_forward(x, e, e, e, e, False, False, True, -1.0, np.empty(need),
                                  y, np.empty(3), np.empty(3), 1)
+
+
+# ------------------------------------------------------------------ PyTorch
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("training", [True, False])
+@pytest.mark.parametrize("shape", [(6, 5, 7, 3), (40, 9), (3, 4, 50)])
+def test_batch_norm_and_relu_match_torch(rng, dtype, training, shape):
+    torch = pytest.importorskip("torch")
+    tF = torch.nn.functional
+    x, dy, w, b, rm, rv = _inputs(rng, shape, dtype)
+    tol = dict(rtol=1e-4, atol=1e-5) if dtype == np.float32 else dict(rtol=1e-10, atol=1e-12)
+    xt, wt, bt = (torch.tensor(a, requires_grad=True) for a in (x, w, b))
+    trm, trv = torch.tensor(rm), torch.tensor(rv)
+    yt = tF.batch_norm(xt, trm, trv, wt, bt, training=training, momentum=0.1, eps=1e-5)
+    yt.backward(torch.tensor(dy))
+    crm, crv = rm.copy(), rv.copy()
+    y = cc.batch_norm(x, crm, crv, w, b, training=training, momentum=0.1, eps=1e-5)
+    gx, gw, gb = cc.batch_norm_backward(dy, x, rm, rv, w, training=training, eps=1e-5)
+    for got, ref in ((y, yt), (crm, trm), (crv, trv), (gx, xt.grad), (gw, wt.grad),
+                     (gb, bt.grad)):
+        np.testing.assert_allclose(got, ref.detach().numpy(), **tol)
+    xt = torch.tensor(x, requires_grad=True)
+    tF.relu(xt).backward(torch.tensor(dy))
+    np.testing.assert_array_equal(cc.relu(x), tF.relu(torch.tensor(x)).numpy())
+    np.testing.assert_array_equal(cc.relu_backward(dy, x), xt.grad.numpy())
