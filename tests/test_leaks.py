@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import convcore as cc
-from convcore._core import _conv
+from convcore._core import _conv, _norm
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"),
                                 reason="reads RSS from /proc/self/statm")
@@ -76,6 +76,14 @@ def cases():
         cc.avg_pool2d(x, 3, 2, 1, ceil_mode=True), x.shape, 3, 2, 1, ceil_mode=True)
     yield "adaptive_avg_pool2d + backward", lambda: cc.adaptive_avg_pool2d_backward(
         cc.adaptive_avg_pool2d(x, (5, 3)), x.shape)
+    rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
+    yield "batch_norm + backward, training", lambda: cc.batch_norm_backward(
+        cc.batch_norm(x, rm, rv, b[:3], b[:3], training=True), x, None, None, b[:3],
+        training=True)
+    yield "batch_norm + backward f64, eval, view", lambda: cc.batch_norm_backward(
+        cc.batch_norm(xd[..., ::-1], rm.astype(np.float64), rv.astype(np.float64)), xd,
+        rm.astype(np.float64), rv.astype(np.float64))
+    yield "relu + backward", lambda: cc.relu_backward(cc.relu(x), x)
     # error paths that raise after something was allocated
     yield "backward, 'same' even kernel (x padded), wrong grad_output", _raises(
         ValueError, lambda: cc.conv2d_backward(dy[:, :, :5], x, w[:, :, :2, :2],
@@ -83,6 +91,11 @@ def cases():
     yield "binding: geometry refused after outputs exist", _raises(
         ValueError, lambda: _conv.im2col(x, np.empty((2, 27, 144), np.float32),
                                          geom[:7] + (0,) + geom[8:], 1))
+    e = np.empty(0)
+    yield "binding: batch-norm workspace too short", _raises(
+        ValueError, lambda: _norm.batch_norm_forward(
+            xd.reshape(2, 3, -1), e, e, e, e, False, False, True, 1e-5, np.empty(3),
+            np.empty((2, 3, 144)), np.empty(3), np.empty(3), 1))
     yield "binding: buffer size mismatch", _raises(
         ValueError, lambda: _conv.col2im(cols[:, :, :-1].copy(), np.empty_like(x), geom, 1))
     bad_idx = cc.max_pool2d(x, 2, return_indices=True)[1].copy()
