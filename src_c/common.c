@@ -86,11 +86,62 @@ int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     return CC_CONV_BATCHED;
 }
 
+int cc_conv_winograd_ok(const cc_conv_geom *g)
+{
+    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
+           g->groups == 1 && g->PH <= 2 && g->PW <= 2;
+}
+
+int cc_conv_winograd_auto(const cc_conv_geom *g)
+{
+    /* The transforms cost memory passes proportional to C + K per tile; the
+     * GEMMs save 20 of every 36 multiplications per channel pair.  Below
+     * about 32 channels on either side the saving does not pay. */
+    return cc_conv_winograd_ok(g) && g->C >= CC_WG_MIN_CHANNELS && g->K >= CC_WG_MIN_CHANNELS;
+}
+
+/* Winograd workspace: fixed 2 x 16*K*C (transformed weights, dU), per image
+ * 16*(C+K) values per 2x2 tile of the larger of the output and the input. */
+static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    const int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+    const int64_t Th = ((g->H + 1) / 2) * ((g->W + 1) / 2);
+    const int64_t tiles = T > Th ? T : Th;
+    int64_t fixed, t;
+    /* (+ padding of 32 elements behind each of the 16 matrices of four
+     * buffers, see WG_STRIDE in winograd_impl.h) */
+    if (!cc_prod4_ok(32, g->K, g->C, 1, &fixed) || fixed > CC_SIZE_MAX - 4 * 16 * 32) return -1;
+    fixed += 4 * 16 * 32;
+    if (!cc_prod4_ok(chunk, 16, g->C + g->K, tiles, &t)) return -1;
+    /* a chunk's tiles are one BLAS dimension: 32-bit sizes */
+    if (chunk * tiles > INT_MAX || t > CC_SIZE_MAX - fixed) return -1;
+    return t + fixed;
+}
+
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
 {
     int64_t t;
     if (cc_conv_is_depthwise(g)) return 0;
-    if (strategy == CC_CONV_AUTO) strategy = CC_CONV_BATCHED; /* the larger of the two */
+    /* WINOGRAD may fall back to BATCHED (untame inputs): room for both */
+    if (strategy == CC_CONV_AUTO || (strategy == CC_CONV_WINOGRAD && cc_conv_winograd_ok(g))) {
+        /* enough for whichever strategy the call resolves to: the larger
+         * fixed part plus the larger per-image part (affine in chunk) */
+        const int64_t b0 = cc_conv_workspace_elems(g, 0, CC_CONV_BATCHED);
+        const int64_t b1 = cc_conv_workspace_elems(g, 1, CC_CONV_BATCHED);
+        int64_t w0, w1, fixed, per;
+        if (strategy == CC_CONV_AUTO && !cc_conv_winograd_auto(g))
+            return cc_conv_workspace_elems(g, chunk, CC_CONV_BATCHED);
+        w0 = wg_workspace(g, 0);
+        w1 = wg_workspace(g, 1);
+        if (b0 < 0 || b1 < 0 || w0 < 0 || w1 < 0) return -1;
+        if (cc_conv_workspace_elems(g, chunk, CC_CONV_BATCHED) < 0 || wg_workspace(g, chunk) < 0)
+            return -1;
+        fixed = CC_MAX(b0, w0);
+        per = CC_MAX(b1 - b0, w1 - w0);
+        if (!cc_mul_ok(chunk, per, &t) || t > CC_SIZE_MAX - fixed) return -1;
+        return t + fixed;
+    }
+    if (strategy == CC_CONV_WINOGRAD) strategy = CC_CONV_BATCHED; /* does not apply */
     if (strategy == CC_CONV_BATCHED) {
         /* per image: columns and T; fixed: dW partials of a split reduction */
         const int64_t fixed = CC_DW_SPLIT_MAX * g->K * (g->C / g->groups) * g->KH * g->KW;
@@ -120,4 +171,10 @@ int cc_max_threads(void)
 #else
     return 1;
 #endif
+}
+
+int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy)
+{
+    if (strategy == CC_CONV_WINOGRAD && !cc_conv_is_depthwise(g)) return wg_workspace(g, chunk);
+    return cc_conv_workspace_elems(g, chunk, strategy);
 }

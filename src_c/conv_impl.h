@@ -550,13 +550,46 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
 
 /* ------------------------------------------------------------------ */
 
+#include "winograd_impl.h"
+
+/* The strategy a call runs: AUTO resolved from the shape and element type;
+ * WINOGRAD where it does not apply, or where the inputs are not tame (see
+ * wg_tame), becomes BATCHED. */
+static int FN(resolve_strategy)(const cc_conv_geom *g, int strategy, int backward,
+                                const REAL *a, int64_t na, const REAL *b, int64_t nb,
+                                const REAL *c, int64_t nc, int n_threads)
+{
+    if (strategy == CC_CONV_AUTO)
+        strategy = sizeof(REAL) == sizeof(float) && cc_conv_winograd_auto(g)
+                       ? CC_CONV_WINOGRAD : cc_conv_auto_strategy(g, backward);
+    if (strategy == CC_CONV_WINOGRAD) {
+        double ma = 0, mb = 0, mc = 0;
+        if (!cc_conv_winograd_ok(g)) return CC_CONV_BATCHED;
+        if (!FN(wg_tame)(a, na, n_threads, &ma) || !FN(wg_tame)(b, nb, n_threads, &mb) ||
+            (c && !FN(wg_tame)(c, nc, n_threads, &mc)))
+            return CC_CONV_BATCHED;
+        /* the products the sums are made of: a.b (forward: x.w), and for
+         * the backward a = dy: dy.x (dW) and dy.w (dX) */
+        if (ma * mb > CC_WG_PRODUCT_MAX || (c && ma * mc > CC_WG_PRODUCT_MAX))
+            return CC_CONV_BATCHED;
+    }
+    return strategy;
+}
+
 /* Images per chunk that `work` holds (at least 1), or 0 if it holds none. */
 static int64_t FN(chunk_images)(const cc_conv_geom *g, int strategy, int64_t work_elems)
 {
-    const int64_t fixed = cc_conv_workspace_elems(g, 0, strategy);
-    const int64_t per = cc_conv_workspace_elems(g, 1, strategy) - fixed;
+    const int64_t fixed = cc_conv_workspace_run(g, 0, strategy);
+    const int64_t per = cc_conv_workspace_run(g, 1, strategy) - fixed;
     if (per <= 0) return g->N > 0 ? g->N : 1; /* no workspace needed */
     if (work_elems < per + fixed) return 0;
+    if (strategy == CC_CONV_WINOGRAD) {
+        /* the transforms stream through V and M: a chunk that stays in
+         * cache is faster than one long GEMM (shape-only, so deterministic) */
+        const int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+        const int64_t cap = CC_MAX(CC_MAX(1, CC_WG_CHUNK_ELEMS / per), (CC_WG_MIN_TILES + T - 1) / T);
+        work_elems = CC_MIN(work_elems, fixed + cap * per);
+    }
     return CC_MIN(CC_MAX(g->N, 1), (work_elems - fixed) / per);
 }
 
@@ -567,13 +600,18 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     int64_t B;
     if (!x || !w || !y || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK)
         return CC_EINVAL;
-    if (strategy == CC_CONV_AUTO) strategy = cc_conv_auto_strategy(g, 0);
-    if (strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED) return CC_EINVAL;
+    if (strategy != CC_CONV_AUTO && strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED &&
+        strategy != CC_CONV_WINOGRAD)
+        return CC_EINVAL;
     if (g->N == 0) return CC_OK;
     n_threads = cc_conv_team_size(g, n_threads);
     if (cc_conv_is_depthwise(g)) return FN(fwd_depthwise)(x, w, b, g, n_threads, y);
+    strategy = FN(resolve_strategy)(g, strategy, 0, x, g->N * g->C * g->H * g->W,
+                                    w, g->K * (g->C / g->groups) * g->KH * g->KW, NULL, 0,
+                                    n_threads);
     B = FN(chunk_images)(g, strategy, work_elems);
-    if (B == 0 || (!work && cc_conv_workspace_elems(g, 1, strategy) > 0)) return CC_EINVAL;
+    if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
+    if (strategy == CC_CONV_WINOGRAD) return FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
     if (strategy == CC_CONV_BATCHED) return FN(fwd_batched)(x, w, b, g, work, B, n_threads, gemm, y);
     return FN(fwd_tiles)(x, w, b, g, work, B, n_threads, gemm, y);
 }
@@ -584,8 +622,9 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
 {
     int64_t B, k;
     if (!w || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
-    if (strategy == CC_CONV_AUTO) strategy = cc_conv_auto_strategy(g, 1);
-    if (strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED) return CC_EINVAL;
+    if (strategy != CC_CONV_AUTO && strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED &&
+        strategy != CC_CONV_WINOGRAD)
+        return CC_EINVAL;
     if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
     n_threads = cc_conv_team_size(g, n_threads);
     if (g->N == 0) {
@@ -609,8 +648,12 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     }
     if (!dx && !dw) return CC_OK;
     if (cc_conv_is_depthwise(g)) return FN(bwd_depthwise)(dy, x, w, g, n_threads, dx, dw);
+    strategy = FN(resolve_strategy)(g, strategy, 1, dy, g->N * g->K * g->OH * g->OW,
+                                    x, g->N * g->C * g->H * g->W,
+                                    w, g->K * (g->C / g->groups) * g->KH * g->KW, n_threads);
     B = FN(chunk_images)(g, strategy, work_elems);
-    if (B == 0 || (!work && cc_conv_workspace_elems(g, 1, strategy) > 0)) return CC_EINVAL;
+    if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
+    if (strategy == CC_CONV_WINOGRAD) return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     if (strategy == CC_CONV_BATCHED) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     return FN(bwd_tiles)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
 }

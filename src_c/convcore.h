@@ -62,10 +62,27 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *                    the 1x1/stride-1/pad-0 case reads x directly.
  *   CC_CONV_BATCHED  a chunk of nb images side by side, columns (C*KH*KW, nb*L),
  *                    so that small images still make long GEMMs.
- *   CC_CONV_AUTO     chosen from the shape (cc_conv_auto_strategy). */
+ *   CC_CONV_WINOGRAD 3x3, stride 1, dilation 1, groups 1, padding <= 2 only
+ *                    (cc_conv_winograd_ok; other shapes fall back to BATCHED):
+ *                    Winograd F(2x2, 3x3), 16 GEMMs over the 2x2 output tiles
+ *                    of a chunk of images, 2.25x fewer multiplications.  Its
+ *                    rounding differs from a direct sum (the transforms add
+ *                    a few roundings per term); inputs with Inf/NaN or
+ *                    magnitudes near overflow take the BATCHED path.
+ *   CC_CONV_AUTO     chosen from the shape (cc_conv_auto_strategy); for
+ *                    float32 also WINOGRAD where cc_conv_winograd_auto says
+ *                    it pays.  float64 never uses WINOGRAD unless asked. */
 #define CC_CONV_AUTO (-1)
 #define CC_CONV_TILES 0
 #define CC_CONV_BATCHED 1
+#define CC_CONV_WINOGRAD 2
+
+/* Fewest input and output channels for which AUTO picks WINOGRAD. */
+#define CC_WG_MIN_CHANNELS 32
+
+/* Whether WINOGRAD applies to the shape, and whether AUTO picks it (float32). */
+int cc_conv_winograd_ok(const cc_conv_geom *g);
+int cc_conv_winograd_auto(const cc_conv_geom *g);
 
 /* The strategy CC_CONV_AUTO picks for the forward (backward = 0) or backward
  * (backward = 1) pass. */

@@ -86,6 +86,10 @@ static inline int64_t cc_dw_splits_n(int64_t out_elems, int64_t nbL)
  * idle machine and whole scheduler time slices on a busy one, so work below
  * about 2^21 multiply-accumulates runs on the calling thread.  Results never
  * depend on the thread count, so this changes speed only. */
+/* Workspace a call needs for the strategy it resolved to (cc_conv_workspace_elems
+ * also covers a WINOGRAD request's fallback to BATCHED).  Needs convcore.h. */
+int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy);
+
 #define CC_TEAM_MIN_MACS 2097152.0
 #define cc_conv_team_size(g, n_threads)                                                  \
     ((double)(g)->N * (double)(g)->K * (double)((g)->OH * (g)->OW) *                      \

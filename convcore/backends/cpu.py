@@ -78,12 +78,13 @@ def _hold_blas():
     return fb() if fb is not None else nullcontext()
 
 
-_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED}
+_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED, "winograd": _conv.WINOGRAD}
 
 
 def _strategy() -> int:
-    """The C core picks its strategy from the shape; CONVCORE_CONV_STRATEGY
-    ('tiles' or 'batched') forces one, for benchmarks."""
+    """The C core picks its strategy from the shape and dtype;
+    CONVCORE_CONV_STRATEGY ('tiles', 'batched' or 'winograd') forces one, for
+    benchmarks and for users who want the direct sum's rounding in float32."""
     return _STRATEGIES.get(os.environ.get("CONVCORE_CONV_STRATEGY", ""), _conv.AUTO)
 
 

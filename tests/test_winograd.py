@@ -1,0 +1,267 @@
+"""The Winograd F(2x2, 3x3) path of conv2d (3x3, stride 1, dilation 1, groups 1).
+
+float32 takes it automatically from 32 input and output channels on; any
+dtype takes it when CONVCORE_CONV_STRATEGY=winograd.  Its rounding is not a
+direct sum's, so the float32 checks use the error bound of the transform
+algorithm itself, built here from absolute values of the transform matrices
+(an error model independent of the library), against a float64 reference
+computed with sliding windows.
+"""
+import numpy as np
+import pytest
+
+import convcore as cc
+
+U32 = 2.0 ** -24
+
+Bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
+G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], float)
+At = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+
+SHAPES = [  # N, C, K, H, W, padding
+    (2, 32, 32, 8, 8, 1),
+    (3, 33, 40, 7, 9, 1),
+    (1, 32, 48, 5, 6, 0),
+    (2, 32, 32, 6, 7, 2),
+    (1, 40, 32, 1, 1, 1),
+    (2, 32, 32, 3, 2, (0, 2)),
+    (1, 32, 32, 9, 4, (2, 0)),
+    (4, 64, 64, 16, 16, 1),
+]
+
+
+def _pair(p):
+    return p if isinstance(p, tuple) else (p, p)
+
+
+# ----------------------------------------------------------- float64 references
+def _windows(xp, OH, OW):
+    return np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))[:, :, :OH, :OW]
+
+
+def ref_conv(x, w, b, p):
+    ph, pw = _pair(p)
+    x = x.astype(np.float64)
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH, OW = xp.shape[2] - 2, xp.shape[3] - 2
+    y = np.einsum("ncyxab,kcab->nkyx", _windows(xp, OH, OW), w.astype(np.float64))
+    return y if b is None else y + b.astype(np.float64)[:, None, None]
+
+
+def ref_backward(dy, x, w, p):
+    ph, pw = _pair(p)
+    dy, x, w = (a.astype(np.float64) for a in (dy, x, w))
+    # dX: full correlation of dy with the flipped kernel, channels swapped
+    dyp = np.pad(dy, ((0, 0), (0, 0), (2 - ph, 2 - ph), (2 - pw, 2 - pw)))
+    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    dx = np.einsum("nkyxab,ckab->ncyx", _windows(dyp, x.shape[2], x.shape[3]), wf)
+    # dW: correlation of the padded input with dy
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = _windows(xp, dy.shape[2], dy.shape[3])
+    dw = np.einsum("ncyxab,nkyx->kcab", win, dy)
+    return dx, dw
+
+
+# ------------------------------------------------------- Winograd error model
+def _patches(xa, ph, pw, th, tw):
+    """4x4 input patches under each 2x2 output block (zeros past the edges)."""
+    N, C, H, W = xa.shape
+    xp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2))
+    hh, ww = min(H, 2 * th + 2 - ph), min(W, 2 * tw + 2 - pw)
+    xp[:, :, ph:ph + hh, pw:pw + ww] = xa[:, :, :hh, :ww]
+    v = np.lib.stride_tricks.sliding_window_view(xp, (4, 4), axis=(2, 3))
+    return v[:, :, ::2, ::2][:, :, :th, :tw]
+
+
+def wg_forward_bound(x, w, b, p):
+    """(C + 12) u times |Aᵀ| (Σ_c |G||g||Gᵀ| ⊙ |Bᵀ||d||B|) |A| (+ |b|): the
+    float32 error bound of F(2x2, 3x3) with a C-term GEMM reduction."""
+    ph, pw = _pair(p)
+    N, C, H, W = x.shape
+    OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
+    th, tw = (OH + 1) // 2, (OW + 1) // 2
+    d = _patches(np.abs(x.astype(np.float64)), ph, pw, th, tw)
+    V = np.einsum("ia,ncyxab,jb->ncyxij", np.abs(Bt), d, np.abs(Bt))
+    U = np.einsum("ia,kcab,jb->kcij", np.abs(G), np.abs(w.astype(np.float64)), np.abs(G))
+    S = np.einsum("kcij,ncyxij->nkyxij", U, V)
+    O = np.einsum("ai,nkyxij,bj->nkyxab", np.abs(At), S, np.abs(At))
+    O = O.transpose(0, 1, 2, 4, 3, 5).reshape(N, w.shape[0], 2 * th, 2 * tw)[:, :, :OH, :OW]
+    if b is not None:
+        O = O + np.abs(b.astype(np.float64))[:, None, None]
+    return (C + 12) * U32 * 1.01 * O
+
+
+def wg_dw_bound(dy, x, p, dw_ref):
+    """(P + 16) u times |Gᵀ| (Σ_tiles |A||dy||Aᵀ| ⊙ |Bᵀ||d||B|) |G| (+ u |dW|)."""
+    ph, pw = _pair(p)
+    N, K, OH, OW = dy.shape
+    th, tw = (OH + 1) // 2, (OW + 1) // 2
+    d = _patches(np.abs(x.astype(np.float64)), ph, pw, th, tw)
+    V = np.einsum("ia,ncyxab,jb->ncyxij", np.abs(Bt), d, np.abs(Bt))
+    g = np.zeros((N, K, 2 * th, 2 * tw))
+    g[:, :, :OH, :OW] = np.abs(dy.astype(np.float64))
+    g = g.reshape(N, K, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)
+    Mt = np.einsum("ai,nkyxij,bj->nkyxab", np.abs(At.T), g, np.abs(At.T))
+    dU = np.einsum("nkyxij,ncyxij->kcij", Mt, V)
+    Bw = np.einsum("ai,kcij,bj->kcab", np.abs(G.T), dU, np.abs(G.T))
+    P = N * th * tw
+    return (P + 16) * U32 * 1.01 * Bw + U32 * np.abs(dw_ref)
+
+
+def _within(got, ref, bound):
+    err = np.abs(got.astype(np.float64) - ref)
+    assert np.all(err <= bound + 1e-30), f"max excess {np.max(err - bound):.3g}"
+
+
+@pytest.fixture
+def winograd(monkeypatch):
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+
+
+def _data(rng, N, C, K, H, W, p, dtype=np.float32):
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    ph, pw = _pair(p)
+    dy = rng.standard_normal((N, K, H + 2 * ph - 2, W + 2 * pw - 2)).astype(dtype)
+    return x, w, b, dy
+
+
+# ------------------------------------------------------------------ tests
+@pytest.mark.parametrize("forced", [True, False])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_float32_forward_and_backward_within_the_winograd_bound(shape, forced, rng,
+                                                                monkeypatch):
+    if forced:
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+    N, C, K, H, W, p = shape
+    x, w, b, dy = _data(rng, *shape)
+    y = cc.conv2d(x, w, b, padding=p)
+    _within(y, ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
+    dx, dw, db = cc.conv2d_backward(dy, x, w, padding=p)
+    dx_ref, dw_ref = ref_backward(dy, x, w, p)
+    ph, pw = _pair(p)
+    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    _within(dx, dx_ref, wg_forward_bound(dy, wf, None, (2 - ph, 2 - pw)))
+    _within(dw, dw_ref, wg_dw_bound(dy, x, p, dw_ref))
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_the_bound_is_tight_enough_to_catch_a_wrong_tap(rng, winograd):
+    """The error model must not be so loose that a real bug passes."""
+    x, w, b, _ = _data(rng, 2, 32, 32, 8, 8, 1)
+    y = cc.conv2d(x, w, b, padding=1)
+    w2 = w.copy()
+    w2[3, 5, 1, 2] += 0.1   # one tap off by a tenth
+    bound = wg_forward_bound(x, w, b, 1)
+    assert np.all(np.abs(y - ref_conv(x, w, b, 1)) <= bound)
+    assert not np.all(np.abs(y - ref_conv(x, w2, b, 1)) <= bound)
+
+
+def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch):
+    x, w, b, dy = _data(rng, 2, 32, 32, 10, 10, 1)
+    auto = cc.conv2d(x, w, b, padding=1)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+    wino = cc.conv2d(x, w, b, padding=1)
+    wino_bwd = cc.conv2d_backward(dy, x, w, padding=1)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
+    direct = cc.conv2d(x, w, b, padding=1)
+    monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+    np.testing.assert_array_equal(auto, wino)
+    assert not np.array_equal(auto, direct)     # a different rounding: another path
+    for a, c in zip(cc.conv2d_backward(dy, x, w, padding=1), wino_bwd):
+        np.testing.assert_array_equal(a, c)
+    # float64, fewer channels, stride 2 and 5x5 stay on the direct path
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
+    cases = [(x64, w64, {}), (x[:, :16], w[:16, :16], {}), (x, w, dict(stride=2)),
+             (x, rng.standard_normal((32, 32, 5, 5)).astype(np.float32), {})]
+    want = [cc.conv2d(a, c, padding=1, **kw) for a, c, kw in cases]
+    monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+    for (a, c, kw), ref in zip(cases, want):
+        np.testing.assert_array_equal(cc.conv2d(a, c, padding=1, **kw), ref)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:4])
+def test_float64_adjoint_identities(shape, rng, winograd):
+    N, C, K, H, W, p = shape
+    x, w, _, dy = _data(rng, *shape, dtype=np.float64)
+    y = cc.conv2d(x, w, padding=p)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=p)
+    lhs = np.vdot(y, dy)
+    assert abs(lhs - np.vdot(x, dx)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
+    assert abs(lhs - np.vdot(w, dw)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
+    np.testing.assert_allclose(y, ref_conv(x, w, None, p), rtol=1e-12, atol=1e-12)
+
+
+def test_results_identical_for_any_thread_count(rng, winograd):
+    x, w, b, dy = _data(rng, 4, 32, 48, 16, 16, 1)
+    old = cc.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2, 3):
+            cc.set_num_threads(t)
+            out.append((cc.conv2d(x, w, b, padding=1), *cc.conv2d_backward(dy, x, w, padding=1)))
+    finally:
+        cc.set_num_threads(old)
+    for other in out[1:]:
+        for a, c in zip(out[0], other):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_small_workspace_chunks_stay_within_the_bound(rng, winograd):
+    x, w, b, dy = _data(rng, 6, 32, 32, 12, 12, 1)
+    old = cc.get_workspace_limit()
+    try:
+        cc.set_workspace_limit(400_000)        # a few images per chunk
+        y = cc.conv2d(x, w, b, padding=1)
+        dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=1)
+    finally:
+        cc.set_workspace_limit(old)
+    _within(y, ref_conv(x, w, b, 1), wg_forward_bound(x, w, b, 1))
+    dx_ref, dw_ref = ref_backward(dy, x, w, 1)
+    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    _within(dx, dx_ref, wg_forward_bound(dy, wf, None, 1))
+    _within(dw, dw_ref, wg_dw_bound(dy, x, 1, dw_ref))
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dy"])
+@pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan, 3e30])
+def test_inf_nan_and_huge_values_take_the_direct_path(where, value, rng, monkeypatch):
+    """Transforms would turn one Inf into NaN (Inf - Inf) and could overflow
+    near the float limit: such inputs give exactly the direct path's result."""
+    x, w, b, dy = _data(rng, 2, 32, 32, 8, 8, 1)
+    {"x": x, "w": w, "dy": dy}[where][1, 3, 2, 2] = value
+    got = []
+    for strategy in ("", "winograd", "batched"):
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+        with np.errstate(all="ignore"):
+            got.append((cc.conv2d(x, w, b, padding=1), *cc.conv2d_backward(dy, x, w, padding=1)))
+    first = 1 if where == "dy" else 0          # dy does not enter the forward pass
+    for res in got[:2]:
+        for a, c in zip(res[first:], got[2][first:]):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_magnitudes_whose_products_near_overflow_take_the_direct_path(rng, monkeypatch):
+    x, w, b, dy = _data(rng, 2, 32, 32, 8, 8, 1)
+    x *= np.float32(1e17)
+    w *= np.float32(1e10)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
+    direct = cc.conv2d(x, w, padding=1)
+    monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+    np.testing.assert_array_equal(cc.conv2d(x, w, padding=1), direct)
+
+
+def test_matches_torch_on_a_vgg_layer(rng):
+    torch = pytest.importorskip("torch", reason="parity with torch needs torch installed")
+    x, w, b, dy = _data(rng, 2, 64, 64, 28, 28, 1)
+    tx = torch.from_numpy(x).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw, torch.from_numpy(b), padding=1)
+    ty.backward(torch.from_numpy(dy))
+    y = cc.conv2d(x, w, b, padding=1)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=1)
+    for got, want in ((y, ty.detach().numpy()), (dx, tx.grad.numpy()), (dw, tw.grad.numpy())):
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
