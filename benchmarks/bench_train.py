@@ -28,7 +28,7 @@ from _common import environment, write_json  # noqa: E402
 
 import convcore as cc  # noqa: E402
 from convcore import data, losses, optim  # noqa: E402
-from convcore.train import build_model  # noqa: E402
+from convcore.train import build_model, skip_first_input_grad  # noqa: E402
 
 
 def load(n_images):
@@ -124,6 +124,7 @@ def main():
     n = sum(len(y) for _, y in batches)
 
     model = build_model(args.model, 1, 10, 28, seed=0)
+    skip_first_input_grad(model)   # as `convcore train` does; torch skips it too
     opt = optim.SGD(list(model.parameters()), lr=0.01, momentum=0.9)
     crit = losses.CrossEntropyLoss()
     peers = {"convcore": lambda: convcore_epoch(model, opt, crit, batches)}

@@ -100,6 +100,23 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
     return cc_conv_winograd_ok(g) && g->C >= CC_WG_MIN_CHANNELS && g->K >= CC_WG_MIN_CHANNELS;
 }
 
+int cc_conv_direct_ok(const cc_conv_geom *g)
+{
+    /* the padded copy: C x (H + 2PH) x (W + 2PW + 6 SW), see CC_DOB in direct_impl.h */
+    const int64_t wpp = g->W + 2 * g->PW + 6 * g->SW, hp = g->H + 2 * g->PH;
+    return g->groups == 1 && g->K <= CC_DIRECT_MAX_K && wpp <= CC_DIRECT_MAX_PAD &&
+           hp <= CC_DIRECT_MAX_PAD && g->C * hp * wpp <= CC_DIRECT_MAX_PAD;
+}
+
+int cc_conv_direct_auto(const cc_conv_geom *g)
+{
+    /* measured (forward, 2 threads): LeNet's second layer (16 channels)
+     * 2x faster than BATCHED; with fewer than 12 output channels most of a
+     * 16-channel vector idles and BATCHED is as fast; wider layers are
+     * faster through BLAS */
+    return cc_conv_direct_ok(g) && g->K >= 12 && g->K * g->C * g->KH * g->KW <= CC_DIRECT_AUTO_WEIGHTS;
+}
+
 /* Winograd workspace: fixed 2 x 16*K*C (transformed weights, dU), per image
  * 16*(C+K) values per 2x2 tile of the larger of the output and the input. */
 static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
@@ -141,10 +158,14 @@ int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strate
         if (!cc_mul_ok(chunk, per, &t) || t > CC_SIZE_MAX - fixed) return -1;
         return t + fixed;
     }
-    if (strategy == CC_CONV_WINOGRAD) strategy = CC_CONV_BATCHED; /* does not apply */
+    /* WINOGRAD that does not apply runs BATCHED; DIRECT runs dW as BATCHED,
+     * whose fixed part (CC_DW_SPLIT_MAX * K*C*KH*KW) holds its kernel copy */
+    if (strategy == CC_CONV_WINOGRAD || strategy == CC_CONV_DIRECT) strategy = CC_CONV_BATCHED;
     if (strategy == CC_CONV_BATCHED) {
         /* per image: columns and T; fixed: dW partials of a split reduction */
-        const int64_t fixed = CC_DW_SPLIT_MAX * g->K * (g->C / g->groups) * g->KH * g->KW;
+        /* (at least the direct path's blocked kernel copy, which a request
+         * for it, or AUTO, may take instead: 16 channels per block) */
+        const int64_t fixed = CC_DW_SPLIT_MAX * ((g->K + 15) / 16 * 16) * (g->C / g->groups) * g->KH * g->KW;
         if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW + g->K, g->OH, g->OW, &t)) return -1;
         /* the whole chunk's columns are one BLAS operand: 32-bit sizes */
         if (chunk * g->OH * g->OW > INT_MAX) return -1;
@@ -176,5 +197,7 @@ int cc_max_threads(void)
 int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy)
 {
     if (strategy == CC_CONV_WINOGRAD && !cc_conv_is_depthwise(g)) return wg_workspace(g, chunk);
+    if (strategy == CC_CONV_DIRECT && !cc_conv_is_depthwise(g))   /* the blocked kernel copy */
+        return (g->K + 15) / 16 * 16 * g->C * g->KH * g->KW;
     return cc_conv_workspace_elems(g, chunk, strategy);
 }

@@ -551,6 +551,7 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
 /* ------------------------------------------------------------------ */
 
 #include "winograd_impl.h"
+#include "direct_impl.h"
 
 /* The strategy a call runs: AUTO resolved from the shape and element type;
  * WINOGRAD where it does not apply, or where the inputs are not tame (see
@@ -559,9 +560,12 @@ static int FN(resolve_strategy)(const cc_conv_geom *g, int strategy, int backwar
                                 const REAL *a, int64_t na, const REAL *b, int64_t nb,
                                 const REAL *c, int64_t nc, int n_threads)
 {
-    if (strategy == CC_CONV_AUTO)
-        strategy = sizeof(REAL) == sizeof(float) && cc_conv_winograd_auto(g)
-                       ? CC_CONV_WINOGRAD : cc_conv_auto_strategy(g, backward);
+    if (strategy == CC_CONV_AUTO) {
+        if (sizeof(REAL) == sizeof(float) && cc_conv_winograd_auto(g)) strategy = CC_CONV_WINOGRAD;
+        else if (cc_conv_direct_auto(g)) strategy = CC_CONV_DIRECT;
+        else strategy = cc_conv_auto_strategy(g, backward);
+    }
+    if (strategy == CC_CONV_DIRECT && (backward || !cc_conv_direct_ok(g))) return CC_CONV_BATCHED;
     if (strategy == CC_CONV_WINOGRAD) {
         double ma = 0, mb = 0, mc = 0;
         if (!cc_conv_winograd_ok(g)) return CC_CONV_BATCHED;
@@ -601,7 +605,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     if (!x || !w || !y || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK)
         return CC_EINVAL;
     if (strategy != CC_CONV_AUTO && strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED &&
-        strategy != CC_CONV_WINOGRAD)
+        strategy != CC_CONV_WINOGRAD && strategy != CC_CONV_DIRECT)
         return CC_EINVAL;
     if (g->N == 0) return CC_OK;
     n_threads = cc_conv_team_size(g, n_threads);
@@ -612,6 +616,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     B = FN(chunk_images)(g, strategy, work_elems);
     if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
     if (strategy == CC_CONV_WINOGRAD) return FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
+    if (strategy == CC_CONV_DIRECT) return FN(fwd_direct)(x, w, b, g, work, n_threads, y);
     if (strategy == CC_CONV_BATCHED) return FN(fwd_batched)(x, w, b, g, work, B, n_threads, gemm, y);
     return FN(fwd_tiles)(x, w, b, g, work, B, n_threads, gemm, y);
 }
@@ -623,7 +628,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     int64_t B, k;
     if (!w || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
     if (strategy != CC_CONV_AUTO && strategy != CC_CONV_TILES && strategy != CC_CONV_BATCHED &&
-        strategy != CC_CONV_WINOGRAD)
+        strategy != CC_CONV_WINOGRAD && strategy != CC_CONV_DIRECT)
         return CC_EINVAL;
     if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
     n_threads = cc_conv_team_size(g, n_threads);

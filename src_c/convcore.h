@@ -76,6 +76,21 @@ int cc_conv_geom_check(const cc_conv_geom *g);
 #define CC_CONV_TILES 0
 #define CC_CONV_BATCHED 1
 #define CC_CONV_WINOGRAD 2
+/*   CC_CONV_DIRECT   small layers only (cc_conv_direct_ok; others fall back to
+ *                    BATCHED): the forward pass as direct loops over a padded
+ *                    copy of each image, no im2col and no BLAS; the backward
+ *                    pass is BATCHED's. */
+#define CC_CONV_DIRECT 3
+
+/* Limits of the direct path: groups 1, a padded image of at most
+ * CC_DIRECT_MAX_PAD elements (a per-thread stack buffer), at most
+ * CC_DIRECT_MAX_K output channels. */
+#define CC_DIRECT_MAX_K 64
+#define CC_DIRECT_MAX_PAD 8192
+/* AUTO takes the direct path (forward) up to this many weights (K*C*KH*KW). */
+#define CC_DIRECT_AUTO_WEIGHTS 4096
+int cc_conv_direct_ok(const cc_conv_geom *g);
+int cc_conv_direct_auto(const cc_conv_geom *g);
 
 /* Fewest input and output channels for which AUTO picks WINOGRAD. */
 #define CC_WG_MIN_CHANNELS 32

@@ -92,9 +92,20 @@ GRID = [
 ]
 
 
+# Every strategy of the C core on the same grids: AUTO ("") takes the direct
+# loops for small layers, so the im2col strategies are forced here as well.
+STRATEGIES = ["", "batched", "tiles", "direct"]
+
+
+@pytest.fixture(params=STRATEGIES, ids=lambda s: s or "auto")
+def strategy(request, monkeypatch):
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", request.param)
+    return request.param
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", GRID, ids=[str(c) for c in GRID])
-def test_conv2d_matches_reference(case, dtype, rng):
+def test_conv2d_matches_reference(case, dtype, rng, strategy):
     N, C, H, W, K, KH, KW, s, p, d, g = case
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((K, C // g, KH, KW)).astype(dtype)
@@ -199,7 +210,7 @@ BWD_GRID = [
 
 
 @pytest.mark.parametrize("case", BWD_GRID, ids=[str(c) for c in BWD_GRID])
-def test_conv2d_backward_satisfies_adjoint_identities(case, rng):
+def test_conv2d_backward_satisfies_adjoint_identities(case, rng, strategy):
     N, C, H, W, K, KH, KW, s, p, d, g = case
     x = rng.standard_normal((N, C, H, W))
     w = rng.standard_normal((K, C // g, KH, KW))
@@ -239,7 +250,7 @@ def test_conv2d_backward_matches_central_differences(case, rng):
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_conv2d_backward_matches_reference_grid(dtype, rng):
+def test_conv2d_backward_matches_reference_grid(dtype, rng, strategy):
     for N, C, H, W, K, KH, KW, s, p, d, g in BWD_GRID + GRID[:6]:
         x = rng.standard_normal((N, C, H, W)).astype(dtype)
         w = rng.standard_normal((K, C // g, KH, KW)).astype(dtype)

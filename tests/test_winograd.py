@@ -171,14 +171,18 @@ def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch)
     assert not np.array_equal(auto, direct)     # a different rounding: another path
     for a, c in zip(cc.conv2d_backward(dy, x, w, padding=1), wino_bwd):
         np.testing.assert_array_equal(a, c)
-    # float64, fewer channels, stride 2 and 5x5 stay on the direct path
+    # float64, stride 2 and 5x5 stay on the im2col path, few channels on the
+    # direct path for small layers
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
-    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
-    cases = [(x64, w64, {}), (x[:, :16], w[:16, :16], {}), (x, w, dict(stride=2)),
-             (x, rng.standard_normal((32, 32, 5, 5)).astype(np.float32), {})]
-    want = [cc.conv2d(a, c, padding=1, **kw) for a, c, kw in cases]
+    cases = [(x64, w64, {}, "batched"), (x[:, :16], w[:16, :16], {}, "direct"),
+             (x, w, dict(stride=2), "batched"),
+             (x, rng.standard_normal((32, 32, 5, 5)).astype(np.float32), {}, "batched")]
+    want = []
+    for a, c, kw, strategy in cases:
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+        want.append(cc.conv2d(a, c, padding=1, **kw))
     monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
-    for (a, c, kw), ref in zip(cases, want):
+    for (a, c, kw, _), ref in zip(cases, want):
         np.testing.assert_array_equal(cc.conv2d(a, c, padding=1, **kw), ref)
 
 

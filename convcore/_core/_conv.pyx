@@ -20,7 +20,7 @@ cdef extern from "convcore.h" nogil:
                                 const int *, const double *, const double *, const int *,
                                 const double *, const int *, const double *, double *,
                                 const int *)
-    int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_WINOGRAD
+    int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_WINOGRAD, CC_CONV_DIRECT
     int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     int cc_conv_geom_check(const cc_conv_geom *g)
     int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
@@ -120,6 +120,7 @@ AUTO = CC_CONV_AUTO
 TILES = CC_CONV_TILES
 BATCHED = CC_CONV_BATCHED
 WINOGRAD = CC_CONV_WINOGRAD
+DIRECT = CC_CONV_DIRECT
 
 
 def workspace_elems(tuple geom, int64_t chunk, int strategy):

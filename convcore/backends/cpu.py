@@ -78,12 +78,13 @@ def _hold_blas():
     return fb() if fb is not None else nullcontext()
 
 
-_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED, "winograd": _conv.WINOGRAD}
+_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED, "winograd": _conv.WINOGRAD,
+               "direct": _conv.DIRECT}
 
 
 def _strategy() -> int:
     """The C core picks its strategy from the shape and dtype;
-    CONVCORE_CONV_STRATEGY ('tiles', 'batched' or 'winograd') forces one, for
+    CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd' or 'direct') forces one, for
     benchmarks and for users who want the direct sum's rounding in float32."""
     return _STRATEGIES.get(os.environ.get("CONVCORE_CONV_STRATEGY", ""), _conv.AUTO)
 

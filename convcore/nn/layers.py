@@ -82,6 +82,11 @@ class Conv2d(Module):
         fan_in = cg * self.kernel_size[0] * self.kernel_size[1]
         self.weight = kaiming_uniform(rng, (self.out_channels, cg) + self.kernel_size, fan_in, dt)
         self.bias = kaiming_uniform(rng, (self.out_channels,), fan_in, dt) if has_bias else None
+        #: Whether :meth:`backward` computes the gradient with respect to the
+        #: input.  A network's first layer does not need it in training (its
+        #: input is the data): ``False`` skips that work and makes
+        #: :meth:`backward` return ``None``.
+        self.needs_input_grad = True
         self._x = None
 
     def _args(self):
@@ -97,7 +102,9 @@ class Conv2d(Module):
     def backward(self, grad_output):
         if self._x is None:
             raise _not_ready(self)
-        gx, gw, gb = F.conv2d_backward(grad_output, self._x, self.weight.data, **self._args())
+        mask = (bool(self.needs_input_grad), True, self.bias is not None)
+        gx, gw, gb = F.conv2d_backward(grad_output, self._x, self.weight.data,
+                                       output_mask=mask, **self._args())
         self.weight.grad += gw
         if self.bias is not None:
             self.bias.grad += gb
