@@ -166,7 +166,9 @@ int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strate
         /* (at least the direct path's blocked kernel copy, which a request
          * for it, or AUTO, may take instead: 16 channels per block) */
         const int64_t fixed = CC_DW_SPLIT_MAX * ((g->K + 15) / 16 * 16) * (g->C / g->groups) * g->KH * g->KW;
-        if (!cc_prod4_ok(chunk, g->C * g->KH * g->KW + g->K, g->OH, g->OW, &t)) return -1;
+        /* (per image at least 16-channel blocks of dy, for the direct dW) */
+        const int64_t rows = CC_MAX(g->C * g->KH * g->KW + g->K, (g->K + 15) / 16 * 16);
+        if (!cc_prod4_ok(chunk, rows, g->OH, g->OW, &t)) return -1;
         /* the whole chunk's columns are one BLAS operand: 32-bit sizes */
         if (chunk * g->OH * g->OW > INT_MAX) return -1;
         return t + fixed;
@@ -197,7 +199,11 @@ int cc_max_threads(void)
 int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy)
 {
     if (strategy == CC_CONV_WINOGRAD && !cc_conv_is_depthwise(g)) return wg_workspace(g, chunk);
-    if (strategy == CC_CONV_DIRECT && !cc_conv_is_depthwise(g))   /* the blocked kernel copy */
-        return (g->K + 15) / 16 * 16 * g->C * g->KH * g->KW;
+    if (strategy == CC_CONV_DIRECT && !cc_conv_is_depthwise(g)) {
+        /* fixed: the kernel (forward) or its gradient (dW) in 16-channel
+         * blocks; per image: dy transposed into 16-channel vectors (dW) */
+        const int64_t k16 = (g->K + 15) / 16 * 16;
+        return k16 * g->C * g->KH * g->KW + chunk * k16 * g->OH * g->OW;
+    }
     return cc_conv_workspace_elems(g, chunk, strategy);
 }

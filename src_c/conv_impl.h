@@ -565,7 +565,7 @@ static int FN(resolve_strategy)(const cc_conv_geom *g, int strategy, int backwar
         else if (cc_conv_direct_auto(g)) strategy = CC_CONV_DIRECT;
         else strategy = cc_conv_auto_strategy(g, backward);
     }
-    if (strategy == CC_CONV_DIRECT && (backward || !cc_conv_direct_ok(g))) return CC_CONV_BATCHED;
+    if (strategy == CC_CONV_DIRECT && !cc_conv_direct_ok(g)) return CC_CONV_BATCHED;
     if (strategy == CC_CONV_WINOGRAD) {
         double ma = 0, mb = 0, mc = 0;
         if (!cc_conv_winograd_ok(g)) return CC_CONV_BATCHED;
@@ -659,6 +659,14 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     B = FN(chunk_images)(g, strategy, work_elems);
     if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
     if (strategy == CC_CONV_WINOGRAD) return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
+    if (strategy == CC_CONV_DIRECT) {
+        /* dW by the direct loops, then dX through BATCHED (same workspace) */
+        if (dw) FN(dw_direct)(dy, x, g, work, B, n_threads, dw);
+        if (!dx) return CC_OK;
+        B = FN(chunk_images)(g, CC_CONV_BATCHED, work_elems);
+        if (B == 0) return CC_EINVAL;
+        return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, NULL);
+    }
     if (strategy == CC_CONV_BATCHED) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     return FN(bwd_tiles)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
 }

@@ -98,5 +98,94 @@ static int FN(fwd_direct)(const REAL *x, const REAL *w, const REAL *b, const cc_
     return CC_OK;
 }
 
+/* dW of a small layer, one tap (c, kh, kw) and one 16-channel block:
+ * acc += sum over images n, output positions of x[n, c, ih, iw] * dyT[n][pos],
+ * four accumulators over the positions (ow mod 4), summed in a fixed order. */
+CC_CLONES_FMA static void FN(direct_dw_tap)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dyT,
+                                            int64_t nb, const cc_conv_geom *g, int64_t c,
+                                            int64_t kh, int64_t kw, REAL *CC_RESTRICT acc)
+{
+    const int64_t H = g->H, W = g->W, OW = g->OW, L = g->OH * g->OW, SW = g->SW;
+    const int64_t hoff = kh * g->DH - g->PH, woff = kw * g->DW - g->PW;
+    int64_t ohlo, ohhi, lo, hi, n, oh, ow;
+    FN(vk_t) a0, a1, a2, a3, t;
+    memset(&a0, 0, sizeof a0);
+    a1 = a0;
+    a2 = a0;
+    a3 = a0;
+    cc_valid_range(H, g->OH, g->SH, hoff, &ohlo, &ohhi);
+    cc_valid_range(W, OW, SW, woff, &lo, &hi);
+    for (n = 0; n < nb; ++n) {
+        const REAL *xc = x + (n * g->C + c) * H * W;
+        const REAL *dn = dyT + n * L * CC_DKB;
+        for (oh = ohlo; oh < ohhi; ++oh) {
+            const REAL *xr = xc + (oh * g->SH + hoff) * W + woff;
+            const REAL *dr = dn + oh * OW * CC_DKB;
+            FN(vk_t) d0, d1, d2, d3;
+            for (ow = lo; ow + 4 <= hi; ow += 4) {
+                memcpy(&d0, dr + (ow + 0) * CC_DKB, sizeof d0);
+                memcpy(&d1, dr + (ow + 1) * CC_DKB, sizeof d1);
+                memcpy(&d2, dr + (ow + 2) * CC_DKB, sizeof d2);
+                memcpy(&d3, dr + (ow + 3) * CC_DKB, sizeof d3);
+                a0 += xr[(ow + 0) * SW] * d0;
+                a1 += xr[(ow + 1) * SW] * d1;
+                a2 += xr[(ow + 2) * SW] * d2;
+                a3 += xr[(ow + 3) * SW] * d3;
+            }
+            for (; ow < hi; ++ow) {
+                memcpy(&d0, dr + ow * CC_DKB, sizeof d0);
+                a0 += xr[ow * SW] * d0;
+            }
+        }
+    }
+    memcpy(&t, acc, sizeof t);
+    t += (a0 + a1) + (a2 + a3);
+    memcpy(acc, &t, sizeof t);
+}
+
+/* dW through the direct loops (N in chunks of B images): dy of a chunk is
+ * transposed into 16-channel vectors dyT[kb][n][pos][16], then every
+ * (block, tap) pair is one unit of parallel work that reduces over the whole
+ * chunk in a fixed order, into dwT[kb][tap][16] (kept across chunks). */
+static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, REAL *work,
+                         int64_t B, int n_threads, REAL *dw)
+{
+    const int64_t K = g->K, CKK = g->C * g->KH * g->KW, KK = g->KH * g->KW, L = g->OH * g->OW;
+    const int64_t nkb = (K + CC_DKB - 1) / CC_DKB;
+    REAL *dwT = work, *dyT = work + nkb * CKK * CC_DKB;
+    int64_t i, n0;
+    for (i = 0; i < nkb * CKK * CC_DKB; ++i) dwT[i] = 0;
+    for (n0 = 0; n0 < g->N; n0 += B) {
+        const int64_t nb = CC_MIN(B, g->N - n0);
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+#pragma omp for schedule(static)
+            for (i = 0; i < nkb * nb; ++i) {
+                const int64_t kb = i / nb, n = i % nb;
+                const REAL *src = dy + ((n0 + n) * K) * L;
+                REAL *dst = dyT + (kb * nb + n) * L * CC_DKB;
+                int64_t pos, q;
+                for (pos = 0; pos < L; ++pos)
+                    for (q = 0; q < CC_DKB; ++q) {
+                        const int64_t k = kb * CC_DKB + q;
+                        dst[pos * CC_DKB + q] = k < K ? src[k * L + pos] : 0;
+                    }
+            }
+#pragma omp for schedule(dynamic, 4)
+            for (i = 0; i < nkb * CKK; ++i) {
+                const int64_t kb = i / CKK, r = i % CKK;
+                const int64_t c = r / KK, kh = (r % KK) / g->KW, kw = r % g->KW;
+                FN(direct_dw_tap)(x + n0 * g->C * g->H * g->W, dyT + kb * nb * L * CC_DKB, nb, g,
+                                  c, kh, kw, dwT + i * CC_DKB);
+            }
+        }
+    }
+    for (i = 0; i < K * CKK; ++i) {
+        const int64_t k = i / CKK, r = i % CKK;
+        dw[i] = dwT[((k / CC_DKB) * CKK + r) * CC_DKB + k % CC_DKB];
+    }
+    return CC_OK;
+}
+
 #undef CC_DKB
 #undef CC_DOB

@@ -6,7 +6,7 @@ import pytest
 from scipy import signal
 
 import convcore as cc
-from reference import conv2d_abs_bound, conv2d_naive
+from reference import conv2d_abs_bound, conv2d_naive, im2col_naive
 
 
 # ---------------------------------------------------------------- helpers
@@ -458,3 +458,36 @@ def test_conv2d_backward_rejects_a_bad_output_mask(rng):
     w = rng.standard_normal((1, 1, 3, 3))
     with pytest.raises(TypeError, match="output_mask"):
         cc.conv2d_backward(np.ones((1, 1, 2, 2)), x, w, output_mask=(True, True))
+
+
+def test_direct_path_in_chunks_and_threads_matches_the_reference(rng, monkeypatch,
+                                                                 restore_threads):
+    """The direct loops for small layers (forward and dW), with the batch cut
+    into chunks by a small workspace, against float64 loops; bit-identical for
+    1 and 2 threads."""
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "direct")
+    x = rng.standard_normal((9, 6, 14, 13)).astype(np.float32)
+    w = rng.standard_normal((20, 6, 5, 3)).astype(np.float32)     # 2 channel blocks
+    b = rng.standard_normal(20).astype(np.float32)
+    opts = dict(stride=(1, 2), padding=(2, 1), dilation=(1, 2))
+    y64 = conv2d_naive(x, w, b, (1, 2), (2, 1), (1, 2), 1)
+    gy = rng.standard_normal(y64.shape).astype(np.float32)
+    limit = cc.get_workspace_limit()
+    out = []
+    try:
+        cc.set_workspace_limit(20_000)
+        for t in (1, 2):
+            cc.set_num_threads(t)
+            y = cc.conv2d(x, w, b, **opts)
+            out.append((y,) + cc.conv2d_backward(gy, x, w, **opts))
+    finally:
+        cc.set_workspace_limit(limit)
+    for a, c in zip(*out):
+        np.testing.assert_array_equal(a, c)
+    y, gx, gw, gb = out[0]
+    assert_float32_close(y, y64, 25 * 2.0 ** -24 * (conv2d_abs_bound(x, w, (1, 2), (2, 1), (1, 2), 1)
+                                                    + np.abs(b)[:, None, None]) * 1.01 + 1e-6)
+    cols = im2col_naive(x.astype(np.float64), (5, 3), (1, 2), (2, 1), (1, 2))
+    ref_gw = np.einsum("nkl,nrl->kr", gy.reshape(9, 20, -1).astype(np.float64),
+                       cols).reshape(w.shape)
+    np.testing.assert_allclose(gw, ref_gw, rtol=0, atol=2e-5 * np.abs(ref_gw).max())
