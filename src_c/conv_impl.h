@@ -442,6 +442,11 @@ static void FN(dw_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT
     }
 }
 
+/* The same plane through a zero-padded copy (direct_impl.h). */
+static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT wk,
+                                    REAL bk, const cc_conv_geom *g, REAL *CC_RESTRICT xp,
+                                    REAL *CC_RESTRICT yp);
+
 static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
                              const cc_conv_geom *g, int n_threads, REAL *y)
 {
@@ -450,10 +455,18 @@ static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t total = g->N * g->K;
     int64_t i;
     (void)n_threads;
+    /* the padded copy of dw_fwd_plane_padded: (H + 2PH + 4SH) x (W + 2PW + 16SW) */
+    const int padded = (g->H + 2 * g->PH + 4 * g->SH) * (g->W + 2 * g->PW + 16 * g->SW) <= CC_DIRECT_MAX_PAD;
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
     for (i = 0; i < total; ++i) {
         const int64_t n = i / g->K, k = i % g->K, c = k / Kg;
-        FN(dw_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, y + i * L);
+        if (padded) {
+            REAL xp[CC_DIRECT_MAX_PAD];
+            FN(dw_fwd_plane_padded)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, xp,
+                                    y + i * L);
+        } else {
+            FN(dw_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, y + i * L);
+        }
     }
     return CC_OK;
 }

@@ -187,5 +187,53 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
     return CC_OK;
 }
 
+/* Depthwise forward of one plane through a zero-padded copy xp of
+ * (H + 2PH + CC_DWR SH) x (W + 2PW + 16 SW): no bounds checks, and padding
+ * meets the weights as zeros (an Inf/NaN tap there gives NaN, as im2col
+ * does).  A run of 16 outputs in each of CC_DWR rows is one vector
+ * accumulator; each takes the bias, then every tap in order, then is stored
+ * (rows past the output are computed from zeros and dropped). */
+#define CC_DWR 4
+CC_CLONES_FMA static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
+                                                  const REAL *CC_RESTRICT wk, REAL bk,
+                                                  const cc_conv_geom *g, REAL *CC_RESTRICT xp,
+                                                  REAL *CC_RESTRICT yp)
+{
+    const int64_t Hp = g->H + 2 * g->PH + CC_DWR * g->SH, Wp = g->W + 2 * g->PW + CC_DKB * g->SW;
+    const int64_t OW = g->OW, SW = g->SW, SH = g->SH;
+    int64_t i, h, kh, kw, oh0, ow0;
+    for (i = 0; i < Hp * Wp; ++i) xp[i] = 0;
+    for (h = 0; h < g->H; ++h)
+        memcpy(xp + (h + g->PH) * Wp + g->PW, xc + h * g->W, (size_t)g->W * sizeof(REAL));
+    for (oh0 = 0; oh0 < g->OH; oh0 += CC_DWR) {
+        const int64_t nr = CC_MIN(CC_DWR, g->OH - oh0);
+        for (ow0 = 0; ow0 < OW; ow0 += CC_DKB) {
+            const size_t nbytes = (size_t)CC_MIN(CC_DKB, OW - ow0) * sizeof(REAL);
+            FN(vk_t) acc[CC_DWR];
+            int q, r;
+            for (r = 0; r < CC_DWR; ++r)
+                for (q = 0; q < CC_DKB; ++q) acc[r][q] = bk;
+            for (kh = 0; kh < g->KH; ++kh) {
+                const REAL *xr = xp + (oh0 * SH + kh * g->DH) * Wp + ow0 * SW;
+                for (kw = 0; kw < g->KW; ++kw) {
+                    const REAL wv = wk[kh * g->KW + kw];
+                    for (r = 0; r < CC_DWR; ++r) {
+                        const REAL *xs = xr + r * SH * Wp + kw * g->DW;
+                        FN(vk_t) xv;
+                        if (SW == 1) {
+                            memcpy(&xv, xs, sizeof xv);
+                        } else {
+                            for (q = 0; q < CC_DKB; ++q) xv[q] = xs[q * SW];
+                        }
+                        acc[r] += wv * xv;
+                    }
+                }
+            }
+            for (r = 0; r < nr; ++r) memcpy(yp + (oh0 + r) * OW + ow0, &acc[r], nbytes);
+        }
+    }
+}
+#undef CC_DWR
+
 #undef CC_DKB
 #undef CC_DOB
