@@ -660,3 +660,19 @@ def test_network_sized_pools_match_torch():
     np.testing.assert_allclose(cc.adaptive_avg_pool2d(x, 1),
                                F.adaptive_avg_pool2d(torch.from_numpy(x), 1).numpy(),
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_pool_to_the_input_size_is_the_identity_with_positive_zero(dtype, rng):
+    """One element per window: the average is that element, as a sum started
+    from +0 gives it (-0 becomes +0; NaN and Inf pass through)."""
+    x = rng.standard_normal((2, 3, 5, 4)).astype(dtype)
+    x[0, 0, 0, 0], x[0, 1, 2, 3], x[1, 2, 4, 0] = -0.0, np.nan, -np.inf
+    y = cc.adaptive_avg_pool2d(x, (5, 4))
+    np.testing.assert_array_equal(y, x)
+    assert not np.signbit(y[0, 0, 0, 0])
+    g = rng.standard_normal(x.shape).astype(dtype)
+    g[1, 1, 1, 1] = -0.0
+    gx = cc.adaptive_avg_pool2d_backward(g, x.shape)
+    np.testing.assert_array_equal(gx, g)
+    assert not np.signbit(gx[1, 1, 1, 1])
