@@ -30,25 +30,6 @@
 /* ... but at least this many tiles, so the GEMMs stay long enough. */
 #define CC_WG_MIN_TILES 512
 
-/* Bᵀ d B of one 4x4 patch d (row-major), the 16 results stored s apart. */
-static inline void FN(wg_in_tile)(const REAL *CC_RESTRICT d, REAL *CC_RESTRICT v, int64_t s)
-{
-    REAL t[16];
-    int i, j;
-    for (i = 0; i < 4; ++i) {
-        t[i * 4 + 0] = d[i * 4 + 0] - d[i * 4 + 2];
-        t[i * 4 + 1] = d[i * 4 + 1] + d[i * 4 + 2];
-        t[i * 4 + 2] = d[i * 4 + 2] - d[i * 4 + 1];
-        t[i * 4 + 3] = d[i * 4 + 1] - d[i * 4 + 3];
-    }
-    for (j = 0; j < 4; ++j) {
-        v[(0 + j) * s] = t[0 + j] - t[8 + j];
-        v[(4 + j) * s] = t[4 + j] + t[8 + j];
-        v[(8 + j) * s] = t[8 + j] - t[4 + j];
-        v[(12 + j) * s] = t[4 + j] - t[12 + j];
-    }
-}
-
 /* Input transform of one plane (Hin, Win) padded by (ph, pw) into the tiles
  * of an output of th x tw blocks: v[xi * s + ty * tw + tx].  Interior tiles
  * (the whole 4x4 patch inside the plane) run as a SIMD loop over tx. */
@@ -93,8 +74,11 @@ static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win
                 WG_COL(3);
             }
         }
+        /* border tiles: the patch gathered with zeros past the edges, then
+         * the same transform (offset o = 0 into the gathered rows) */
         for (tx = 0; tx < tw; ++tx) {
             REAL d[16];
+            const int64_t o = 0;
             int i, j;
             if (tx == a && a < b) {
                 tx = b - 1;
@@ -107,7 +91,16 @@ static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win
                     d[i * 4 + j] = (ih >= 0 && ih < Hin && iw >= 0 && iw < Win) ? xp[ih * Win + iw] : 0;
                 }
             }
-            FN(wg_in_tile)(d, vo + tx, s);
+            {
+                WG_ROW(0, d);
+                WG_ROW(1, d + 4);
+                WG_ROW(2, d + 8);
+                WG_ROW(3, d + 12);
+                WG_COL(0);
+                WG_COL(1);
+                WG_COL(2);
+                WG_COL(3);
+            }
         }
     }
 }
