@@ -3,6 +3,7 @@
 #include "convcore.h"
 #include "internal.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 /* The direct kernels for small layers are compiled for AVX-512, AVX2 and the

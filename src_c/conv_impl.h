@@ -442,33 +442,65 @@ static void FN(dw_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT
     }
 }
 
-/* The same plane through a zero-padded copy (direct_impl.h). */
-static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT wk,
-                                    REAL bk, const cc_conv_geom *g, REAL *CC_RESTRICT xp,
-                                    REAL *CC_RESTRICT yp);
+/* the padded-plane kernels */
+#include "direct_impl.h"
 
+/* Whether every value of p[0..n) is finite. */
+static int FN(all_finite)(const REAL *p, int64_t n)
+{
+    REAL z = 0;
+    int64_t i;
+    /* p*0 is 0 for finite p and NaN otherwise; any order of the sum will do */
+#pragma omp simd reduction(+ : z)
+    for (i = 0; i < n; ++i) z += p[i] * 0;
+    return z == 0;
+}
+
+/* Each thread's padded plane: on the heap, so planes of any size take the
+ * vector kernels; where it cannot be had, the bounds-checked loops run. */
 static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
                              const cc_conv_geom *g, int n_threads, REAL *y)
 {
     const int64_t Kg = g->K / g->groups, KK = g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
     const int64_t total = g->N * g->K;
-    int64_t i;
-    (void)n_threads;
-    /* the padded copy of dw_fwd_plane_padded: (H + 2PH + 4SH) x (W + 2PW + 16SW) */
-    const int padded = (g->H + 2 * g->PH + 4 * g->SH) * (g->W + 2 * g->PW + 16 * g->SW) <= CC_DIRECT_MAX_PAD;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
-    for (i = 0; i < total; ++i) {
-        const int64_t n = i / g->K, k = i % g->K, c = k / Kg;
-        if (padded) {
-            REAL xp[CC_DIRECT_MAX_PAD];
-            FN(dw_fwd_plane_padded)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, xp,
-                                    y + i * L);
-        } else {
-            FN(dw_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, y + i * L);
+    const int64_t pad = cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && total > 1)
+    {
+        REAL *xp = (REAL *)malloc((size_t)pad * sizeof(REAL));
+        int64_t i;
+#pragma omp for schedule(static)
+        for (i = 0; i < total; ++i) {
+            const int64_t n = i / g->K, k = i % g->K, c = k / Kg;
+            if (xp)
+                FN(dw_fwd_plane_padded)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, xp,
+                                        y + i * L);
+            else
+                FN(dw_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, y + i * L);
         }
+        free(xp);
     }
     return CC_OK;
+}
+
+/* dX of one (n, c) plane with one output channel per input channel and
+ * stride 1: the forward kernel run over dy with the flipped taps and the
+ * complementary padding D (KH-1) - P, which gives H x W.  Needs finite taps
+ * (an Inf tap would meet dy's zero padding, which the definition does not
+ * have) and P <= D (K-1); returns 0 where it does not apply. */
+static int FN(dw_dx_plane_padded)(const REAL *dyp, const REAL *wk, const cc_conv_geom *g,
+                                  REAL *xp, REAL *dxp)
+{
+    REAL wf[CC_DW_MAX_TAPS];
+    cc_conv_geom t = *g;
+    const int64_t KK = g->KH * g->KW;
+    int64_t j;
+    if (KK > CC_DW_MAX_TAPS || !FN(all_finite)(wk, KK)) return 0;
+    for (j = 0; j < KK; ++j) wf[j] = wk[KK - 1 - j];
+    t.H = g->OH, t.W = g->OW, t.OH = g->H, t.OW = g->W;
+    t.PH = g->DH * (g->KH - 1) - g->PH, t.PW = g->DW * (g->KW - 1) - g->PW;
+    FN(dw_fwd_plane_padded)(dyp, wf, 0, &t, xp, dxp);
+    return 1;
 }
 
 static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
@@ -477,15 +509,25 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t Kg = g->K / g->groups, KK = g->KH * g->KW;
     const int64_t W = g->W, OH = g->OH, OW = g->OW, L = OH * OW, HW = g->H * g->W;
     int64_t i;
-    (void)n_threads;
     if (dx) {
         /* each (n, c) plane gathers from its Kg output planes, in a fixed order */
         const int64_t total = g->N * g->C;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
-        for (i = 0; i < total; ++i) {
+        const int vec = Kg == 1 && g->SH == 1 && g->SW == 1 && g->PH <= g->DH * (g->KH - 1) &&
+                        g->PW <= g->DW * (g->KW - 1);
+        cc_conv_geom t = *g;
+        int64_t pad;
+        t.H = g->OH, t.W = g->OW, t.PH = g->DH * (g->KH - 1) - g->PH, t.PW = g->DW * (g->KW - 1) - g->PW;
+        pad = cc_dw_pad_rows(&t) * cc_dw_pad_cols(&t);
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && total > 1)
+        {
+            REAL *buf = vec ? (REAL *)malloc((size_t)pad * sizeof(REAL)) : NULL;
+#pragma omp for schedule(static)
+            for (i = 0; i < total; ++i) {
             const int64_t n = i / g->C, c = i % g->C;
             REAL *dxp = dx + i * HW;
             int64_t j, m, kh, kw, oh, ow;
+            if (buf && FN(dw_dx_plane_padded)(dy + (n * g->K + c) * L, w + c * KK, g, buf, dxp))
+                continue;
             for (j = 0; j < HW; ++j) dxp[j] = 0;
             for (m = 0; m < Kg; ++m) {
                 const int64_t k = c * Kg + m;
@@ -512,7 +554,52 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
                     }
                 }
             }
+            }
+            free(buf);
         }
+    }
+    if (dw && g->SW == 1 && KK <= CC_DW_MAX_TAPS) {
+        /* vector sums over padded planes, one output channel per task; a
+         * channel with any Inf/NaN in its planes sends the call to the loops
+     * below, which sum only the positions inside the plane */
+        const int64_t pad = cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
+        const int64_t dyn = cc_dw_dy_rows(g) * cc_dw_dy_cols(g), OWV = cc_dw_dy_cols(g);
+        int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && g->K > 1) reduction(| : failed)
+        {
+            REAL *xp = (REAL *)malloc((size_t)(pad + dyn) * sizeof(REAL));
+            REAL *dyb = xp ? xp + pad : NULL;
+            int64_t k;
+            if (!xp) failed = 1;
+            if (dyb)
+                for (i = 0; i < dyn; ++i) dyb[i] = 0;
+#pragma omp for schedule(static)
+            for (k = 0; k < g->K; ++k) {
+                const int64_t c = k / Kg;
+                double part[CC_DW_MAX_TAPS];
+                int64_t n, j, oh, ok = xp != NULL;
+                for (n = 0; n < g->N && ok; ++n)
+                    ok = FN(all_finite)(x + (n * g->C + c) * HW, HW) &&
+                         FN(all_finite)(dy + (n * g->K + k) * L, L);
+                if (!ok) {
+                    failed = 1;
+                    continue;
+                }
+                for (j = 0; j < KK; ++j) part[j] = 0;
+                for (n = 0; n < g->N; ++n) {
+                    const REAL *dyp = dy + (n * g->K + k) * L;
+                    /* the padded input plane, and dy in rows of OWV */
+                    FN(dw_fwd_plane_pad)(x + (n * g->C + c) * HW, g, xp);
+                    for (oh = 0; oh < OH; ++oh)
+                        memcpy(dyb + oh * OWV, dyp + oh * OW, (size_t)OW * sizeof(REAL));
+                    FN(dw_wgrad_plane)(xp, dyb, g, part);
+                }
+                for (j = 0; j < KK; ++j) dw[k * KK + j] = (REAL)part[j];
+            }
+            free(xp);
+        }
+        if (!failed) return CC_OK;
+        /* (rare: Inf/NaN, or no memory) the loops below redo every channel */
     }
     if (dw) {
         /* dw[k, tap] = sum over n and positions, accumulated per output column
@@ -564,7 +651,6 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
 /* ------------------------------------------------------------------ */
 
 #include "winograd_impl.h"
-#include "direct_impl.h"
 
 /* The strategy a call runs: AUTO resolved from the shape and element type;
  * WINOGRAD where it does not apply, or where the inputs are not tame (see

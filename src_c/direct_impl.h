@@ -188,52 +188,173 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
 }
 
 /* Depthwise forward of one plane through a zero-padded copy xp of
- * (H + 2PH + CC_DWR SH) x (W + 2PW + 16 SW): no bounds checks, and padding
- * meets the weights as zeros (an Inf/NaN tap there gives NaN, as im2col
- * does).  A run of 16 outputs in each of CC_DWR rows is one vector
- * accumulator; each takes the bias, then every tap in order, then is stored
- * (rows past the output are computed from zeros and dropped). */
+ * (H + 2PH + CC_DWR SH) x (W + 2PW + CC_DWC SW) elements (cc_dw_pad_rows/cols):
+ * no bounds checks, and padding meets the weights as zeros (an Inf/NaN tap
+ * there gives NaN, as im2col does).  A block of CC_DWR rows x CC_DWC columns
+ * of outputs is CC_DWR x 2 vector accumulators, held in registers; each
+ * takes the bias, then every tap in order, then is stored (outputs past the
+ * plane are computed from zeros and dropped). */
 #define CC_DWR 4
+#define CC_DWC (2 * CC_DKB)
+
+#ifndef CC_DW_SHAPES
+#define CC_DW_SHAPES
+/* taps of the kernels that keep per-tap sums or a flipped copy on the stack */
+#define CC_DW_MAX_TAPS 64
+static int64_t cc_dw_pad_rows(const cc_conv_geom *g) { return g->H + 2 * g->PH + CC_DWR * g->SH; }
+static int64_t cc_dw_pad_cols(const cc_conv_geom *g) { return g->W + 2 * g->PW + CC_DWC * g->SW; }
+/* dy of the weight gradient: rows rounded up to 2, columns to CC_DWC */
+static int64_t cc_dw_dy_rows(const cc_conv_geom *g) { return (g->OH + 1) / 2 * 2; }
+static int64_t cc_dw_dy_cols(const cc_conv_geom *g) { return (g->OW + CC_DWC - 1) / CC_DWC * CC_DWC; }
+#endif
+
+/* The plane xc (H x W) into xp, zero around it. */
+static void FN(dw_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_conv_geom *g,
+                                 REAL *CC_RESTRICT xp)
+{
+    const int64_t Hp = cc_dw_pad_rows(g), Wp = cc_dw_pad_cols(g);
+    int64_t h, i;
+    for (i = 0; i < g->PH * Wp; ++i) xp[i] = 0;
+    for (h = 0; h < g->H; ++h) {
+        REAL *r = xp + (h + g->PH) * Wp;
+        for (i = 0; i < g->PW; ++i) r[i] = 0;
+        memcpy(r + g->PW, xc + h * g->W, (size_t)g->W * sizeof(REAL));
+        for (i = g->PW + g->W; i < Wp; ++i) r[i] = 0;
+    }
+    for (i = (g->H + g->PH) * Wp; i < Hp * Wp; ++i) xp[i] = 0;
+}
+
+/* acc += wv * (CC_DKB values from xs, SW apart) */
+#define CC_DW_FMA(acc, wv, xs, SW)                                                \
+    do {                                                                          \
+        FN(vk_t) v_;                                                              \
+        if ((SW) == 1) {                                                          \
+            memcpy(&v_, (xs), sizeof v_);                                         \
+        } else {                                                                  \
+            int q_;                                                               \
+            for (q_ = 0; q_ < CC_DKB; ++q_) v_[q_] = (xs)[q_ * (SW)];             \
+        }                                                                         \
+        (acc) += (wv) * v_;                                                       \
+    } while (0)
+
+/* the first n (<= CC_DKB) values of v to dst */
+#define CC_DW_STORE(dst, v, n)                                                    \
+    do {                                                                          \
+        if ((n) == CC_DKB) {                                                      \
+            memcpy((dst), &(v), sizeof(v));                                       \
+        } else {                                                                  \
+            int64_t q_;                                                           \
+            for (q_ = 0; q_ < (n); ++q_) (dst)[q_] = (v)[q_];                     \
+        }                                                                         \
+    } while (0)
+
+/* The blocks of one padded plane; SW is a parameter so that the stride-1
+ * call compiles to plain vector loads. */
+static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
+    const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT wk, REAL bk, const cc_conv_geom *g,
+    const int64_t SW, REAL *CC_RESTRICT yp)
+{
+    const int64_t Wp = cc_dw_pad_cols(g), OW = g->OW, RS = g->SH * Wp;
+    int64_t kh, kw, oh0, ow0;
+    for (oh0 = 0; oh0 < g->OH; oh0 += CC_DWR) {
+        const int64_t nr = CC_MIN(CC_DWR, g->OH - oh0);
+        for (ow0 = 0; ow0 < OW; ow0 += CC_DWC) {
+            const int64_t n0 = CC_MIN(CC_DKB, OW - ow0), n1 = CC_MAX(0, CC_MIN(CC_DKB, OW - ow0 - CC_DKB));
+            FN(vk_t) a00, a01, a10, a11, a20, a21, a30, a31;
+            REAL *yr = yp + oh0 * OW + ow0;
+            int q;
+            for (q = 0; q < CC_DKB; ++q) a00[q] = bk;
+            a01 = a10 = a11 = a20 = a21 = a30 = a31 = a00;
+            for (kh = 0; kh < g->KH; ++kh) {
+                const REAL *xr = xp + (oh0 * g->SH + kh * g->DH) * Wp + ow0 * SW;
+                for (kw = 0; kw < g->KW; ++kw) {
+                    const REAL wv = wk[kh * g->KW + kw];
+                    const REAL *xs = xr + kw * g->DW, *xt = xs + CC_DKB * SW;
+                    CC_DW_FMA(a00, wv, xs, SW);
+                    CC_DW_FMA(a01, wv, xt, SW);
+                    CC_DW_FMA(a10, wv, xs + RS, SW);
+                    CC_DW_FMA(a11, wv, xt + RS, SW);
+                    CC_DW_FMA(a20, wv, xs + 2 * RS, SW);
+                    CC_DW_FMA(a21, wv, xt + 2 * RS, SW);
+                    CC_DW_FMA(a30, wv, xs + 3 * RS, SW);
+                    CC_DW_FMA(a31, wv, xt + 3 * RS, SW);
+                }
+            }
+            CC_DW_STORE(yr, a00, n0);
+            CC_DW_STORE(yr + CC_DKB, a01, n1);
+            if (nr > 1) {
+                CC_DW_STORE(yr + OW, a10, n0);
+                CC_DW_STORE(yr + OW + CC_DKB, a11, n1);
+            }
+            if (nr > 2) {
+                CC_DW_STORE(yr + 2 * OW, a20, n0);
+                CC_DW_STORE(yr + 2 * OW + CC_DKB, a21, n1);
+            }
+            if (nr > 3) {
+                CC_DW_STORE(yr + 3 * OW, a30, n0);
+                CC_DW_STORE(yr + 3 * OW + CC_DKB, a31, n1);
+            }
+        }
+    }
+}
+
 CC_CLONES_FMA static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
                                                   const REAL *CC_RESTRICT wk, REAL bk,
                                                   const cc_conv_geom *g, REAL *CC_RESTRICT xp,
                                                   REAL *CC_RESTRICT yp)
 {
-    const int64_t Hp = g->H + 2 * g->PH + CC_DWR * g->SH, Wp = g->W + 2 * g->PW + CC_DKB * g->SW;
-    const int64_t OW = g->OW, SW = g->SW, SH = g->SH;
-    int64_t i, h, kh, kw, oh0, ow0;
-    for (i = 0; i < Hp * Wp; ++i) xp[i] = 0;
-    for (h = 0; h < g->H; ++h)
-        memcpy(xp + (h + g->PH) * Wp + g->PW, xc + h * g->W, (size_t)g->W * sizeof(REAL));
-    for (oh0 = 0; oh0 < g->OH; oh0 += CC_DWR) {
-        const int64_t nr = CC_MIN(CC_DWR, g->OH - oh0);
-        for (ow0 = 0; ow0 < OW; ow0 += CC_DKB) {
-            const size_t nbytes = (size_t)CC_MIN(CC_DKB, OW - ow0) * sizeof(REAL);
-            FN(vk_t) acc[CC_DWR];
-            int q, r;
-            for (r = 0; r < CC_DWR; ++r)
-                for (q = 0; q < CC_DKB; ++q) acc[r][q] = bk;
-            for (kh = 0; kh < g->KH; ++kh) {
-                const REAL *xr = xp + (oh0 * SH + kh * g->DH) * Wp + ow0 * SW;
-                for (kw = 0; kw < g->KW; ++kw) {
-                    const REAL wv = wk[kh * g->KW + kw];
-                    for (r = 0; r < CC_DWR; ++r) {
-                        const REAL *xs = xr + r * SH * Wp + kw * g->DW;
-                        FN(vk_t) xv;
-                        if (SW == 1) {
-                            memcpy(&xv, xs, sizeof xv);
-                        } else {
-                            for (q = 0; q < CC_DKB; ++q) xv[q] = xs[q * SW];
-                        }
-                        acc[r] += wv * xv;
-                    }
+    FN(dw_fwd_plane_pad)(xc, g, xp);
+    if (g->SW == 1)
+        FN(dw_fwd_blocks)(xp, wk, bk, g, 1, yp);
+    else
+        FN(dw_fwd_blocks)(xp, wk, bk, g, g->SW, yp);
+}
+
+/* Depthwise weight gradient of one (image, channel) pair, stride-1 columns:
+ * part[tap] += sum over outputs of dy * x under the tap.  xp: the input plane
+ * zero-padded as for the forward; dyp: dy copied into cc_dw_dy_rows(g) rows
+ * of cc_dw_dy_cols(g) columns, zero past the plane (the sums then add
+ * 0 * finite = 0).  Four vector accumulators take 2 rows x 2 column blocks in
+ * a fixed order; at the end their lanes are summed in double. */
+CC_CLONES_FMA static void FN(dw_wgrad_plane)(const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp,
+                                             const cc_conv_geom *g, double *CC_RESTRICT part)
+{
+    const int64_t Wp = cc_dw_pad_cols(g), OHE = cc_dw_dy_rows(g), OWV = cc_dw_dy_cols(g);
+    const int64_t RS = g->SH * Wp;
+    int64_t kh, kw, oh, c0;
+    for (kh = 0; kh < g->KH; ++kh) {
+        for (kw = 0; kw < g->KW; ++kw) {
+            const REAL *xt = xp + kh * g->DH * Wp + kw * g->DW;
+            FN(vk_t) a0, a1, a2, a3;
+            double s = 0;
+            int q;
+            memset(&a0, 0, sizeof a0);
+            a1 = a2 = a3 = a0;
+            for (oh = 0; oh < OHE; oh += 2) {
+                const REAL *d0 = dyp + oh * OWV, *d1 = d0 + OWV;
+                const REAL *x0 = xt + oh * RS, *x1 = x0 + RS;
+                for (c0 = 0; c0 < OWV; c0 += CC_DWC) {
+                    FN(vk_t) e0, e1, e2, e3;
+                    memcpy(&e0, d0 + c0, sizeof e0);
+                    memcpy(&e1, d0 + c0 + CC_DKB, sizeof e1);
+                    memcpy(&e2, d1 + c0, sizeof e2);
+                    memcpy(&e3, d1 + c0 + CC_DKB, sizeof e3);
+                    CC_DW_FMA(a0, e0, x0 + c0, 1);
+                    CC_DW_FMA(a1, e1, x0 + c0 + CC_DKB, 1);
+                    CC_DW_FMA(a2, e2, x1 + c0, 1);
+                    CC_DW_FMA(a3, e3, x1 + c0 + CC_DKB, 1);
                 }
             }
-            for (r = 0; r < nr; ++r) memcpy(yp + (oh0 + r) * OW + ow0, &acc[r], nbytes);
+            a0 = (a0 + a1) + (a2 + a3);
+            for (q = 0; q < CC_DKB; ++q) s += (double)a0[q];
+            part[kh * g->KW + kw] += s;
         }
     }
 }
 #undef CC_DWR
+#undef CC_DWC
+#undef CC_DW_FMA
+#undef CC_DW_STORE
 
 #undef CC_DKB
 #undef CC_DOB
