@@ -1,5 +1,6 @@
 """conv2d, conv2d_backward, im2col and col2im against independent references."""
 import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -323,6 +324,35 @@ def test_workspace_limit_chunks_the_batch_without_changing_results(rng):
             for a, b_ in zip(full, got):
                 np.testing.assert_allclose(a, b_, rtol=1e-13, atol=1e-13)
             np.testing.assert_allclose(got[0], ref, rtol=1e-12, atol=1e-12)
+    finally:
+        cc.set_workspace_limit(old)
+
+
+def test_workspace_is_kept_per_thread_and_a_lower_limit_gives_it_up(rng):
+    from convcore.backends import cpu
+    x = rng.standard_normal((6, 8, 16, 16)).astype(np.float32)
+    w = rng.standard_normal((8, 8, 3, 3)).astype(np.float32)
+    ref = conv2d_naive(x, w, None, (1, 1), (1, 1), (1, 1))
+    old = cc.get_workspace_limit()
+    try:
+        cc.set_workspace_limit(old)
+        cc.conv2d(x, w, padding=1)
+        big = cpu._reuse.buf
+        y = cc.conv2d(x, w, padding=1)              # the same buffer, reused
+        assert cpu._reuse.buf is big
+        limit = big.nbytes // 3
+        cc.set_workspace_limit(limit)
+        y2 = cc.conv2d(x, w, padding=1)
+        assert cpu._reuse.buf.nbytes <= limit
+        seen = []
+        th = threading.Thread(target=lambda: seen.append((cc.conv2d(x, w, padding=1),
+                                                          getattr(cpu._reuse, "buf", None))))
+        th.start()
+        th.join()
+        assert seen[0][1] is not cpu._reuse.buf    # each thread has its own
+        bound = 10 * 8 * 2.0 ** -24 * conv2d_abs_bound(x, w, (1, 1), (1, 1), (1, 1), 1)
+        for got in (y, y2, seen[0][0]):
+            assert_float32_close(got, ref, bound)
     finally:
         cc.set_workspace_limit(old)
 

@@ -89,6 +89,25 @@ def _strategy() -> int:
     return _STRATEGIES.get(os.environ.get("CONVCORE_CONV_STRATEGY", ""), _conv.AUTO)
 
 
+_reuse = threading.local()
+
+
+def _buffer(nelems, dtype, budget):
+    """nelems elements of workspace, reused by the calls of this thread.
+
+    A fresh buffer of tens of megabytes is mapped and faulted in page by page
+    on every call (about a tenth of a large layer's time); one kept per
+    thread is not.  It is at most the budget (or one image's need, if that
+    is larger), and a lower budget gives it up on the next call.
+    """
+    nbytes = nelems * np.dtype(dtype).itemsize
+    buf = getattr(_reuse, "buf", None)
+    if buf is None or buf.nbytes < nbytes or buf.nbytes > max(budget, nbytes):
+        _reuse.buf = None   # (the old one is freed before the new one is made)
+        buf = _reuse.buf = np.empty(nbytes, dtype=np.uint8)
+    return buf[:nbytes].view(dtype)
+
+
 def _workspace(geom, dtype, strategy):
     """Workspace for as many images as the budget allows (at least one)."""
     fixed = _conv.workspace_elems(geom, 0, strategy)
@@ -105,7 +124,7 @@ def _workspace(geom, dtype, strategy):
     total = _conv.workspace_elems(geom, chunk, strategy)
     if total < 0:
         raise ValueError(f"convolution too large for one image: geometry {geom}")
-    return np.empty(total, dtype=dtype)
+    return _buffer(total, dtype, budget * itemsize)
 
 
 def conv2d_forward(x, w, b, y, geom):
