@@ -102,6 +102,8 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 
 int cc_conv_direct_ok(const cc_conv_geom *g)
 {
+    /* pointwise: the product kernel (direct_impl.h), no padded copy */
+    if (cc_conv_is_pointwise(g)) return g->groups == 1 && g->K * g->C <= CC_PW_MAX_WEIGHTS;
     /* the padded copy: C x (H + 2PH) x (W + 2PW + 6 SW), see CC_DOB in direct_impl.h */
     const int64_t wpp = g->W + 2 * g->PW + 6 * g->SW, hp = g->H + 2 * g->PH;
     return g->groups == 1 && g->K <= CC_DIRECT_MAX_K && wpp <= CC_DIRECT_MAX_PAD &&
@@ -114,6 +116,7 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
      * 2x faster than BATCHED; with fewer than 12 output channels most of a
      * 16-channel vector idles and BATCHED is as fast; wider layers are
      * faster through BLAS */
+    if (cc_conv_is_pointwise(g)) return cc_conv_direct_ok(g);
     return cc_conv_direct_ok(g) && g->K >= 12 && g->K * g->C * g->KH * g->KW <= CC_DIRECT_AUTO_WEIGHTS;
 }
 

@@ -715,7 +715,9 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     B = FN(chunk_images)(g, strategy, work_elems);
     if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
     if (strategy == CC_CONV_WINOGRAD) return FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
-    if (strategy == CC_CONV_DIRECT) return FN(fwd_direct)(x, w, b, g, work, n_threads, y);
+    if (strategy == CC_CONV_DIRECT)
+        return cc_conv_is_pointwise(g) ? FN(pointwise)(x, w, b, g, 0, n_threads, y)
+                                       : FN(fwd_direct)(x, w, b, g, work, n_threads, y);
     if (strategy == CC_CONV_BATCHED) return FN(fwd_batched)(x, w, b, g, work, B, n_threads, gemm, y);
     return FN(fwd_tiles)(x, w, b, g, work, B, n_threads, gemm, y);
 }
@@ -759,12 +761,20 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
     if (strategy == CC_CONV_WINOGRAD) return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     if (strategy == CC_CONV_DIRECT) {
-        /* dW by the direct loops, then dX through BATCHED (same workspace) */
-        if (dw) FN(dw_direct)(dy, x, g, work, B, n_threads, dw);
-        if (!dx) return CC_OK;
+        /* small layers: dW by the direct loops, then dX through BATCHED
+         * (same workspace); pointwise: dW through BATCHED, dX by the product
+         * kernel with the weights transposed */
+        const int pw = cc_conv_is_pointwise(g);
+        if (dw && !pw) FN(dw_direct)(dy, x, g, work, B, n_threads, dw);
+        if (!dx && !(dw && pw)) return CC_OK;
         B = FN(chunk_images)(g, CC_CONV_BATCHED, work_elems);
         if (B == 0) return CC_EINVAL;
-        return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, NULL);
+        if (!pw) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, NULL);
+        if (dw) {
+            const int st = FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, NULL, dw);
+            if (st != CC_OK) return st;
+        }
+        return dx ? FN(pointwise)(dy, w, NULL, g, 1, n_threads, dx) : CC_OK;
     }
     if (strategy == CC_CONV_BATCHED) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     return FN(bwd_tiles)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);

@@ -89,6 +89,10 @@ int cc_conv_geom_check(const cc_conv_geom *g);
 #define CC_DIRECT_MAX_PAD 8192
 /* AUTO takes the direct path (forward) up to this many weights (K*C*KH*KW). */
 #define CC_DIRECT_AUTO_WEIGHTS 4096
+/* Pointwise layers (1x1, stride 1, no padding, groups 1) take the direct
+ * product kernel, forward and dX, up to this many weights (K*C); dW stays a
+ * GEMM.  Beyond it the weights no longer stay in cache. */
+#define CC_PW_MAX_WEIGHTS 65536
 int cc_conv_direct_ok(const cc_conv_geom *g);
 int cc_conv_direct_auto(const cc_conv_geom *g);
 

@@ -187,6 +187,133 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
     return CC_OK;
 }
 
+/* Pointwise (1x1, stride 1, no padding) products with a small matrix:
+ * out[o, p] = sum over i of M[o, i] * in[i, p] for each image, with M the
+ * weights (forward, O = K, I = C) or their transpose (dX, O = C, I = K).
+ * Such a product is thin (few rows of M), so a BLAS spends as long packing
+ * the image as multiplying.  Here each image stays where it is: a block of
+ * CC_PWO rows of M x CC_PWP positions is 2 CC_PWO vector accumulators, and
+ * the loop over i reads two vectors of `in` and CC_PWO values of Mt (M in
+ * blocks of CC_PWO rows, row-interleaved, zero past O).  Every sum runs over
+ * i in order, so results do not depend on the thread count. */
+#define CC_PWO 8
+#define CC_PWP (2 * CC_DKB)
+
+/* Mt[ob][i][q] = M[ob*CC_PWO + q][i], M[o][i] at M + o*so + i*si */
+static void FN(pw_pack)(const REAL *M, int64_t O, int64_t I, int64_t so, int64_t si, REAL *Mt)
+{
+    const int64_t nob = (O + CC_PWO - 1) / CC_PWO;
+    int64_t ob, i, q;
+    for (ob = 0; ob < nob; ++ob)
+        for (i = 0; i < I; ++i)
+            for (q = 0; q < CC_PWO; ++q) {
+                const int64_t o = ob * CC_PWO + q;
+                Mt[(ob * I + i) * CC_PWO + q] = o < O ? M[o * so + i * si] : 0;
+            }
+}
+
+/* rows [o0, o0 + no) x positions [0, np) of out (row stride ldo) from the
+ * block mt of Mt and CC_PWP positions of in (row stride ldi), plus bias */
+CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in,
+                                       int64_t ldi, int64_t I, const REAL *bias, int64_t no,
+                                       int64_t np, REAL *CC_RESTRICT out, int64_t ldo)
+{
+    FN(vk_t) a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+    const int64_t n0 = CC_MIN(CC_DKB, np), n1 = CC_MAX(0, np - CC_DKB);
+    int64_t i, o;
+    memset(&a00, 0, sizeof a00);
+    a01 = a10 = a11 = a20 = a21 = a30 = a31 = a00;
+    a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00;
+    for (i = 0; i < I; ++i) {
+        const REAL *m = mt + i * CC_PWO;
+        FN(vk_t) x0, x1;
+        memcpy(&x0, in + i * ldi, sizeof x0);
+        memcpy(&x1, in + i * ldi + CC_DKB, sizeof x1);
+        a00 += m[0] * x0, a01 += m[0] * x1;
+        a10 += m[1] * x0, a11 += m[1] * x1;
+        a20 += m[2] * x0, a21 += m[2] * x1;
+        a30 += m[3] * x0, a31 += m[3] * x1;
+        a40 += m[4] * x0, a41 += m[4] * x1;
+        a50 += m[5] * x0, a51 += m[5] * x1;
+        a60 += m[6] * x0, a61 += m[6] * x1;
+        a70 += m[7] * x0, a71 += m[7] * x1;
+    }
+    for (o = 0; o < no; ++o) {
+        FN(vk_t) v0, v1;
+        REAL *r = out + o * ldo;
+        const REAL bo = bias ? bias[o] : 0;
+        switch (o) {
+        case 0: v0 = a00, v1 = a01; break;
+        case 1: v0 = a10, v1 = a11; break;
+        case 2: v0 = a20, v1 = a21; break;
+        case 3: v0 = a30, v1 = a31; break;
+        case 4: v0 = a40, v1 = a41; break;
+        case 5: v0 = a50, v1 = a51; break;
+        case 6: v0 = a60, v1 = a61; break;
+        default: v0 = a70, v1 = a71; break;
+        }
+        v0 += bo;
+        v1 += bo;
+        if (n0 == CC_DKB) memcpy(r, &v0, sizeof v0);
+        else for (i = 0; i < n0; ++i) r[i] = v0[i];
+        if (n1 == CC_DKB) memcpy(r + CC_DKB, &v1, sizeof v1);
+        else for (i = 0; i < n1; ++i) r[CC_DKB + i] = v1[i];
+    }
+}
+
+/* out (N, O, P) = M . in (N, I, P) per image, + bias (or none); Mt packed.
+ * Tasks are (image, block of CC_PWP positions); a block past the end of a
+ * row is copied, zero-padded, into a per-thread buffer of I x CC_PWP. */
+static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, int64_t N,
+                         int64_t P, const REAL *bias, int n_threads, REAL *out)
+{
+    const int64_t npb = (P + CC_PWP - 1) / CC_PWP, nob = (O + CC_PWO - 1) / CC_PWO;
+    const int64_t tasks = N * npb;
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && tasks > 1) reduction(| : failed)
+    {
+        REAL *tail = P % CC_PWP ? (REAL *)malloc((size_t)(I * CC_PWP) * sizeof(REAL)) : NULL;
+        int64_t t;
+        if (P % CC_PWP && !tail) failed = 1;
+#pragma omp for schedule(static)
+        for (t = 0; t < tasks; ++t) {
+            const int64_t n = t / npb, p0 = (t % npb) * CC_PWP, np = CC_MIN(CC_PWP, P - p0);
+            const REAL *src = in + n * I * P + p0;
+            int64_t ldi = P, ob;
+            if (np < CC_PWP) {
+                int64_t i, j;
+                if (!tail) continue;
+                for (i = 0; i < I; ++i)
+                    for (j = 0; j < CC_PWP; ++j) tail[i * CC_PWP + j] = j < np ? src[i * P + j] : 0;
+                src = tail;
+                ldi = CC_PWP;
+            }
+            for (ob = 0; ob < nob; ++ob) {
+                const int64_t o0 = ob * CC_PWO;
+                FN(pw_block)(Mt + ob * I * CC_PWO, src, ldi, I, bias ? bias + o0 : NULL,
+                             CC_MIN(CC_PWO, O - o0), np, out + (n * O + o0) * P + p0, P);
+            }
+        }
+        free(tail);
+    }
+    return failed ? CC_ENOMEM : CC_OK;
+}
+/* Forward (M = W, K x C) or dX (M = Wᵀ, C x K) of a pointwise layer. */
+static int FN(pointwise)(const REAL *in, const REAL *w, const REAL *b, const cc_conv_geom *g,
+                         int transpose, int n_threads, REAL *out)
+{
+    const int64_t O = transpose ? g->C : g->K, I = transpose ? g->K : g->C;
+    REAL *Mt = (REAL *)malloc((size_t)((O + CC_PWO - 1) / CC_PWO * CC_PWO * I) * sizeof(REAL));
+    int st;
+    if (!Mt) return CC_ENOMEM;
+    FN(pw_pack)(w, O, I, transpose ? 1 : g->C, transpose ? g->C : 1, Mt);
+    st = FN(pw_images)(Mt, O, I, in, g->N, g->H * g->W, b, n_threads, out);
+    free(Mt);
+    return st;
+}
+#undef CC_PWO
+#undef CC_PWP
+
 /* Depthwise forward of one plane through a zero-padded copy xp of
  * (H + 2PH + CC_DWR SH) x (W + 2PW + CC_DWC SW) elements (cc_dw_pad_rows/cols):
  * no bounds checks, and padding meets the weights as zeros (an Inf/NaN tap
