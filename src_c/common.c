@@ -88,8 +88,40 @@ int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
 
 int cc_conv_winograd_ok(const cc_conv_geom *g)
 {
-    return g->KH == 3 && g->KW == 3 && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
-           g->groups == 1 && g->PH <= 2 && g->PW <= 2;
+    /* 3x3, or 5x5 cut into four 3x3 pieces (cc_wg5_geom) */
+    const int k3 = g->KH == 3 && g->KW == 3 && g->PH <= 2 && g->PW <= 2;
+    const int k5 = g->KH == 5 && g->KW == 5 && g->PH <= 4 && g->PW <= 4;
+    return (k3 || k5) && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 && g->groups == 1;
+}
+
+int cc_wg5_geom(const cc_conv_geom *g, int dx, int64_t nb, cc_conv_geom *g3)
+{
+    const int t = dx == 1;
+    const int64_t I = t ? g->K : g->C, O = t ? g->C : g->K;
+    const int64_t OHf = t ? g->H : g->OH, OWf = t ? g->W : g->OW;
+    *g3 = *g;
+    g3->N = nb;
+    g3->KH = g3->KW = 3;
+    if (I <= O || dx == 2) {   /* split input: 4I channels of OHf+2 x OWf+2, no padding */
+        g3->C = 4 * I;
+        g3->K = O;
+        g3->H = OHf + 2;
+        g3->W = OWf + 2;
+        g3->PH = g3->PW = 0;
+        g3->OH = OHf;
+        g3->OW = OWf;
+        return 0;
+    }
+    /* split output: 4O channels of OHf+3 x OWf+3 over the padded input */
+    g3->C = I;
+    g3->K = 4 * O;
+    g3->H = t ? g->OH : g->H;
+    g3->W = t ? g->OW : g->W;
+    g3->PH = t ? 4 - g->PH : g->PH;
+    g3->PW = t ? 4 - g->PW : g->PW;
+    g3->OH = OHf + 3;
+    g3->OW = OWf + 3;
+    return 1;
 }
 
 int cc_conv_winograd_auto(const cc_conv_geom *g)
@@ -97,7 +129,9 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
     /* The transforms cost memory passes proportional to C + K per tile; the
      * GEMMs save 20 of every 36 multiplications per channel pair.  Below
      * about 32 channels on either side the saving does not pay. */
-    return cc_conv_winograd_ok(g) && g->C >= CC_WG_MIN_CHANNELS && g->K >= CC_WG_MIN_CHANNELS;
+    /* (5x5 transforms four times the channels on one side: twice the bar) */
+    const int64_t min = g->KH == 5 ? 2 * CC_WG_MIN_CHANNELS : CC_WG_MIN_CHANNELS;
+    return cc_conv_winograd_ok(g) && g->C >= min && g->K >= min;
 }
 
 int cc_conv_direct_ok(const cc_conv_geom *g)
@@ -122,7 +156,31 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
 
 /* Winograd workspace: fixed 2 x 16*K*C (transformed weights, dU), per image
  * 16*(C+K) values per 2x2 tile of the larger of the output and the input. */
-static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
+static int64_t wg3_workspace(const cc_conv_geom *g, int64_t chunk);
+
+/* A 5x5 layer's Winograd workspace, the largest of its forward, dX and dW:
+ * the split kernel (4 O I 9) or the split dW (as large), a chunk of split
+ * inputs or split outputs, and the 3x3 workspace of the split geometry. */
+static int64_t wg5_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    int64_t best = 0;
+    int dx;
+    for (dx = 0; dx < 3; ++dx) {
+        cc_conv_geom g3;
+        int64_t wk, in, rest;
+        const int out = cc_wg5_geom(g, dx, chunk, &g3);
+        rest = wg3_workspace(&g3, chunk);
+        if (rest < 0 || !cc_prod4_ok(g3.K, g3.C, 9, 1, &wk) ||
+            !cc_prod4_ok(chunk, out ? g3.K : g3.C, out ? g3.OH : g3.H, out ? g3.OW : g3.W, &in) ||
+            wk > CC_SIZE_MAX - in ||
+            wk + in > CC_SIZE_MAX - rest)
+            return -1;
+        best = CC_MAX(best, wk + in + rest);
+    }
+    return best;
+}
+
+static int64_t wg3_workspace(const cc_conv_geom *g, int64_t chunk)
 {
     const int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
     const int64_t Th = ((g->H + 1) / 2) * ((g->W + 1) / 2);
@@ -136,6 +194,11 @@ static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
     /* a chunk's tiles are one BLAS dimension: 32-bit sizes */
     if (chunk * tiles > INT_MAX || t > CC_SIZE_MAX - fixed) return -1;
     return t + fixed;
+}
+
+static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    return g->KH == 5 ? wg5_workspace(g, chunk) : wg3_workspace(g, chunk);
 }
 
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)

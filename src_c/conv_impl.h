@@ -714,7 +714,9 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
                                     n_threads);
     B = FN(chunk_images)(g, strategy, work_elems);
     if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
-    if (strategy == CC_CONV_WINOGRAD) return FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
+    if (strategy == CC_CONV_WINOGRAD)
+        return g->KH == 5 ? FN(wg5_run)(x, w, b, g, 0, work, B, n_threads, gemm, y)
+                          : FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
     if (strategy == CC_CONV_DIRECT)
         return cc_conv_is_pointwise(g) ? FN(pointwise)(x, w, b, g, 0, n_threads, y)
                                        : FN(fwd_direct)(x, w, b, g, work, n_threads, y);
@@ -759,7 +761,13 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
                                     w, g->K * (g->C / g->groups) * g->KH * g->KW, n_threads);
     B = FN(chunk_images)(g, strategy, work_elems);
     if (B == 0 || (!work && cc_conv_workspace_run(g, 1, strategy) > 0)) return CC_EINVAL;
-    if (strategy == CC_CONV_WINOGRAD) return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
+    if (strategy == CC_CONV_WINOGRAD && g->KH == 5) {
+        /* 5x5: dW, then dX, each through its split (same workspace) */
+        if (dw) FN(wg5_dw)(dy, x, g, work, B, n_threads, gemm, dw);
+        return dx ? FN(wg5_run)(dy, w, NULL, g, 1, work, B, n_threads, gemm, dx) : CC_OK;
+    }
+    if (strategy == CC_CONV_WINOGRAD)
+        return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw, 1, 1);
     if (strategy == CC_CONV_DIRECT) {
         /* small layers: dW by the direct loops, then dX through BATCHED
          * (same workspace); pointwise: dW through BATCHED, dX by the product

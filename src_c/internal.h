@@ -90,6 +90,13 @@ static inline int64_t cc_dw_splits_n(int64_t out_elems, int64_t nbL)
  * also covers a WINOGRAD request's fallback to BATCHED).  Needs convcore.h. */
 int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy);
 
+/* The 3x3 geometry a 5x5 WINOGRAD layer runs as, for nb images, forward
+ * (dx = 0), dX (dx = 1) or dW (dx = 2: the forward with its input split),
+ * with I inputs and O outputs.  Returns 0 where the input is split (I <= O: 4I channels of the shifted padded input, OH+2 x
+ * OW+2, no padding) and 1 where the output is (4O channels of OH+3 x OW+3
+ * over the padded input, summed shifted afterwards); see winograd_impl.h. */
+int cc_wg5_geom(const cc_conv_geom *g, int dx, int64_t nb, cc_conv_geom *g3);
+
 #define CC_TEAM_MIN_MACS 2097152.0
 #define cc_conv_team_size(g, n_threads)                                                  \
     ((double)(g)->N * (double)(g)->K * (double)((g)->OH * (g)->OW) *                      \

@@ -1,4 +1,4 @@
-"""The Winograd F(2x2, 3x3) path of conv2d (3x3, stride 1, dilation 1, groups 1).
+"""The Winograd F(2x2, 3x3) path of conv2d (3x3 or 5x5, stride 1, dilation 1, groups 1).
 
 float32 takes it automatically from 32 input and output channels on; any
 dtype takes it when CONVCORE_CONV_STRATEGY=winograd.  Its rounding is not a
@@ -171,8 +171,8 @@ def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch)
     assert not np.array_equal(auto, direct)     # a different rounding: another path
     for a, c in zip(cc.conv2d_backward(dy, x, w, padding=1), wino_bwd):
         np.testing.assert_array_equal(a, c)
-    # float64, stride 2 and 5x5 stay on the im2col path, few channels on the
-    # direct path for small layers
+    # float64, stride 2 and 5x5 below 64 channels stay on the im2col path,
+    # few channels on the direct path for small layers
     x64, w64 = x.astype(np.float64), w.astype(np.float64)
     cases = [(x64, w64, {}, "batched"), (x[:, :16], w[:16, :16], {}, "direct"),
              (x, w, dict(stride=2), "batched"),
@@ -269,3 +269,188 @@ def test_matches_torch_on_a_vgg_layer(rng):
     for got, want in ((y, ty.detach().numpy()), (dx, tx.grad.numpy()), (dw, tw.grad.numpy())):
         scale = np.abs(want).max()
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
+
+
+# ------------------------------------------------------------------ 5x5 layers
+# A 5x5 kernel, zero-extended to 6x6, is four 3x3 pieces at these offsets; the
+# library runs them through F(2x2, 3x3), either over 4C shifted copies of the
+# input or as four correlations whose outputs are shifted and summed.
+OFFSETS = [(0, 0), (0, 3), (3, 0), (3, 3)]
+SHAPES5 = [  # N, C, K, H, W, padding
+    (2, 32, 48, 9, 9, 2),       # forward splits the input, dX the output
+    (1, 48, 32, 8, 11, 2),      # the other way round
+    (3, 32, 32, 7, 6, 0),
+    (1, 33, 40, 5, 5, 4),
+    (2, 40, 33, 6, 9, (1, 3)),
+    (1, 32, 32, 1, 1, 2),
+]
+
+
+def _windows5(xp, OH, OW):
+    return np.lib.stride_tricks.sliding_window_view(xp, (5, 5), axis=(2, 3))[:, :, :OH, :OW]
+
+
+def ref_conv5(x, w, b, p):
+    ph, pw = _pair(p)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH, OW = xp.shape[2] - 4, xp.shape[3] - 4
+    y = np.einsum("ncyxab,kcab->nkyx", _windows5(xp, OH, OW), w.astype(np.float64))
+    return y if b is None else y + b.astype(np.float64)[:, None, None]
+
+
+def _flip5(w):
+    return w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+
+
+def ref_backward5(dy, x, w, p):
+    ph, pw = _pair(p)
+    dx = ref_conv5(dy, _flip5(w), None, (4 - ph, 4 - pw))
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    dw = np.einsum("ncyxab,nkyx->kcab", _windows5(xp, dy.shape[2], dy.shape[3]),
+                   dy.astype(np.float64))
+    return dx, dw
+
+
+def _pieces(w):
+    w6 = np.zeros(w.shape[:2] + (6, 6))
+    w6[:, :, :5, :5] = w
+    return [w6[:, :, a:a + 3, c:c + 3] for a, c in OFFSETS]
+
+
+def _split_input(x, p):
+    """(N, 4C, OH+2, OW+2): the padded input shifted by each offset."""
+    ph, pw = _pair(p)
+    N, C, H, W = x.shape
+    OH, OW = H + 2 * ph - 4, W + 2 * pw - 4
+    xp = np.zeros((N, C, H + 2 * ph + 1, W + 2 * pw + 1))
+    xp[:, :, ph:ph + H, pw:pw + W] = x
+    return xp, np.concatenate([xp[:, :, a:a + OH + 2, c:c + OW + 2] for a, c in OFFSETS], axis=1)
+
+
+def wg5_forward_bound(x, w, b, p):
+    """Sound for either cut: the larger of the F(2x2, 3x3) bound over the 4C
+    shifted channels, and the sum of the four pieces' own bounds on the
+    (OH+3) x (OW+3) grid, shifted, with C + 16 for the four more additions."""
+    C = x.shape[1]
+    x64, w64 = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
+    xp, x4 = _split_input(x64, p)
+    OH, OW = x4.shape[2] - 2, x4.shape[3] - 2
+    pieces = _pieces(w64)
+    split_in = wg_forward_bound(x4, np.concatenate(pieces, axis=1), b, 0)
+    unit = (C + 12) * U32 * 1.01
+    z = sum(wg_forward_bound(xp, piece, None, 0)[:, :, a:a + OH, c:c + OW] / unit
+            for piece, (a, c) in zip(pieces, OFFSETS))
+    if b is not None:
+        z = z + np.abs(b.astype(np.float64))[:, None, None]
+    return np.maximum(split_in, (C + 16) * U32 * 1.01 * z)
+
+
+def wg5_dw_bound(dy, x, p, dw_ref):
+    """dW runs as the adjoint over the split input: the F(2x2, 3x3) dW bound
+    of the 4C shifted channels, read back at each tap's piece."""
+    C = x.shape[1]
+    _, x4 = _split_input(np.abs(x.astype(np.float64)), p)
+    b4 = wg_dw_bound(dy, x4, 0, np.concatenate(_pieces(dw_ref), axis=1))
+    out = np.empty(dw_ref.shape)
+    for q, (a, c) in enumerate(OFFSETS):
+        kh, kw = min(3, 5 - a), min(3, 5 - c)
+        out[:, :, a:a + kh, c:c + kw] = b4[:, q * C:(q + 1) * C, :kh, :kw]
+    return out
+
+
+def _data5(rng, N, C, K, H, W, p, dtype=np.float32):
+    ph, pw = _pair(p)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, 5, 5)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    dy = rng.standard_normal((N, K, H + 2 * ph - 4, W + 2 * pw - 4)).astype(dtype)
+    return x, w, b, dy
+
+
+def _check5(x, w, b, dy, p):
+    y = cc.conv2d(x, w, b, padding=p)
+    _within(y, ref_conv5(x, w, b, p), wg5_forward_bound(x, w, b, p))
+    dx, dw, db = cc.conv2d_backward(dy, x, w, padding=p)
+    dx_ref, dw_ref = ref_backward5(dy, x, w, p)
+    ph, pw = _pair(p)
+    _within(dx, dx_ref, wg5_forward_bound(dy, _flip5(w), None, (4 - ph, 4 - pw)))
+    _within(dw, dw_ref, wg5_dw_bound(dy, x, p, dw_ref))
+
+
+@pytest.mark.parametrize("shape", SHAPES5)
+def test_5x5_float32_forward_and_backward_within_the_winograd_bound(shape, rng, winograd):
+    _check5(*_data5(rng, *shape), shape[-1])
+
+
+def test_5x5_bound_is_tight_enough_to_catch_a_wrong_tap(rng, winograd):
+    x, w, b, _ = _data5(rng, 2, 32, 48, 9, 9, 2)
+    y = cc.conv2d(x, w, b, padding=2)
+    w2 = w.copy()
+    w2[3, 5, 4, 3] += 0.1   # a tap of the last row: the piece at (3, 3)
+    bound = wg5_forward_bound(x, w, b, 2)
+    assert np.all(np.abs(y - ref_conv5(x, w, b, 2)) <= bound)
+    assert not np.all(np.abs(y - ref_conv5(x, w2, b, 2)) <= bound)
+
+
+@pytest.mark.parametrize("shape", SHAPES5[:3])
+def test_5x5_float64_adjoint_identities(shape, rng, winograd):
+    x, w, _, dy = _data5(rng, *shape, dtype=np.float64)
+    p = shape[-1]
+    y = cc.conv2d(x, w, padding=p)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=p)
+    lhs = np.vdot(y, dy)
+    assert abs(lhs - np.vdot(x, dx)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
+    assert abs(lhs - np.vdot(w, dw)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
+    np.testing.assert_allclose(y, ref_conv5(x, w, None, p), rtol=1e-12, atol=1e-12)
+
+
+def test_5x5_results_identical_for_any_thread_count(rng, winograd):
+    x, w, b, dy = _data5(rng, 3, 32, 48, 10, 10, 2)
+    old = cc.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2, 3):
+            cc.set_num_threads(t)
+            out.append((cc.conv2d(x, w, b, padding=2), *cc.conv2d_backward(dy, x, w, padding=2)))
+    finally:
+        cc.set_num_threads(old)
+    for other in out[1:]:
+        for a, c in zip(out[0], other):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_5x5_small_workspace_chunks_stay_within_the_bound(rng, winograd):
+    # several chunks: dW's sums run on across them
+    x, w, b, dy = _data5(rng, 7, 32, 48, 9, 9, 2)
+    old = cc.get_workspace_limit()
+    try:
+        cc.set_workspace_limit(1_500_000)
+        _check5(x, w, b, dy, 2)
+    finally:
+        cc.set_workspace_limit(old)
+
+
+def test_5x5_auto_takes_winograd_for_float32_from_64_channels(rng, monkeypatch):
+    for ch, strategy in ((64, "winograd"), (32, "batched")):
+        x, w, b, dy = _data5(rng, 2, ch, ch, 9, 9, 2)
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+        want = (cc.conv2d(x, w, b, padding=2), *cc.conv2d_backward(dy, x, w, padding=2))
+        monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+        got = (cc.conv2d(x, w, b, padding=2), *cc.conv2d_backward(dy, x, w, padding=2))
+        for a, c in zip(got, want):
+            np.testing.assert_array_equal(a, c)
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dy"])
+def test_5x5_inf_and_nan_take_the_direct_path(where, rng, monkeypatch):
+    x, w, b, dy = _data5(rng, 2, 32, 32, 8, 8, 2)
+    {"x": x, "w": w, "dy": dy}[where][1, 3, 2, 2] = np.inf
+    {"x": x, "w": w, "dy": dy}[where][0, 1, 1, 3] = np.nan
+    got = []
+    for strategy in ("winograd", "batched"):
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+        with np.errstate(all="ignore"):
+            got.append((cc.conv2d(x, w, b, padding=2), *cc.conv2d_backward(dy, x, w, padding=2)))
+    first = 1 if where == "dy" else 0          # dy does not enter the forward pass
+    for a, c in zip(got[0][first:], got[1][first:]):
+        np.testing.assert_array_equal(a, c)
