@@ -134,6 +134,14 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
     return cc_conv_winograd_ok(g) && g->C >= min && g->K >= min;
 }
 
+int cc_conv_product_ok(const cc_conv_geom *g)
+{
+    /* the product kernel (direct_impl.h) on im2col columns: measured faster
+     * than BLAS, whose packing of the columns costs as much as the
+     * multiplications when the weights are few */
+    return g->groups == 1 && g->K * g->C * g->KH * g->KW <= CC_PW_MAX_WEIGHTS && g->K <= CC_PW_MAX_K;
+}
+
 int cc_conv_direct_ok(const cc_conv_geom *g)
 {
     /* pointwise: the product kernel (direct_impl.h), no padded copy */

@@ -13,6 +13,9 @@
 #define CC_KBLOCK 256    /* output channels per GEMM tile */
 #define CC_CBLOCK 256    /* C*KH*KW rows per GEMM tile */
 
+/* the vector kernels: direct, pointwise and depthwise */
+#include "direct_impl.h"
+
 /* im2col of rows [r0, r1) of one image.
  *   x   (C, H, W)        [in]  one image
  *   col (C*KH*KW, L)     [out] rows r0..r1-1 overwritten; row r starts at col + r*ldc */
@@ -267,6 +270,8 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
     const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    /* few weights: the product kernel on the columns, no BLAS packing */
+    REAL *Mt = G == 1 && cc_conv_product_ok(g) ? FN(pw_packed)(w, g->K, CKK, CKK, 1) : NULL;
     int64_t n0;
     (void)n_threads;
     for (n0 = 0; n0 < g->N; n0 += B) {
@@ -275,15 +280,27 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
         const int64_t ntiles = G * nmb * nkb;
         REAL *cols = work, *T = work + CKK * nbL;
         int64_t i;
-#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
-        {
-#pragma omp for schedule(static)
+        if (Mt) {
+            /* (the kernel starts its own team) */
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
             for (i = 0; i < nb * CKK; ++i) {
                 const int64_t r = i / nb, n = i % nb;
                 FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
             }
+            if (FN(pw_images)(Mt, g->K, CKK, cols, 1, nbL, NULL, n_threads, T) != CC_OK) {
+                free(Mt);
+                return CC_ENOMEM;
+            }
+        }
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+#pragma omp for schedule(static)
+            for (i = 0; i < (Mt ? 0 : nb * CKK); ++i) {
+                const int64_t r = i / nb, n = i % nb;
+                FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
+            }
 #pragma omp for schedule(dynamic, 1)
-            for (i = 0; i < ntiles; ++i) {
+            for (i = 0; i < (Mt ? 0 : ntiles); ++i) {
                 const int64_t kb = i % nkb, mb = (i / nkb) % nmb, gi = i / (nkb * nmb);
                 const int64_t m0 = mb * mbs, k0 = gi * Kg + kb * kbs;
                 const int m = (int)CC_MIN(mbs, nbL - m0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
@@ -303,6 +320,7 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
             }
         }
     }
+    free(Mt);
     return CC_OK;
 }
 
@@ -442,8 +460,6 @@ static void FN(dw_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT
     }
 }
 
-/* the padded-plane kernels */
-#include "direct_impl.h"
 
 /* Whether every value of p[0..n) is finite. */
 static int FN(all_finite)(const REAL *p, int64_t n)

@@ -93,6 +93,10 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  * product kernel, forward and dX, up to this many weights (K*C); dW stays a
  * GEMM.  Beyond it the weights no longer stay in cache. */
 #define CC_PW_MAX_WEIGHTS 65536
+/* BATCHED forward runs its GEMM through the same kernel up to that many
+ * weights and CC_PW_MAX_K output channels (cc_conv_product_ok). */
+#define CC_PW_MAX_K 128
+int cc_conv_product_ok(const cc_conv_geom *g);
 int cc_conv_direct_ok(const cc_conv_geom *g);
 int cc_conv_direct_auto(const cc_conv_geom *g);
 

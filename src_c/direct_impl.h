@@ -262,8 +262,10 @@ CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *C
 }
 
 /* out (N, O, P) = M . in (N, I, P) per image, + bias (or none); Mt packed.
- * Tasks are (image, block of CC_PWP positions); a block past the end of a
- * row is copied, zero-padded, into a per-thread buffer of I x CC_PWP. */
+ * Tasks are (image, block of CC_PWP positions).  Each block is first copied
+ * into a per-thread buffer of I x CC_PWP (zero past the end of a row): the
+ * row blocks of M then read it contiguously, from cache, instead of I rows
+ * a whole image apart. */
 static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, int64_t N,
                          int64_t P, const REAL *bias, int n_threads, REAL *out)
 {
@@ -272,41 +274,48 @@ static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, i
     int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && tasks > 1) reduction(| : failed)
     {
-        REAL *tail = P % CC_PWP ? (REAL *)malloc((size_t)(I * CC_PWP) * sizeof(REAL)) : NULL;
+        REAL *blk = (REAL *)malloc((size_t)(I * CC_PWP) * sizeof(REAL));
         int64_t t;
-        if (P % CC_PWP && !tail) failed = 1;
+        if (!blk) failed = 1;
 #pragma omp for schedule(static)
         for (t = 0; t < tasks; ++t) {
             const int64_t n = t / npb, p0 = (t % npb) * CC_PWP, np = CC_MIN(CC_PWP, P - p0);
             const REAL *src = in + n * I * P + p0;
-            int64_t ldi = P, ob;
-            if (np < CC_PWP) {
-                int64_t i, j;
-                if (!tail) continue;
+            int64_t i, j, ob;
+            if (!blk) continue;
+            if (np == CC_PWP) {
+                for (i = 0; i < I; ++i) memcpy(blk + i * CC_PWP, src + i * P, CC_PWP * sizeof(REAL));
+            } else {
                 for (i = 0; i < I; ++i)
-                    for (j = 0; j < CC_PWP; ++j) tail[i * CC_PWP + j] = j < np ? src[i * P + j] : 0;
-                src = tail;
-                ldi = CC_PWP;
+                    for (j = 0; j < CC_PWP; ++j) blk[i * CC_PWP + j] = j < np ? src[i * P + j] : 0;
             }
             for (ob = 0; ob < nob; ++ob) {
                 const int64_t o0 = ob * CC_PWO;
-                FN(pw_block)(Mt + ob * I * CC_PWO, src, ldi, I, bias ? bias + o0 : NULL,
+                FN(pw_block)(Mt + ob * I * CC_PWO, blk, CC_PWP, I, bias ? bias + o0 : NULL,
                              CC_MIN(CC_PWO, O - o0), np, out + (n * O + o0) * P + p0, P);
             }
         }
-        free(tail);
+        free(blk);
     }
     return failed ? CC_ENOMEM : CC_OK;
 }
+/* M (O x I, M[o][i] at M + o*so + i*si) packed for pw_images, on the heap
+ * (NULL if there is no memory: the caller takes its BLAS path). */
+static REAL *FN(pw_packed)(const REAL *M, int64_t O, int64_t I, int64_t so, int64_t si)
+{
+    REAL *Mt = (REAL *)malloc((size_t)((O + CC_PWO - 1) / CC_PWO * CC_PWO * I) * sizeof(REAL));
+    if (Mt) FN(pw_pack)(M, O, I, so, si, Mt);
+    return Mt;
+}
+
 /* Forward (M = W, K x C) or dX (M = Wᵀ, C x K) of a pointwise layer. */
 static int FN(pointwise)(const REAL *in, const REAL *w, const REAL *b, const cc_conv_geom *g,
                          int transpose, int n_threads, REAL *out)
 {
     const int64_t O = transpose ? g->C : g->K, I = transpose ? g->K : g->C;
-    REAL *Mt = (REAL *)malloc((size_t)((O + CC_PWO - 1) / CC_PWO * CC_PWO * I) * sizeof(REAL));
+    REAL *Mt = FN(pw_packed)(w, O, I, transpose ? 1 : g->C, transpose ? g->C : 1);
     int st;
     if (!Mt) return CC_ENOMEM;
-    FN(pw_pack)(w, O, I, transpose ? 1 : g->C, transpose ? g->C : 1, Mt);
     st = FN(pw_images)(Mt, O, I, in, g->N, g->H * g->W, b, n_threads, out);
     free(Mt);
     return st;

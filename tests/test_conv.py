@@ -90,6 +90,7 @@ GRID = [
     (1, 1, 3, 3, 2, 3, 3, 1, 0, 1, 1),        # output 1x1
     (2, 2, 6, 6, 3, 3, 3, 4, 2, 1, 1),        # stride larger than kernel
     (0, 3, 5, 5, 2, 3, 3, 1, 0, 1, 1),        # empty batch
+    (1, 3, 6, 5, 130, 3, 3, 1, 1, 1, 1),      # > 128 outputs: BATCHED forward through BLAS
 ]
 
 
