@@ -358,6 +358,22 @@ def test_workspace_is_kept_per_thread_and_a_lower_limit_gives_it_up(rng):
         cc.set_workspace_limit(old)
 
 
+def test_remembered_geometries_never_skip_a_check(rng):
+    # the setup of a call is remembered by shapes, dtypes and plain
+    # hyper-parameters; a value that only looks equal must still be checked
+    x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    y = cc.conv2d(x, w, None, 1, 1, 1, 1)
+    np.testing.assert_array_equal(cc.conv2d(x, w, None, 1, 1, 1, 1), y)
+    for bad in (dict(stride=1.0), dict(stride=True), dict(padding=1.0), dict(groups=1.0)):
+        with pytest.raises((TypeError, ValueError)):
+            cc.conv2d(x, w, **{"stride": 1, "padding": 1, **bad})
+    with pytest.raises(TypeError):
+        cc.conv2d(x, w.astype(np.float64), None, 1, 1)
+    np.testing.assert_array_equal(cc.conv2d(x[0], w, None, 1, 1), y[0])   # unbatched
+    np.testing.assert_array_equal(cc.conv2d(x[0], w, None, 1, 1), y[0])
+
+
 # ---------------------------------------------------------------- im2col / col2im
 def test_im2col_matches_naive_windows(rng):
     x = rng.standard_normal((2, 3, 7, 6))

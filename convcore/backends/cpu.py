@@ -108,23 +108,44 @@ def _buffer(nelems, dtype, budget):
     return buf[:nbytes].view(dtype)
 
 
+_sizes: dict = {}
+
+
 def _workspace(geom, dtype, strategy):
-    """Workspace for as many images as the budget allows (at least one)."""
+    """Workspace for as many images as the budget allows (at least one).
+
+    The size depends on the geometry, dtype, strategy and budget alone; it is
+    remembered for the last few hundred of those (a network's layers), which
+    saves the size computations on every call."""
+    itemsize = np.dtype(dtype).itemsize
+    limit = _config.get_workspace_limit()
+    key = (geom, itemsize, strategy, limit)
+    total = _sizes.get(key)
+    if total is None:
+        total = _workspace_elems(geom, itemsize, strategy, limit)
+        if len(_sizes) >= 512:
+            _sizes.clear()
+        _sizes[key] = total
+    if total == 0:
+        return np.empty(0, dtype=dtype)
+    return _buffer(total, dtype, limit // itemsize * itemsize)
+
+
+def _workspace_elems(geom, itemsize, strategy, limit):
     fixed = _conv.workspace_elems(geom, 0, strategy)
     per = _conv.workspace_elems(geom, 1, strategy) - fixed
     if per <= 0 and fixed <= 0:
         if fixed < 0 or per < 0:
             raise ValueError(f"convolution too large for one image: geometry {geom}")
-        return np.empty(0, dtype=dtype)
-    itemsize = np.dtype(dtype).itemsize
-    budget = _config.get_workspace_limit() // itemsize
+        return 0
+    budget = limit // itemsize
     chunk = max(1, min(geom[0], (budget - fixed) // max(per, 1)))
     while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
         chunk //= 2
     total = _conv.workspace_elems(geom, chunk, strategy)
     if total < 0:
         raise ValueError(f"convolution too large for one image: geometry {geom}")
-    return _buffer(total, dtype, budget * itemsize)
+    return total
 
 
 def conv2d_forward(x, w, b, y, geom):
