@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 
 import numpy as np
 
@@ -88,6 +89,9 @@ def main(argv=None):
         pass
 
     limits = machine_limits(args.threads)
+    # (the sgemm probe leaves NumPy's BLAS threads spinning for a while:
+    # let them sleep before the first layer is timed)
+    time.sleep(1.0)
     print(f"machine: sgemm 2048^3 {limits['sgemm_2048_gflops']:.0f} GFLOP/s, "
           f"copy {limits['copy_gbs']:.1f} GB/s, threads {args.threads}")
     rng = np.random.default_rng(0)
