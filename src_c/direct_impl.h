@@ -15,16 +15,25 @@
 #define CC_DKB 16   /* output channels per block (a vector) */
 #define CC_DOB 6    /* output positions per block (independent accumulators) */
 
+/* A matrix M (O x I, M[o][i] at M + o*so + i*si) in blocks of bs rows,
+ * row-interleaved: Mt[ob][i][q] = M[ob*bs + q][i], zero past O. */
+static void FN(pack_blocks)(const REAL *M, int64_t O, int64_t I, int64_t so, int64_t si,
+                            int64_t bs, REAL *Mt)
+{
+    const int64_t nob = (O + bs - 1) / bs;
+    int64_t ob, i, q;
+    for (ob = 0; ob < nob; ++ob)
+        for (i = 0; i < I; ++i)
+            for (q = 0; q < bs; ++q) {
+                const int64_t o = ob * bs + q;
+                Mt[(ob * I + i) * bs + q] = o < O ? M[o * so + i * si] : 0;
+            }
+}
+
+/* the kernel in blocks of CC_DKB output channels, wt[kb][tap][CC_DKB] */
 static void FN(direct_wt)(const REAL *w, int64_t K, int64_t CKK, REAL *wt)
 {
-    const int64_t nkb = (K + CC_DKB - 1) / CC_DKB;
-    int64_t kb, r, q;
-    for (kb = 0; kb < nkb; ++kb)
-        for (r = 0; r < CKK; ++r)
-            for (q = 0; q < CC_DKB; ++q) {
-                const int64_t k = kb * CC_DKB + q;
-                wt[(kb * CKK + r) * CC_DKB + q] = k < K ? w[k * CKK + r] : 0;
-            }
+    FN(pack_blocks)(w, K, CKK, CKK, 1, CC_DKB, wt);
 }
 
 /* out[j][q] = sum over taps of wt[tap][q] * xpad[c, oh*SH + kh*DH, (ow0+j)*SW + kw*DW].
@@ -199,19 +208,6 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
 #define CC_PWO 8
 #define CC_PWP (2 * CC_DKB)
 
-/* Mt[ob][i][q] = M[ob*CC_PWO + q][i], M[o][i] at M + o*so + i*si */
-static void FN(pw_pack)(const REAL *M, int64_t O, int64_t I, int64_t so, int64_t si, REAL *Mt)
-{
-    const int64_t nob = (O + CC_PWO - 1) / CC_PWO;
-    int64_t ob, i, q;
-    for (ob = 0; ob < nob; ++ob)
-        for (i = 0; i < I; ++i)
-            for (q = 0; q < CC_PWO; ++q) {
-                const int64_t o = ob * CC_PWO + q;
-                Mt[(ob * I + i) * CC_PWO + q] = o < O ? M[o * so + i * si] : 0;
-            }
-}
-
 /* rows [o0, o0 + no) x positions [0, np) of out (row stride ldo) from the
  * block mt of Mt and CC_PWP positions of in (row stride ldi), plus bias */
 CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in,
@@ -304,7 +300,7 @@ static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, i
 static REAL *FN(pw_packed)(const REAL *M, int64_t O, int64_t I, int64_t so, int64_t si)
 {
     REAL *Mt = (REAL *)malloc((size_t)((O + CC_PWO - 1) / CC_PWO * CC_PWO * I) * sizeof(REAL));
-    if (Mt) FN(pw_pack)(M, O, I, so, si, Mt);
+    if (Mt) FN(pack_blocks)(M, O, I, so, si, CC_PWO, Mt);
     return Mt;
 }
 
