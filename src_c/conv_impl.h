@@ -480,7 +480,7 @@ static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t Kg = g->K / g->groups, KK = g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
     const int64_t total = g->N * g->K;
-    const int64_t pad = cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
+    const int64_t pad = cc_dw_pad_elems(g);
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && total > 1)
     {
         REAL *xp = (REAL *)malloc((size_t)pad * sizeof(REAL));
@@ -533,7 +533,7 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
         cc_conv_geom t = *g;
         int64_t pad;
         t.H = g->OH, t.W = g->OW, t.PH = g->DH * (g->KH - 1) - g->PH, t.PW = g->DW * (g->KW - 1) - g->PW;
-        pad = cc_dw_pad_rows(&t) * cc_dw_pad_cols(&t);
+        pad = cc_dw_pad_elems(&t);
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && total > 1)
         {
             REAL *buf = vec ? (REAL *)malloc((size_t)pad * sizeof(REAL)) : NULL;
@@ -578,7 +578,7 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
         /* vector sums over padded planes, one output channel per task; a
          * channel with any Inf/NaN in its planes sends the call to the loops
      * below, which sum only the positions inside the plane */
-        const int64_t pad = cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
+        const int64_t pad = cc_dw_pad_elems(g);
         const int64_t dyn = cc_dw_dy_rows(g) * cc_dw_dy_cols(g), OWV = cc_dw_dy_cols(g);
         int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && g->K > 1) reduction(| : failed)

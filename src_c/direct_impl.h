@@ -42,6 +42,25 @@ static void FN(direct_wt)(const REAL *w, int64_t K, int64_t CKK, REAL *wt)
  * the CC_DOB positions are independent accumulators. */
 typedef REAL FN(vk_t) __attribute__((vector_size(CC_DKB * sizeof(REAL)), aligned(sizeof(REAL))));
 
+/* CC_DKB values at p (aligned as REAL) as a vector, and back.  (The kernels
+ * below load and store through these rather than copying into a local whose
+ * address is taken: such a local may be given a 64-byte alignment that
+ * instrumented builds cannot always honour.) */
+#define CC_VLOAD(p) (*(const FN(vk_t) *)(const void *)(p))
+#define CC_VSTORE(p, v) (*(FN(vk_t) *)(void *)(p) = (v))
+/* the first n (<= CC_DKB) values of v to dst, a part through the heap
+ * scratch (CC_DKB values), not through a vector local's lanes */
+#define CC_VSTORE_N(dst, v, n, scratch)                                           \
+    do {                                                                          \
+        if ((n) == CC_DKB) {                                                      \
+            CC_VSTORE(dst, v);                                                    \
+        } else {                                                                  \
+            int64_t q_;                                                           \
+            CC_VSTORE(scratch, v);                                                \
+            for (q_ = 0; q_ < (n); ++q_) (dst)[q_] = (scratch)[q_];               \
+        }                                                                         \
+    } while (0)
+
 CC_CLONES_FMA static void FN(direct_block)(const REAL *CC_RESTRICT xpad, int64_t Hp, int64_t Wpp,
                                        const REAL *CC_RESTRICT wt, const cc_conv_geom *g,
                                        int64_t oh, int64_t ow0, REAL *CC_RESTRICT out)
@@ -212,19 +231,18 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
  * block mt of Mt and CC_PWP positions of in (row stride ldi), plus bias */
 CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in,
                                        int64_t ldi, int64_t I, const REAL *bias, int64_t no,
-                                       int64_t np, REAL *CC_RESTRICT out, int64_t ldo)
+                                       int64_t np, REAL *CC_RESTRICT out, int64_t ldo,
+                                       REAL *CC_RESTRICT scratch)
 {
-    FN(vk_t) a00, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
+    const FN(vk_t) zero = {0};
+    FN(vk_t) a00 = zero, a01, a10, a11, a20, a21, a30, a31, a40, a41, a50, a51, a60, a61, a70, a71;
     const int64_t n0 = CC_MIN(CC_DKB, np), n1 = CC_MAX(0, np - CC_DKB);
     int64_t i, o;
-    memset(&a00, 0, sizeof a00);
     a01 = a10 = a11 = a20 = a21 = a30 = a31 = a00;
     a40 = a41 = a50 = a51 = a60 = a61 = a70 = a71 = a00;
     for (i = 0; i < I; ++i) {
         const REAL *m = mt + i * CC_PWO;
-        FN(vk_t) x0, x1;
-        memcpy(&x0, in + i * ldi, sizeof x0);
-        memcpy(&x1, in + i * ldi + CC_DKB, sizeof x1);
+        const FN(vk_t) x0 = CC_VLOAD(in + i * ldi), x1 = CC_VLOAD(in + i * ldi + CC_DKB);
         a00 += m[0] * x0, a01 += m[0] * x1;
         a10 += m[1] * x0, a11 += m[1] * x1;
         a20 += m[2] * x0, a21 += m[2] * x1;
@@ -250,10 +268,8 @@ CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *C
         }
         v0 += bo;
         v1 += bo;
-        if (n0 == CC_DKB) memcpy(r, &v0, sizeof v0);
-        else for (i = 0; i < n0; ++i) r[i] = v0[i];
-        if (n1 == CC_DKB) memcpy(r + CC_DKB, &v1, sizeof v1);
-        else for (i = 0; i < n1; ++i) r[CC_DKB + i] = v1[i];
+        CC_VSTORE_N(r, v0, n0, scratch);
+        CC_VSTORE_N(r + CC_DKB, v1, n1, scratch);
     }
 }
 
@@ -270,7 +286,7 @@ static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, i
     int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && tasks > 1) reduction(| : failed)
     {
-        REAL *blk = (REAL *)malloc((size_t)(I * CC_PWP) * sizeof(REAL));
+        REAL *blk = (REAL *)malloc((size_t)(I * CC_PWP + CC_DKB) * sizeof(REAL));
         int64_t t;
         if (!blk) failed = 1;
 #pragma omp for schedule(static)
@@ -288,7 +304,8 @@ static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, i
             for (ob = 0; ob < nob; ++ob) {
                 const int64_t o0 = ob * CC_PWO;
                 FN(pw_block)(Mt + ob * I * CC_PWO, blk, CC_PWP, I, bias ? bias + o0 : NULL,
-                             CC_MIN(CC_PWO, O - o0), np, out + (n * O + o0) * P + p0, P);
+                             CC_MIN(CC_PWO, O - o0), np, out + (n * O + o0) * P + p0, P,
+                             blk + I * CC_PWP);
             }
         }
         free(blk);
@@ -335,6 +352,8 @@ static int FN(pointwise)(const REAL *in, const REAL *w, const REAL *b, const cc_
 #define CC_DW_MAX_TAPS 64
 static int64_t cc_dw_pad_rows(const cc_conv_geom *g) { return g->H + 2 * g->PH + CC_DWR * g->SH; }
 static int64_t cc_dw_pad_cols(const cc_conv_geom *g) { return g->W + 2 * g->PW + CC_DWC * g->SW; }
+/* a padded plane's buffer: the plane, then CC_DKB values of scratch */
+static int64_t cc_dw_pad_elems(const cc_conv_geom *g) { return cc_dw_pad_rows(g) * cc_dw_pad_cols(g) + CC_DKB; }
 /* dy of the weight gradient: rows rounded up to 2, columns to CC_DWC */
 static int64_t cc_dw_dy_rows(const cc_conv_geom *g) { return (g->OH + 1) / 2 * 2; }
 static int64_t cc_dw_dy_cols(const cc_conv_geom *g) { return (g->OW + CC_DWC - 1) / CC_DWC * CC_DWC; }
@@ -359,32 +378,22 @@ static void FN(dw_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_conv_geom 
 /* acc += wv * (CC_DKB values from xs, SW apart) */
 #define CC_DW_FMA(acc, wv, xs, SW)                                                \
     do {                                                                          \
-        FN(vk_t) v_;                                                              \
         if ((SW) == 1) {                                                          \
-            memcpy(&v_, (xs), sizeof v_);                                         \
+            (acc) += (wv) * CC_VLOAD(xs);                                         \
         } else {                                                                  \
+            FN(vk_t) v_;                                                          \
             int q_;                                                               \
             for (q_ = 0; q_ < CC_DKB; ++q_) v_[q_] = (xs)[q_ * (SW)];             \
+            (acc) += (wv) * v_;                                                   \
         }                                                                         \
-        (acc) += (wv) * v_;                                                       \
     } while (0)
 
-/* the first n (<= CC_DKB) values of v to dst */
-#define CC_DW_STORE(dst, v, n)                                                    \
-    do {                                                                          \
-        if ((n) == CC_DKB) {                                                      \
-            memcpy((dst), &(v), sizeof(v));                                       \
-        } else {                                                                  \
-            int64_t q_;                                                           \
-            for (q_ = 0; q_ < (n); ++q_) (dst)[q_] = (v)[q_];                     \
-        }                                                                         \
-    } while (0)
 
 /* The blocks of one padded plane; SW is a parameter so that the stride-1
  * call compiles to plain vector loads. */
 static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
     const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT wk, REAL bk, const cc_conv_geom *g,
-    const int64_t SW, REAL *CC_RESTRICT yp)
+    const int64_t SW, REAL *CC_RESTRICT scratch, REAL *CC_RESTRICT yp)
 {
     const int64_t Wp = cc_dw_pad_cols(g), OW = g->OW, RS = g->SH * Wp;
     int64_t kh, kw, oh0, ow0;
@@ -392,10 +401,9 @@ static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
         const int64_t nr = CC_MIN(CC_DWR, g->OH - oh0);
         for (ow0 = 0; ow0 < OW; ow0 += CC_DWC) {
             const int64_t n0 = CC_MIN(CC_DKB, OW - ow0), n1 = CC_MAX(0, CC_MIN(CC_DKB, OW - ow0 - CC_DKB));
-            FN(vk_t) a00, a01, a10, a11, a20, a21, a30, a31;
+            const FN(vk_t) zero = {0};
+            FN(vk_t) a00 = zero + bk, a01, a10, a11, a20, a21, a30, a31;
             REAL *yr = yp + oh0 * OW + ow0;
-            int q;
-            for (q = 0; q < CC_DKB; ++q) a00[q] = bk;
             a01 = a10 = a11 = a20 = a21 = a30 = a31 = a00;
             for (kh = 0; kh < g->KH; ++kh) {
                 const REAL *xr = xp + (oh0 * g->SH + kh * g->DH) * Wp + ow0 * SW;
@@ -412,19 +420,19 @@ static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
                     CC_DW_FMA(a31, wv, xt + 3 * RS, SW);
                 }
             }
-            CC_DW_STORE(yr, a00, n0);
-            CC_DW_STORE(yr + CC_DKB, a01, n1);
+            CC_VSTORE_N(yr, a00, n0, scratch);
+            CC_VSTORE_N(yr + CC_DKB, a01, n1, scratch);
             if (nr > 1) {
-                CC_DW_STORE(yr + OW, a10, n0);
-                CC_DW_STORE(yr + OW + CC_DKB, a11, n1);
+                CC_VSTORE_N(yr + OW, a10, n0, scratch);
+                CC_VSTORE_N(yr + OW + CC_DKB, a11, n1, scratch);
             }
             if (nr > 2) {
-                CC_DW_STORE(yr + 2 * OW, a20, n0);
-                CC_DW_STORE(yr + 2 * OW + CC_DKB, a21, n1);
+                CC_VSTORE_N(yr + 2 * OW, a20, n0, scratch);
+                CC_VSTORE_N(yr + 2 * OW + CC_DKB, a21, n1, scratch);
             }
             if (nr > 3) {
-                CC_DW_STORE(yr + 3 * OW, a30, n0);
-                CC_DW_STORE(yr + 3 * OW + CC_DKB, a31, n1);
+                CC_VSTORE_N(yr + 3 * OW, a30, n0, scratch);
+                CC_VSTORE_N(yr + 3 * OW + CC_DKB, a31, n1, scratch);
             }
         }
     }
@@ -435,11 +443,12 @@ CC_CLONES_FMA static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
                                                   const cc_conv_geom *g, REAL *CC_RESTRICT xp,
                                                   REAL *CC_RESTRICT yp)
 {
+    REAL *scratch = xp + cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
     FN(dw_fwd_plane_pad)(xc, g, xp);
     if (g->SW == 1)
-        FN(dw_fwd_blocks)(xp, wk, bk, g, 1, yp);
+        FN(dw_fwd_blocks)(xp, wk, bk, g, 1, scratch, yp);
     else
-        FN(dw_fwd_blocks)(xp, wk, bk, g, g->SW, yp);
+        FN(dw_fwd_blocks)(xp, wk, bk, g, g->SW, scratch, yp);
 }
 
 /* Depthwise weight gradient of one (image, channel) pair, stride-1 columns:
@@ -448,37 +457,33 @@ CC_CLONES_FMA static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
  * of cc_dw_dy_cols(g) columns, zero past the plane (the sums then add
  * 0 * finite = 0).  Four vector accumulators take 2 rows x 2 column blocks in
  * a fixed order; at the end their lanes are summed in double. */
-CC_CLONES_FMA static void FN(dw_wgrad_plane)(const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp,
+CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp,
                                              const cc_conv_geom *g, double *CC_RESTRICT part)
 {
+    /* (the lanes are summed through the scratch behind the padded plane) */
+    REAL *scratch = xp + cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
     const int64_t Wp = cc_dw_pad_cols(g), OHE = cc_dw_dy_rows(g), OWV = cc_dw_dy_cols(g);
     const int64_t RS = g->SH * Wp;
     int64_t kh, kw, oh, c0;
     for (kh = 0; kh < g->KH; ++kh) {
         for (kw = 0; kw < g->KW; ++kw) {
             const REAL *xt = xp + kh * g->DH * Wp + kw * g->DW;
-            FN(vk_t) a0, a1, a2, a3;
+            const FN(vk_t) zero = {0};
+            FN(vk_t) a0 = zero, a1 = zero, a2 = zero, a3 = zero;
             double s = 0;
             int q;
-            memset(&a0, 0, sizeof a0);
-            a1 = a2 = a3 = a0;
             for (oh = 0; oh < OHE; oh += 2) {
                 const REAL *d0 = dyp + oh * OWV, *d1 = d0 + OWV;
                 const REAL *x0 = xt + oh * RS, *x1 = x0 + RS;
                 for (c0 = 0; c0 < OWV; c0 += CC_DWC) {
-                    FN(vk_t) e0, e1, e2, e3;
-                    memcpy(&e0, d0 + c0, sizeof e0);
-                    memcpy(&e1, d0 + c0 + CC_DKB, sizeof e1);
-                    memcpy(&e2, d1 + c0, sizeof e2);
-                    memcpy(&e3, d1 + c0 + CC_DKB, sizeof e3);
-                    CC_DW_FMA(a0, e0, x0 + c0, 1);
-                    CC_DW_FMA(a1, e1, x0 + c0 + CC_DKB, 1);
-                    CC_DW_FMA(a2, e2, x1 + c0, 1);
-                    CC_DW_FMA(a3, e3, x1 + c0 + CC_DKB, 1);
+                    a0 += CC_VLOAD(d0 + c0) * CC_VLOAD(x0 + c0);
+                    a1 += CC_VLOAD(d0 + c0 + CC_DKB) * CC_VLOAD(x0 + c0 + CC_DKB);
+                    a2 += CC_VLOAD(d1 + c0) * CC_VLOAD(x1 + c0);
+                    a3 += CC_VLOAD(d1 + c0 + CC_DKB) * CC_VLOAD(x1 + c0 + CC_DKB);
                 }
             }
-            a0 = (a0 + a1) + (a2 + a3);
-            for (q = 0; q < CC_DKB; ++q) s += (double)a0[q];
+            CC_VSTORE(scratch, (a0 + a1) + (a2 + a3));
+            for (q = 0; q < CC_DKB; ++q) s += (double)scratch[q];
             part[kh * g->KW + kw] += s;
         }
     }
@@ -486,7 +491,9 @@ CC_CLONES_FMA static void FN(dw_wgrad_plane)(const REAL *CC_RESTRICT xp, const R
 #undef CC_DWR
 #undef CC_DWC
 #undef CC_DW_FMA
-#undef CC_DW_STORE
 
 #undef CC_DKB
 #undef CC_DOB
+#undef CC_VLOAD
+#undef CC_VSTORE
+#undef CC_VSTORE_N
