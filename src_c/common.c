@@ -168,7 +168,8 @@ static int64_t wg3_workspace(const cc_conv_geom *g, int64_t chunk);
 
 /* A 5x5 layer's Winograd workspace, the largest of its forward, dX and dW:
  * the split kernel (4 O I 9) or the split dW (as large), a chunk of split
- * inputs or split outputs, and the 3x3 workspace of the split geometry. */
+ * outputs (a split input is transformed straight from the planes), and the
+ * 3x3 workspace of the split geometry. */
 static int64_t wg5_workspace(const cc_conv_geom *g, int64_t chunk)
 {
     int64_t best = 0;
@@ -179,8 +180,7 @@ static int64_t wg5_workspace(const cc_conv_geom *g, int64_t chunk)
         const int out = cc_wg5_geom(g, dx, chunk, &g3);
         rest = wg3_workspace(&g3, chunk);
         if (rest < 0 || !cc_prod4_ok(g3.K, g3.C, 9, 1, &wk) ||
-            !cc_prod4_ok(chunk, out ? g3.K : g3.C, out ? g3.OH : g3.H, out ? g3.OW : g3.W, &in) ||
-            wk > CC_SIZE_MAX - in ||
+            !cc_prod4_ok(out ? chunk : 0, g3.K, g3.OH, g3.OW, &in) || wk > CC_SIZE_MAX - in ||
             wk + in > CC_SIZE_MAX - rest)
             return -1;
         best = CC_MAX(best, wk + in + rest);

@@ -783,7 +783,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
         return dx ? FN(wg5_run)(dy, w, NULL, g, 1, work, B, n_threads, gemm, dx) : CC_OK;
     }
     if (strategy == CC_CONV_WINOGRAD)
-        return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw, 1, 1);
+        return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw, 1, 1, NULL);
     if (strategy == CC_CONV_DIRECT) {
         /* small layers: dW by the direct loops, then dX through BATCHED
          * (same workspace); pointwise: dW through BATCHED, dX by the product

@@ -51,6 +51,7 @@ static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win
     /* tiles whose 4 columns 2tx-pw .. 2tx-pw+3 all lie inside [0, Win) */
     int64_t txa = (pw + 1) / 2, txb = Win - 4 + pw >= 0 ? (Win - 4 + pw) / 2 + 1 : 0;
     int64_t ty, tx;
+    if (txa < 0) txa = 0;   /* (a negative padding: the 5x5 split input) */
     if (txb > tw) txb = tw;
     if (txa > tw) txa = tw;
     if (txb < txa) txb = txa;
@@ -263,10 +264,15 @@ static void FN(wg_weights_back)(const REAL *dU, int64_t K, int64_t C, int n_thre
 /* One chunk of nb images through the forward transform:
  * in (nb, Cin, Hin, Win) padded by (ph, pw) -> out (nb, Kout, Hout, Wout),
  * with U (16, Kout, Cin) and scratch V (16, Cin, P), M (16, Kout, P). */
+static const int FN(wg5_off)[4][2];
+
+/* (split > 0: a 5x5 layer's split input, see below.  in holds `split`
+ * planes per image and split channel (q, c) is plane c read from the q-th
+ * offset: the padding less that offset, possibly negative.) */
 static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
                               int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
                               int64_t Hout, int64_t Wout, const REAL *bias, REAL *V, REAL *M,
-                              int n_threads, GEMM_T gemm, REAL *out)
+                              int n_threads, GEMM_T gemm, REAL *out, int64_t split)
 {
     const int64_t th = (Hout + 1) / 2, tw = (Wout + 1) / 2, T = th * tw, P = nb * T;
     const int64_t npb = cc_nblocks(P, CC_LSPLIT, CC_LBLOCK), pbs = cc_blocksize(P, CC_LSPLIT, CC_LBLOCK);
@@ -278,8 +284,15 @@ static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t H
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Cin; ++i) {
             const int64_t n = i / Cin, c = i % Cin;
-            FN(wg_in_plane)(in + i * Hin * Win, Hin, Win, ph, pw, th, tw, sV,
-                            V + c * P + n * T);
+            if (split) {
+                const int64_t q = c / split, cc = c % split;
+                FN(wg_in_plane)(in + (n * split + cc) * Hin * Win, Hin, Win,
+                                ph - FN(wg5_off)[q][0], pw - FN(wg5_off)[q][1], th, tw, sV,
+                                V + c * P + n * T);
+            } else {
+                FN(wg_in_plane)(in + i * Hin * Win, Hin, Win, ph, pw, th, tw, sV,
+                                V + c * P + n * T);
+            }
         }
 #pragma omp for schedule(dynamic, 1)
         for (i = 0; i < 16 * npb * nkb; ++i) {
@@ -336,18 +349,20 @@ static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
         REAL *M = V + 16 * WG_STRIDE(g->C * nb * T);
         FN(wg_conv_chunk)(x + n0 * g->C * g->H * g->W, nb, g->C, g->H, g->W, g->PH, g->PW,
                           U, g->K, g->OH, g->OW, b, V, M, n_threads, gemm,
-                          y + n0 * g->K * g->OH * g->OW);
+                          y + n0 * g->K * g->OH * g->OW, 0);
     }
     return CC_OK;
 }
 
 /* dX and dW over the chunks.  dU (in work) starts from zero when dU_zero,
  * else it adds to the previous call's (same work), and dW = Gᵀ dU G is
- * written when dU_done: a caller may spread one dW over several calls. */
+ * written when dU_done: a caller may spread one dW over several calls.
+ * g5 (or NULL): the 5x5 layer whose split input g is; x then holds that
+ * layer's input, transformed straight from its planes (dW only). */
 static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
                             const cc_conv_geom *g, REAL *work, int64_t B,
                             int n_threads, GEMM_T gemm, REAL *dx, REAL *dw,
-                            int dU_zero, int dU_done)
+                            int dU_zero, int dU_done, const cc_conv_geom *g5)
 {
     const int64_t K = g->K, C = g->C;
     const int64_t th = (g->OH + 1) / 2, tw = (g->OW + 1) / 2, T = th * tw;
@@ -363,13 +378,21 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
         if (dw) {
             const int64_t sV = WG_STRIDE(C * P), sM = WG_STRIDE(K * P);
             REAL *V = buf, *Mt = buf + 16 * sV;
-            const REAL *xc = x + n0 * C * g->H * g->W;
+            const int64_t I5 = g5 ? g5->C : C, HW5 = g5 ? g5->H * g5->W : g->H * g->W;
+            const REAL *xc = x + n0 * I5 * HW5;
             int64_t i;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
             {
 #pragma omp for schedule(static) nowait
                 for (i = 0; i < nb * C; ++i) {
                     const int64_t n = i / C, c = i % C;
+                    if (g5) {
+                        const int64_t q = c / I5, cc = c % I5;
+                        FN(wg_in_plane)(xc + (n * I5 + cc) * HW5, g5->H, g5->W,
+                                        g5->PH - FN(wg5_off)[q][0], g5->PW - FN(wg5_off)[q][1],
+                                        th, tw, sV, V + c * P + n * T);
+                        continue;
+                    }
                     FN(wg_in_plane)(xc + i * g->H * g->W, g->H, g->W, g->PH, g->PW, th, tw,
                                     sV, V + c * P + n * T);
                 }
@@ -396,7 +419,7 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
             const int64_t Th = ((g->H + 1) / 2) * ((g->W + 1) / 2);
             REAL *Vd = buf, *Md = buf + 16 * WG_STRIDE(K * nb * Th);
             FN(wg_conv_chunk)(dyc, nb, K, g->OH, g->OW, 2 - g->PH, 2 - g->PW, Ud, C, g->H, g->W,
-                              NULL, Vd, Md, n_threads, gemm, dx + n0 * C * g->H * g->W);
+                              NULL, Vd, Md, n_threads, gemm, dx + n0 * C * g->H * g->W, 0);
         }
     }
     if (dw && dU_done) FN(wg_weights_back)(dU, K, C, n_threads, dw);
@@ -419,30 +442,6 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
  * dX is the same with dy as the input (padding 4 - p) and the flipped,
  * transposed kernel; dW is the adjoint of the forward with its input split. */
 static const int FN(wg5_off)[4][2] = {{0, 0}, {0, 3}, {3, 0}, {3, 3}};
-
-/* The split input of one chunk: x4 (nb, 4I, H3, W3) from in (nb, I, Hin, Win). */
-static void FN(wg5_split_in)(const REAL *in, int64_t I, int64_t Hin, int64_t Win, int64_t ph,
-                             int64_t pw, const cc_conv_geom *g3, int n_threads, REAL *x4)
-{
-    const int64_t H3 = g3->H, W3 = g3->W;
-    int64_t i;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
-    for (i = 0; i < g3->N * 4 * I; ++i) {
-        const int64_t n = i / (4 * I), q = (i / I) % 4, c = i % I;
-        const REAL *src = in + (n * I + c) * Hin * Win;
-        REAL *dst = x4 + i * H3 * W3;
-        const int64_t r0 = FN(wg5_off)[q][0] - ph, s0 = FN(wg5_off)[q][1] - pw;
-        int64_t r, sx;
-        for (r = 0; r < H3; ++r) {
-            const int64_t ih = r + r0;
-            REAL *d = dst + r * W3;
-            for (sx = 0; sx < W3; ++sx) {
-                const int64_t iw = sx + s0;
-                d[sx] = ih >= 0 && ih < Hin && iw >= 0 && iw < Win ? src[ih * Win + iw] : 0;
-            }
-        }
-    }
-}
 
 /* y (nb, O, OHf, OWf) = sum over q of z (nb, 4O, OHf+3, OWf+3) shifted, + bias */
 static void FN(wg5_merge_out)(const REAL *z, int64_t nb, int64_t O, int64_t OHf, int64_t OWf,
@@ -510,16 +509,21 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
             FN(fwd_winograd)(inc, w4, NULL, &gc, rest, nb, n_threads, gemm, buf);
             FN(wg5_merge_out)(buf, nb, O, OHf, OWf, bias, n_threads, outc);
         } else {
-            REAL *rest = buf + nb * gc.C * gc.H * gc.W;
-            FN(wg5_split_in)(inc, I, Hin, Win, ph, pw, &gc, n_threads, buf);
-            FN(fwd_winograd)(buf, w4, bias, &gc, rest, nb, n_threads, gemm, outc);
+            /* the split input is transformed straight from the planes */
+            const int64_t T = ((OHf + 1) / 2) * ((OWf + 1) / 2);
+            REAL *U = buf, *V = U + 16 * WG_STRIDE(O * 4 * I);
+            REAL *M = V + 16 * WG_STRIDE(4 * I * nb * T);
+            if (n0 == 0) FN(wg_weights)(w4, O, 4 * I, 0, n_threads, U);
+            FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, U, O, OHf, OWf, bias, V, M,
+                              n_threads, gemm, outc, I);
         }
     }
     return CC_OK;
 }
 
 /* dW of a 5x5 layer: dW of the split-input 3x3 correlation (bwd_winograd
- * over x4, its dU summed over the chunks in order) into dw4 (K, 4C, 3, 3);
+ * over the split input, its dU summed over the chunks in order) into dw4
+ * (K, 4C, 3, 3);
  * each tap (kh, kw) of the 5x5 kernel is then read from the one piece q
  * that holds it (the sixth row and column are dropped). */
 static int FN(wg5_dw)(const REAL *dy, const REAL *x, const cc_conv_geom *g, REAL *work, int64_t B,
@@ -527,17 +531,15 @@ static int FN(wg5_dw)(const REAL *dy, const REAL *x, const cc_conv_geom *g, REAL
 {
     cc_conv_geom g3;
     const int64_t K = g->K, C = g->C;
-    REAL *dw4 = work, *x4 = dw4 + K * 4 * C * 9, *rest;
+    REAL *dw4 = work, *rest = dw4 + K * 4 * C * 9;   /* (fixed: dU stays put across chunks) */
     int64_t i, n0;
     cc_wg5_geom(g, 2, B, &g3);
-    rest = x4 + B * g3.C * g3.H * g3.W;   /* (fixed: dU stays put across chunks) */
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         cc_conv_geom gc = g3;
         gc.N = nb;
-        FN(wg5_split_in)(x + n0 * C * g->H * g->W, C, g->H, g->W, g->PH, g->PW, &gc, n_threads, x4);
-        FN(bwd_winograd)(dy + n0 * K * g->OH * g->OW, x4, NULL, &gc, rest, nb, n_threads, gemm,
-                         NULL, dw4, n0 == 0, n0 + nb >= g->N);
+        FN(bwd_winograd)(dy + n0 * K * g->OH * g->OW, x + n0 * C * g->H * g->W, NULL, &gc, rest,
+                         nb, n_threads, gemm, NULL, dw4, n0 == 0, n0 + nb >= g->N, g);
     }
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && K * C > 4096) schedule(static)
     for (i = 0; i < K * C * 25; ++i) {
