@@ -505,8 +505,13 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
         cc_conv_geom gc;
         cc_wg5_geom(g, dx, nb, &gc);
         if (split_out) {
-            REAL *rest = buf + nb * gc.K * gc.OH * gc.OW;
-            FN(fwd_winograd)(inc, w4, NULL, &gc, rest, nb, n_threads, gemm, buf);
+            /* z = buf (nb, 4O, OHf+3, OWf+3); U, V, M behind room for B images */
+            const int64_t T = ((gc.OH + 1) / 2) * ((gc.OW + 1) / 2);
+            REAL *U = buf + B * gc.K * gc.OH * gc.OW, *V = U + 16 * WG_STRIDE(gc.K * I);
+            REAL *M = V + 16 * WG_STRIDE(I * nb * T);
+            if (n0 == 0) FN(wg_weights)(w4, gc.K, I, 0, n_threads, U);
+            FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, U, gc.K, gc.OH, gc.OW, NULL, V, M,
+                              n_threads, gemm, buf, 0);
             FN(wg5_merge_out)(buf, nb, O, OHf, OWf, bias, n_threads, outc);
         } else {
             /* the split input is transformed straight from the planes */
