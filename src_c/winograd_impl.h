@@ -266,9 +266,25 @@ static void FN(wg_weights_back)(const REAL *dU, int64_t K, int64_t C, int n_thre
  * with U (16, Kout, Cin) and scratch V (16, Cin, P), M (16, Kout, P). */
 static const int FN(wg5_off)[4][2];
 
-/* (split > 0: a 5x5 layer's split input, see below.  in holds `split`
- * planes per image and split channel (q, c) is plane c read from the q-th
- * offset: the padding less that offset, possibly negative.) */
+/* Input transform of channel c of image n of a chunk of Cin channels into v.
+ * split = 0: plane n*Cin + c of in.  split > 0: a 5x5 layer's split input
+ * (see below): in holds `split` planes per image, and channel (q, cc) is
+ * plane cc read from the q-th offset, the padding less that offset (possibly
+ * negative). */
+static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin, int64_t split,
+                              int64_t Hin, int64_t Win, int64_t ph, int64_t pw, int64_t th,
+                              int64_t tw, int64_t s, REAL *v)
+{
+    if (split) {
+        const int64_t q = c / split, cc = c % split;
+        FN(wg_in_plane)(in + (n * split + cc) * Hin * Win, Hin, Win, ph - FN(wg5_off)[q][0],
+                        pw - FN(wg5_off)[q][1], th, tw, s, v);
+    } else {
+        FN(wg_in_plane)(in + (n * Cin + c) * Hin * Win, Hin, Win, ph, pw, th, tw, s, v);
+    }
+}
+
+/* (split: as for wg_in_channel) */
 static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
                               int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
                               int64_t Hout, int64_t Wout, const REAL *bias, REAL *V, REAL *M,
@@ -284,15 +300,7 @@ static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t H
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Cin; ++i) {
             const int64_t n = i / Cin, c = i % Cin;
-            if (split) {
-                const int64_t q = c / split, cc = c % split;
-                FN(wg_in_plane)(in + (n * split + cc) * Hin * Win, Hin, Win,
-                                ph - FN(wg5_off)[q][0], pw - FN(wg5_off)[q][1], th, tw, sV,
-                                V + c * P + n * T);
-            } else {
-                FN(wg_in_plane)(in + i * Hin * Win, Hin, Win, ph, pw, th, tw, sV,
-                                V + c * P + n * T);
-            }
+            FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, V + c * P + n * T);
         }
 #pragma omp for schedule(dynamic, 1)
         for (i = 0; i < 16 * npb * nkb; ++i) {
@@ -378,23 +386,17 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
         if (dw) {
             const int64_t sV = WG_STRIDE(C * P), sM = WG_STRIDE(K * P);
             REAL *V = buf, *Mt = buf + 16 * sV;
-            const int64_t I5 = g5 ? g5->C : C, HW5 = g5 ? g5->H * g5->W : g->H * g->W;
-            const REAL *xc = x + n0 * I5 * HW5;
+            /* (the input as given: this layer's, or the 5x5 layer's it splits) */
+            const cc_conv_geom *gi = g5 ? g5 : g;
+            const REAL *xc = x + n0 * gi->C * gi->H * gi->W;
             int64_t i;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
             {
 #pragma omp for schedule(static) nowait
                 for (i = 0; i < nb * C; ++i) {
                     const int64_t n = i / C, c = i % C;
-                    if (g5) {
-                        const int64_t q = c / I5, cc = c % I5;
-                        FN(wg_in_plane)(xc + (n * I5 + cc) * HW5, g5->H, g5->W,
-                                        g5->PH - FN(wg5_off)[q][0], g5->PW - FN(wg5_off)[q][1],
-                                        th, tw, sV, V + c * P + n * T);
-                        continue;
-                    }
-                    FN(wg_in_plane)(xc + i * g->H * g->W, g->H, g->W, g->PH, g->PW, th, tw,
-                                    sV, V + c * P + n * T);
+                    FN(wg_in_channel)(xc, n, c, C, g5 ? g5->C : 0, gi->H, gi->W, gi->PH, gi->PW,
+                                      th, tw, sV, V + c * P + n * T);
                 }
 #pragma omp for schedule(static)
                 for (i = 0; i < nb * K; ++i) {
