@@ -9,17 +9,10 @@
 /* The direct kernels for small layers are compiled for AVX-512, AVX2 and the
  * baseline on x86-64 with GCC, picked once at load time (ifunc).  The choice
  * depends on the machine, never on the thread count. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    defined(__ELF__) && !defined(CC_NO_CLONES)
-#define CC_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-/* ... and the direct micro-kernel fuses its multiply-adds where the clone has
- * FMA (AVX-512; "arch=haswell" is AVX2 + FMA): one rounding instead of two. */
-#define CC_CLONES_FMA \
-    __attribute__((target_clones("avx512f", "arch=haswell", "default"), optimize("fp-contract=fast")))
-#else
-#define CC_CLONES
-#define CC_CLONES_FMA
-#endif
+#define CC_CLONES CC_TARGETS("avx512f", "avx2", "default")
+/* ... and the vector micro-kernels fuse their multiply-adds where the clone
+ * has FMA (AVX-512; "arch=haswell" is AVX2 + FMA). */
+#define CC_CLONES_FMA CC_TARGETS_FMA("avx512f", "arch=haswell", "default")
 
 #define REAL float
 #define SFX f32

@@ -14,6 +14,20 @@
 #define CC_RESTRICT
 #endif
 
+/* Kernels compiled once per instruction set and picked once at load time
+ * (ifunc), where the toolchain can: x86-64, GCC, ELF.  Each kernel family
+ * names its own targets; CC_TARGETS_FMA also lets the compiler fuse
+ * multiply-adds (one rounding instead of two). */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
+    defined(__ELF__) && !defined(CC_NO_CLONES)
+#define CC_TARGETS(...) __attribute__((target_clones(__VA_ARGS__)))
+#define CC_TARGETS_FMA(...) \
+    __attribute__((target_clones(__VA_ARGS__), optimize("fp-contract=fast")))
+#else
+#define CC_TARGETS(...)
+#define CC_TARGETS_FMA(...)
+#endif
+
 #define CC_MIN(a, b) ((a) < (b) ? (a) : (b))
 #define CC_MAX(a, b) ((a) > (b) ? (a) : (b))
 

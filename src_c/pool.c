@@ -9,12 +9,7 @@
 /* The hot row kernels are compiled twice on x86-64 with GCC: for the baseline
  * (SSE2) and for AVX2, picked once at load time (ifunc).  Same C, same
  * operation order, no FMA contraction (-std=c99): identical results. */
-#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && \
-    defined(__ELF__) && !defined(CC_NO_CLONES)
-#define CC_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define CC_CLONES
-#endif
+#define CC_CLONES CC_TARGETS("avx2", "default")
 
 int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
                          int ceil_mode)
