@@ -198,19 +198,22 @@ def test_float64_adjoint_identities(shape, rng, winograd):
     np.testing.assert_allclose(y, ref_conv(x, w, None, p), rtol=1e-12, atol=1e-12)
 
 
-def test_results_identical_for_any_thread_count(rng, winograd):
-    x, w, b, dy = _data(rng, 4, 32, 48, 16, 16, 1)
+def _assert_identical_for_any_thread_count(x, w, b, dy, p):
     old = cc.get_num_threads()
     try:
         out = []
         for t in (1, 2, 3):
             cc.set_num_threads(t)
-            out.append((cc.conv2d(x, w, b, padding=1), *cc.conv2d_backward(dy, x, w, padding=1)))
+            out.append((cc.conv2d(x, w, b, padding=p), *cc.conv2d_backward(dy, x, w, padding=p)))
     finally:
         cc.set_num_threads(old)
     for other in out[1:]:
         for a, c in zip(out[0], other):
             np.testing.assert_array_equal(a, c)
+
+
+def test_results_identical_for_any_thread_count(rng, winograd):
+    _assert_identical_for_any_thread_count(*_data(rng, 4, 32, 48, 16, 16, 1), 1)
 
 
 def test_small_workspace_chunks_stay_within_the_bound(rng, winograd):
@@ -404,19 +407,9 @@ def test_5x5_float64_adjoint_identities(shape, rng, winograd):
     np.testing.assert_allclose(y, ref_conv5(x, w, None, p), rtol=1e-12, atol=1e-12)
 
 
-def test_5x5_results_identical_for_any_thread_count(rng, winograd):
-    x, w, b, dy = _data5(rng, 3, 32, 48, 10, 10, 2)
-    old = cc.get_num_threads()
-    try:
-        out = []
-        for t in (1, 2, 3):
-            cc.set_num_threads(t)
-            out.append((cc.conv2d(x, w, b, padding=2), *cc.conv2d_backward(dy, x, w, padding=2)))
-    finally:
-        cc.set_num_threads(old)
-    for other in out[1:]:
-        for a, c in zip(out[0], other):
-            np.testing.assert_array_equal(a, c)
+@pytest.mark.parametrize("channels", [(32, 48), (48, 32)])   # both cuts, both ways
+def test_5x5_results_identical_for_any_thread_count(channels, rng, winograd):
+    _assert_identical_for_any_thread_count(*_data5(rng, 3, *channels, 10, 10, 2), 2)
 
 
 def test_5x5_small_workspace_chunks_stay_within_the_bound(rng, winograd):
