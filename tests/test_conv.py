@@ -364,6 +364,8 @@ def test_remembered_geometries_never_skip_a_check(rng):
     x = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
     w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
     y = cc.conv2d(x, w, None, 1, 1, 1, 1)
+    assert_float32_close(y, conv2d_naive(x, w, None, (1, 1), (1, 1), (1, 1)),
+                         28 * 2.0 ** -24 * conv2d_abs_bound(x, w, (1, 1), (1, 1), (1, 1), 1))
     np.testing.assert_array_equal(cc.conv2d(x, w, None, 1, 1, 1, 1), y)
     for bad in (dict(stride=1.0), dict(stride=True), dict(padding=1.0), dict(groups=1.0)):
         with pytest.raises((TypeError, ValueError)):

@@ -119,6 +119,7 @@ def test_depthwise_gradients_with_nan_or_inf_take_the_loops_and_keep_the_rest(dt
     np.testing.assert_array_equal(np.isnan(dx), np.isnan(rdx))
     tol = 1e-4 if dtype == np.float32 else 1e-12
     keep = [0, 1, 3]     # dW does not depend on the weights
+    np.testing.assert_allclose(dw[keep], rdw[keep], rtol=tol, atol=tol)
     np.testing.assert_allclose(dw[keep], dw0[keep], rtol=tol, atol=tol)
     np.testing.assert_allclose(dx[:, :3], dx0[:, :3], rtol=tol, atol=tol)
     fin = np.isfinite(rdx)
