@@ -3,6 +3,8 @@
 #include "internal.h"
 
 #include <limits.h>
+#include <stdlib.h>
+#include <string.h>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -188,19 +190,48 @@ static int64_t wg5_workspace(const cc_conv_geom *g, int64_t chunk)
     return best;
 }
 
+/* (below this, few 4x4 tiles lie inside the plane) */
+#define CC_WG4_MIN_SIDE 24
+
+int cc_wg_tile(int64_t OH, int64_t OW)
+{
+    /* F(4x4, 3x3) only when asked for: its rounding error is 5-10x
+     * F(2x2, 3x3)'s (relative norm error 2-3e-6 against 2-5e-7 on VGG-like
+     * layers), above the agreement to float rounding promised by default */
+    const char *opt = getenv("CONVCORE_WINOGRAD_TILE");
+    if (!opt || strcmp(opt, "4") != 0) return 2;
+    /* products per plane pair: 16 per 2x2 tile, or 36 per 4x4 tile.  On
+     * small planes most 4x4 tiles cross the border (a scalar gather) and the
+     * GEMMs get short: measured (2 threads) F(4x4, 3x3) 20-30 % slower on
+     * 13x13 and 14x14 outputs, where it saves 27 % of the products, and
+     * 25-30 % faster on 27x27 and larger, where it saves 36-44 %. */
+    const int64_t t2 = 16 * ((OH + 1) / 2) * ((OW + 1) / 2);
+    const int64_t t4 = 36 * ((OH + 3) / 4) * ((OW + 3) / 4);
+    return 3 * t4 <= 2 * t2 && OH >= CC_WG4_MIN_SIDE && OW >= CC_WG4_MIN_SIDE ? 4 : 2;
+}
+
+/* transformed values per image: the more of F(2x2, 3x3)'s and F(4x4, 3x3)'s
+ * tiles over the output (forward, dW) and over the input (dX) */
+static int64_t wg_points(int64_t H, int64_t W)
+{
+    const int64_t t2 = 16 * ((H + 1) / 2) * ((W + 1) / 2);
+    const int64_t t4 = 36 * ((H + 3) / 4) * ((W + 3) / 4);
+    return t2 > t4 ? t2 : t4;
+}
+
 static int64_t wg3_workspace(const cc_conv_geom *g, int64_t chunk)
 {
-    const int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
-    const int64_t Th = ((g->H + 1) / 2) * ((g->W + 1) / 2);
-    const int64_t tiles = T > Th ? T : Th;
+    const int64_t T = wg_points(g->OH, g->OW), Th = wg_points(g->H, g->W);
+    const int64_t pts = T > Th ? T : Th;
     int64_t fixed, t;
-    /* (+ padding of 32 elements behind each of the 16 matrices of four
+    /* fixed: the dX kernel (36 matrices at most) and dU (16); (+ padding
+     * of 32 elements behind each of the at most 36 matrices of four
      * buffers, see WG_STRIDE in winograd_impl.h) */
-    if (!cc_prod4_ok(32, g->K, g->C, 1, &fixed) || fixed > CC_SIZE_MAX - 4 * 16 * 32) return -1;
-    fixed += 4 * 16 * 32;
-    if (!cc_prod4_ok(chunk, 16, g->C + g->K, tiles, &t)) return -1;
+    if (!cc_prod4_ok(52, g->K, g->C, 1, &fixed) || fixed > CC_SIZE_MAX - 4 * 36 * 32) return -1;
+    fixed += 4 * 36 * 32;
+    if (!cc_prod4_ok(chunk, 1, g->C + g->K, pts, &t)) return -1;
     /* a chunk's tiles are one BLAS dimension: 32-bit sizes */
-    if (chunk * tiles > INT_MAX || t > CC_SIZE_MAX - fixed) return -1;
+    if (chunk * (pts / 16) > INT_MAX || t > CC_SIZE_MAX - fixed) return -1;
     return t + fixed;
 }
 

@@ -705,7 +705,8 @@ static int64_t FN(chunk_images)(const cc_conv_geom *g, int strategy, int64_t wor
     if (strategy == CC_CONV_WINOGRAD) {
         /* the transforms stream through V and M: a chunk that stays in
          * cache is faster than one long GEMM (shape-only, so deterministic) */
-        const int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
+        const int m = cc_wg_tile(g->OH, g->OW);
+        const int64_t T = ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
         const int64_t cap = CC_MAX(CC_MAX(1, CC_WG_CHUNK_ELEMS / per), (CC_WG_MIN_TILES + T - 1) / T);
         work_elems = CC_MIN(work_elems, fixed + cap * per);
     }

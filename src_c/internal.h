@@ -111,6 +111,10 @@ int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy
  * over the padded input, summed shifted afterwards); see winograd_impl.h. */
 int cc_wg5_geom(const cc_conv_geom *g, int dx, int64_t nb, cc_conv_geom *g3);
 
+/* The Winograd tile a 3x3 correlation with an OH x OW output runs with: 4
+ * (F(4x4, 3x3)) where it needs fewer products than 2 (F(2x2, 3x3)). */
+int cc_wg_tile(int64_t OH, int64_t OW);
+
 #define CC_TEAM_MIN_MACS 2097152.0
 #define cc_conv_team_size(g, n_threads)                                                  \
     ((double)(g)->N * (double)(g)->K * (double)((g)->OH * (g)->OW) *                      \

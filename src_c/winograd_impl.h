@@ -44,7 +44,7 @@
     vo[(8 + j) * s + tx] = t2##j - t1##j;                                         \
     vo[(12 + j) * s + tx] = t1##j - t3##j
 
-static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win,
+CC_CLONES static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win,
                             int64_t ph, int64_t pw, int64_t th, int64_t tw,
                             int64_t s, REAL *CC_RESTRICT v)
 {
@@ -122,7 +122,7 @@ static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win
     const REAL o00 = s00 + s01 + s02 + bias, o01 = s01 - s02 - s03 + bias;        \
     const REAL o10 = s10 + s11 + s12 + bias, o11 = s11 - s12 - s13 + bias
 
-static void FN(wg_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw,
+CC_CLONES static void FN(wg_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw,
                              REAL bias, int64_t Hout, int64_t Wout, REAL *CC_RESTRICT out)
 {
     const int64_t full = Wout / 2;   /* blocks with both columns inside */
@@ -176,7 +176,7 @@ static void FN(wg_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, i
         mo[14 * s + tx] = e0 - e1;  mo[15 * s + tx] = -e1;                        \
     } while (0)
 
-static void FN(wg_dy_plane)(const REAL *CC_RESTRICT dy, int64_t OH, int64_t OW,
+CC_CLONES static void FN(wg_dy_plane)(const REAL *CC_RESTRICT dy, int64_t OH, int64_t OW,
                             int64_t th, int64_t tw, int64_t s, REAL *CC_RESTRICT m)
 {
     const int64_t full = OW / 2;
@@ -261,6 +261,221 @@ static void FN(wg_weights_back)(const REAL *dU, int64_t K, int64_t C, int n_thre
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* F(4x4, 3x3): each 4x4 block of outputs from the 6x6 input patch under it,
+ *     Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A   with the interpolation points
+ * 0, ±1, ±2 and infinity:
+ *     Bᵀ = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0;
+ *           0 -2 -1 2 1 0; 0 2 -1 -2 1 0; 0 4 0 -5 0 1]
+ *     G  = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6;
+ *           1/24 1/12 1/6; 1/24 -1/12 1/6; 0 0 1]
+ *     Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
+ * 36 products per 4x4 outputs against F(2x2, 3x3)'s 64 (16 per 2x2): 4x
+ * fewer than the direct sum instead of 2.25x, for larger transform
+ * constants (the error bound grows with them; see the tests).  The forward
+ * and dX take it where it needs fewer products than F(2x2, 3x3)
+ * (cc_wg_tile); dW keeps F(2x2, 3x3).  The same layouts with 36 matrices. */
+#define W4_ROW(i, r)                                                              \
+    const REAL d##i##0 = (r)[W4_AT(0)], d##i##1 = (r)[W4_AT(1)],                  \
+               d##i##2 = (r)[W4_AT(2)], d##i##3 = (r)[W4_AT(3)],                  \
+               d##i##4 = (r)[W4_AT(4)], d##i##5 = (r)[W4_AT(5)];                  \
+    const REAL t##i##0 = (4 * d##i##0 - 5 * d##i##2) + d##i##4,                    \
+               t##i##1 = (d##i##3 + d##i##4) - 4 * (d##i##1 + d##i##2),            \
+               t##i##2 = (d##i##4 - d##i##3) + 4 * (d##i##1 - d##i##2),            \
+               t##i##3 = (d##i##4 - d##i##2) + 2 * (d##i##3 - d##i##1),            \
+               t##i##4 = (d##i##4 - d##i##2) - 2 * (d##i##3 - d##i##1),            \
+               t##i##5 = (4 * d##i##1 - 5 * d##i##3) + d##i##5
+#define W4_COL(j)                                                                 \
+    vo[(0 + j) * s + tx] = (4 * t0##j - 5 * t2##j) + t4##j;                        \
+    vo[(6 + j) * s + tx] = (t3##j + t4##j) - 4 * (t1##j + t2##j);                  \
+    vo[(12 + j) * s + tx] = (t4##j - t3##j) + 4 * (t1##j - t2##j);                 \
+    vo[(18 + j) * s + tx] = (t4##j - t2##j) + 2 * (t3##j - t1##j);                 \
+    vo[(24 + j) * s + tx] = (t4##j - t2##j) - 2 * (t3##j - t1##j);                 \
+    vo[(30 + j) * s + tx] = (4 * t1##j - 5 * t3##j) + t5##j
+#define W4_ALL(rows)                                                              \
+    W4_ROW(0, rows(0)); W4_ROW(1, rows(1)); W4_ROW(2, rows(2));                  \
+    W4_ROW(3, rows(3)); W4_ROW(4, rows(4)); W4_ROW(5, rows(5));                  \
+    W4_COL(0); W4_COL(1); W4_COL(2); W4_COL(3); W4_COL(4); W4_COL(5)
+
+/* W4_AT(j): where a row holds the tile's j-th value (tile tx, offset o) */
+#define W4_AT(j) (o + (j))
+CC_CLONES static void FN(wg4_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win,
+                             int64_t ph, int64_t pw, int64_t th, int64_t tw,
+                             int64_t s, REAL *CC_RESTRICT v)
+{
+    /* tiles whose 6 columns 4tx-pw .. 4tx-pw+5 all lie inside [0, Win) */
+    int64_t txa = pw > 0 ? (pw + 3) / 4 : 0, txb = Win - 6 + pw >= 0 ? (Win - 6 + pw) / 4 + 1 : 0;
+    int64_t ty, tx;
+    if (txb > tw) txb = tw;
+    if (txa > tw) txa = tw;
+    if (txb < txa) txb = txa;
+    for (ty = 0; ty < th; ++ty) {
+        const int64_t ih0 = 4 * ty - ph;
+        const int rows_inside = ih0 >= 0 && ih0 + 5 < Hin;
+        const int64_t a = rows_inside ? txa : tw, b = rows_inside ? txb : tw;
+        REAL *CC_RESTRICT vo = v + ty * tw;
+        if (a < b) {
+            const REAL *r0 = xp + ih0 * Win;
+#define W4_PLANE_ROW(i) (r0 + (i) * Win)
+#pragma omp simd
+            for (tx = a; tx < b; ++tx) {
+                const int64_t o = 4 * tx - pw;
+                W4_ALL(W4_PLANE_ROW);
+            }
+#undef W4_PLANE_ROW
+        }
+        /* border tiles: the patch gathered with zeros past the edges */
+        for (tx = 0; tx < tw; ++tx) {
+            REAL d[36];
+            const int64_t o = 0;
+            int i, j;
+            if (tx == a && a < b) {
+                tx = b - 1;
+                continue;
+            }
+            for (i = 0; i < 6; ++i) {
+                const int64_t ih = ih0 + i;
+                for (j = 0; j < 6; ++j) {
+                    const int64_t iw = 4 * tx - pw + j;
+                    d[i * 6 + j] = (ih >= 0 && ih < Hin && iw >= 0 && iw < Win) ? xp[ih * Win + iw] : 0;
+                }
+            }
+            {
+#define W4_PATCH_ROW(i) (d + 6 * (i))
+                W4_ALL(W4_PATCH_ROW);
+#undef W4_PATCH_ROW
+            }
+        }
+    }
+}
+#undef W4_AT
+
+/* The same over a zero-padded copy of the plane in phase layout (see
+ * wg4_pad_plane): row r holds the columns 4t + k of the padded plane at
+ * k (tw + 1) + t, so tile tx reads its six values at unit stride. */
+#define W4_AT(j) ((j) < 4 ? (j) * (tw + 1) + tx : ((j) - 4) * (tw + 1) + tx + 1)
+CC_CLONES static void FN(wg4_in_phased)(const REAL *CC_RESTRICT ph4, int64_t th, int64_t tw,
+                                        int64_t s, REAL *CC_RESTRICT v)
+{
+    const int64_t rs = 4 * (tw + 1);
+    int64_t ty, tx;
+    for (ty = 0; ty < th; ++ty) {
+        const REAL *r0 = ph4 + 4 * ty * rs;
+        REAL *CC_RESTRICT vo = v + ty * tw;
+#define W4_PHASED_ROW(i) (r0 + (i) * rs)
+#pragma omp simd
+        for (tx = 0; tx < tw; ++tx) {
+            W4_ALL(W4_PHASED_ROW);
+        }
+#undef W4_PHASED_ROW
+    }
+}
+#undef W4_AT
+#undef W4_ROW
+#undef W4_COL
+#undef W4_ALL
+
+/* Output transform of one plane: m[xi * s + ty * tw + tx] -> out (Hout, Wout)
+ * plus bias; the 4x4 block of tile (ty, tx) in o[a][b]. */
+#define W4_A(m0, m1, m2, m3, m4, m5, r0, r1, r2, r3)                              \
+    do {                                                                          \
+        const REAL p_ = (m1) + (m2), q_ = (m1) - (m2), u_ = (m3) + (m4), v_ = (m3) - (m4); \
+        r0 = ((m0) + p_) + u_;                                                    \
+        r1 = q_ + 2 * v_;                                                         \
+        r2 = p_ + 4 * u_;                                                         \
+        r3 = (q_ + 8 * v_) + (m5);                                                \
+    } while (0)
+#define W4_CJ(j)                                                                  \
+    REAL c0##j, c1##j, c2##j, c3##j;                                              \
+    W4_A(mo[(j) * s + tx], mo[(6 + j) * s + tx], mo[(12 + j) * s + tx],           \
+         mo[(18 + j) * s + tx], mo[(24 + j) * s + tx], mo[(30 + j) * s + tx],     \
+         c0##j, c1##j, c2##j, c3##j)
+#define W4_OA(a)                                                                  \
+    REAL o##a##0, o##a##1, o##a##2, o##a##3;                                      \
+    W4_A(c##a##0, c##a##1, c##a##2, c##a##3, c##a##4, c##a##5,                    \
+         o##a##0, o##a##1, o##a##2, o##a##3)
+#define W4_OUT(tx)                                                                \
+    W4_CJ(0); W4_CJ(1); W4_CJ(2); W4_CJ(3); W4_CJ(4); W4_CJ(5);                   \
+    W4_OA(0); W4_OA(1); W4_OA(2); W4_OA(3)
+#define W4_STORE(y, a)                                                            \
+    (y)[4 * tx] = o##a##0 + bias; (y)[4 * tx + 1] = o##a##1 + bias;               \
+    (y)[4 * tx + 2] = o##a##2 + bias; (y)[4 * tx + 3] = o##a##3 + bias
+
+CC_CLONES static void FN(wg4_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw,
+                              REAL bias, int64_t Hout, int64_t Wout, REAL *CC_RESTRICT out)
+{
+    const int64_t full = Wout / 4;   /* blocks with all four columns inside */
+    int64_t ty, tx;
+    for (ty = 0; ty < th; ++ty) {
+        const REAL *CC_RESTRICT mo = m + ty * tw;
+        REAL *CC_RESTRICT y0 = out + 4 * ty * Wout;
+        const int64_t rows = CC_MIN(4, Hout - 4 * ty);
+        if (rows == 4) {
+            REAL *CC_RESTRICT y1 = y0 + Wout, *CC_RESTRICT y2 = y1 + Wout, *CC_RESTRICT y3 = y2 + Wout;
+#pragma omp simd
+            for (tx = 0; tx < full; ++tx) {
+                W4_OUT(tx);
+                W4_STORE(y0, 0);
+                W4_STORE(y1, 1);
+                W4_STORE(y2, 2);
+                W4_STORE(y3, 3);
+            }
+        }
+        for (tx = rows == 4 ? full : 0; tx < tw; ++tx) {
+            const int64_t cols = CC_MIN(4, Wout - 4 * tx);
+            int64_t a, b;
+            W4_OUT(tx);
+            {
+                const REAL o[4][4] = {{o00, o01, o02, o03}, {o10, o11, o12, o13},
+                                      {o20, o21, o22, o23}, {o30, o31, o32, o33}};
+                for (a = 0; a < rows; ++a)
+                    for (b = 0; b < cols; ++b) y0[a * Wout + 4 * tx + b] = o[a][b] + bias;
+            }
+        }
+    }
+}
+#undef W4_OUT
+#undef W4_STORE
+#undef W4_OA
+#undef W4_CJ
+#undef W4_A
+
+/* U[xi][o][i] = (G g Gᵀ)[xi] as wg_weights, for F(4x4, 3x3): computed in
+ * double and rounded once (1/6, 1/12 and 1/24 are not floats). */
+static void FN(wg4_weights)(const REAL *w, int64_t K, int64_t C, int flip, int n_threads,
+                            REAL *U)
+{
+    const int64_t O = flip ? C : K, I = flip ? K : C, OI = WG_STRIDE(O * I);
+    const int64_t os = flip ? 9 : C * 9, is = flip ? C * 9 : 9;
+    int64_t t;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && O * I > 1024) schedule(static)
+    for (t = 0; t < O * I; ++t) {
+        const int64_t o = t / I, i = t % I;
+        const REAL *src = w + o * os + i * is;
+        double gg[9], r[6][3];
+        int a, b;
+        for (a = 0; a < 9; ++a) gg[a] = (double)(flip ? src[8 - a] : src[a]);
+#define W4_G(x0, x1, x2, y)                                                       \
+        y[0] = (x0) / 4;                                                          \
+        y[1] = -((x0) + (x1) + (x2)) / 6;                                         \
+        y[2] = -((x0) - (x1) + (x2)) / 6;                                         \
+        y[3] = (x0) / 24 + (x1) / 12 + (x2) / 6;                                  \
+        y[4] = (x0) / 24 - (x1) / 12 + (x2) / 6;                                  \
+        y[5] = (x2)
+        for (b = 0; b < 3; ++b) {   /* G g: column b */
+            double col[6];
+            W4_G(gg[b], gg[3 + b], gg[6 + b], col);
+            for (a = 0; a < 6; ++a) r[a][b] = col[a];
+        }
+        for (a = 0; a < 6; ++a) {   /* (G g) Gᵀ: row a */
+            double row[6];
+            W4_G(r[a][0], r[a][1], r[a][2], row);
+            for (b = 0; b < 6; ++b) U[(a * 6 + b) * OI + o * I + i] = (REAL)row[b];
+        }
+#undef W4_G
+    }
+}
+
 /* One chunk of nb images through the forward transform:
  * in (nb, Cin, Hin, Win) padded by (ph, pw) -> out (nb, Kout, Hout, Wout),
  * with U (16, Kout, Cin) and scratch V (16, Cin, P), M (16, Kout, P). */
@@ -271,39 +486,87 @@ static const int FN(wg5_off)[4][2];
  * (see below): in holds `split` planes per image, and channel (q, cc) is
  * plane cc read from the q-th offset, the padding less that offset (possibly
  * negative). */
-static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin, int64_t split,
-                              int64_t Hin, int64_t Win, int64_t ph, int64_t pw, int64_t th,
-                              int64_t tw, int64_t s, REAL *v)
+/* The plane (Hin, Win) padded by (ph, pw), either side possibly negative,
+ * as the 4th + 2 rows of 4tw + 2 values the 4x4 tiles read, zeros past the
+ * edges, each row in phase layout: column 4t + k at k (tw + 1) + t (4 (tw + 1)
+ * values a row; see wg4_in_phased). */
+static void FN(wg4_pad_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win, int64_t ph,
+                              int64_t pw, int64_t th, int64_t tw, REAL *CC_RESTRICT out)
 {
-    if (split) {
-        const int64_t q = c / split, cc = c % split;
-        FN(wg_in_plane)(in + (n * split + cc) * Hin * Win, Hin, Win, ph - FN(wg5_off)[q][0],
-                        pw - FN(wg5_off)[q][1], th, tw, s, v);
-    } else {
-        FN(wg_in_plane)(in + (n * Cin + c) * Hin * Win, Hin, Win, ph, pw, th, tw, s, v);
+    const int64_t Hp = 4 * th + 2, W1 = tw + 1;
+    int64_t r, k, t;
+    for (r = 0; r < Hp; ++r) {
+        const int64_t ih = r - ph;
+        REAL *CC_RESTRICT o = out + r * 4 * W1;
+        if (ih < 0 || ih >= Hin) {
+            for (t = 0; t < 4 * W1; ++t) o[t] = 0;
+            continue;
+        }
+        for (k = 0; k < 4; ++k) {
+            /* columns 4t + k - pw inside [0, Win): t in [t0, t1) */
+            const int64_t lo = pw - k, hi = Win + pw - k;   /* 4t in [lo, hi) */
+            int64_t t0 = lo > 0 ? (lo + 3) / 4 : 0, t1 = hi > 0 ? (hi + 3) / 4 : 0;
+            const REAL *CC_RESTRICT src = xp + ih * Win + k - pw;
+            REAL *CC_RESTRICT dst = o + k * W1;
+            if (t0 > W1) t0 = W1;
+            if (t1 > W1) t1 = W1;
+            if (t1 < t0) t1 = t0;
+            for (t = 0; t < t0; ++t) dst[t] = 0;
+            for (t = t0; t < t1; ++t) dst[t] = src[4 * t];
+            for (t = t1; t < W1; ++t) dst[t] = 0;
+        }
     }
 }
 
-/* (split: as for wg_in_channel) */
+/* (scratch: room for wg4_pad_plane's copy, or NULL to gather border tiles) */
+static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin, int64_t split,
+                              int64_t Hin, int64_t Win, int64_t ph, int64_t pw, int64_t th,
+                              int64_t tw, int64_t s, int m, REAL *scratch, REAL *v)
+{
+    const REAL *plane = in + (n * Cin + c) * Hin * Win;
+    if (split) {
+        const int64_t q = c / split, cc = c % split;
+        plane = in + (n * split + cc) * Hin * Win;
+        ph -= FN(wg5_off)[q][0];
+        pw -= FN(wg5_off)[q][1];
+    }
+    if (m == 4 && scratch) {
+        FN(wg4_pad_plane)(plane, Hin, Win, ph, pw, th, tw, scratch);
+        FN(wg4_in_phased)(scratch, th, tw, s, v);
+    } else if (m == 4) {
+        FN(wg4_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
+    } else {
+        FN(wg_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
+    }
+}
+
+/* (split: as for wg_in_channel; m: the tile, 2 or 4 outputs a side, with U
+ * transformed for it: wg_weights or wg4_weights) */
 static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
                               int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
                               int64_t Hout, int64_t Wout, const REAL *bias, REAL *V, REAL *M,
-                              int n_threads, GEMM_T gemm, REAL *out, int64_t split)
+                              int n_threads, GEMM_T gemm, REAL *out, int64_t split, int m)
 {
-    const int64_t th = (Hout + 1) / 2, tw = (Wout + 1) / 2, T = th * tw, P = nb * T;
+    const int64_t th = (Hout + m - 1) / m, tw = (Wout + m - 1) / m, T = th * tw, P = nb * T;
+    const int64_t NP = (m + 2) * (m + 2);
     const int64_t npb = cc_nblocks(P, CC_LSPLIT, CC_LBLOCK), pbs = cc_blocksize(P, CC_LSPLIT, CC_LBLOCK);
     const int64_t nkb = cc_nblocks(Kout, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kout, CC_KBLOCK, CC_KBLOCK);
     const int64_t sU = WG_STRIDE(Kout * Cin), sV = WG_STRIDE(Cin * P), sM = WG_STRIDE(Kout * P);
     int64_t i;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
+        /* F(4x4, 3x3) reads each plane from a zero-padded copy (if the
+         * memory can be had: else border tiles are gathered one by one) */
+        REAL *scratch = m == 4 ? (REAL *)malloc(sizeof(REAL) * (4 * th + 2) * 4 * (tw + 1)) : NULL;
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Cin; ++i) {
             const int64_t n = i / Cin, c = i % Cin;
-            FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, V + c * P + n * T);
+            FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, m, scratch,
+                              V + c * P + n * T);
         }
+        free(scratch);
 #pragma omp for schedule(dynamic, 1)
-        for (i = 0; i < 16 * npb * nkb; ++i) {
+        for (i = 0; i < NP * npb * nkb; ++i) {
             const int64_t kb = i % nkb, pb = (i / nkb) % npb, xi = i / (nkb * npb);
             const int64_t p0 = pb * pbs, k0 = kb * kbs;
             const int m = (int)CC_MIN(pbs, P - p0), nn = (int)CC_MIN(kbs, Kout - k0);
@@ -315,8 +578,12 @@ static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t H
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Kout; ++i) {
             const int64_t n = i / Kout, k = i % Kout;
-            FN(wg_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
-                             out + i * Hout * Wout);
+            if (m == 4)
+                FN(wg4_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
+                                  out + i * Hout * Wout);
+            else
+                FN(wg_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
+                                 out + i * Hout * Wout);
         }
     }
 }
@@ -344,20 +611,29 @@ static int FN(wg_tame)(const REAL *p, int64_t n, int n_threads, double *maxabs)
  * after the transforms (factors up to 16) and long sums. */
 #define CC_WG_PRODUCT_MAX 1e24
 
+/* U for the tile m (2 or 4): see wg_weights */
+static void FN(wg_weights_m)(const REAL *w, int64_t K, int64_t C, int flip, int n_threads, int m,
+                             REAL *U)
+{
+    if (m == 4) FN(wg4_weights)(w, K, C, flip, n_threads, U);
+    else FN(wg_weights)(w, K, C, flip, n_threads, U);
+}
+
 static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
                             const cc_conv_geom *g, REAL *work, int64_t B,
                             int n_threads, GEMM_T gemm, REAL *y)
 {
-    const int64_t th = (g->OH + 1) / 2, tw = (g->OW + 1) / 2, T = th * tw;
-    REAL *U = work, *V = U + 16 * WG_STRIDE(g->K * g->C);
+    const int m = cc_wg_tile(g->OH, g->OW), NP = (m + 2) * (m + 2);
+    const int64_t T = ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+    REAL *U = work, *V = U + NP * WG_STRIDE(g->K * g->C);
     int64_t n0;
-    FN(wg_weights)(w, g->K, g->C, 0, n_threads, U);
+    FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, U);
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
-        REAL *M = V + 16 * WG_STRIDE(g->C * nb * T);
+        REAL *M = V + NP * WG_STRIDE(g->C * nb * T);
         FN(wg_conv_chunk)(x + n0 * g->C * g->H * g->W, nb, g->C, g->H, g->W, g->PH, g->PW,
                           U, g->K, g->OH, g->OW, b, V, M, n_threads, gemm,
-                          y + n0 * g->K * g->OH * g->OW, 0);
+                          y + n0 * g->K * g->OH * g->OW, 0, m);
     }
     return CC_OK;
 }
@@ -377,9 +653,11 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t nkb = cc_nblocks(K, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(K, CC_KBLOCK, CC_KBLOCK);
     const int64_t ncb = cc_nblocks(C, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(C, CC_CBLOCK, CC_CBLOCK);
     const int64_t sU = WG_STRIDE(K * C);
-    REAL *Ud = work, *dU = Ud + 16 * sU, *buf = dU + 16 * sU;
+    /* dX: the tile its output (the input's size) takes; dW: F(2x2, 3x3) */
+    const int mx = cc_wg_tile(g->H, g->W), NPx = (mx + 2) * (mx + 2);
+    REAL *Ud = work, *dU = Ud + 36 * sU, *buf = dU + 16 * sU;
     int64_t n0;
-    if (dx) FN(wg_weights)(w, K, C, 1, n_threads, Ud);
+    if (dx) FN(wg_weights_m)(w, K, C, 1, n_threads, mx, Ud);
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0), P = nb * T;
         const REAL *dyc = dy + n0 * K * g->OH * g->OW;
@@ -396,7 +674,7 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
                 for (i = 0; i < nb * C; ++i) {
                     const int64_t n = i / C, c = i % C;
                     FN(wg_in_channel)(xc, n, c, C, g5 ? g5->C : 0, gi->H, gi->W, gi->PH, gi->PW,
-                                      th, tw, sV, V + c * P + n * T);
+                                      th, tw, sV, 2, NULL, V + c * P + n * T);
                 }
 #pragma omp for schedule(static)
                 for (i = 0; i < nb * K; ++i) {
@@ -418,10 +696,10 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
             }
         }
         if (dx) {
-            const int64_t Th = ((g->H + 1) / 2) * ((g->W + 1) / 2);
-            REAL *Vd = buf, *Md = buf + 16 * WG_STRIDE(K * nb * Th);
+            const int64_t Th = ((g->H + mx - 1) / mx) * ((g->W + mx - 1) / mx);
+            REAL *Vd = buf, *Md = buf + NPx * WG_STRIDE(K * nb * Th);
             FN(wg_conv_chunk)(dyc, nb, K, g->OH, g->OW, 2 - g->PH, 2 - g->PW, Ud, C, g->H, g->W,
-                              NULL, Vd, Md, n_threads, gemm, dx + n0 * C * g->H * g->W, 0);
+                              NULL, Vd, Md, n_threads, gemm, dx + n0 * C * g->H * g->W, 0, mx);
         }
     }
     if (dw && dU_done) FN(wg_weights_back)(dU, K, C, n_threads, dw);
@@ -506,23 +784,23 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
         REAL *outc = out + n0 * O * OHf * OWf;
         cc_conv_geom gc;
         cc_wg5_geom(g, dx, nb, &gc);
+        const int m = cc_wg_tile(gc.OH, gc.OW), NP = (m + 2) * (m + 2);
+        const int64_t T = ((gc.OH + m - 1) / m) * ((gc.OW + m - 1) / m);
         if (split_out) {
             /* z = buf (nb, 4O, OHf+3, OWf+3); U, V, M behind room for B images */
-            const int64_t T = ((gc.OH + 1) / 2) * ((gc.OW + 1) / 2);
-            REAL *U = buf + B * gc.K * gc.OH * gc.OW, *V = U + 16 * WG_STRIDE(gc.K * I);
-            REAL *M = V + 16 * WG_STRIDE(I * nb * T);
-            if (n0 == 0) FN(wg_weights)(w4, gc.K, I, 0, n_threads, U);
+            REAL *U = buf + B * gc.K * gc.OH * gc.OW, *V = U + NP * WG_STRIDE(gc.K * I);
+            REAL *M = V + NP * WG_STRIDE(I * nb * T);
+            if (n0 == 0) FN(wg_weights_m)(w4, gc.K, I, 0, n_threads, m, U);
             FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, U, gc.K, gc.OH, gc.OW, NULL, V, M,
-                              n_threads, gemm, buf, 0);
+                              n_threads, gemm, buf, 0, m);
             FN(wg5_merge_out)(buf, nb, O, OHf, OWf, bias, n_threads, outc);
         } else {
             /* the split input is transformed straight from the planes */
-            const int64_t T = ((OHf + 1) / 2) * ((OWf + 1) / 2);
-            REAL *U = buf, *V = U + 16 * WG_STRIDE(O * 4 * I);
-            REAL *M = V + 16 * WG_STRIDE(4 * I * nb * T);
-            if (n0 == 0) FN(wg_weights)(w4, O, 4 * I, 0, n_threads, U);
+            REAL *U = buf, *V = U + NP * WG_STRIDE(O * 4 * I);
+            REAL *M = V + NP * WG_STRIDE(4 * I * nb * T);
+            if (n0 == 0) FN(wg_weights_m)(w4, O, 4 * I, 0, n_threads, m, U);
             FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, U, O, OHf, OWf, bias, V, M,
-                              n_threads, gemm, outc, I);
+                              n_threads, gemm, outc, I, m);
         }
     }
     return CC_OK;

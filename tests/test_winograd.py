@@ -1,4 +1,5 @@
-"""The Winograd F(2x2, 3x3) path of conv2d (3x3 or 5x5, stride 1, dilation 1, groups 1).
+"""The Winograd paths of conv2d (3x3 or 5x5, stride 1, dilation 1, groups 1):
+F(2x2, 3x3), and F(4x4, 3x3) for the forward and dX of large enough planes.
 
 float32 takes it automatically from 32 input and output channels on; any
 dtype takes it when CONVCORE_CONV_STRATEGY=winograd.  Its rounding is not a
@@ -17,6 +18,19 @@ U32 = 2.0 ** -24
 Bt = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], float)
 G = np.array([[1, 0, 0], [.5, .5, .5], [.5, -.5, .5], [0, 0, 1]], float)
 At = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], float)
+# F(4x4, 3x3), interpolation points 0, ±1, ±2 and infinity
+Bt4 = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+                [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], float)
+G4 = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+               [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
+At4 = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
+                [0, 1, -1, 8, -8, 1]], float)
+# tile m: (Bᵀ, G, Aᵀ, roundings outside the C-term reduction).  F(2x2, 3x3):
+# 2 in Bᵀ d B, 4 in G g Gᵀ, 1 product, 5 in the output transform and bias.
+# F(4x4, 3x3): 3 + 3 in Bᵀ d B (a product by 5 and two sums a stage), 1 for
+# G g Gᵀ (formed in double, rounded once), 1 product, 3 + 3 in the output
+# transform and 1 for the bias.
+TILES = {2: (Bt, G, At, 12), 4: (Bt4, G4, At4, 15)}
 
 SHAPES = [  # N, C, K, H, W, padding
     (2, 32, 32, 8, 8, 1),
@@ -27,6 +41,9 @@ SHAPES = [  # N, C, K, H, W, padding
     (2, 32, 32, 3, 2, (0, 2)),
     (1, 32, 32, 9, 4, (2, 0)),
     (4, 64, 64, 16, 16, 1),
+    (2, 32, 32, 24, 24, 1),      # planes large enough for F(4x4, 3x3)
+    (1, 33, 40, 29, 30, 1),
+    (1, 32, 32, 30, 26, (0, 2)),
 ]
 
 
@@ -63,32 +80,41 @@ def ref_backward(dy, x, w, p):
 
 
 # ------------------------------------------------------- Winograd error model
-def _patches(xa, ph, pw, th, tw):
-    """4x4 input patches under each 2x2 output block (zeros past the edges)."""
+def _patches(xa, ph, pw, th, tw, m=2):
+    """(m+2)x(m+2) input patches under each mxm output block (zeros past the edges)."""
     N, C, H, W = xa.shape
-    xp = np.zeros((N, C, 2 * th + 2, 2 * tw + 2))
-    hh, ww = min(H, 2 * th + 2 - ph), min(W, 2 * tw + 2 - pw)
+    xp = np.zeros((N, C, m * th + 2, m * tw + 2))
+    hh, ww = min(H, m * th + 2 - ph), min(W, m * tw + 2 - pw)
     xp[:, :, ph:ph + hh, pw:pw + ww] = xa[:, :, :hh, :ww]
-    v = np.lib.stride_tricks.sliding_window_view(xp, (4, 4), axis=(2, 3))
-    return v[:, :, ::2, ::2][:, :, :th, :tw]
+    v = np.lib.stride_tricks.sliding_window_view(xp, (m + 2, m + 2), axis=(2, 3))
+    return v[:, :, ::m, ::m][:, :, :th, :tw]
 
 
-def wg_forward_bound(x, w, b, p):
-    """(C + 12) u times |Aᵀ| (Σ_c |G||g||Gᵀ| ⊙ |Bᵀ||d||B|) |A| (+ |b|): the
-    float32 error bound of F(2x2, 3x3) with a C-term GEMM reduction."""
+def _wg_sums(x, w, b, p, m):
+    """|Aᵀ| (Σ_c |G||g||Gᵀ| ⊙ |Bᵀ||d||B|) |A| (+ |b|) for the tile m."""
+    Bm, Gm, Am, _ = TILES[m]
     ph, pw = _pair(p)
     N, C, H, W = x.shape
     OH, OW = H + 2 * ph - 2, W + 2 * pw - 2
-    th, tw = (OH + 1) // 2, (OW + 1) // 2
-    d = _patches(np.abs(x.astype(np.float64)), ph, pw, th, tw)
-    V = np.einsum("ia,ncyxab,jb->ncyxij", np.abs(Bt), d, np.abs(Bt))
-    U = np.einsum("ia,kcab,jb->kcij", np.abs(G), np.abs(w.astype(np.float64)), np.abs(G))
+    th, tw = -(-OH // m), -(-OW // m)
+    d = _patches(np.abs(x.astype(np.float64)), ph, pw, th, tw, m)
+    V = np.einsum("ia,ncyxab,jb->ncyxij", np.abs(Bm), d, np.abs(Bm))
+    U = np.einsum("ia,kcab,jb->kcij", np.abs(Gm), np.abs(w.astype(np.float64)), np.abs(Gm))
     S = np.einsum("kcij,ncyxij->nkyxij", U, V)
-    O = np.einsum("ai,nkyxij,bj->nkyxab", np.abs(At), S, np.abs(At))
-    O = O.transpose(0, 1, 2, 4, 3, 5).reshape(N, w.shape[0], 2 * th, 2 * tw)[:, :, :OH, :OW]
+    O = np.einsum("ai,nkyxij,bj->nkyxab", np.abs(Am), S, np.abs(Am))
+    O = O.transpose(0, 1, 2, 4, 3, 5).reshape(N, w.shape[0], m * th, m * tw)[:, :, :OH, :OW]
     if b is not None:
         O = O + np.abs(b.astype(np.float64))[:, None, None]
-    return (C + 12) * U32 * 1.01 * O
+    return O
+
+
+def wg_forward_bound(x, w, b, p, tiles=(2, 4)):
+    """(C + r) u times _wg_sums: the float32 error bound of F(m x m, 3x3) with
+    a C-term GEMM reduction, the larger over the tiles the library may take
+    (which it takes depends on the plane size)."""
+    C = x.shape[1]
+    bounds = [(C + TILES[m][3]) * U32 * 1.01 * _wg_sums(x, w, b, p, m) for m in tiles]
+    return np.maximum.reduce(bounds)
 
 
 def wg_dw_bound(dy, x, p, dw_ref):
@@ -118,6 +144,13 @@ def winograd(monkeypatch):
     monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
 
 
+@pytest.fixture(params=["2", "4"])
+def tile(request, monkeypatch):
+    """F(2x2, 3x3) only (the default), or F(4x4, 3x3) allowed where it pays."""
+    monkeypatch.setenv("CONVCORE_WINOGRAD_TILE", request.param)
+    return int(request.param)
+
+
 def _data(rng, N, C, K, H, W, p, dtype=np.float32):
     x = rng.standard_normal((N, C, H, W)).astype(dtype)
     w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
@@ -131,7 +164,7 @@ def _data(rng, N, C, K, H, W, p, dtype=np.float32):
 @pytest.mark.parametrize("forced", [True, False])
 @pytest.mark.parametrize("shape", SHAPES)
 def test_float32_forward_and_backward_within_the_winograd_bound(shape, forced, rng,
-                                                                monkeypatch):
+                                                                monkeypatch, tile):
     if forced:
         monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
     N, C, K, H, W, p = shape
@@ -156,6 +189,36 @@ def test_the_bound_is_tight_enough_to_catch_a_wrong_tap(rng, winograd):
     bound = wg_forward_bound(x, w, b, 1)
     assert np.all(np.abs(y - ref_conv(x, w, b, 1)) <= bound)
     assert not np.all(np.abs(y - ref_conv(x, w2, b, 1)) <= bound)
+
+
+def test_the_bound_catches_a_wrong_tap_on_planes_for_4x4_tiles(rng, winograd, monkeypatch):
+    monkeypatch.setenv("CONVCORE_WINOGRAD_TILE", "4")
+    x, w, b, _ = _data(rng, 2, 32, 32, 24, 24, 1)
+    y = cc.conv2d(x, w, b, padding=1)
+    w2 = w.copy()
+    w2[3, 5, 2, 0] += 0.1
+    bound = wg_forward_bound(x, w, b, 1)
+    assert np.all(np.abs(y - ref_conv(x, w, b, 1)) <= bound)
+    assert not np.all(np.abs(y - ref_conv(x, w2, b, 1)) <= bound)
+
+
+def test_4x4_tiles_only_when_asked_for_and_only_on_large_planes(rng, monkeypatch):
+    """CONVCORE_WINOGRAD_TILE=4 changes the rounding (another algorithm) on
+    planes of 24 and more, and nothing on small ones or by default."""
+    got = {}
+    for side in (16, 28):
+        x, w, b, dy = _data(rng, 2, 32, 32, side, side, 1)
+        for opt in ("", "2", "4"):
+            monkeypatch.setenv("CONVCORE_WINOGRAD_TILE", opt)
+            got[side, opt] = (cc.conv2d(x, w, b, padding=1),
+                              cc.conv2d_backward(dy, x, w, padding=1)[0])
+    for side in (16, 28):
+        for a, c in zip(got[side, ""], got[side, "2"]):
+            np.testing.assert_array_equal(a, c)
+    for a, c in zip(got[16, ""], got[16, "4"]):
+        np.testing.assert_array_equal(a, c)
+    for a, c in zip(got[28, ""], got[28, "4"]):
+        assert not np.array_equal(a, c)
 
 
 def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch):
@@ -186,8 +249,8 @@ def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch)
         np.testing.assert_array_equal(cc.conv2d(a, c, padding=1, **kw), ref)
 
 
-@pytest.mark.parametrize("shape", SHAPES[:4])
-def test_float64_adjoint_identities(shape, rng, winograd):
+@pytest.mark.parametrize("shape", SHAPES[:4] + SHAPES[9:10])
+def test_float64_adjoint_identities(shape, rng, winograd, tile):
     N, C, K, H, W, p = shape
     x, w, _, dy = _data(rng, *shape, dtype=np.float64)
     y = cc.conv2d(x, w, padding=p)
@@ -212,12 +275,13 @@ def _assert_identical_for_any_thread_count(x, w, b, dy, p):
             np.testing.assert_array_equal(a, c)
 
 
-def test_results_identical_for_any_thread_count(rng, winograd):
+def test_results_identical_for_any_thread_count(rng, winograd, tile):
     _assert_identical_for_any_thread_count(*_data(rng, 4, 32, 48, 16, 16, 1), 1)
+    _assert_identical_for_any_thread_count(*_data(rng, 2, 32, 40, 28, 26, 1), 1)
 
 
-def test_small_workspace_chunks_stay_within_the_bound(rng, winograd):
-    x, w, b, dy = _data(rng, 6, 32, 32, 12, 12, 1)
+def test_small_workspace_chunks_stay_within_the_bound(rng, winograd, tile):
+    x, w, b, dy = _data(rng, 6, 32, 32, 24, 24, 1)
     old = cc.get_workspace_limit()
     try:
         cc.set_workspace_limit(400_000)        # a few images per chunk
@@ -286,6 +350,7 @@ SHAPES5 = [  # N, C, K, H, W, padding
     (1, 33, 40, 5, 5, 4),
     (2, 40, 33, 6, 9, (1, 3)),
     (1, 32, 32, 1, 1, 2),
+    (1, 32, 40, 26, 27, 2),     # planes large enough for F(4x4, 3x3) pieces
 ]
 
 
@@ -331,21 +396,22 @@ def _split_input(x, p):
 
 
 def wg5_forward_bound(x, w, b, p):
-    """Sound for either cut: the larger of the F(2x2, 3x3) bound over the 4C
-    shifted channels, and the sum of the four pieces' own bounds on the
-    (OH+3) x (OW+3) grid, shifted, with C + 16 for the four more additions."""
+    """Sound for either cut and tile: the larger of the bound over the 4C
+    shifted channels, and the sum of the four pieces' own sums on the
+    (OH+3) x (OW+3) grid, shifted, with four more roundings for the merge."""
     C = x.shape[1]
     x64, w64 = np.abs(x.astype(np.float64)), np.abs(w.astype(np.float64))
     xp, x4 = _split_input(x64, p)
     OH, OW = x4.shape[2] - 2, x4.shape[3] - 2
     pieces = _pieces(w64)
-    split_in = wg_forward_bound(x4, np.concatenate(pieces, axis=1), b, 0)
-    unit = (C + 12) * U32 * 1.01
-    z = sum(wg_forward_bound(xp, piece, None, 0)[:, :, a:a + OH, c:c + OW] / unit
-            for piece, (a, c) in zip(pieces, OFFSETS))
-    if b is not None:
-        z = z + np.abs(b.astype(np.float64))[:, None, None]
-    return np.maximum(split_in, (C + 16) * U32 * 1.01 * z)
+    bound = wg_forward_bound(x4, np.concatenate(pieces, axis=1), b, 0)
+    for m in TILES:
+        z = sum(_wg_sums(xp, piece, None, 0, m)[:, :, a:a + OH, c:c + OW]
+                for piece, (a, c) in zip(pieces, OFFSETS))
+        if b is not None:
+            z = z + np.abs(b.astype(np.float64))[:, None, None]
+        bound = np.maximum(bound, (C + TILES[m][3] + 4) * U32 * 1.01 * z)
+    return bound
 
 
 def wg5_dw_bound(dy, x, p, dw_ref):
@@ -381,7 +447,7 @@ def _check5(x, w, b, dy, p):
 
 
 @pytest.mark.parametrize("shape", SHAPES5)
-def test_5x5_float32_forward_and_backward_within_the_winograd_bound(shape, rng, winograd):
+def test_5x5_float32_forward_and_backward_within_the_winograd_bound(shape, rng, winograd, tile):
     _check5(*_data5(rng, *shape), shape[-1])
 
 
@@ -408,8 +474,8 @@ def test_5x5_float64_adjoint_identities(shape, rng, winograd):
 
 
 @pytest.mark.parametrize("channels", [(32, 48), (48, 32)])   # both cuts, both ways
-def test_5x5_results_identical_for_any_thread_count(channels, rng, winograd):
-    _assert_identical_for_any_thread_count(*_data5(rng, 3, *channels, 10, 10, 2), 2)
+def test_5x5_results_identical_for_any_thread_count(channels, rng, winograd, tile):
+    _assert_identical_for_any_thread_count(*_data5(rng, 2, *channels, 26, 26, 2), 2)
 
 
 def test_5x5_small_workspace_chunks_stay_within_the_bound(rng, winograd):
