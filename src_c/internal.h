@@ -115,6 +115,14 @@ int cc_wg5_geom(const cc_conv_geom *g, int dx, int64_t nb, cc_conv_geom *g3);
  * (F(4x4, 3x3)) where it needs fewer products than 2 (F(2x2, 3x3)). */
 int cc_wg_tile(int64_t OH, int64_t OW);
 
+/* This thread's number in the enclosing parallel region (0 outside one). */
+#ifdef _OPENMP
+#include <omp.h>
+#define CC_THREAD_NUM() omp_get_thread_num()
+#else
+#define CC_THREAD_NUM() 0
+#endif
+
 #define CC_TEAM_MIN_MACS 2097152.0
 #define cc_conv_team_size(g, n_threads)                                                  \
     ((double)(g)->N * (double)(g)->K * (double)((g)->OH * (g)->OW) *                      \

@@ -272,9 +272,10 @@ static void FN(wg_weights_back)(const REAL *dU, int64_t K, int64_t C, int n_thre
  *     Aᵀ = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1].
  * 36 products per 4x4 outputs against F(2x2, 3x3)'s 64 (16 per 2x2): 4x
  * fewer than the direct sum instead of 2.25x, for larger transform
- * constants (the error bound grows with them; see the tests).  The forward
- * and dX take it where it needs fewer products than F(2x2, 3x3)
- * (cc_wg_tile); dW keeps F(2x2, 3x3).  The same layouts with 36 matrices. */
+ * constants (the error bound grows with them; see the tests).  When asked
+ * for (CONVCORE_WINOGRAD_TILE=4), the forward and dX take it on planes
+ * where it needs at most 2/3 of F(2x2, 3x3)'s products (cc_wg_tile); dW
+ * keeps F(2x2, 3x3).  The same layouts with 36 matrices. */
 #define W4_ROW(i, r)                                                              \
     const REAL d##i##0 = (r)[W4_AT(0)], d##i##1 = (r)[W4_AT(1)],                  \
                d##i##2 = (r)[W4_AT(2)], d##i##3 = (r)[W4_AT(3)],                  \
@@ -297,62 +298,10 @@ static void FN(wg_weights_back)(const REAL *dU, int64_t K, int64_t C, int n_thre
     W4_ROW(3, rows(3)); W4_ROW(4, rows(4)); W4_ROW(5, rows(5));                  \
     W4_COL(0); W4_COL(1); W4_COL(2); W4_COL(3); W4_COL(4); W4_COL(5)
 
-/* W4_AT(j): where a row holds the tile's j-th value (tile tx, offset o) */
-#define W4_AT(j) (o + (j))
-CC_CLONES static void FN(wg4_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t Win,
-                             int64_t ph, int64_t pw, int64_t th, int64_t tw,
-                             int64_t s, REAL *CC_RESTRICT v)
-{
-    /* tiles whose 6 columns 4tx-pw .. 4tx-pw+5 all lie inside [0, Win) */
-    int64_t txa = pw > 0 ? (pw + 3) / 4 : 0, txb = Win - 6 + pw >= 0 ? (Win - 6 + pw) / 4 + 1 : 0;
-    int64_t ty, tx;
-    if (txb > tw) txb = tw;
-    if (txa > tw) txa = tw;
-    if (txb < txa) txb = txa;
-    for (ty = 0; ty < th; ++ty) {
-        const int64_t ih0 = 4 * ty - ph;
-        const int rows_inside = ih0 >= 0 && ih0 + 5 < Hin;
-        const int64_t a = rows_inside ? txa : tw, b = rows_inside ? txb : tw;
-        REAL *CC_RESTRICT vo = v + ty * tw;
-        if (a < b) {
-            const REAL *r0 = xp + ih0 * Win;
-#define W4_PLANE_ROW(i) (r0 + (i) * Win)
-#pragma omp simd
-            for (tx = a; tx < b; ++tx) {
-                const int64_t o = 4 * tx - pw;
-                W4_ALL(W4_PLANE_ROW);
-            }
-#undef W4_PLANE_ROW
-        }
-        /* border tiles: the patch gathered with zeros past the edges */
-        for (tx = 0; tx < tw; ++tx) {
-            REAL d[36];
-            const int64_t o = 0;
-            int i, j;
-            if (tx == a && a < b) {
-                tx = b - 1;
-                continue;
-            }
-            for (i = 0; i < 6; ++i) {
-                const int64_t ih = ih0 + i;
-                for (j = 0; j < 6; ++j) {
-                    const int64_t iw = 4 * tx - pw + j;
-                    d[i * 6 + j] = (ih >= 0 && ih < Hin && iw >= 0 && iw < Win) ? xp[ih * Win + iw] : 0;
-                }
-            }
-            {
-#define W4_PATCH_ROW(i) (d + 6 * (i))
-                W4_ALL(W4_PATCH_ROW);
-#undef W4_PATCH_ROW
-            }
-        }
-    }
-}
-#undef W4_AT
-
-/* The same over a zero-padded copy of the plane in phase layout (see
- * wg4_pad_plane): row r holds the columns 4t + k of the padded plane at
- * k (tw + 1) + t, so tile tx reads its six values at unit stride. */
+/* The input transform of one plane, from its zero-padded copy in phase
+ * layout (see wg4_pad_plane): row r holds the columns 4t + k of the padded
+ * plane at k (tw + 1) + t, so tile tx reads its six values at unit stride
+ * and every tile takes the SIMD loop. */
 #define W4_AT(j) ((j) < 4 ? (j) * (tw + 1) + tx : ((j) - 4) * (tw + 1) + tx + 1)
 CC_CLONES static void FN(wg4_in_phased)(const REAL *CC_RESTRICT ph4, int64_t th, int64_t tw,
                                         int64_t s, REAL *CC_RESTRICT v)
@@ -518,7 +467,7 @@ static void FN(wg4_pad_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t W
     }
 }
 
-/* (scratch: room for wg4_pad_plane's copy, or NULL to gather border tiles) */
+/* (scratch: room for wg4_pad_plane's copy when m = 4) */
 static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin, int64_t split,
                               int64_t Hin, int64_t Win, int64_t ph, int64_t pw, int64_t th,
                               int64_t tw, int64_t s, int m, REAL *scratch, REAL *v)
@@ -530,11 +479,9 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
         ph -= FN(wg5_off)[q][0];
         pw -= FN(wg5_off)[q][1];
     }
-    if (m == 4 && scratch) {
+    if (m == 4) {
         FN(wg4_pad_plane)(plane, Hin, Win, ph, pw, th, tw, scratch);
         FN(wg4_in_phased)(scratch, th, tw, s, v);
-    } else if (m == 4) {
-        FN(wg4_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
     } else {
         FN(wg_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
     }
@@ -542,7 +489,7 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
 
 /* (split: as for wg_in_channel; m: the tile, 2 or 4 outputs a side, with U
  * transformed for it: wg_weights or wg4_weights) */
-static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
+static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
                               int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
                               int64_t Hout, int64_t Wout, const REAL *bias, REAL *V, REAL *M,
                               int n_threads, GEMM_T gemm, REAL *out, int64_t split, int m)
@@ -552,19 +499,20 @@ static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t H
     const int64_t npb = cc_nblocks(P, CC_LSPLIT, CC_LBLOCK), pbs = cc_blocksize(P, CC_LSPLIT, CC_LBLOCK);
     const int64_t nkb = cc_nblocks(Kout, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kout, CC_KBLOCK, CC_KBLOCK);
     const int64_t sU = WG_STRIDE(Kout * Cin), sV = WG_STRIDE(Cin * P), sM = WG_STRIDE(Kout * P);
+    /* F(4x4, 3x3) reads each plane from a zero-padded copy, one per thread */
+    const int64_t per = m == 4 ? (4 * th + 2) * 4 * (tw + 1) : 0;
+    REAL *scratch = m == 4 ? (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads)) : NULL;
     int64_t i;
+    if (m == 4 && !scratch) return CC_ENOMEM;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
-        /* F(4x4, 3x3) reads each plane from a zero-padded copy (if the
-         * memory can be had: else border tiles are gathered one by one) */
-        REAL *scratch = m == 4 ? (REAL *)malloc(sizeof(REAL) * (4 * th + 2) * 4 * (tw + 1)) : NULL;
+        REAL *own = scratch ? scratch + per * CC_THREAD_NUM() : NULL;
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Cin; ++i) {
             const int64_t n = i / Cin, c = i % Cin;
-            FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, m, scratch,
+            FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, m, own,
                               V + c * P + n * T);
         }
-        free(scratch);
 #pragma omp for schedule(dynamic, 1)
         for (i = 0; i < NP * npb * nkb; ++i) {
             const int64_t kb = i % nkb, pb = (i / nkb) % npb, xi = i / (nkb * npb);
@@ -586,6 +534,8 @@ static void FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t H
                                  out + i * Hout * Wout);
         }
     }
+    free(scratch);
+    return CC_OK;
 }
 
 /* Whether every value is finite and below 2^lim2 in magnitude, and the
@@ -608,7 +558,8 @@ static int FN(wg_tame)(const REAL *p, int64_t n, int n_threads, double *maxabs)
 }
 
 /* Products of magnitudes up to this stay far from float overflow even
- * after the transforms (factors up to 16) and long sums. */
+ * after the transforms (factors up to 16 for F(2x2, 3x3), 100 x 361 for
+ * F(4x4, 3x3)) and long sums. */
 #define CC_WG_PRODUCT_MAX 1e24
 
 /* U for the tile m (2 or 4): see wg_weights */
@@ -631,9 +582,10 @@ static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         REAL *M = V + NP * WG_STRIDE(g->C * nb * T);
-        FN(wg_conv_chunk)(x + n0 * g->C * g->H * g->W, nb, g->C, g->H, g->W, g->PH, g->PW,
-                          U, g->K, g->OH, g->OW, b, V, M, n_threads, gemm,
-                          y + n0 * g->K * g->OH * g->OW, 0, m);
+        const int st = FN(wg_conv_chunk)(x + n0 * g->C * g->H * g->W, nb, g->C, g->H, g->W,
+                                         g->PH, g->PW, U, g->K, g->OH, g->OW, b, V, M,
+                                         n_threads, gemm, y + n0 * g->K * g->OH * g->OW, 0, m);
+        if (st != CC_OK) return st;
     }
     return CC_OK;
 }
@@ -698,8 +650,10 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
         if (dx) {
             const int64_t Th = ((g->H + mx - 1) / mx) * ((g->W + mx - 1) / mx);
             REAL *Vd = buf, *Md = buf + NPx * WG_STRIDE(K * nb * Th);
-            FN(wg_conv_chunk)(dyc, nb, K, g->OH, g->OW, 2 - g->PH, 2 - g->PW, Ud, C, g->H, g->W,
-                              NULL, Vd, Md, n_threads, gemm, dx + n0 * C * g->H * g->W, 0, mx);
+            const int st = FN(wg_conv_chunk)(dyc, nb, K, g->OH, g->OW, 2 - g->PH, 2 - g->PW, Ud,
+                                             C, g->H, g->W, NULL, Vd, Md, n_threads, gemm,
+                                             dx + n0 * C * g->H * g->W, 0, mx);
+            if (st != CC_OK) return st;
         }
     }
     if (dw && dU_done) FN(wg_weights_back)(dU, K, C, n_threads, dw);
@@ -791,16 +745,18 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
             REAL *U = buf + B * gc.K * gc.OH * gc.OW, *V = U + NP * WG_STRIDE(gc.K * I);
             REAL *M = V + NP * WG_STRIDE(I * nb * T);
             if (n0 == 0) FN(wg_weights_m)(w4, gc.K, I, 0, n_threads, m, U);
-            FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, U, gc.K, gc.OH, gc.OW, NULL, V, M,
-                              n_threads, gemm, buf, 0, m);
+            const int st = FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, U, gc.K, gc.OH, gc.OW,
+                                             NULL, V, M, n_threads, gemm, buf, 0, m);
+            if (st != CC_OK) return st;
             FN(wg5_merge_out)(buf, nb, O, OHf, OWf, bias, n_threads, outc);
         } else {
             /* the split input is transformed straight from the planes */
             REAL *U = buf, *V = U + NP * WG_STRIDE(O * 4 * I);
             REAL *M = V + NP * WG_STRIDE(4 * I * nb * T);
             if (n0 == 0) FN(wg_weights_m)(w4, O, 4 * I, 0, n_threads, m, U);
-            FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, U, O, OHf, OWf, bias, V, M,
-                              n_threads, gemm, outc, I, m);
+            const int st = FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, U, O, OHf, OWf,
+                                             bias, V, M, n_threads, gemm, outc, I, m);
+            if (st != CC_OK) return st;
         }
     }
     return CC_OK;
