@@ -249,16 +249,20 @@ def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch)
         np.testing.assert_array_equal(cc.conv2d(a, c, padding=1, **kw), ref)
 
 
-@pytest.mark.parametrize("shape", SHAPES[:4] + SHAPES[9:10])
-def test_float64_adjoint_identities(shape, rng, winograd, tile):
-    N, C, K, H, W, p = shape
-    x, w, _, dy = _data(rng, *shape, dtype=np.float64)
+def _assert_adjoints(x, w, dy, p, ref):
+    """<y, dy> = <x, dX> = <w, dW> in float64, and y against the loops' ref."""
     y = cc.conv2d(x, w, padding=p)
     dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=p)
     lhs = np.vdot(y, dy)
     assert abs(lhs - np.vdot(x, dx)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
     assert abs(lhs - np.vdot(w, dw)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
-    np.testing.assert_allclose(y, ref_conv(x, w, None, p), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(y, ref(x, w, None, p), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape", SHAPES[:4] + SHAPES[9:10])
+def test_float64_adjoint_identities(shape, rng, winograd, tile):
+    x, w, _, dy = _data(rng, *shape, dtype=np.float64)
+    _assert_adjoints(x, w, dy, shape[-1], ref_conv)
 
 
 def _assert_identical_for_any_thread_count(x, w, b, dy, p):
@@ -464,13 +468,7 @@ def test_5x5_bound_is_tight_enough_to_catch_a_wrong_tap(rng, winograd):
 @pytest.mark.parametrize("shape", SHAPES5[:3])
 def test_5x5_float64_adjoint_identities(shape, rng, winograd):
     x, w, _, dy = _data5(rng, *shape, dtype=np.float64)
-    p = shape[-1]
-    y = cc.conv2d(x, w, padding=p)
-    dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=p)
-    lhs = np.vdot(y, dy)
-    assert abs(lhs - np.vdot(x, dx)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
-    assert abs(lhs - np.vdot(w, dw)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
-    np.testing.assert_allclose(y, ref_conv5(x, w, None, p), rtol=1e-12, atol=1e-12)
+    _assert_adjoints(x, w, dy, shape[-1], ref_conv5)
 
 
 @pytest.mark.parametrize("channels", [(32, 48), (48, 32)])   # both cuts, both ways
