@@ -705,7 +705,7 @@ static int64_t FN(chunk_images)(const cc_conv_geom *g, int strategy, int64_t wor
     if (strategy == CC_CONV_WINOGRAD) {
         /* the transforms stream through V and M: a chunk that stays in
          * cache is faster than one long GEMM (shape-only, so deterministic) */
-        const int m = cc_wg_tile(g->OH, g->OW);
+        const int m = g->SH == 2 ? 2 : cc_wg_tile(g->OH, g->OW);   /* outputs a tile side */
         const int64_t T = ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
         const int64_t cap = CC_MAX(CC_MAX(1, CC_WG_CHUNK_ELEMS / per), (CC_WG_MIN_TILES + T - 1) / T);
         work_elems = CC_MIN(work_elems, fixed + cap * per);
@@ -783,6 +783,8 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
         if (dw) FN(wg5_dw)(dy, x, g, work, B, n_threads, gemm, dw);
         return dx ? FN(wg5_run)(dy, w, NULL, g, 1, work, B, n_threads, gemm, dx) : CC_OK;
     }
+    if (strategy == CC_CONV_WINOGRAD && g->SH == 2)
+        return FN(bwd_winograd_s2)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     if (strategy == CC_CONV_WINOGRAD)
         return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw, 1, 1, NULL);
     if (strategy == CC_CONV_DIRECT) {

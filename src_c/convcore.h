@@ -62,10 +62,13 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *                    the 1x1/stride-1/pad-0 case reads x directly.
  *   CC_CONV_BATCHED  a chunk of nb images side by side, columns (C*KH*KW, nb*L),
  *                    so that small images still make long GEMMs.
- *   CC_CONV_WINOGRAD 3x3, stride 1, dilation 1, groups 1, padding <= 2 only
- *                    (cc_conv_winograd_ok; other shapes fall back to BATCHED):
- *                    Winograd F(2x2, 3x3), 16 GEMMs over the 2x2 output tiles
- *                    of a chunk of images, 2.25x fewer multiplications.  Its
+ *   CC_CONV_WINOGRAD 3x3 at stride 1 or 2 (padding <= 2), or 5x5 at stride 1
+ *                    (padding <= 4); dilation 1, groups 1 (cc_conv_winograd_ok;
+ *                    other shapes fall back to BATCHED).  Stride 1: Winograd
+ *                    F(2x2, 3x3), 16 GEMMs over the 2x2 output tiles of a
+ *                    chunk of images, 2.25x fewer multiplications (5x5: four
+ *                    3x3 pieces).  Stride 2: 25 GEMMs per 2x2 output tile read
+ *                    from its 5x5 input patch, 1.44x fewer.  Its
  *                    rounding differs from a direct sum (the transforms add
  *                    a few roundings per term); inputs with Inf/NaN or
  *                    magnitudes near overflow take the BATCHED path.
@@ -100,8 +103,10 @@ int cc_conv_product_ok(const cc_conv_geom *g);
 int cc_conv_direct_ok(const cc_conv_geom *g);
 int cc_conv_direct_auto(const cc_conv_geom *g);
 
-/* Fewest input and output channels for which AUTO picks WINOGRAD. */
+/* Fewest input and output channels for which AUTO picks WINOGRAD, and the
+ * smallest output side for which it does at stride 2. */
 #define CC_WG_MIN_CHANNELS 32
+#define CC_WG_S2_MIN_SIDE 12
 
 /* Whether WINOGRAD applies to the shape, and whether AUTO picks it (float32). */
 int cc_conv_winograd_ok(const cc_conv_geom *g);

@@ -25,6 +25,15 @@
 #define WG_PAD 32
 #define WG_STRIDE(n) ((n) + WG_PAD)
 
+/* The tiles: 2 (F(2x2, 3x3)), 4 (F(4x4, 3x3)) and WG_S2 (stride 2, see
+ * wgs_in_phased); the outputs a tile side and the transformed values a tile. */
+#define WG_S2 (-2)
+#define WG_SIDE(m) ((m) == WG_S2 ? 2 : (m))
+#define WG_POINTS(m) ((m) == WG_S2 ? 25 : ((m) + 2) * ((m) + 2))
+/* (A's rows 0, 1, 2, 3, 4 for the stride-2 tile are its rows 0, 1, 2, 0, 2) */
+#define WGS_DY(a) ((a) == 3 ? 0 : (a) == 4 ? 2 : (a))
+#define WGS_DY_XI(xi) (WGS_DY((xi) / 5) * 3 + WGS_DY((xi) % 5))
+
 /* Workspace elements per chunk (V and M) that keep a chunk in cache. */
 #define CC_WG_CHUNK_ELEMS (1 << 20)
 /* ... but at least this many tiles, so the GEMMs stay long enough. */
@@ -109,21 +118,43 @@ CC_CLONES static void FN(wg_in_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, i
 #undef WG_COL
 
 /* Output transform of one plane: m[xi * s + ty * tw + tx] -> out (Hout, Wout)
- * plus bias.  Full 2x2 blocks run as a SIMD loop over tx. */
+ * plus bias.  Full 2x2 blocks run as a SIMD loop over tx.  s2: the stride-2
+ * tile's 25 values (see wgs_in_phased), else F(2x2, 3x3)'s 16. */
 #define WG_OUT(tx)                                                                \
-    const REAL s00 = mo[0 * s + tx] + mo[4 * s + tx] + mo[8 * s + tx];            \
-    const REAL s01 = mo[1 * s + tx] + mo[5 * s + tx] + mo[9 * s + tx];            \
-    const REAL s02 = mo[2 * s + tx] + mo[6 * s + tx] + mo[10 * s + tx];           \
-    const REAL s03 = mo[3 * s + tx] + mo[7 * s + tx] + mo[11 * s + tx];           \
-    const REAL s10 = mo[4 * s + tx] - mo[8 * s + tx] - mo[12 * s + tx];           \
-    const REAL s11 = mo[5 * s + tx] - mo[9 * s + tx] - mo[13 * s + tx];           \
-    const REAL s12 = mo[6 * s + tx] - mo[10 * s + tx] - mo[14 * s + tx];          \
-    const REAL s13 = mo[7 * s + tx] - mo[11 * s + tx] - mo[15 * s + tx];          \
-    const REAL o00 = s00 + s01 + s02 + bias, o01 = s01 - s02 - s03 + bias;        \
-    const REAL o10 = s10 + s11 + s12 + bias, o11 = s11 - s12 - s13 + bias
+    REAL o00, o01, o10, o11;                                                      \
+    if (s2) {                                                                     \
+        const REAL s00 = mo[0 * s + tx] + mo[5 * s + tx] + mo[15 * s + tx];       \
+        const REAL s01 = mo[1 * s + tx] + mo[6 * s + tx] + mo[16 * s + tx];       \
+        const REAL s02 = mo[2 * s + tx] + mo[7 * s + tx] + mo[17 * s + tx];       \
+        const REAL s03 = mo[3 * s + tx] + mo[8 * s + tx] + mo[18 * s + tx];       \
+        const REAL s04 = mo[4 * s + tx] + mo[9 * s + tx] + mo[19 * s + tx];       \
+        const REAL s10 = mo[5 * s + tx] + mo[10 * s + tx] + mo[20 * s + tx];      \
+        const REAL s11 = mo[6 * s + tx] + mo[11 * s + tx] + mo[21 * s + tx];      \
+        const REAL s12 = mo[7 * s + tx] + mo[12 * s + tx] + mo[22 * s + tx];      \
+        const REAL s13 = mo[8 * s + tx] + mo[13 * s + tx] + mo[23 * s + tx];      \
+        const REAL s14 = mo[9 * s + tx] + mo[14 * s + tx] + mo[24 * s + tx];      \
+        o00 = s00 + s01 + s03 + bias;                                             \
+        o01 = s01 + s02 + s04 + bias;                                             \
+        o10 = s10 + s11 + s13 + bias;                                             \
+        o11 = s11 + s12 + s14 + bias;                                             \
+    } else {                                                                      \
+        const REAL s00 = mo[0 * s + tx] + mo[4 * s + tx] + mo[8 * s + tx];        \
+        const REAL s01 = mo[1 * s + tx] + mo[5 * s + tx] + mo[9 * s + tx];        \
+        const REAL s02 = mo[2 * s + tx] + mo[6 * s + tx] + mo[10 * s + tx];       \
+        const REAL s03 = mo[3 * s + tx] + mo[7 * s + tx] + mo[11 * s + tx];       \
+        const REAL s10 = mo[4 * s + tx] - mo[8 * s + tx] - mo[12 * s + tx];       \
+        const REAL s11 = mo[5 * s + tx] - mo[9 * s + tx] - mo[13 * s + tx];       \
+        const REAL s12 = mo[6 * s + tx] - mo[10 * s + tx] - mo[14 * s + tx];      \
+        const REAL s13 = mo[7 * s + tx] - mo[11 * s + tx] - mo[15 * s + tx];      \
+        o00 = s00 + s01 + s02 + bias;                                             \
+        o01 = s01 - s02 - s03 + bias;                                             \
+        o10 = s10 + s11 + s12 + bias;                                             \
+        o11 = s11 - s12 - s13 + bias;                                             \
+    }
 
-CC_CLONES static void FN(wg_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw,
-                             REAL bias, int64_t Hout, int64_t Wout, REAL *CC_RESTRICT out)
+static inline __attribute__((always_inline)) void FN(wg_out_body)(
+    const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw, REAL bias, int64_t Hout,
+    int64_t Wout, REAL *CC_RESTRICT out, const int s2)
 {
     const int64_t full = Wout / 2;   /* blocks with both columns inside */
     int64_t ty, tx;
@@ -160,24 +191,47 @@ CC_CLONES static void FN(wg_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int
 }
 #undef WG_OUT
 
+CC_CLONES static void FN(wg_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw,
+                                       REAL bias, int64_t Hout, int64_t Wout, REAL *CC_RESTRICT out)
+{
+    FN(wg_out_body)(m, s, th, tw, bias, Hout, Wout, out, 0);
+}
+
+CC_CLONES static void FN(wgs_out_plane)(const REAL *CC_RESTRICT m, int64_t s, int64_t th, int64_t tw,
+                                        REAL bias, int64_t Hout, int64_t Wout, REAL *CC_RESTRICT out)
+{
+    FN(wg_out_body)(m, s, th, tw, bias, Hout, Wout, out, 1);
+}
+
 /* A g Aᵀ of the 2x2 blocks of one dy plane (OH, OW), zero past the edges:
- * m[xi * s + ty * tw + tx]. */
+ * m[xi * s + ty * tw + tx]; s2: the stride-2 tile's A (see wgs_in_phased),
+ * whose 25 values are 9 distinct ones: m[(WGS_DY(a) * 3 + WGS_DY(b)) * s + ...]
+ * holds value (a, b). */
 #define WG_DY(g00, g01, g10, g11)                                                 \
     do {                                                                          \
-        const REAL a0 = (g00), a1 = (g01), b0 = (g00) + (g10), b1 = (g01) + (g11); \
-        const REAL c0 = (g00) - (g10), c1 = (g01) - (g11), e0 = -(g10), e1 = -(g11); \
-        mo[0 * s + tx] = a0;  mo[1 * s + tx] = a0 + a1;                           \
-        mo[2 * s + tx] = a0 - a1;  mo[3 * s + tx] = -a1;                          \
-        mo[4 * s + tx] = b0;  mo[5 * s + tx] = b0 + b1;                           \
-        mo[6 * s + tx] = b0 - b1;  mo[7 * s + tx] = -b1;                          \
-        mo[8 * s + tx] = c0;  mo[9 * s + tx] = c0 + c1;                           \
-        mo[10 * s + tx] = c0 - c1;  mo[11 * s + tx] = -c1;                        \
-        mo[12 * s + tx] = e0;  mo[13 * s + tx] = e0 + e1;                         \
-        mo[14 * s + tx] = e0 - e1;  mo[15 * s + tx] = -e1;                        \
+        if (s2) {   /* (rows 3, 4 of A repeat rows 0, 2: 9 distinct values) */  \
+            const REAL a0 = (g00), a1 = (g01), b0 = (g00) + (g10), b1 = (g01) + (g11); \
+            const REAL c0 = (g10), c1 = (g11);                                    \
+            mo[0 * s + tx] = a0;  mo[1 * s + tx] = a0 + a1;  mo[2 * s + tx] = a1;  \
+            mo[3 * s + tx] = b0;  mo[4 * s + tx] = b0 + b1;  mo[5 * s + tx] = b1;  \
+            mo[6 * s + tx] = c0;  mo[7 * s + tx] = c0 + c1;  mo[8 * s + tx] = c1;  \
+        } else {                                                                  \
+            const REAL a0 = (g00), a1 = (g01), b0 = (g00) + (g10), b1 = (g01) + (g11); \
+            const REAL c0 = (g00) - (g10), c1 = (g01) - (g11), e0 = -(g10), e1 = -(g11); \
+            mo[0 * s + tx] = a0;  mo[1 * s + tx] = a0 + a1;                       \
+            mo[2 * s + tx] = a0 - a1;  mo[3 * s + tx] = -a1;                      \
+            mo[4 * s + tx] = b0;  mo[5 * s + tx] = b0 + b1;                       \
+            mo[6 * s + tx] = b0 - b1;  mo[7 * s + tx] = -b1;                      \
+            mo[8 * s + tx] = c0;  mo[9 * s + tx] = c0 + c1;                       \
+            mo[10 * s + tx] = c0 - c1;  mo[11 * s + tx] = -c1;                    \
+            mo[12 * s + tx] = e0;  mo[13 * s + tx] = e0 + e1;                     \
+            mo[14 * s + tx] = e0 - e1;  mo[15 * s + tx] = -e1;                    \
+        }                                                                         \
     } while (0)
 
-CC_CLONES static void FN(wg_dy_plane)(const REAL *CC_RESTRICT dy, int64_t OH, int64_t OW,
-                            int64_t th, int64_t tw, int64_t s, REAL *CC_RESTRICT m)
+static inline __attribute__((always_inline)) void FN(wg_dy_body)(
+    const REAL *CC_RESTRICT dy, int64_t OH, int64_t OW, int64_t th, int64_t tw, int64_t s,
+    REAL *CC_RESTRICT m, const int s2)
 {
     const int64_t full = OW / 2;
     int64_t ty, tx;
@@ -196,6 +250,18 @@ CC_CLONES static void FN(wg_dy_plane)(const REAL *CC_RESTRICT dy, int64_t OH, in
     }
 }
 #undef WG_DY
+
+CC_CLONES static void FN(wg_dy_plane)(const REAL *CC_RESTRICT dy, int64_t OH, int64_t OW,
+                                      int64_t th, int64_t tw, int64_t s, REAL *CC_RESTRICT m)
+{
+    FN(wg_dy_body)(dy, OH, OW, th, tw, s, m, 0);
+}
+
+CC_CLONES static void FN(wgs_dy_plane)(const REAL *CC_RESTRICT dy, int64_t OH, int64_t OW,
+                                       int64_t th, int64_t tw, int64_t s, REAL *CC_RESTRICT m)
+{
+    FN(wg_dy_body)(dy, OH, OW, th, tw, s, m, 1);
+}
 
 /* U[xi][o][i] = (G g Gᵀ)[xi] for the kernel of output channel o, input
  * channel i: g = w[o][i] (forward), or the flipped w[i][o] (flip: dX). */
@@ -425,6 +491,203 @@ static void FN(wg4_weights)(const REAL *w, int64_t K, int64_t C, int flip, int n
     }
 }
 
+/* ------------------------------------------------------------------ */
+/* Stride 2.  Each 2x2 block of outputs of a 3x3 kernel at stride 2 reads a
+ * 5x5 input patch (tiles 4 apart, overlapping by one row and column).  Per
+ * axis, the even taps g0, g2 meet the even inputs d0, d2, d4 as a 2-tap
+ * correlation, F(2, 2) with three products, and the odd tap g1 meets d1 and
+ * d3 directly:
+ *     m0 = (d0 - d2) g0,  m1 = d2 (g0 + g2),  m2 = (d4 - d2) g2,
+ *     m3 = d1 g1,  m4 = d3 g1;   y0 = m0 + m1 + m3,  y1 = m1 + m2 + m4,
+ * i.e. Y = Aᵀ [ (G g Gᵀ) ⊙ (Bᵀ d B) ] A with
+ *     Bᵀ = [1 0 -1 0 0; 0 0 1 0 0; 0 0 -1 0 1; 0 1 0 0 0; 0 0 0 1 0]
+ *     G  = [1 0 0; 1 0 1; 0 0 1; 0 1 0; 0 1 0]
+ *     Aᵀ = [1 1 0 1 0; 0 1 1 0 1].
+ * 25 multiplications per 2x2 outputs instead of 36 (1.44x fewer), and every
+ * coefficient is 0 or ±1.  The forward and dW run as for the stride-1 tiles
+ * (WG_S2 in wg_conv_chunk and bwd_winograd_s2).  dX is the adjoint of the
+ * forward: dy through A, the GEMMs with Uᵀ, then each tile's B (.) Bᵀ added
+ * into the plane, tiles in a fixed order. */
+
+/* the input transform of one plane from its phase-layout copy (wg4_pad_plane):
+ * column 4t + k of padded row r at r * 4(tw+1) + k(tw+1) + t, so the five
+ * columns 4tx .. 4tx + 4 of a tile are at unit stride over tx */
+#define S2_ROW(i, r)                                                              \
+    const REAL c##i##0 = (r)[tx], c##i##2 = (r)[2 * W1 + tx], c##i##4 = (r)[tx + 1]; \
+    const REAL t##i##0 = c##i##0 - c##i##2, t##i##1 = c##i##2,                      \
+               t##i##2 = c##i##4 - c##i##2, t##i##3 = (r)[W1 + tx],                 \
+               t##i##4 = (r)[3 * W1 + tx]
+#define S2_COL(j)                                                                 \
+    vo[(0 + j) * s + tx] = t0##j - t2##j;                                         \
+    vo[(5 + j) * s + tx] = t2##j;                                                 \
+    vo[(10 + j) * s + tx] = t4##j - t2##j;                                        \
+    vo[(15 + j) * s + tx] = t1##j;                                                \
+    vo[(20 + j) * s + tx] = t3##j
+CC_CLONES static void FN(wgs_in_phased)(const REAL *CC_RESTRICT ph4, int64_t th, int64_t tw,
+                                        int64_t s, REAL *CC_RESTRICT v)
+{
+    const int64_t W1 = tw + 1, rs = 4 * W1;
+    int64_t ty, tx;
+    for (ty = 0; ty < th; ++ty) {
+        const REAL *r0 = ph4 + 4 * ty * rs, *r1 = r0 + rs, *r2 = r1 + rs, *r3 = r2 + rs,
+                   *r4 = r3 + rs;
+        REAL *CC_RESTRICT vo = v + ty * tw;
+#pragma omp simd
+        for (tx = 0; tx < tw; ++tx) {
+            S2_ROW(0, r0);
+            S2_ROW(1, r1);
+            S2_ROW(2, r2);
+            S2_ROW(3, r3);
+            S2_ROW(4, r4);
+            S2_COL(0);
+            S2_COL(1);
+            S2_COL(2);
+            S2_COL(3);
+            S2_COL(4);
+        }
+    }
+}
+#undef S2_ROW
+#undef S2_COL
+
+/* U[xi][o][i] = (G g Gᵀ)[xi] for kernel w[o][i] (3 x 3), in double and
+ * rounded once (g0 + g2 and its 2-D sums round in float otherwise) */
+static void FN(wgs_weights)(const REAL *w, int64_t K, int64_t C, int n_threads, REAL *U)
+{
+    const int64_t OI = WG_STRIDE(K * C);
+    int64_t o;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && K * C > 4096) schedule(static)
+    for (o = 0; o < K; ++o) {
+        int64_t i;
+        for (i = 0; i < C; ++i) {
+            const REAL *src = w + (o * C + i) * 9;
+            double r[5][3];
+            int a, j;
+            for (j = 0; j < 3; ++j) {   /* G g: 5 x 3 */
+                r[0][j] = (double)src[j];
+                r[1][j] = (double)src[j] + (double)src[6 + j];
+                r[2][j] = (double)src[6 + j];
+                r[3][j] = r[4][j] = (double)src[3 + j];
+            }
+            for (a = 0; a < 5; ++a) {   /* (G g) Gᵀ, row a */
+                REAL *u = U + (a * 5) * OI + o * C + i;
+                u[0 * OI] = (REAL)r[a][0];
+                u[1 * OI] = (REAL)(r[a][0] + r[a][2]);
+                u[2 * OI] = (REAL)r[a][2];
+                u[3 * OI] = u[4 * OI] = (REAL)r[a][1];
+            }
+        }
+    }
+}
+
+/* dw[k][c] = Gᵀ dU[.][k][c] G (3 x 3), in double */
+static void FN(wgs_weights_back)(const REAL *dU, int64_t K, int64_t C, int n_threads, REAL *dw)
+{
+    int64_t t;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && K * C > 4096) schedule(static)
+    for (t = 0; t < K * C; ++t) {
+        double u[25], r[3][5];
+        int a, b;
+        for (a = 0; a < 25; ++a) u[a] = (double)dU[a * WG_STRIDE(K * C) + t];
+        for (b = 0; b < 5; ++b) {   /* Gᵀ dU: 3 x 5 */
+            r[0][b] = u[b] + u[5 + b];
+            r[1][b] = u[15 + b] + u[20 + b];
+            r[2][b] = u[5 + b] + u[10 + b];
+        }
+        for (a = 0; a < 3; ++a) {   /* (Gᵀ dU) G: 3 x 3 */
+            dw[t * 9 + a * 3 + 0] = (REAL)(r[a][0] + r[a][1]);
+            dw[t * 9 + a * 3 + 1] = (REAL)(r[a][3] + r[a][4]);
+            dw[t * 9 + a * 3 + 2] = (REAL)(r[a][1] + r[a][2]);
+        }
+    }
+}
+
+/* dX of one plane: z[xi * s + ty * tw + tx] (the GEMMs' Uᵀ M) through
+ * B (.) Bᵀ, each tile's 5x5 patch added at padded (4ty, 4tx), then the padding
+ * cut off into dx (H, W).  The patches go to `acc`, (4th + 2) rows of five
+ * phases (column 4t + k at k(tw+1) + t for k < 4, the fifth column 4t + 4 at
+ * 4(tw+1) + t), so no two tiles of a row write one place; rows that two tile
+ * rows share are added in the order of ty. */
+#define S2_ADJ(a0, a1, a2, a3, a4, o0, o1, o2, o3, o4)                            \
+    const REAL o0 = (a0), o1 = (a3), o2 = (a1) - (a0) - (a2), o3 = (a4), o4 = (a2)
+/* column b of the tile: B down the rows, e<i><b> */
+#define S2_DCOL(b)                                                                \
+    S2_ADJ(zo[(0 + b) * s + tx], zo[(5 + b) * s + tx], zo[(10 + b) * s + tx],     \
+           zo[(15 + b) * s + tx], zo[(20 + b) * s + tx], e0##b, e1##b, e2##b, e3##b, e4##b)
+/* row i of the patch: B along the row, added into the five phases */
+#define S2_DROW(i)                                                                \
+    do {                                                                          \
+        S2_ADJ(e##i##0, e##i##1, e##i##2, e##i##3, e##i##4, d0, d1, d2, d3, d4);  \
+        REAL *CC_RESTRICT row = ar + (i) * rs;                                    \
+        row[0 * W1 + tx] += d0;                                                   \
+        row[1 * W1 + tx] += d1;                                                   \
+        row[2 * W1 + tx] += d2;                                                   \
+        row[3 * W1 + tx] += d3;                                                   \
+        row[4 * W1 + tx] += d4;                                                   \
+    } while (0)
+CC_CLONES static void FN(wgs_dx_plane)(const REAL *CC_RESTRICT z, int64_t s, int64_t th,
+                                       int64_t tw, int64_t H, int64_t W, int64_t ph, int64_t pw,
+                                       REAL *CC_RESTRICT acc, REAL *CC_RESTRICT dx)
+{
+    const int64_t W1 = tw + 1, rs = 5 * W1, Hp = 4 * th + 2;
+    /* tiles t whose columns 4t .. 4t + 3 (less pw) all lie inside [0, W) */
+    const int64_t ta = (pw + 3) / 4, tb = CC_MAX(ta, CC_MIN(tw + 1, (W + pw - 3 + 3) / 4));
+    int64_t ty, tx, r, ih;
+    for (r = 0; r < Hp * rs; ++r) acc[r] = 0;
+    for (ty = 0; ty < th; ++ty) {
+        const REAL *CC_RESTRICT zo = z + ty * tw;
+        REAL *CC_RESTRICT ar = acc + 4 * ty * rs;
+#pragma omp simd
+        for (tx = 0; tx < tw; ++tx) {
+            S2_DCOL(0);
+            S2_DCOL(1);
+            S2_DCOL(2);
+            S2_DCOL(3);
+            S2_DCOL(4);
+            S2_DROW(0);
+            S2_DROW(1);
+            S2_DROW(2);
+            S2_DROW(3);
+            S2_DROW(4);
+        }
+    }
+    for (ih = 0; ih < H; ++ih) {
+        const int64_t pr = ih + ph;
+        const REAL *CC_RESTRICT p0 = acc + pr * rs, *CC_RESTRICT p1 = p0 + W1,
+                                *CC_RESTRICT p2 = p1 + W1, *CC_RESTRICT p3 = p2 + W1,
+                                *CC_RESTRICT p4 = p3 + W1;
+        REAL *CC_RESTRICT out = dx + ih * W;
+        int64_t iw, t;
+        if (pr >= Hp) {
+            for (iw = 0; iw < W; ++iw) out[iw] = 0;
+            continue;
+        }
+        /* padded column q = iw + pw = 4t + k: phase k at t, plus the fifth
+         * column of tile t - 1 when k = 0 */
+        for (iw = 0; iw < W && iw + pw < 4 * ta; ++iw) {
+            const int64_t q = iw + pw;
+            t = q / 4;
+            out[iw] = p0[(q % 4) * W1 + t] + (q % 4 == 0 && t > 0 ? p4[t - 1] : 0);
+        }
+#pragma omp simd
+        for (t = ta; t < tb; ++t) {
+            REAL *CC_RESTRICT o = out + 4 * t - pw;
+            o[0] = p0[t] + (t > 0 ? p4[t - 1] : 0);
+            o[1] = p1[t];
+            o[2] = p2[t];
+            o[3] = p3[t];
+        }
+        for (iw = CC_MAX(4 * tb - pw, 0); iw < W; ++iw) {
+            const int64_t q = iw + pw;
+            t = q / 4;
+            out[iw] = t > tw ? 0 : p0[(q % 4) * W1 + t] + (q % 4 == 0 && t > 0 ? p4[t - 1] : 0);
+        }
+    }
+}
+#undef S2_ADJ
+#undef S2_DCOL
+#undef S2_DROW
+
 /* One chunk of nb images through the forward transform:
  * in (nb, Cin, Hin, Win) padded by (ph, pw) -> out (nb, Kout, Hout, Wout),
  * with U (16, Kout, Cin) and scratch V (16, Cin, P), M (16, Kout, P). */
@@ -479,31 +742,34 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
         ph -= FN(wg5_off)[q][0];
         pw -= FN(wg5_off)[q][1];
     }
-    if (m == 4) {
+    if (m == 4 || m == WG_S2) {
         FN(wg4_pad_plane)(plane, Hin, Win, ph, pw, th, tw, scratch);
-        FN(wg4_in_phased)(scratch, th, tw, s, v);
+        if (m == 4) FN(wg4_in_phased)(scratch, th, tw, s, v);
+        else FN(wgs_in_phased)(scratch, th, tw, s, v);
     } else {
         FN(wg_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
     }
 }
 
-/* (split: as for wg_in_channel; m: the tile, 2 or 4 outputs a side, with U
- * transformed for it: wg_weights or wg4_weights) */
+/* (split: as for wg_in_channel; m: the tile, 2 or 4 outputs a side or WG_S2
+ * (stride 2), with U transformed for it: wg_weights, wg4_weights or wgs_weights) */
 static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
                               int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
                               int64_t Hout, int64_t Wout, const REAL *bias, REAL *V, REAL *M,
                               int n_threads, GEMM_T gemm, REAL *out, int64_t split, int m)
 {
-    const int64_t th = (Hout + m - 1) / m, tw = (Wout + m - 1) / m, T = th * tw, P = nb * T;
-    const int64_t NP = (m + 2) * (m + 2);
+    const int side = WG_SIDE(m);
+    const int64_t th = (Hout + side - 1) / side, tw = (Wout + side - 1) / side, T = th * tw, P = nb * T;
+    const int64_t NP = WG_POINTS(m);
     const int64_t npb = cc_nblocks(P, CC_LSPLIT, CC_LBLOCK), pbs = cc_blocksize(P, CC_LSPLIT, CC_LBLOCK);
     const int64_t nkb = cc_nblocks(Kout, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kout, CC_KBLOCK, CC_KBLOCK);
     const int64_t sU = WG_STRIDE(Kout * Cin), sV = WG_STRIDE(Cin * P), sM = WG_STRIDE(Kout * P);
-    /* F(4x4, 3x3) reads each plane from a zero-padded copy, one per thread */
-    const int64_t per = m == 4 ? (4 * th + 2) * 4 * (tw + 1) : 0;
-    REAL *scratch = m == 4 ? (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads)) : NULL;
+    /* F(4x4, 3x3) and stride 2 read each plane from a zero-padded copy, one
+     * per thread */
+    const int64_t per = m != 2 ? (4 * th + 2) * 4 * (tw + 1) : 0;
+    REAL *scratch = per ? (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads)) : NULL;
     int64_t i;
-    if (m == 4 && !scratch) return CC_ENOMEM;
+    if (per && !scratch) return CC_ENOMEM;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
         REAL *own = scratch ? scratch + per * CC_THREAD_NUM() : NULL;
@@ -528,6 +794,9 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
             const int64_t n = i / Kout, k = i % Kout;
             if (m == 4)
                 FN(wg4_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
+                                  out + i * Hout * Wout);
+            else if (m == WG_S2)
+                FN(wgs_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
                                   out + i * Hout * Wout);
             else
                 FN(wg_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
@@ -566,7 +835,8 @@ static int FN(wg_tame)(const REAL *p, int64_t n, int n_threads, double *maxabs)
 static void FN(wg_weights_m)(const REAL *w, int64_t K, int64_t C, int flip, int n_threads, int m,
                              REAL *U)
 {
-    if (m == 4) FN(wg4_weights)(w, K, C, flip, n_threads, U);
+    if (m == WG_S2) FN(wgs_weights)(w, K, C, n_threads, U);   /* (never flipped) */
+    else if (m == 4) FN(wg4_weights)(w, K, C, flip, n_threads, U);
     else FN(wg_weights)(w, K, C, flip, n_threads, U);
 }
 
@@ -574,8 +844,8 @@ static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
                             const cc_conv_geom *g, REAL *work, int64_t B,
                             int n_threads, GEMM_T gemm, REAL *y)
 {
-    const int m = cc_wg_tile(g->OH, g->OW), NP = (m + 2) * (m + 2);
-    const int64_t T = ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+    const int m = g->SH == 2 ? WG_S2 : cc_wg_tile(g->OH, g->OW), NP = WG_POINTS(m), e = WG_SIDE(m);
+    const int64_t T = ((g->OH + e - 1) / e) * ((g->OW + e - 1) / e);
     REAL *U = work, *V = U + NP * WG_STRIDE(g->K * g->C);
     int64_t n0;
     FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, U);
@@ -657,6 +927,83 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
         }
     }
     if (dw && dU_done) FN(wg_weights_back)(dU, K, C, n_threads, dw);
+    return CC_OK;
+}
+
+/* dX and dW of a stride-2 layer, over the chunks: dy through A once for
+ * both; dU[xi]ᵀ (+)= V[xi] Mᵀ[xi] as in bwd_winograd; Z[xi] (C x P) =
+ * U[xi]ᵀ M[xi] in V's place, then each plane through wgs_dx_plane. */
+static int FN(bwd_winograd_s2)(const REAL *dy, const REAL *x, const REAL *w,
+                               const cc_conv_geom *g, REAL *work, int64_t B,
+                               int n_threads, GEMM_T gemm, REAL *dx, REAL *dw)
+{
+    const int64_t K = g->K, C = g->C;
+    const int64_t th = (g->OH + 1) / 2, tw = (g->OW + 1) / 2, T = th * tw;
+    const int64_t nkb = cc_nblocks(K, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(K, CC_KBLOCK, CC_KBLOCK);
+    const int64_t ncb = cc_nblocks(C, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(C, CC_CBLOCK, CC_CBLOCK);
+    const int64_t sU = WG_STRIDE(K * C);
+    /* per thread: a plane's phase-layout copy (dW) or its dX accumulator */
+    const int64_t per = (4 * th + 2) * 5 * (tw + 1);
+    REAL *U = work, *dU = U + 25 * sU, *buf = dU + 25 * sU;
+    REAL *scratch = (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads));
+    int64_t n0;
+    if (!scratch) return CC_ENOMEM;
+    if (dx) FN(wgs_weights)(w, K, C, n_threads, U);
+    for (n0 = 0; n0 < g->N; n0 += B) {
+        const int64_t nb = CC_MIN(B, g->N - n0), P = nb * T;
+        const int64_t sV = WG_STRIDE(C * P), sM = WG_STRIDE(K * P);
+        const int64_t npb = cc_nblocks(P, CC_LSPLIT, CC_LBLOCK), pbs = cc_blocksize(P, CC_LSPLIT, CC_LBLOCK);
+        const REAL *dyc = dy + n0 * K * g->OH * g->OW;
+        const REAL *xc = x + n0 * C * g->H * g->W;
+        REAL *V = buf, *M = buf + 25 * sV;   /* (M: 9 distinct matrices, WGS_DY_XI) */
+        int64_t i;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+            REAL *own = scratch + per * CC_THREAD_NUM();
+#pragma omp for schedule(static) nowait
+            for (i = 0; i < (dw ? nb * C : 0); ++i) {
+                const int64_t n = i / C, c = i % C;
+                FN(wg_in_channel)(xc, n, c, C, 0, g->H, g->W, g->PH, g->PW, th, tw, sV, WG_S2,
+                                  own, V + c * P + n * T);
+            }
+#pragma omp for schedule(static)
+            for (i = 0; i < nb * K; ++i) {
+                const int64_t n = i / K, k = i % K;
+                FN(wgs_dy_plane)(dyc + i * g->OH * g->OW, g->OH, g->OW, th, tw, sM,
+                                 M + k * P + n * T);
+            }
+            /* dU[xi]ᵀ (C x K) (+)= V[xi] (C x P) . M[xi]ᵀ, the whole chunk per call */
+#pragma omp for schedule(dynamic, 1)
+            for (i = 0; i < (dw ? 25 * nkb * ncb : 0); ++i) {
+                const int64_t cb = i % ncb, kb = (i / ncb) % nkb, xi = i / (ncb * nkb);
+                const int64_t c0 = cb * cbs, k0 = kb * kbs;
+                const int m = (int)CC_MIN(cbs, C - c0), nn = (int)CC_MIN(kbs, K - k0);
+                const int kk = (int)P, lda = (int)P, ldb = (int)P, ldc = (int)C;
+                const REAL one = 1, beta = n0 == 0 ? 0 : 1;
+                gemm("T", "N", &m, &nn, &kk, &one, V + xi * sV + c0 * P, &lda,
+                     M + WGS_DY_XI(xi) * sM + k0 * P, &ldb, &beta, dU + xi * sU + k0 * C + c0, &ldc);
+            }
+            /* Z[xi]ᵀ (P x C) = M[xi]ᵀ (P x K) . U[xi] (K x C), into V */
+#pragma omp for schedule(dynamic, 1)
+            for (i = 0; i < (dx ? 25 * npb * ncb : 0); ++i) {
+                const int64_t cb = i % ncb, pb = (i / ncb) % npb, xi = i / (ncb * npb);
+                const int64_t c0 = cb * cbs, p0 = pb * pbs;
+                const int m = (int)CC_MIN(pbs, P - p0), nn = (int)CC_MIN(cbs, C - c0);
+                const int kk = (int)K, lda = (int)P, ldb = (int)C, ldc = (int)P;
+                const REAL one = 1, zero = 0;
+                gemm("N", "T", &m, &nn, &kk, &one, M + WGS_DY_XI(xi) * sM + p0, &lda,
+                     U + xi * sU + c0, &ldb, &zero, V + xi * sV + c0 * P + p0, &ldc);
+            }
+#pragma omp for schedule(static)
+            for (i = 0; i < (dx ? nb * C : 0); ++i) {
+                const int64_t n = i / C, c = i % C;
+                FN(wgs_dx_plane)(V + c * P + n * T, sV, th, tw, g->H, g->W, g->PH, g->PW, own,
+                                 dx + ((n0 + n) * C + c) * g->H * g->W);
+            }
+        }
+    }
+    free(scratch);
+    if (dw) FN(wgs_weights_back)(dU, K, C, n_threads, dw);
     return CC_OK;
 }
 
