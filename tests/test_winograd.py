@@ -1,7 +1,10 @@
-"""The Winograd paths of conv2d (3x3 or 5x5, stride 1, dilation 1, groups 1):
-F(2x2, 3x3), and F(4x4, 3x3) for the forward and dX of large enough planes.
+"""The Winograd paths of conv2d (3x3 at stride 1 or 2, 5x5 at stride 1;
+dilation 1, groups 1): F(2x2, 3x3), F(4x4, 3x3) for the forward and dX of
+large enough planes when asked for, and the stride-2 tile (2x2 outputs from
+5x5 patches).
 
-float32 takes it automatically from 32 input and output channels on; any
+float32 takes it automatically from 32 input and output channels on (at
+stride 2 from 12x12 outputs on); any
 dtype takes it when CONVCORE_CONV_STRATEGY=winograd.  Its rounding is not a
 direct sum's, so the float32 checks use the error bound of the transform
 algorithm itself, built here from absolute values of the transform matrices
@@ -511,3 +514,234 @@ def test_5x5_inf_and_nan_take_the_direct_path(where, rng, monkeypatch):
     first = 1 if where == "dy" else 0          # dy does not enter the forward pass
     for a, c in zip(got[0][first:], got[1][first:]):
         np.testing.assert_array_equal(a, c)
+
+
+# --------------------------------------------------------------- stride 2
+# 3x3 at stride 2: each 2x2 output block reads the 5x5 input patch under it
+# (patches 4 apart).  Per axis, F(2, 2) on the even taps and the direct
+# product on the odd one: 5 multiplications per 2 outputs instead of 6.
+BtS = np.array([[1, 0, -1, 0, 0], [0, 0, 1, 0, 0], [0, 0, -1, 0, 1],
+                [0, 1, 0, 0, 0], [0, 0, 0, 1, 0]], float)
+GS = np.array([[1, 0, 0], [1, 0, 1], [0, 0, 1], [0, 1, 0], [0, 1, 0]], float)
+AtS = np.array([[1, 1, 0, 1, 0], [0, 1, 1, 0, 1]], float)
+SHAPES2 = [  # N, C, K, H, W, padding
+    (2, 32, 32, 28, 28, 1),       # 14x14 outputs: AUTO takes it
+    (1, 33, 40, 25, 27, 1),       # odd outputs (13 x 14)
+    (2, 32, 32, 24, 26, 0),
+    (1, 32, 40, 25, 24, 2),
+    (2, 32, 32, 26, 30, (0, 2)),
+    (1, 32, 32, 5, 6, 1),         # fewer tiles than a SIMD vector
+    (1, 32, 32, 3, 3, 0),         # a single output
+]
+
+
+def _out2(n, p):
+    return (n + 2 * p - 3) // 2 + 1
+
+
+def ref_conv2(x, w, b, p):
+    ph, pw = _pair(p)
+    xp = np.pad(x.astype(np.float64), ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    OH, OW = _out2(x.shape[2], ph), _out2(x.shape[3], pw)
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))[:, :, ::2, ::2]
+    y = np.einsum("ncyxab,kcab->nkyx", win[:, :, :OH, :OW], w.astype(np.float64))
+    return y if b is None else y + b.astype(np.float64)[:, None, None]
+
+
+def ref_backward2(dy, x, w, p):
+    """dX by scattering every tap's product (the adjoint, written out), dW
+    from the strided windows; float64."""
+    ph, pw = _pair(p)
+    dy, x, w = (a.astype(np.float64) for a in (dy, x, w))
+    N, C, H, W = x.shape
+    OH, OW = dy.shape[2:]
+    dxp = np.zeros((N, C, H + 2 * ph + 2, W + 2 * pw + 2))
+    for a in range(3):
+        for c in range(3):
+            dxp[:, :, a:a + 2 * OH:2, c:c + 2 * OW:2] += np.einsum("nkyx,kc->ncyx", dy, w[:, :, a, c])
+    dx = dxp[:, :, ph:ph + H, pw:pw + W]
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    win = np.lib.stride_tricks.sliding_window_view(xp, (3, 3), axis=(2, 3))[:, :, ::2, ::2]
+    dw = np.einsum("ncyxab,nkyx->kcab", win[:, :, :OH, :OW], dy)
+    return dx, dw
+
+
+def _patches2(xa, ph, pw, th, tw):
+    """5x5 input patches, 4 apart, under each 2x2 output block (zeros past the edges)."""
+    N, C, H, W = xa.shape
+    xp = np.zeros((N, C, 4 * th + 1, 4 * tw + 1))
+    hh, ww = min(H, 4 * th + 1 - ph), min(W, 4 * tw + 1 - pw)
+    xp[:, :, ph:ph + hh, pw:pw + ww] = xa[:, :, :hh, :ww]
+    return np.lib.stride_tricks.sliding_window_view(xp, (5, 5), axis=(2, 3))[:, :, ::4, ::4][:, :, :th, :tw]
+
+
+def _dy_tiles2(dy, th, tw):
+    """|A| |dy block| |Aᵀ| for each 2x2 block of |dy| (zeros past the edges)."""
+    N, K, OH, OW = dy.shape
+    g = np.zeros((N, K, 2 * th, 2 * tw))
+    g[:, :, :OH, :OW] = np.abs(dy.astype(np.float64))
+    g = g.reshape(N, K, th, 2, tw, 2).transpose(0, 1, 2, 4, 3, 5)
+    return np.einsum("ai,nkyxij,bj->nkyxab", np.abs(AtS.T), g, np.abs(AtS.T))
+
+
+def wg2_bounds(x, w, b, dy, p, dw_ref):
+    """Float32 error bounds of the stride-2 algorithm for y, dX and dW, from
+    absolute values of its matrices.  Roundings outside the GEMM reductions:
+    y: 2 in Bᵀ d B, 1 for U (formed in double), 1 product, 4 in Aᵀ (.) A, 1
+    bias; dX: 2 in A dy Aᵀ, 1 for U, 1 product, 4 in B (.) Bᵀ, 3 where four
+    patches overlap; dW: 2 + 2 in the transforms, 1 product (+ u |dW| for the
+    final rounding)."""
+    ph, pw = _pair(p)
+    N, C, H, W = x.shape
+    OH, OW = _out2(H, ph), _out2(W, pw)
+    th, tw = -(-OH // 2), -(-OW // 2)
+    V = np.einsum("ia,ncyxab,jb->ncyxij", np.abs(BtS), _patches2(np.abs(x.astype(np.float64)), ph, pw, th, tw),
+                  np.abs(BtS))
+    U = np.einsum("ia,kcab,jb->kcij", np.abs(GS), np.abs(w.astype(np.float64)), np.abs(GS))
+    Y = np.einsum("ai,nkyxij,bj->nkyxab", np.abs(AtS), np.einsum("kcij,ncyxij->nkyxij", U, V), np.abs(AtS))
+    Y = Y.transpose(0, 1, 2, 4, 3, 5).reshape(N, -1, 2 * th, 2 * tw)[:, :, :OH, :OW]
+    if b is not None:
+        Y = Y + np.abs(b.astype(np.float64))[:, None, None]
+    M = _dy_tiles2(dy, th, tw)
+    Z = np.einsum("ia,ncyxab,jb->ncyxij", np.abs(BtS.T), np.einsum("kcij,nkyxij->ncyxij", U, M), np.abs(BtS.T))
+    D = np.zeros((N, C, 4 * th + 1, 4 * tw + 1))
+    for a in range(5):
+        for c in range(5):
+            D[:, :, a:a + 4 * th:4, c:c + 4 * tw:4] += Z[..., a, c]
+    D = np.pad(D, ((0, 0), (0, 0), (0, H), (0, W)))[:, :, ph:ph + H, pw:pw + W]
+    dU = np.einsum("nkyxij,ncyxij->kcij", M, V)
+    Wb = np.einsum("ai,kcij,bj->kcab", np.abs(GS.T), dU, np.abs(GS.T))
+    K = w.shape[0]
+    return ((C + 9) * U32 * 1.01 * Y, (K + 11) * U32 * 1.01 * D,
+            (N * th * tw + 5) * U32 * 1.01 * Wb + U32 * np.abs(dw_ref))
+
+
+def _check2(x, w, b, dy, p):
+    y = cc.conv2d(x, w, b, stride=2, padding=p)
+    dx, dw, db = cc.conv2d_backward(dy, x, w, stride=2, padding=p)
+    dx_ref, dw_ref = ref_backward2(dy, x, w, p)
+    by, bdx, bdw = wg2_bounds(x, w, b, dy, p, dw_ref)
+    _within(y, ref_conv2(x, w, b, p), by)
+    _within(dx, dx_ref, bdx)
+    _within(dw, dw_ref, bdw)
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def _data2(rng, N, C, K, H, W, p, dtype=np.float32):
+    ph, pw = _pair(p)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, 3, 3)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    dy = rng.standard_normal((N, K, _out2(H, ph), _out2(W, pw))).astype(dtype)
+    return x, w, b, dy
+
+
+@pytest.mark.parametrize("shape", SHAPES2)
+def test_stride2_float32_within_the_winograd_bound(shape, rng, winograd):
+    _check2(*_data2(rng, *shape), shape[-1])
+
+
+def test_stride2_bound_is_tight_enough_to_catch_a_wrong_tap(rng, winograd):
+    x, w, b, dy = _data2(rng, 2, 32, 32, 28, 28, 1)
+    y = cc.conv2d(x, w, b, stride=2, padding=1)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, stride=2, padding=1)
+    dx_ref, dw_ref = ref_backward2(dy, x, w, 1)
+    by, bdx, bdw = wg2_bounds(x, w, b, dy, 1, dw_ref)
+    assert np.all(np.abs(y - ref_conv2(x, w, b, 1)) <= by)
+    w2 = w.copy()
+    w2[3, 5, 0, 1] += 0.1
+    assert not np.all(np.abs(y - ref_conv2(x, w2, b, 1)) <= by)
+    assert not np.all(np.abs(dx - ref_backward2(dy, x, w2, 1)[0]) <= bdx)
+    dw2 = dw_ref.copy()
+    dw2[3, 5, 2, 2] += 0.1
+    assert not np.all(np.abs(dw - dw2) <= bdw)
+
+
+@pytest.mark.parametrize("shape", SHAPES2[:5])
+def test_stride2_float64_adjoint_identities(shape, rng, winograd):
+    x, w, _, dy = _data2(rng, *shape, dtype=np.float64)
+    p = shape[-1]
+    y = cc.conv2d(x, w, stride=2, padding=p)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, stride=2, padding=p)
+    lhs = np.vdot(y, dy)
+    assert abs(lhs - np.vdot(x, dx)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
+    assert abs(lhs - np.vdot(w, dw)) <= 1e-12 * np.abs(y).sum() * np.abs(dy).max()
+    np.testing.assert_allclose(y, ref_conv2(x, w, None, p), rtol=1e-12, atol=1e-12)
+    dx_ref, dw_ref = ref_backward2(dy, x, w, p)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-11)
+
+
+def test_stride2_results_identical_for_any_thread_count(rng, winograd):
+    x, w, b, dy = _data2(rng, 3, 32, 40, 29, 27, 1)
+    old = cc.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2, 3):
+            cc.set_num_threads(t)
+            out.append((cc.conv2d(x, w, b, stride=2, padding=1),
+                        *cc.conv2d_backward(dy, x, w, stride=2, padding=1)))
+    finally:
+        cc.set_num_threads(old)
+    for other in out[1:]:
+        for a, c in zip(out[0], other):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_stride2_small_workspace_chunks_stay_within_the_bound(rng, winograd):
+    x, w, b, dy = _data2(rng, 6, 32, 32, 28, 28, 1)
+    old = cc.get_workspace_limit()
+    try:
+        cc.set_workspace_limit(400_000)        # a few images per chunk
+        _check2(x, w, b, dy, 1)
+    finally:
+        cc.set_workspace_limit(old)
+
+
+def test_stride2_auto_takes_winograd_from_12x12_outputs(rng, monkeypatch):
+    """AUTO: float32 stride-2 layers of 32 channels and more with outputs of
+    at least 12x12 run the Winograd path, smaller outputs the im2col one."""
+    for H, strategy in ((24, "winograd"), (22, "batched")):    # 12x12 and 11x11 outputs
+        x, w, b, dy = _data2(rng, 2, 32, 32, H, H, 1)
+        auto = (cc.conv2d(x, w, b, stride=2, padding=1),
+                *cc.conv2d_backward(dy, x, w, stride=2, padding=1))
+        got = {}
+        for s in ("winograd", "batched"):
+            monkeypatch.setenv("CONVCORE_CONV_STRATEGY", s)
+            got[s] = (cc.conv2d(x, w, b, stride=2, padding=1),
+                      *cc.conv2d_backward(dy, x, w, stride=2, padding=1))
+        monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+        other = "batched" if strategy == "winograd" else "winograd"
+        for a, c in zip(auto, got[strategy]):
+            np.testing.assert_array_equal(a, c)
+        assert not np.array_equal(auto[0], got[other][0])
+
+
+@pytest.mark.parametrize("where", ["x", "w", "dy"])
+def test_stride2_inf_and_nan_take_the_direct_path(where, rng, monkeypatch):
+    x, w, b, dy = _data2(rng, 2, 32, 32, 28, 28, 1)
+    {"x": x, "w": w, "dy": dy}[where][1, 3, 2, 2] = np.nan if where == "w" else np.inf
+    got = []
+    for strategy in ("", "winograd", "batched"):
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+        with np.errstate(all="ignore"):
+            got.append((cc.conv2d(x, w, b, stride=2, padding=1),
+                        *cc.conv2d_backward(dy, x, w, stride=2, padding=1)))
+    first = 1 if where == "dy" else 0
+    for res in got[:2]:
+        for a, c in zip(res[first:], got[2][first:]):
+            np.testing.assert_array_equal(a, c)
+
+
+def test_stride2_matches_torch_on_a_resnet_downsampling_layer(rng):
+    torch = pytest.importorskip("torch", reason="parity with torch needs torch installed")
+    x, w, b, dy = _data2(rng, 2, 64, 128, 28, 28, 1)
+    tx = torch.from_numpy(x).requires_grad_()
+    tw = torch.from_numpy(w).requires_grad_()
+    ty = torch.nn.functional.conv2d(tx, tw, torch.from_numpy(b), stride=2, padding=1)
+    ty.backward(torch.from_numpy(dy))
+    y = cc.conv2d(x, w, b, stride=2, padding=1)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, stride=2, padding=1)
+    for got, want in ((y, ty.detach().numpy()), (dx, tx.grad.numpy()), (dw, tw.grad.numpy())):
+        scale = np.abs(want).max()
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * scale)
