@@ -692,6 +692,7 @@ CC_CLONES static void FN(wgs_dx_plane)(const REAL *CC_RESTRICT z, int64_t s, int
  * in (nb, Cin, Hin, Win) padded by (ph, pw) -> out (nb, Kout, Hout, Wout),
  * with U (16, Kout, Cin) and scratch V (16, Cin, P), M (16, Kout, P). */
 static const int FN(wg5_off)[4][2];
+static void FN(wg5_live)(int64_t xi, int m, int64_t *lo, int64_t *hi);
 
 /* Input transform of channel c of image n of a chunk of Cin channels into v.
  * split = 0: plane n*Cin + c of in.  split > 0: a 5x5 layer's split input
@@ -756,7 +757,8 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
 static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
                               int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
                               int64_t Hout, int64_t Wout, const REAL *bias, REAL *V, REAL *M,
-                              int n_threads, GEMM_T gemm, REAL *out, int64_t split, int m)
+                              int n_threads, GEMM_T gemm, REAL *out, int64_t split, int m,
+                              int64_t split_out)
 {
     const int side = WG_SIDE(m);
     const int64_t th = (Hout + side - 1) / side, tw = (Wout + side - 1) / side, T = th * tw, P = nb * T;
@@ -782,12 +784,30 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
 #pragma omp for schedule(dynamic, 1)
         for (i = 0; i < NP * npb * nkb; ++i) {
             const int64_t kb = i % nkb, pb = (i / nkb) % npb, xi = i / (nkb * npb);
-            const int64_t p0 = pb * pbs, k0 = kb * kbs;
-            const int m = (int)CC_MIN(pbs, P - p0), nn = (int)CC_MIN(kbs, Kout - k0);
-            const int kk = (int)Cin, lda = (int)P, ldb = (int)Cin, ldc = (int)P;
+            const int64_t p0 = pb * pbs;
+            const int mm = (int)CC_MIN(pbs, P - p0), lda = (int)P, ldb = (int)Cin, ldc = (int)P;
             const REAL one = 1, zero = 0;
-            gemm("N", "N", &m, &nn, &kk, &one, V + xi * sV + p0, &lda,
-                 U + xi * sU + k0 * Cin, &ldb, &zero, M + xi * sM + k0 * P + p0, &ldc);
+            /* a 5x5 layer's split side: only the live pieces (wg5_live) */
+            int64_t lo = 0, hi = 4, c0 = 0, c1 = Cin, k0 = kb * kbs, k1 = CC_MIN(k0 + kbs, Kout), k;
+            if (split || split_out) FN(wg5_live)(xi, m, &lo, &hi);
+            if (split) {
+                c0 = lo * split;
+                c1 = hi * split;
+            }
+            if (split_out) {   /* rows of dead pieces are zero */
+                const int64_t a = CC_MAX(k0, lo * split_out), b = CC_MIN(k1, hi * split_out);
+                for (k = k0; k < k1; ++k) {
+                    if (k >= a && k < b) continue;
+                    memset(M + xi * sM + k * P + p0, 0, sizeof(REAL) * (size_t)mm);
+                }
+                k0 = a;
+                k1 = b;
+            }
+            if (k1 > k0) {
+                const int nn = (int)(k1 - k0), kk = (int)(c1 - c0);
+                gemm("N", "N", &mm, &nn, &kk, &one, V + xi * sV + c0 * P + p0, &lda,
+                     U + xi * sU + k0 * Cin + c0, &ldb, &zero, M + xi * sM + k0 * P + p0, &ldc);
+            }
         }
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Kout; ++i) {
@@ -854,7 +874,7 @@ static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
         REAL *M = V + NP * WG_STRIDE(g->C * nb * T);
         const int st = FN(wg_conv_chunk)(x + n0 * g->C * g->H * g->W, nb, g->C, g->H, g->W,
                                          g->PH, g->PW, U, g->K, g->OH, g->OW, b, V, M,
-                                         n_threads, gemm, y + n0 * g->K * g->OH * g->OW, 0, m);
+                                         n_threads, gemm, y + n0 * g->K * g->OH * g->OW, 0, m, 0);
         if (st != CC_OK) return st;
     }
     return CC_OK;
@@ -908,12 +928,30 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp for schedule(dynamic, 1)
                 for (i = 0; i < 16 * nkb * ncb; ++i) {
                     const int64_t cb = i % ncb, kb = (i / ncb) % nkb, xi = i / (ncb * nkb);
-                    const int64_t c0 = cb * cbs, k0 = kb * kbs;
-                    const int m = (int)CC_MIN(cbs, C - c0), nn = (int)CC_MIN(kbs, K - k0);
+                    const int64_t k0 = kb * kbs;
+                    const int nn = (int)CC_MIN(kbs, K - k0);
                     const int kk = (int)P, lda = (int)P, ldb = (int)P, ldc = (int)C;
                     const REAL one = 1, beta = n0 == 0 && dU_zero ? 0 : 1;
-                    gemm("T", "N", &m, &nn, &kk, &one, V + xi * sV + c0 * P, &lda,
-                         Mt + xi * sM + k0 * P, &ldb, &beta, dU + xi * sU + k0 * C + c0, &ldc);
+                    int64_t c0 = cb * cbs, c1 = CC_MIN(c0 + cbs, C);
+                    if (g5) {
+                        /* only the live pieces' part of dU (wg5_live); the
+                         * rest feeds only the dropped sixth row and column
+                         * of dW, and stays zero */
+                        int64_t lo, hi, k, c;
+                        FN(wg5_live)(xi, 2, &lo, &hi);
+                        if (beta == 0)
+                            for (k = k0; k < k0 + nn; ++k)
+                                for (c = c0; c < c1; ++c)
+                                    if (c < lo * g5->C || c >= hi * g5->C) dU[xi * sU + k * C + c] = 0;
+                        c0 = CC_MAX(c0, lo * g5->C);
+                        c1 = CC_MIN(c1, hi * g5->C);
+                        if (c1 <= c0) continue;
+                    }
+                    {
+                        const int m = (int)(c1 - c0);
+                        gemm("T", "N", &m, &nn, &kk, &one, V + xi * sV + c0 * P, &lda,
+                             Mt + xi * sM + k0 * P, &ldb, &beta, dU + xi * sU + k0 * C + c0, &ldc);
+                    }
                 }
             }
         }
@@ -922,7 +960,7 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
             REAL *Vd = buf, *Md = buf + NPx * WG_STRIDE(K * nb * Th);
             const int st = FN(wg_conv_chunk)(dyc, nb, K, g->OH, g->OW, 2 - g->PH, 2 - g->PW, Ud,
                                              C, g->H, g->W, NULL, Vd, Md, n_threads, gemm,
-                                             dx + n0 * C * g->H * g->W, 0, mx);
+                                             dx + n0 * C * g->H * g->W, 0, mx, 0);
             if (st != CC_OK) return st;
         }
     }
@@ -1022,7 +1060,21 @@ static int FN(bwd_winograd_s2)(const REAL *dy, const REAL *x, const REAL *w,
  *                 shifted by the q-th offset, in q order, plus the bias.
  * dX is the same with dy as the input (padding 4 - p) and the flipped,
  * transposed kernel; dW is the adjoint of the forward with its input split. */
-static const int FN(wg5_off)[4][2] = {{0, 0}, {0, 3}, {3, 0}, {3, 3}};
+static const int FN(wg5_off)[4][2] = {{0, 3}, {0, 0}, {3, 0}, {3, 3}};
+
+/* The pieces whose transformed kernel can be nonzero at point xi of the tile
+ * m: [*lo, *hi) in the order of wg5_off.  A piece whose last column (the
+ * sixth of the 6x6 kernel) is zero has U = 0 in the last point column, as
+ * G's last row is (0, 0, 1); likewise for the last row.  The order above
+ * keeps each live set contiguous, so the GEMMs skip the rest: 49 of 64
+ * products per 2x2 outputs for F(2x2, 3x3). */
+static void FN(wg5_live)(int64_t xi, int m, int64_t *lo, int64_t *hi)
+{
+    const int n = m + 2, last_row = xi / n == n - 1, last_col = xi % n == n - 1;
+    /* zero last column: pieces 0 (0, 3) and 3 (3, 3); zero last row: 2 and 3 */
+    *lo = last_col ? 1 : 0;
+    *hi = last_row ? 2 : last_col ? 3 : 4;
+}
 
 /* y (nb, O, OHf, OWf) = sum over q of z (nb, 4O, OHf+3, OWf+3) shifted, + bias */
 static void FN(wg5_merge_out)(const REAL *z, int64_t nb, int64_t O, int64_t OHf, int64_t OWf,
@@ -1039,8 +1091,10 @@ static void FN(wg5_merge_out)(const REAL *z, int64_t nb, int64_t O, int64_t OHf,
         REAL *yo = y + i * OHf * OWf;
         int64_t r, sx;
         for (r = 0; r < OHf; ++r) {
-            const REAL *a = z0 + r * W3, *b = z1 + r * W3 + 3, *c = z2 + (r + 3) * W3,
-                       *d = z3 + (r + 3) * W3 + 3;
+            const REAL *a = z0 + (r + FN(wg5_off)[0][0]) * W3 + FN(wg5_off)[0][1],
+                       *b = z1 + (r + FN(wg5_off)[1][0]) * W3 + FN(wg5_off)[1][1],
+                       *c = z2 + (r + FN(wg5_off)[2][0]) * W3 + FN(wg5_off)[2][1],
+                       *d = z3 + (r + FN(wg5_off)[3][0]) * W3 + FN(wg5_off)[3][1];
             REAL *yr = yo + r * OWf;
             for (sx = 0; sx < OWf; ++sx) yr[sx] = (((a[sx] + b[sx]) + c[sx]) + d[sx]) + bo;
         }
@@ -1093,7 +1147,7 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
             REAL *M = V + NP * WG_STRIDE(I * nb * T);
             if (n0 == 0) FN(wg_weights_m)(w4, gc.K, I, 0, n_threads, m, U);
             const int st = FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, U, gc.K, gc.OH, gc.OW,
-                                             NULL, V, M, n_threads, gemm, buf, 0, m);
+                                             NULL, V, M, n_threads, gemm, buf, 0, m, O);
             if (st != CC_OK) return st;
             FN(wg5_merge_out)(buf, nb, O, OHf, OWf, bias, n_threads, outc);
         } else {
@@ -1102,7 +1156,7 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
             REAL *M = V + NP * WG_STRIDE(4 * I * nb * T);
             if (n0 == 0) FN(wg_weights_m)(w4, O, 4 * I, 0, n_threads, m, U);
             const int st = FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, U, O, OHf, OWf,
-                                             bias, V, M, n_threads, gemm, outc, I, m);
+                                             bias, V, M, n_threads, gemm, outc, I, m, 0);
             if (st != CC_OK) return st;
         }
     }
@@ -1132,7 +1186,9 @@ static int FN(wg5_dw)(const REAL *dy, const REAL *x, const cc_conv_geom *g, REAL
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && K * C > 4096) schedule(static)
     for (i = 0; i < K * C * 25; ++i) {
         const int64_t kc = i / 25, kh = (i % 25) / 5, kw = i % 5;
-        const int64_t k = kc / C, c = kc % C, q = (kh >= 3 ? 2 : 0) + (kw >= 3 ? 1 : 0);
+        const int64_t k = kc / C, c = kc % C;
+        int64_t q = 0;
+        while (FN(wg5_off)[q][0] != (kh >= 3 ? 3 : 0) || FN(wg5_off)[q][1] != (kw >= 3 ? 3 : 0)) ++q;
         dw[i] = dw4[((k * 4 + q) * C + c) * 9 + (kh % 3) * 3 + kw % 3];
     }
     return CC_OK;

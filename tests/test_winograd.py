@@ -349,7 +349,7 @@ def test_matches_torch_on_a_vgg_layer(rng):
 # A 5x5 kernel, zero-extended to 6x6, is four 3x3 pieces at these offsets; the
 # library runs them through F(2x2, 3x3), either over 4C shifted copies of the
 # input or as four correlations whose outputs are shifted and summed.
-OFFSETS = [(0, 0), (0, 3), (3, 0), (3, 3)]
+OFFSETS = [(0, 3), (0, 0), (3, 0), (3, 3)]
 SHAPES5 = [  # N, C, K, H, W, padding
     (2, 32, 48, 9, 9, 2),       # forward splits the input, dX the output
     (1, 48, 32, 8, 11, 2),      # the other way round
