@@ -1050,8 +1050,9 @@ static int FN(bwd_winograd_s2)(const REAL *dy, const REAL *x, const REAL *w,
  * offsets (a_q, b_q) in {0, 3}^2, so with xp the padded input
  *     y[oh, ow] = sum over q, r, s < 3 of w_q[r][s] . xp[oh + a_q + r][ow + b_q + s],
  * a sum of four 3x3 correlations that F(2x2, 3x3) runs with 16 products per
- * 2x2 outputs per piece: 16 per output and channel pair against 25, 1.56x
- * fewer, at the price of transforming four times the channels on one side.
+ * 2x2 outputs per piece, less those of the zero sixth row and column
+ * (wg5_live): 49 per 2x2 outputs and channel pair against 100, 2.04x fewer,
+ * at the price of transforming four times the channels on one side.
  * cc_wg5_geom picks the side with fewer channels:
  *   split input:  4I channels, channel (q, i) = xp shifted by the q-th
  *                 offset (OH+2 x OW+2), kernel (o, (q, i)) = w_q of (o, i);
