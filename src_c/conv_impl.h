@@ -13,44 +13,58 @@
 #define CC_KBLOCK 256    /* output channels per GEMM tile */
 #define CC_CBLOCK 256    /* C*KH*KW rows per GEMM tile */
 
-/* the vector kernels: direct, pointwise and depthwise */
-#include "direct_impl.h"
-
-/* im2col of rows [r0, r1) of one image.
+/* im2col of rows [r0, r1) and output positions [l0, l1) of one image.
  *   x   (C, H, W)        [in]  one image
- *   col (C*KH*KW, L)     [out] rows r0..r1-1 overwritten; row r starts at col + r*ldc */
-static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
-                            int64_t r0, int64_t r1, int64_t ldc, REAL *CC_RESTRICT col)
+ *   col                  [out] position l of row r at col + r*ldc + (l - l0) */
+static void FN(im2col_span)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
+                            int64_t r0, int64_t r1, int64_t l0, int64_t l1,
+                            int64_t ldc, REAL *CC_RESTRICT col)
 {
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
+    const int64_t H = g->H, W = g->W, OW = g->OW;
     const int64_t KH = g->KH, KW = g->KW;
     int64_t r;
+    if (l1 <= l0) return;
     for (r = r0; r < r1; ++r) {
         const int64_t c = r / (KH * KW), kh = (r / KW) % KH, kw = r % KW;
         const int64_t hoff = kh * g->DH - g->PH, woff = kw * g->DW - g->PW;
         const REAL *xc = x + c * H * W;
-        REAL *dst = col + r * ldc;
-        int64_t lo, hi, oh, ow;
+        REAL *row = col + r * ldc;
+        int64_t lo, hi, oh;
         cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
-        for (oh = 0; oh < OH; ++oh, dst += OW) {
-            const int64_t ih = oh * g->SH + hoff;
+        for (oh = l0 / OW; oh * OW < l1; ++oh) {
+            /* the positions of output row oh in [l0, l1): ow in [a, e) */
+            const int64_t ih = oh * g->SH + hoff, base = oh * OW;
+            const int64_t a = CC_MAX(l0 - base, 0), e = CC_MIN(l1 - base, OW);
+            const int64_t va = CC_MAX(a, lo), ve = CC_MIN(e, hi);
+            REAL *d = row + (base + a - l0);   /* d[ow - a]: position base + ow */
             const REAL *src;
-            if (ih < 0 || ih >= H) {
-                for (ow = 0; ow < OW; ++ow) dst[ow] = 0;
+            int64_t ow;
+            if (ih < 0 || ih >= H || ve <= va) {
+                for (ow = a; ow < e; ++ow) d[ow - a] = 0;
                 continue;
             }
             src = xc + ih * W + woff;
-            for (ow = 0; ow < lo; ++ow) dst[ow] = 0;
+            for (ow = a; ow < va; ++ow) d[ow - a] = 0;
             if (g->SW == 1) {
-                for (ow = lo; ow < hi; ++ow) dst[ow] = src[ow];
+                for (ow = va; ow < ve; ++ow) d[ow - a] = src[ow];
             } else {
                 const int64_t SW = g->SW;
-                for (ow = lo; ow < hi; ++ow) dst[ow] = src[ow * SW];
+                for (ow = va; ow < ve; ++ow) d[ow - a] = src[ow * SW];
             }
-            for (ow = hi; ow < OW; ++ow) dst[ow] = 0;
+            for (ow = ve; ow < e; ++ow) d[ow - a] = 0;
         }
     }
 }
+
+/* im2col of rows [r0, r1) of one image, all positions: row r at col + r*ldc */
+static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
+                            int64_t r0, int64_t r1, int64_t ldc, REAL *CC_RESTRICT col)
+{
+    FN(im2col_span)(x, g, r0, r1, 0, g->OH * g->OW, ldc, col);
+}
+
+/* the vector kernels: direct, pointwise and depthwise */
+#include "direct_impl.h"
 
 /* col2im of one (n, c) plane: the plane is overwritten with the sum of its
  * column entries, added in the fixed order (kh, kw, oh, ow).
@@ -281,16 +295,15 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
         REAL *cols = work, *T = work + CKK * nbL;
         int64_t i;
         if (Mt) {
-            /* (the kernel starts its own team) */
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
-            for (i = 0; i < nb * CKK; ++i) {
-                const int64_t r = i / nb, n = i % nb;
-                FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
-            }
-            if (FN(pw_images)(Mt, g->K, CKK, cols, 1, nbL, NULL, n_threads, T) != CC_OK) {
+            /* the kernel builds each block of columns itself, from x, and
+             * writes y (it starts its own team) */
+            const int st = FN(pw_images)(Mt, g->K, CKK, x + n0 * g->C * HW, nb, L, b, n_threads,
+                                         y + n0 * g->K * L, g);
+            if (st != CC_OK) {
                 free(Mt);
-                return CC_ENOMEM;
+                return st;
             }
+            continue;
         }
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {

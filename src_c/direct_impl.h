@@ -226,6 +226,7 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
  * i in order, so results do not depend on the thread count. */
 #define CC_PWO 8
 #define CC_PWP (2 * CC_DKB)
+#define CC_PW_SPAN 4   /* position blocks a task builds at once from x */
 
 /* rows [o0, o0 + no) x positions [0, np) of out (row stride ldo) from the
  * block mt of Mt and CC_PWP positions of in (row stride ldi), plus bias */
@@ -277,36 +278,47 @@ CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *C
  * Tasks are (image, block of CC_PWP positions).  Each block is first copied
  * into a per-thread buffer of I x CC_PWP (zero past the end of a row): the
  * row blocks of M then read it contiguously, from cache, instead of I rows
- * a whole image apart. */
+ * a whole image apart.  With g, `in` is the layer's input x (N, C, H, W) and
+ * each block is its im2col columns (I = C*KH*KW, P = OH*OW), built straight
+ * into the buffer. */
 static int FN(pw_images)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, int64_t N,
-                         int64_t P, const REAL *bias, int n_threads, REAL *out)
+                         int64_t P, const REAL *bias, int n_threads, REAL *out,
+                         const cc_conv_geom *g)
 {
-    const int64_t npb = (P + CC_PWP - 1) / CC_PWP, nob = (O + CC_PWO - 1) / CC_PWO;
+    /* positions a task: im2col pays a little per row and span, so from x
+     * it builds CC_PW_SPAN blocks at once */
+    const int64_t bw = g ? CC_PW_SPAN * CC_PWP : CC_PWP;
+    const int64_t npb = (P + bw - 1) / bw, nob = (O + CC_PWO - 1) / CC_PWO;
     const int64_t tasks = N * npb;
     int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && tasks > 1) reduction(| : failed)
     {
-        REAL *blk = (REAL *)malloc((size_t)(I * CC_PWP + CC_DKB) * sizeof(REAL));
+        REAL *blk = (REAL *)malloc((size_t)(I * bw + CC_DKB) * sizeof(REAL));
         int64_t t;
         if (!blk) failed = 1;
 #pragma omp for schedule(static)
         for (t = 0; t < tasks; ++t) {
-            const int64_t n = t / npb, p0 = (t % npb) * CC_PWP, np = CC_MIN(CC_PWP, P - p0);
+            const int64_t n = t / npb, p0 = (t % npb) * bw, np = CC_MIN(bw, P - p0);
             const REAL *src = in + n * I * P + p0;
-            int64_t i, j, ob;
+            int64_t i, j, ob, q;
             if (!blk) continue;
-            if (np == CC_PWP) {
+            if (g) {
+                FN(im2col_span)(in + n * g->C * g->H * g->W, g, 0, I, p0, p0 + np, bw, blk);
+                for (i = 0; i < I; ++i)
+                    for (j = np; j < (np + CC_PWP - 1) / CC_PWP * CC_PWP; ++j) blk[i * bw + j] = 0;
+            } else if (np == CC_PWP) {
                 for (i = 0; i < I; ++i) memcpy(blk + i * CC_PWP, src + i * P, CC_PWP * sizeof(REAL));
             } else {
                 for (i = 0; i < I; ++i)
                     for (j = 0; j < CC_PWP; ++j) blk[i * CC_PWP + j] = j < np ? src[i * P + j] : 0;
             }
-            for (ob = 0; ob < nob; ++ob) {
-                const int64_t o0 = ob * CC_PWO;
-                FN(pw_block)(Mt + ob * I * CC_PWO, blk, CC_PWP, I, bias ? bias + o0 : NULL,
-                             CC_MIN(CC_PWO, O - o0), np, out + (n * O + o0) * P + p0, P,
-                             blk + I * CC_PWP);
-            }
+            for (q = 0; q < np; q += CC_PWP)
+                for (ob = 0; ob < nob; ++ob) {
+                    const int64_t o0 = ob * CC_PWO;
+                    FN(pw_block)(Mt + ob * I * CC_PWO, blk + q, bw, I, bias ? bias + o0 : NULL,
+                                 CC_MIN(CC_PWO, O - o0), CC_MIN(CC_PWP, np - q),
+                                 out + (n * O + o0) * P + p0 + q, P, blk + I * bw);
+                }
         }
         free(blk);
     }
@@ -329,7 +341,7 @@ static int FN(pointwise)(const REAL *in, const REAL *w, const REAL *b, const cc_
     REAL *Mt = FN(pw_packed)(w, O, I, transpose ? 1 : g->C, transpose ? g->C : 1);
     int st;
     if (!Mt) return CC_ENOMEM;
-    st = FN(pw_images)(Mt, O, I, in, g->N, g->H * g->W, b, n_threads, out);
+    st = FN(pw_images)(Mt, O, I, in, g->N, g->H * g->W, b, n_threads, out, NULL);
     free(Mt);
     return st;
 }
