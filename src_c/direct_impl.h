@@ -171,6 +171,61 @@ CC_CLONES_FMA static void FN(direct_dw_tap)(const REAL *CC_RESTRICT x, const REA
     memcpy(acc, &t, sizeof t);
 }
 
+/* dW of a small layer, all R x R taps of input channel c (R = KH = KW, 3 or
+ * 5) and one 16-channel block: acc[tap] += sum over images n and output
+ * positions of xpad[ih][iw] * dyT[n][pos], with xpad plane c of image n
+ * zero-padded into xp.  One accumulator per tap (R*R vectors in registers)
+ * takes the positions in order, so each dyT vector is loaded once for all
+ * the taps. */
+static inline __attribute__((always_inline)) void FN(dw_chan_body)(
+    const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dyT, int64_t nb, const cc_conv_geom *g,
+    int64_t c, REAL *CC_RESTRICT xp, REAL *CC_RESTRICT acc, const int R)
+{
+    const int64_t H = g->H, W = g->W, Wp = W + 2 * g->PW, Hp = H + 2 * g->PH;
+    const int64_t OW = g->OW, L = g->OH * g->OW, SH = g->SH, SW = g->SW;
+    const int64_t dh = g->DH * Wp, dw = g->DW;
+    const FN(vk_t) zero = {0};
+    FN(vk_t) a[25];
+    int64_t n, oh, ow, i;
+    int t;
+    for (t = 0; t < R * R; ++t) a[t] = zero;
+    for (i = 0; i < Hp * Wp; ++i) xp[i] = 0;
+    for (n = 0; n < nb; ++n) {
+        const REAL *xc = x + (n * g->C + c) * H * W;
+        const REAL *dn = dyT + n * L * CC_DKB;
+        for (i = 0; i < H; ++i) {
+            int64_t j;
+            for (j = 0; j < W; ++j) xp[(i + g->PH) * Wp + g->PW + j] = xc[i * W + j];
+        }
+        for (oh = 0; oh < g->OH; ++oh) {
+            const REAL *xr = xp + oh * SH * Wp;
+            const REAL *dr = dn + oh * OW * CC_DKB;
+            for (ow = 0; ow < OW; ++ow) {
+                const FN(vk_t) v = CC_VLOAD(dr + ow * CC_DKB);
+                const REAL *xs = xr + ow * SW;
+                int kh, kw;
+#pragma GCC unroll 5
+                for (kh = 0; kh < R; ++kh)
+#pragma GCC unroll 5
+                    for (kw = 0; kw < R; ++kw) a[kh * R + kw] += xs[kh * dh + kw * dw] * v;
+            }
+        }
+    }
+    for (t = 0; t < R * R; ++t) CC_VSTORE(acc + t * CC_DKB, CC_VLOAD(acc + t * CC_DKB) + a[t]);
+}
+
+CC_CLONES_FMA static void FN(dw_chan3)(const REAL *x, const REAL *dyT, int64_t nb,
+                                       const cc_conv_geom *g, int64_t c, REAL *xp, REAL *acc)
+{
+    FN(dw_chan_body)(x, dyT, nb, g, c, xp, acc, 3);
+}
+
+CC_CLONES_FMA static void FN(dw_chan5)(const REAL *x, const REAL *dyT, int64_t nb,
+                                       const cc_conv_geom *g, int64_t c, REAL *xp, REAL *acc)
+{
+    FN(dw_chan_body)(x, dyT, nb, g, c, xp, acc, 5);
+}
+
 /* dW through the direct loops (N in chunks of B images): dy of a chunk is
  * transposed into 16-channel vectors dyT[kb][n][pos][16], then every
  * (block, tap) pair is one unit of parallel work that reduces over the whole
@@ -181,6 +236,11 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
     const int64_t K = g->K, CKK = g->C * g->KH * g->KW, KK = g->KH * g->KW, L = g->OH * g->OW;
     const int64_t nkb = (K + CC_DKB - 1) / CC_DKB;
     REAL *dwT = work, *dyT = work + nkb * CKK * CC_DKB;
+    /* 3x3 and 5x5 kernels with enough channel units for a team take whole
+     * channels (a choice by shape alone: the sums' order must not depend
+     * on the thread count) */
+    const int chan = g->KH == g->KW && (g->KH == 3 || g->KH == 5) && nkb * g->C >= 4 &&
+                     (g->H + 2 * g->PH) * (g->W + 2 * g->PW) <= CC_DIRECT_MAX_PAD;
     int64_t i, n0;
     for (i = 0; i < nkb * CKK * CC_DKB; ++i) dwT[i] = 0;
     for (n0 = 0; n0 < g->N; n0 += B) {
@@ -199,12 +259,26 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
                         dst[pos * CC_DKB + q] = k < K ? src[k * L + pos] : 0;
                     }
             }
+            if (chan) {
+                /* whole channels: every tap of channel c per unit */
+                REAL xp[CC_DIRECT_MAX_PAD];
+#pragma omp for schedule(dynamic, 1)
+                for (i = 0; i < nkb * g->C; ++i) {
+                    const int64_t kb = i / g->C, c = i % g->C;
+                    REAL *acc = dwT + (kb * CKK + c * KK) * CC_DKB;
+                    const REAL *dyk = dyT + kb * nb * L * CC_DKB;
+                    const REAL *xn = x + n0 * g->C * g->H * g->W;
+                    if (g->KH == 3) FN(dw_chan3)(xn, dyk, nb, g, c, xp, acc);
+                    else FN(dw_chan5)(xn, dyk, nb, g, c, xp, acc);
+                }
+            } else {
 #pragma omp for schedule(dynamic, 4)
-            for (i = 0; i < nkb * CKK; ++i) {
-                const int64_t kb = i / CKK, r = i % CKK;
-                const int64_t c = r / KK, kh = (r % KK) / g->KW, kw = r % g->KW;
-                FN(direct_dw_tap)(x + n0 * g->C * g->H * g->W, dyT + kb * nb * L * CC_DKB, nb, g,
-                                  c, kh, kw, dwT + i * CC_DKB);
+                for (i = 0; i < nkb * CKK; ++i) {
+                    const int64_t kb = i / CKK, r = i % CKK;
+                    const int64_t c = r / KK, kh = (r % KK) / g->KW, kw = r % g->KW;
+                    FN(direct_dw_tap)(x + n0 * g->C * g->H * g->W, dyT + kb * nb * L * CC_DKB, nb, g,
+                                      c, kh, kw, dwT + i * CC_DKB);
+                }
             }
         }
     }
