@@ -68,13 +68,19 @@ static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
 
 /* col2im of one (n, c) plane: the plane is overwritten with the sum of its
  * column entries, added in the fixed order (kh, kw, oh, ow).
- *   col (C*KH*KW, L) [in] one image, row r at col + r*ldc;  x (H, W) [out] plane c */
-static void FN(col2im_plane)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
-                             int64_t c, int64_t ldc, REAL *CC_RESTRICT x)
+ *   col (C*KH*KW, L) [in] one image, row r at col + r*ldc, readable in
+ *   [col_lo, col_end);  x (H, W) [out] plane c */
+CC_CLONES static void FN(col2im_plane)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
+                                       int64_t c, int64_t ldc, REAL *CC_RESTRICT x,
+                                       const REAL *col_lo, const REAL *col_end)
 {
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
     const int64_t KH = g->KH, KW = g->KW;
     int64_t kh, kw, i;
+    if (g->SW == 1) {
+        FN(col2im_rows_s1)(col, g, c, ldc, x, col_lo, col_end);
+        return;
+    }
     for (i = 0; i < H * W; ++i) x[i] = 0;
     for (kh = 0; kh < KH; ++kh) {
         const int64_t hoff = kh * g->DH - g->PH;
@@ -83,17 +89,13 @@ static void FN(col2im_plane)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
         for (kw = 0; kw < KW; ++kw) {
             const int64_t woff = kw * g->DW - g->PW;
             const REAL *src = col + ((c * KH + kh) * KW + kw) * ldc;
+            const int64_t SW = g->SW;
             int64_t lo, hi, oh, ow;
-            cc_valid_range(W, OW, g->SW, woff, &lo, &hi);
+            cc_valid_range(W, OW, SW, woff, &lo, &hi);
             for (oh = ohlo; oh < ohhi; ++oh) {
                 REAL *dst = x + (oh * g->SH + hoff) * W + woff;
                 const REAL *s = src + oh * OW;
-                if (g->SW == 1) {
-                    for (ow = lo; ow < hi; ++ow) dst[ow] += s[ow];
-                } else {
-                    const int64_t SW = g->SW;
-                    for (ow = lo; ow < hi; ++ow) dst[ow * SW] += s[ow];
-                }
+                for (ow = lo; ow < hi; ++ow) dst[ow * SW] += s[ow];
             }
         }
     }
@@ -126,7 +128,8 @@ int FN(cc_col2im)(const REAL *cols, const cc_conv_geom *g, int n_threads, REAL *
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
     for (i = 0; i < total; ++i) {
         const int64_t n = i / g->C, c = i % g->C;
-        FN(col2im_plane)(cols + n * CKK * L, g, c, L, x + i * g->H * g->W);
+        FN(col2im_plane)(cols + n * CKK * L, g, c, L, x + i * g->H * g->W, cols,
+                         cols + g->N * CKK * L);
     }
     return CC_OK;
 }
@@ -259,7 +262,8 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp for schedule(static)
                     for (i = 0; i < nb * g->C; ++i) {
                         const int64_t n = i / g->C, c = i % g->C;
-                        FN(col2im_plane)(work + n * CKK * L, g, c, L, dx + ((n0 + n) * g->C + c) * HW);
+                        FN(col2im_plane)(work + n * CKK * L, g, c, L, dx + ((n0 + n) * g->C + c) * HW,
+                                         work, work + nb * CKK * L);
                     }
                 }
             }
@@ -423,7 +427,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp for schedule(static)
                 for (i = 0; i < nb * g->C; ++i) {
                     const int64_t n = i / g->C, c = i % g->C;
-                    FN(col2im_plane)(cols + n * L, g, c, nbL, dx + ((n0 + n) * g->C + c) * HW);
+                    FN(col2im_plane)(cols + n * L, g, c, nbL, dx + ((n0 + n) * g->C + c) * HW,
+                                     cols, cols + CKK * nbL);
                 }
             }
         }

@@ -41,6 +41,10 @@ static void FN(direct_wt)(const REAL *w, int64_t K, int64_t CKK, REAL *wt)
  * AVX-512 register, two AVX2 ones, ... on the clone the machine runs), and
  * the CC_DOB positions are independent accumulators. */
 typedef REAL FN(vk_t) __attribute__((vector_size(CC_DKB * sizeof(REAL)), aligned(sizeof(REAL))));
+/* lane masks: the signed integers as wide as REAL, as a vector like vk_t */
+typedef __typeof__(((FN(vk_t)){0} < (FN(vk_t)){0})[0]) FN(mask_elem_t);
+typedef FN(mask_elem_t) FN(mk_t)
+    __attribute__((vector_size(CC_DKB * sizeof(REAL)), aligned(sizeof(REAL))));
 
 /* CC_DKB values at p (aligned as REAL) as a vector, and back.  (The kernels
  * below load and store through these rather than copying into a local whose
@@ -577,6 +581,63 @@ CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *C
 #undef CC_DWR
 #undef CC_DWC
 #undef CC_DW_FMA
+
+/* col2im of one plane for a unit width stride (SW = 1), row by row: each
+ * CC_DKB-column piece of a row of x sums, in a register, the column-matrix
+ * rows of every tap that reaches it, in the order (kh, kw), then is stored
+ * once.  (The order in which each element receives its terms is the scatter
+ * loop's (kh, kw, oh): for SW = 1 a tap reaches an element at most once.)
+ * Reads of col stay inside [col_lo, col_end), writes inside the plane; a
+ * piece that cannot read or write whole vectors there goes through lanes.
+ * Inlined into its caller's instruction-set clones. */
+static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
+    const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t ldc,
+    REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end)
+{
+    /* the mask of lanes l >= k (0 <= k <= CC_DKB): CC_DKB values at
+     * ge + CC_DKB - k */
+    static const FN(mask_elem_t) ge[3 * CC_DKB] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, KH = g->KH, KW = g->KW;
+    const FN(vk_t) zero = {0};
+    REAL buf[CC_DKB];
+    int64_t ih, j0, kh, kw, l;
+    for (ih = 0; ih < H; ++ih)
+        for (j0 = 0; j0 < W; j0 += CC_DKB) {
+            FN(vk_t) acc = zero;
+            REAL *out = x + ih * W + j0;
+            for (kh = 0; kh < KH; ++kh) {
+                const int64_t t = ih + g->PH - kh * g->DH;
+                int64_t oh;
+                if (t < 0 || t % g->SH) continue;
+                oh = t / g->SH;
+                if (oh >= OH) continue;
+                for (kw = 0; kw < KW; ++kw) {
+                    /* column j takes src[j - woff] for ow = j - woff in [0, OW) */
+                    const int64_t woff = kw * g->DW - g->PW;
+                    const int64_t a = CC_MAX(j0, woff), b = CC_MIN(CC_MIN(j0 + CC_DKB, W), OW + woff);
+                    const REAL *src = col + ((c * KH + kh) * KW + kw) * ldc + oh * OW - woff;
+                    if (b <= a) continue;
+                    if (src + j0 >= col_lo && src + j0 + CC_DKB <= col_end) {
+                        const FN(mk_t) in = *(const FN(mk_t) *)(const void *)(ge + CC_DKB - (a - j0)) &
+                                            ~*(const FN(mk_t) *)(const void *)(ge + CC_DKB - (b - j0));
+                        acc += (FN(vk_t))((FN(mk_t))CC_VLOAD(src + j0) & in);
+                    } else {
+                        for (l = 0; l < CC_DKB; ++l) buf[l] = l >= a - j0 && l < b - j0 ? src[j0 + l] : 0;
+                        acc += CC_VLOAD(buf);
+                    }
+                }
+            }
+            if (out + CC_DKB <= x + H * W) {
+                /* (lanes past the row land in the next row, written after) */
+                CC_VSTORE(out, acc);
+            } else {
+                CC_VSTORE(buf, acc);
+                for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[l] = buf[l];
+            }
+        }
+}
 
 #undef CC_DKB
 #undef CC_DOB
