@@ -351,6 +351,10 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
     const int64_t wcbs = cc_split_block(CKKg, G * nkb, CC_CBLOCK), nwcb = (CKKg + wcbs - 1) / wcbs;
     const int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
+    /* a thin dX product (few output channels to reduce over): the product
+     * kernel, no BLAS packing or output clearing */
+    REAL *Wt = dx && G == 1 && g->K <= CC_PW_DX_MAX_K && g->K * CKK <= CC_PW_MAX_WEIGHTS
+                   ? FN(pw_packed)(w, CKK, g->K, 1, CKK) : NULL;
     int64_t n0;
     (void)n_threads;
     for (n0 = 0; n0 < g->N; n0 += B) {
@@ -412,7 +416,7 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
             } else {
 #pragma omp barrier
             }
-            if (dx) {
+            if (dx && !Wt) {
                 /* dcols_g (CKKg x nbL) = W_gᵀ . T_g, over the columns just used */
 #pragma omp for schedule(dynamic, 1)
                 for (i = 0; i < G * nmb * ncb; ++i) {
@@ -432,7 +436,22 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                 }
             }
         }
+        if (Wt) {
+            /* dcols (CKK x nbL) = Wᵀ . T (the kernel starts its own team) */
+            int64_t i;
+            if (FN(pw_images)(Wt, CKK, g->K, T, 1, nbL, NULL, n_threads, cols, NULL) != CC_OK) {
+                free(Wt);
+                return CC_ENOMEM;
+            }
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
+            for (i = 0; i < nb * g->C; ++i) {
+                const int64_t n = i / g->C, c = i % g->C;
+                FN(col2im_plane)(cols + n * L, g, c, nbL, dx + ((n0 + n) * g->C + c) * HW,
+                                 cols, cols + CKK * nbL);
+            }
+        }
     }
+    free(Wt);
     return CC_OK;
 }
 

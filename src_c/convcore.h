@@ -99,6 +99,9 @@ int cc_conv_geom_check(const cc_conv_geom *g);
 /* BATCHED forward runs its GEMM through the same kernel up to that many
  * weights and CC_PW_MAX_K output channels (cc_conv_product_ok). */
 #define CC_PW_MAX_K 128
+/* BATCHED dX runs its product Wᵀ.dy through that kernel too up to that many
+ * weights and CC_PW_DX_MAX_K output channels (the product's reduction). */
+#define CC_PW_DX_MAX_K 32
 int cc_conv_product_ok(const cc_conv_geom *g);
 int cc_conv_direct_ok(const cc_conv_geom *g);
 int cc_conv_direct_auto(const cc_conv_geom *g);
