@@ -423,6 +423,20 @@ static int FN(pointwise)(const REAL *in, const REAL *w, const REAL *b, const cc_
     free(Mt);
     return st;
 }
+/* out (O x np) = M . in for np <= pw_block_positions() positions, in with
+ * rows ldi apart (read as whole blocks: up to that many values past np in
+ * each row must be readable), out rows ldo apart; Mt from pw_packed */
+static void FN(pw_positions)(const REAL *Mt, int64_t O, int64_t I, const REAL *in, int64_t ldi,
+                             int64_t np, REAL *out, int64_t ldo, REAL *scratch)
+{
+    int64_t o0;
+    for (o0 = 0; o0 < O; o0 += CC_PWO)
+        FN(pw_block)(Mt + o0 * I, in, ldi, I, NULL, CC_MIN(CC_PWO, O - o0), np, out + o0 * ldo,
+                     ldo, scratch);
+}
+
+static int64_t FN(pw_block_positions)(void) { return CC_PWP; }
+
 #undef CC_PWO
 #undef CC_PWP
 

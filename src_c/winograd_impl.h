@@ -24,6 +24,8 @@
  * would put all 16 streams of a transform in the same cache sets. */
 #define WG_PAD 32
 #define WG_STRIDE(n) ((n) + WG_PAD)
+/* (a vector's values: the product kernel's scratch for partial stores) */
+#define CC_WG_LANES 16
 
 /* The tiles: 2 (F(2x2, 3x3)), 4 (F(4x4, 3x3)) and WG_S2 (stride 2, see
  * wgs_in_phased); the outputs a tile side and the transformed values a tile. */
@@ -768,21 +770,44 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
     const int64_t sU = WG_STRIDE(Kout * Cin), sV = WG_STRIDE(Cin * P), sM = WG_STRIDE(Kout * P);
     /* F(4x4, 3x3) and stride 2 read each plane from a zero-padded copy, one
      * per thread */
-    const int64_t per = m != 2 ? (4 * th + 2) * 4 * (tw + 1) : 0;
-    REAL *scratch = per ? (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads)) : NULL;
+    const int64_t per = (m != 2 ? (4 * th + 2) * 4 * (tw + 1) : 0) + CC_WG_LANES;
+    REAL *scratch = (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads));
+    /* Few channels: each point's product through the product kernel (the
+     * transformed kernel packed once), which writes M once; BLAS would
+     * first clear M and pack V (memory passes that dominate such layers). */
+    const int small = !split && !split_out && Kout <= CC_PW_MAX_K && Kout * Cin <= CC_PW_MAX_WEIGHTS;
+    const int64_t pwp = FN(pw_block_positions)(), npp = (P + pwp - 1) / pwp;
+    REAL *Ut[36] = {NULL};
     int64_t i;
-    if (per && !scratch) return CC_ENOMEM;
+    if (!scratch) return CC_ENOMEM;
+    if (small) {
+        for (i = 0; i < NP; ++i) {
+            Ut[i] = FN(pw_packed)(U + i * sU, Kout, Cin, Cin, 1);
+            if (!Ut[i]) {
+                while (i-- > 0) free(Ut[i]);
+                free(scratch);
+                return CC_ENOMEM;
+            }
+        }
+    }
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
-        REAL *own = scratch ? scratch + per * CC_THREAD_NUM() : NULL;
+        REAL *own = scratch + per * CC_THREAD_NUM();
 #pragma omp for schedule(static)
         for (i = 0; i < nb * Cin; ++i) {
             const int64_t n = i / Cin, c = i % Cin;
             FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, m, own,
                               V + c * P + n * T);
         }
+#pragma omp for schedule(static)
+        for (i = 0; i < (small ? NP * npp : 0); ++i) {
+            /* (V's rows end in WG_PAD readable values: whole blocks) */
+            const int64_t xi = i / npp, p0 = (i % npp) * pwp;
+            FN(pw_positions)(Ut[xi], Kout, Cin, V + xi * sV + p0, P, CC_MIN(pwp, P - p0),
+                             M + xi * sM + p0, P, own + per - CC_WG_LANES);
+        }
 #pragma omp for schedule(dynamic, 1)
-        for (i = 0; i < NP * npb * nkb; ++i) {
+        for (i = 0; i < (small ? 0 : NP * npb * nkb); ++i) {
             const int64_t kb = i % nkb, pb = (i / nkb) % npb, xi = i / (nkb * npb);
             const int64_t p0 = pb * pbs;
             const int mm = (int)CC_MIN(pbs, P - p0), lda = (int)P, ldb = (int)Cin, ldc = (int)P;
@@ -823,6 +848,7 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
                                  out + i * Hout * Wout);
         }
     }
+    for (i = 0; i < NP; ++i) free(Ut[i]);
     free(scratch);
     return CC_OK;
 }

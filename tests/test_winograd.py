@@ -47,6 +47,7 @@ SHAPES = [  # N, C, K, H, W, padding
     (2, 32, 32, 24, 24, 1),      # planes large enough for F(4x4, 3x3)
     (1, 33, 40, 29, 30, 1),
     (1, 32, 32, 30, 26, (0, 2)),
+    (1, 32, 136, 6, 7, 1),        # over 128 outputs: the GEMMs through BLAS
 ]
 
 
@@ -532,6 +533,7 @@ SHAPES2 = [  # N, C, K, H, W, padding
     (2, 32, 32, 26, 30, (0, 2)),
     (1, 32, 32, 5, 6, 1),         # fewer tiles than a SIMD vector
     (1, 32, 32, 3, 3, 0),         # a single output
+    (1, 32, 136, 13, 12, 1),      # over 128 outputs: the GEMMs through BLAS
 ]
 
 
