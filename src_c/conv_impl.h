@@ -288,36 +288,33 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
     const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
-    /* few weights: the product kernel on the columns, no BLAS packing */
-    REAL *Mt = G == 1 && cc_conv_product_ok(g) ? FN(pw_packed)(w, g->K, CKK, CKK, 1) : NULL;
     int64_t n0;
-    (void)n_threads;
+    if (G == 1 && cc_conv_product_ok(g)) {
+        /* few weights: the product kernel, no BLAS packing; it builds each
+         * block of columns itself, from x, and writes y, so it needs no
+         * workspace and takes the whole batch */
+        REAL *Mt = FN(pw_packed)(w, g->K, CKK, CKK, 1);
+        if (Mt) {   /* (else through BLAS below) */
+            const int st = FN(pw_images)(Mt, g->K, CKK, x, g->N, L, b, n_threads, y, g);
+            free(Mt);
+            return st;
+        }
+    }
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
         const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
         const int64_t ntiles = G * nmb * nkb;
         REAL *cols = work, *T = work + CKK * nbL;
         int64_t i;
-        if (Mt) {
-            /* the kernel builds each block of columns itself, from x, and
-             * writes y (it starts its own team) */
-            const int st = FN(pw_images)(Mt, g->K, CKK, x + n0 * g->C * HW, nb, L, b, n_threads,
-                                         y + n0 * g->K * L, g);
-            if (st != CC_OK) {
-                free(Mt);
-                return st;
-            }
-            continue;
-        }
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
 #pragma omp for schedule(static)
-            for (i = 0; i < (Mt ? 0 : nb * CKK); ++i) {
+            for (i = 0; i < nb * CKK; ++i) {
                 const int64_t r = i / nb, n = i % nb;
                 FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
             }
 #pragma omp for schedule(dynamic, 1)
-            for (i = 0; i < (Mt ? 0 : ntiles); ++i) {
+            for (i = 0; i < ntiles; ++i) {
                 const int64_t kb = i % nkb, mb = (i / nkb) % nmb, gi = i / (nkb * nmb);
                 const int64_t m0 = mb * mbs, k0 = gi * Kg + kb * kbs;
                 const int m = (int)CC_MIN(mbs, nbL - m0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
@@ -337,7 +334,6 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
             }
         }
     }
-    free(Mt);
     return CC_OK;
 }
 

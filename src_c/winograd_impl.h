@@ -906,6 +906,67 @@ static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
     return CC_OK;
 }
 
+/* One chunk of dW's work, called by every thread of a team: the input
+ * transform into V, dy through A into M, then dU[xi]ᵀ (C x K) (+)= V[xi]
+ * (C x P) . M[xi]ᵀ over the whole chunk per GEMM (from zero when
+ * zero_first).  s2: the stride-2 tile (25 points, M its 9 distinct
+ * matrices), else F(2x2, 3x3); own: the thread's scratch for the stride-2
+ * copy.  gi, split: the input as wg_in_channel reads it; g5 (or NULL): the
+ * 5x5 layer whose split input g is.  With dw = 0 only M is made. */
+static void FN(wg_dU_team)(const REAL *xc, const cc_conv_geom *gi, int64_t split,
+                           const REAL *dyc, const cc_conv_geom *g, int64_t nb, int s2, int dw,
+                           REAL *own, REAL *V, REAL *M, REAL *dU, int zero_first, GEMM_T gemm,
+                           const cc_conv_geom *g5)
+{
+    const int64_t K = g->K, C = g->C, NP = s2 ? 25 : 16;
+    const int64_t th = (g->OH + 1) / 2, tw = (g->OW + 1) / 2, T = th * tw, P = nb * T;
+    const int64_t nkb = cc_nblocks(K, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(K, CC_KBLOCK, CC_KBLOCK);
+    const int64_t ncb = cc_nblocks(C, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(C, CC_CBLOCK, CC_CBLOCK);
+    const int64_t sU = WG_STRIDE(K * C), sV = WG_STRIDE(C * P), sM = WG_STRIDE(K * P);
+    int64_t i;
+#pragma omp for schedule(static) nowait
+    for (i = 0; i < (dw ? nb * C : 0); ++i) {
+        const int64_t n = i / C, c = i % C;
+        FN(wg_in_channel)(xc, n, c, C, split, gi->H, gi->W, gi->PH, gi->PW, th, tw, sV,
+                          s2 ? WG_S2 : 2, own, V + c * P + n * T);
+    }
+#pragma omp for schedule(static)
+    for (i = 0; i < nb * K; ++i) {
+        const int64_t n = i / K, k = i % K;
+        if (s2)
+            FN(wgs_dy_plane)(dyc + i * g->OH * g->OW, g->OH, g->OW, th, tw, sM, M + k * P + n * T);
+        else
+            FN(wg_dy_plane)(dyc + i * g->OH * g->OW, g->OH, g->OW, th, tw, sM, M + k * P + n * T);
+    }
+#pragma omp for schedule(dynamic, 1)
+    for (i = 0; i < (dw ? NP * nkb * ncb : 0); ++i) {
+        const int64_t cb = i % ncb, kb = (i / ncb) % nkb, xi = i / (ncb * nkb);
+        const int64_t k0 = kb * kbs, mi = s2 ? WGS_DY_XI(xi) : xi;
+        const int nn = (int)CC_MIN(kbs, K - k0);
+        const int kk = (int)P, lda = (int)P, ldb = (int)P, ldc = (int)C;
+        const REAL one = 1, beta = zero_first ? 0 : 1;
+        int64_t c0 = cb * cbs, c1 = CC_MIN(c0 + cbs, C);
+        if (g5) {
+            /* only the live pieces' part of dU (wg5_live); the rest feeds
+             * only the dropped sixth row and column of dW, and stays zero */
+            int64_t lo, hi, k, c;
+            FN(wg5_live)(xi, 2, &lo, &hi);
+            if (beta == 0)
+                for (k = k0; k < k0 + nn; ++k)
+                    for (c = c0; c < c1; ++c)
+                        if (c < lo * g5->C || c >= hi * g5->C) dU[xi * sU + k * C + c] = 0;
+            c0 = CC_MAX(c0, lo * g5->C);
+            c1 = CC_MIN(c1, hi * g5->C);
+            if (c1 <= c0) continue;
+        }
+        {
+            const int m = (int)(c1 - c0);
+            gemm("T", "N", &m, &nn, &kk, &one, V + xi * sV + c0 * P, &lda, M + mi * sM + k0 * P,
+                 &ldb, &beta, dU + xi * sU + k0 * C + c0, &ldc);
+        }
+    }
+}
+
 /* dX and dW over the chunks.  dU (in work) starts from zero when dU_zero,
  * else it adds to the previous call's (same work), and dW = Gᵀ dU G is
  * written when dU_done: a caller may spread one dW over several calls.
@@ -917,9 +978,7 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
                             int dU_zero, int dU_done, const cc_conv_geom *g5)
 {
     const int64_t K = g->K, C = g->C;
-    const int64_t th = (g->OH + 1) / 2, tw = (g->OW + 1) / 2, T = th * tw;
-    const int64_t nkb = cc_nblocks(K, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(K, CC_KBLOCK, CC_KBLOCK);
-    const int64_t ncb = cc_nblocks(C, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(C, CC_CBLOCK, CC_CBLOCK);
+    const int64_t T = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
     const int64_t sU = WG_STRIDE(K * C);
     /* dX: the tile its output (the input's size) takes; dW: F(2x2, 3x3) */
     const int mx = cc_wg_tile(g->H, g->W), NPx = (mx + 2) * (mx + 2);
@@ -930,56 +989,14 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
         const int64_t nb = CC_MIN(B, g->N - n0), P = nb * T;
         const REAL *dyc = dy + n0 * K * g->OH * g->OW;
         if (dw) {
-            const int64_t sV = WG_STRIDE(C * P), sM = WG_STRIDE(K * P);
+            const int64_t sV = WG_STRIDE(C * P);
             REAL *V = buf, *Mt = buf + 16 * sV;
             /* (the input as given: this layer's, or the 5x5 layer's it splits) */
             const cc_conv_geom *gi = g5 ? g5 : g;
             const REAL *xc = x + n0 * gi->C * gi->H * gi->W;
-            int64_t i;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
-            {
-#pragma omp for schedule(static) nowait
-                for (i = 0; i < nb * C; ++i) {
-                    const int64_t n = i / C, c = i % C;
-                    FN(wg_in_channel)(xc, n, c, C, g5 ? g5->C : 0, gi->H, gi->W, gi->PH, gi->PW,
-                                      th, tw, sV, 2, NULL, V + c * P + n * T);
-                }
-#pragma omp for schedule(static)
-                for (i = 0; i < nb * K; ++i) {
-                    const int64_t n = i / K, k = i % K;
-                    FN(wg_dy_plane)(dyc + i * g->OH * g->OW, g->OH, g->OW, th, tw, sM,
-                                    Mt + k * P + n * T);
-                }
-                /* dU[xi]ᵀ (C x K) (+)= V[xi] (C x P) . Mt[xi]ᵀ, the whole chunk per call */
-#pragma omp for schedule(dynamic, 1)
-                for (i = 0; i < 16 * nkb * ncb; ++i) {
-                    const int64_t cb = i % ncb, kb = (i / ncb) % nkb, xi = i / (ncb * nkb);
-                    const int64_t k0 = kb * kbs;
-                    const int nn = (int)CC_MIN(kbs, K - k0);
-                    const int kk = (int)P, lda = (int)P, ldb = (int)P, ldc = (int)C;
-                    const REAL one = 1, beta = n0 == 0 && dU_zero ? 0 : 1;
-                    int64_t c0 = cb * cbs, c1 = CC_MIN(c0 + cbs, C);
-                    if (g5) {
-                        /* only the live pieces' part of dU (wg5_live); the
-                         * rest feeds only the dropped sixth row and column
-                         * of dW, and stays zero */
-                        int64_t lo, hi, k, c;
-                        FN(wg5_live)(xi, 2, &lo, &hi);
-                        if (beta == 0)
-                            for (k = k0; k < k0 + nn; ++k)
-                                for (c = c0; c < c1; ++c)
-                                    if (c < lo * g5->C || c >= hi * g5->C) dU[xi * sU + k * C + c] = 0;
-                        c0 = CC_MAX(c0, lo * g5->C);
-                        c1 = CC_MIN(c1, hi * g5->C);
-                        if (c1 <= c0) continue;
-                    }
-                    {
-                        const int m = (int)(c1 - c0);
-                        gemm("T", "N", &m, &nn, &kk, &one, V + xi * sV + c0 * P, &lda,
-                             Mt + xi * sM + k0 * P, &ldb, &beta, dU + xi * sU + k0 * C + c0, &ldc);
-                    }
-                }
-            }
+            FN(wg_dU_team)(xc, gi, g5 ? g5->C : 0, dyc, g, nb, 0, 1, NULL, V, Mt, dU,
+                           n0 == 0 && dU_zero, gemm, g5);
         }
         if (dx) {
             const int64_t Th = ((g->H + mx - 1) / mx) * ((g->W + mx - 1) / mx);
@@ -1003,7 +1020,6 @@ static int FN(bwd_winograd_s2)(const REAL *dy, const REAL *x, const REAL *w,
 {
     const int64_t K = g->K, C = g->C;
     const int64_t th = (g->OH + 1) / 2, tw = (g->OW + 1) / 2, T = th * tw;
-    const int64_t nkb = cc_nblocks(K, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(K, CC_KBLOCK, CC_KBLOCK);
     const int64_t ncb = cc_nblocks(C, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(C, CC_CBLOCK, CC_CBLOCK);
     const int64_t sU = WG_STRIDE(K * C);
     /* per thread: a plane's phase-layout copy (dW) or its dX accumulator */
@@ -1024,29 +1040,8 @@ static int FN(bwd_winograd_s2)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
             REAL *own = scratch + per * CC_THREAD_NUM();
-#pragma omp for schedule(static) nowait
-            for (i = 0; i < (dw ? nb * C : 0); ++i) {
-                const int64_t n = i / C, c = i % C;
-                FN(wg_in_channel)(xc, n, c, C, 0, g->H, g->W, g->PH, g->PW, th, tw, sV, WG_S2,
-                                  own, V + c * P + n * T);
-            }
-#pragma omp for schedule(static)
-            for (i = 0; i < nb * K; ++i) {
-                const int64_t n = i / K, k = i % K;
-                FN(wgs_dy_plane)(dyc + i * g->OH * g->OW, g->OH, g->OW, th, tw, sM,
-                                 M + k * P + n * T);
-            }
-            /* dU[xi]ᵀ (C x K) (+)= V[xi] (C x P) . M[xi]ᵀ, the whole chunk per call */
-#pragma omp for schedule(dynamic, 1)
-            for (i = 0; i < (dw ? 25 * nkb * ncb : 0); ++i) {
-                const int64_t cb = i % ncb, kb = (i / ncb) % nkb, xi = i / (ncb * nkb);
-                const int64_t c0 = cb * cbs, k0 = kb * kbs;
-                const int m = (int)CC_MIN(cbs, C - c0), nn = (int)CC_MIN(kbs, K - k0);
-                const int kk = (int)P, lda = (int)P, ldb = (int)P, ldc = (int)C;
-                const REAL one = 1, beta = n0 == 0 ? 0 : 1;
-                gemm("T", "N", &m, &nn, &kk, &one, V + xi * sV + c0 * P, &lda,
-                     M + WGS_DY_XI(xi) * sM + k0 * P, &ldb, &beta, dU + xi * sU + k0 * C + c0, &ldc);
-            }
+            /* dW's work, and dy through A for both */
+            FN(wg_dU_team)(xc, g, 0, dyc, g, nb, 1, dw != NULL, own, V, M, dU, n0 == 0, gemm, NULL);
             /* Z[xi]ᵀ (P x C) = M[xi]ᵀ (P x K) . U[xi] (K x C), into V */
 #pragma omp for schedule(dynamic, 1)
             for (i = 0; i < (dx ? 25 * npb * ncb : 0); ++i) {
