@@ -66,19 +66,25 @@ static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
 /* the vector kernels: direct, pointwise and depthwise */
 #include "direct_impl.h"
 
-/* col2im of one (n, c) plane: the plane is overwritten with the sum of its
- * column entries, added in the fixed order (kh, kw, oh, ow).
+/* col2im of planes c .. c + nc - 1 of one image (nc 1 or 2): each plane is
+ * overwritten with the sum of its column entries, added in the fixed order
+ * (kh, kw, oh, ow).
  *   col (C*KH*KW, L) [in] one image, row r at col + r*ldc, readable in
- *   [col_lo, col_end);  x (H, W) [out] plane c */
-CC_CLONES static void FN(col2im_plane)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
-                                       int64_t c, int64_t ldc, REAL *CC_RESTRICT x,
-                                       const REAL *col_lo, const REAL *col_end)
+ *   [col_lo, col_end);  x (nc, H, W) [out] planes c .. */
+CC_CLONES static void FN(col2im_planes)(const REAL *CC_RESTRICT col, const cc_conv_geom *g,
+                                        int64_t c, int64_t nc, int64_t ldc, REAL *CC_RESTRICT x,
+                                        const REAL *col_lo, const REAL *col_end)
 {
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
     const int64_t KH = g->KH, KW = g->KW;
     int64_t kh, kw, i;
     if (g->SW == 1) {
-        FN(col2im_rows_s1)(col, g, c, ldc, x, col_lo, col_end);
+        FN(col2im_rows_s1)(col, g, c, nc, ldc, x, col_lo, col_end);
+        return;
+    }
+    if (nc > 1) {
+        for (i = 0; i < nc; ++i)
+            FN(col2im_planes)(col, g, c + i, 1, ldc, x + i * H * W, col_lo, col_end);
         return;
     }
     for (i = 0; i < H * W; ++i) x[i] = 0;
@@ -123,13 +129,13 @@ int FN(cc_col2im)(const REAL *cols, const cc_conv_geom *g, int n_threads, REAL *
     if (!x || !cols || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
     CKK = g->C * g->KH * g->KW;
     L = g->OH * g->OW;
-    total = g->N * g->C;
+    total = g->N * CC_PAIRS(g->C);
     (void)n_threads;
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && total > 1) schedule(static)
     for (i = 0; i < total; ++i) {
-        const int64_t n = i / g->C, c = i % g->C;
-        FN(col2im_plane)(cols + n * CKK * L, g, c, L, x + i * g->H * g->W, cols,
-                         cols + g->N * CKK * L);
+        const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+        FN(col2im_planes)(cols + n * CKK * L, g, c, CC_MIN(2, g->C - c), L,
+                          x + (n * g->C + c) * g->H * g->W, cols, cols + g->N * CKK * L);
     }
     return CC_OK;
 }
@@ -260,10 +266,10 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
                 }
                 if (!pointwise) {
 #pragma omp for schedule(static)
-                    for (i = 0; i < nb * g->C; ++i) {
-                        const int64_t n = i / g->C, c = i % g->C;
-                        FN(col2im_plane)(work + n * CKK * L, g, c, L, dx + ((n0 + n) * g->C + c) * HW,
-                                         work, work + nb * CKK * L);
+                    for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
+                        const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+                        FN(col2im_planes)(work + n * CKK * L, g, c, CC_MIN(2, g->C - c), L,
+                                          dx + ((n0 + n) * g->C + c) * HW, work, work + nb * CKK * L);
                     }
                 }
             }
@@ -337,6 +343,62 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
     return CC_OK;
 }
 
+/* Column elements a thin dX task keeps (256 KiB of float32: in a core's L2
+ * between the product and col2im). */
+#define CC_DXT_COL_ELEMS 65536
+
+/* dX of a thin layer (groups 1, K <= CC_PW_DX_MAX_K) with its columns kept in
+ * cache.  Each task is a group of gs images: its thread copies their dy into
+ * T (K x ldp, ldp = gs*L rounded up to whole product blocks, zero past gs*L),
+ * forms dcols = Wᵀ.T (CKK x gs*L) with the product kernel, then col2im's the
+ * group's planes from it.  The sums and their order are the batched path's.
+ * `work` holds per-thread buffers of `per` elements.  Returns 0 if `avail`
+ * elements hold none (the caller takes the batched path). */
+static int FN(dx_thin)(const REAL *dy, const REAL *Wt, const cc_conv_geom *g, REAL *work,
+                       int64_t avail, int n_threads, REAL *dx)
+{
+    const int64_t K = g->K, CKK = g->C * g->KH * g->KW, L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t pb = FN(pw_block_positions)();
+    /* readable values past the columns: col2im's last pieces read whole
+     * vectors (masked) */
+    const int64_t tail = g->PW + g->W + pb;
+    /* (and at least two tasks a thread where there are images for them) */
+    int64_t gs = CC_MAX(1, CC_MIN(CC_DXT_COL_ELEMS / CC_MAX(1, CKK * L), g->N / (2 * n_threads)));
+    int64_t ldp, per, ntask, nt, t;
+    for (;;) {
+        ldp = (gs * L + pb - 1) / pb * pb;
+        per = CKK * gs * L + tail + K * ldp + pb;
+        if (per <= avail || gs == 1) break;
+        gs = (gs + 1) / 2;
+    }
+    nt = CC_MIN((int64_t)n_threads, avail / per);
+    if (nt < 1) return 0;
+    ntask = (g->N + gs - 1) / gs;
+#pragma omp parallel num_threads((int)nt) if (nt > 1 && ntask > 1)
+    {
+        REAL *cols = work + CC_THREAD_NUM() * per, *T = cols + CKK * gs * L + tail;
+        REAL *scratch = T + K * ldp;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            const int64_t n0 = t * gs, nb = CC_MIN(gs, g->N - n0), nbL = nb * L;
+            int64_t k, n, q, c;
+            for (k = 0; k < K; ++k) {
+                REAL *dst = T + k * ldp;
+                for (n = 0; n < nb; ++n)
+                    memcpy(dst + n * L, dy + ((n0 + n) * K + k) * L, (size_t)L * sizeof(REAL));
+                for (q = nbL; q < ldp; ++q) dst[q] = 0;
+            }
+            for (q = 0; q < nbL; q += pb)
+                FN(pw_positions)(Wt, CKK, K, T + q, ldp, CC_MIN(pb, nbL - q), cols + q, nbL, scratch);
+            for (n = 0; n < nb; ++n)
+                for (c = 0; c < g->C; c += 2)
+                    FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
+                                      dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL + tail);
+        }
+    }
+    return 1;
+}
+
 static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                            const cc_conv_geom *g, REAL *work, int64_t B,
                            int n_threads, GEMM_T gemm, REAL *dx, REAL *dw)
@@ -353,6 +415,15 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                    ? FN(pw_packed)(w, CKK, g->K, 1, CKK) : NULL;
     int64_t n0;
     (void)n_threads;
+    /* the thin dX with its columns in cache where the workspace has room
+     * for a thread's buffers, else below, chunk by chunk */
+    if (Wt && FN(dx_thin)(dy, Wt, g, work, cc_conv_workspace_elems(g, B, CC_CONV_BATCHED),
+                          n_threads, dx)) {
+        free(Wt);
+        Wt = NULL;
+        dx = NULL;
+        if (!dw) return CC_OK;
+    }
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
         const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
@@ -425,10 +496,10 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                          w + gi * Kg * CKKg + c0, &ldb, &zero, cols + (gi * CKKg + c0) * nbL + m0, &ldc);
                 }
 #pragma omp for schedule(static)
-                for (i = 0; i < nb * g->C; ++i) {
-                    const int64_t n = i / g->C, c = i % g->C;
-                    FN(col2im_plane)(cols + n * L, g, c, nbL, dx + ((n0 + n) * g->C + c) * HW,
-                                     cols, cols + CKK * nbL);
+                for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
+                    const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+                    FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
+                                      dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL);
                 }
             }
         }
@@ -440,10 +511,10 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                 return CC_ENOMEM;
             }
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
-            for (i = 0; i < nb * g->C; ++i) {
-                const int64_t n = i / g->C, c = i % g->C;
-                FN(col2im_plane)(cols + n * L, g, c, nbL, dx + ((n0 + n) * g->C + c) * HW,
-                                 cols, cols + CKK * nbL);
+            for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
+                const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+                FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
+                                  dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL);
             }
         }
     }

@@ -602,9 +602,9 @@ CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *C
  * once.  (The order in which each element receives its terms is the scatter
  * loop's (kh, kw, oh): for SW = 1 a tap reaches an element at most once.)
  * Reads of col stay inside [col_lo, col_end), writes inside the plane; a
- * piece that cannot read or write whole vectors there goes through lanes.
- * Inlined into its caller's instruction-set clones. */
-static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
+ * piece that cannot read whole vectors there goes through lanes.  Inlined
+ * into its caller's instruction-set clones. */
+static inline __attribute__((always_inline)) void FN(col2im_piece_s1)(
     const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t ldc,
     REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end)
 {
@@ -614,6 +614,7 @@ static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, KH = g->KH, KW = g->KW;
+    const int64_t SH = g->SH;
     const FN(vk_t) zero = {0};
     REAL buf[CC_DKB];
     int64_t ih, j0, kh, kw, l;
@@ -623,9 +624,12 @@ static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
             REAL *out = x + ih * W + j0;
             for (kh = 0; kh < KH; ++kh) {
                 const int64_t t = ih + g->PH - kh * g->DH;
-                int64_t oh;
-                if (t < 0 || t % g->SH) continue;
-                oh = t / g->SH;
+                int64_t oh = t;
+                if (t < 0) break; /* (t falls with kh) */
+                if (SH != 1) {
+                    if (t % SH) continue;
+                    oh = t / SH;
+                }
                 if (oh >= OH) continue;
                 for (kw = 0; kw < KW; ++kw) {
                     /* column j takes src[j - woff] for ow = j - woff in [0, OW) */
@@ -651,6 +655,99 @@ static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
                 for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[l] = buf[l];
             }
         }
+}
+
+/* The same sums, for planes c and c + 1 at once when `two` (x + H*W is
+ * the second plane), where every whole-vector read is known to fall in the
+ * column buffer: the two planes' sums are independent chains (each in its
+ * own order, as above), and a piece's masks, set by kw alone, are found
+ * once per piece of columns instead of once per tap and row.  KW at most
+ * CC_C2I_MAX_KW. */
+#define CC_C2I_MAX_KW 16
+static inline __attribute__((always_inline)) void FN(col2im_pair_s1)(
+    const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t ldc,
+    REAL *CC_RESTRICT x, int two)
+{
+    static const FN(mask_elem_t) ge[3 * CC_DKB] = {
+        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
+    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, KH = g->KH, KW = g->KW;
+    const int64_t SH = g->SH, KK = KH * KW, HW = H * W;
+    const FN(vk_t) zero = {0};
+    REAL buf[CC_DKB];
+    int64_t lo[CC_C2I_MAX_KW], hi[CC_C2I_MAX_KW];
+    int64_t ih, j0, kh, kw, l;
+    /* (pieces from the last: a whole-vector store of a row's last piece
+     * runs into the next row's first piece, written afterwards) */
+    for (j0 = (W - 1) / CC_DKB * CC_DKB; j0 >= 0; j0 -= CC_DKB) {
+        /* tap kw reaches lanes [lo, hi) of this piece (none if hi <= lo) */
+        for (kw = 0; kw < KW; ++kw) {
+            const int64_t woff = kw * g->DW - g->PW;
+            lo[kw] = CC_MAX(j0, woff) - j0;
+            hi[kw] = CC_MAX(lo[kw], CC_MIN(CC_MIN(j0 + CC_DKB, W), OW + woff) - j0);
+        }
+        for (ih = 0; ih < H; ++ih) {
+            FN(vk_t) acc0 = zero, acc1 = zero;
+            REAL *out = x + ih * W + j0;
+            for (kh = 0; kh < KH; ++kh) {
+                const int64_t t = ih + g->PH - kh * g->DH;
+                int64_t oh = t;
+                const REAL *row;
+                if (t < 0) break; /* (t falls with kh) */
+                if (SH != 1) {
+                    if (t % SH) continue;
+                    oh = t / SH;
+                }
+                if (oh >= OH) continue;
+                /* column j takes src[j - woff] for ow = j - woff in [0, OW) */
+                row = col + (c * KK + kh * KW) * ldc + oh * OW + g->PW + j0;
+                for (kw = 0; kw < KW; ++kw) {
+                    const REAL *src = row + kw * (ldc - g->DW);
+                    FN(mk_t) in;
+                    if (hi[kw] <= lo[kw]) continue;
+                    in = *(const FN(mk_t) *)(const void *)(ge + CC_DKB - lo[kw]) &
+                         ~*(const FN(mk_t) *)(const void *)(ge + CC_DKB - hi[kw]);
+                    acc0 += (FN(vk_t))((FN(mk_t))CC_VLOAD(src) & in);
+                    if (two) acc1 += (FN(vk_t))((FN(mk_t))CC_VLOAD(src + KK * ldc) & in);
+                }
+            }
+            if (out + CC_DKB <= x + HW) {
+                /* (lanes past the row land in the next row, written after) */
+                CC_VSTORE(out, acc0);
+                if (two) CC_VSTORE(out + HW, acc1);
+            } else {
+                CC_VSTORE(buf, acc0);
+                for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[l] = buf[l];
+                if (two) {
+                    CC_VSTORE(buf, acc1);
+                    for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[HW + l] = buf[l];
+                }
+            }
+        }
+    }
+}
+
+/* col2im (SW = 1) of planes c .. c + nc - 1 (nc 1 or 2; the second at
+ * x + H*W): in pairs through col2im_pair_s1 where every read of theirs
+ * is inside [col_lo, col_end), else one by one through col2im_piece_s1. */
+static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
+    const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t nc, int64_t ldc,
+    REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end)
+{
+    /* tap (kh, kw) of plane c + i reads row ((c + i) KH + kh) KW + kw from
+     * PW - kw DW + oh OW on, a whole vector a piece */
+    const int64_t KK = g->KH * g->KW, shift = (g->KW - 1) * (ldc - g->DW);
+    const int64_t lo = c * KK * ldc + CC_MIN(0, shift) + g->PW;
+    const int64_t hi = ((c + nc) * KK - g->KW) * ldc + CC_MAX(0, shift) + g->PW +
+                       (g->OH - 1) * g->OW + (g->W + CC_DKB - 1) / CC_DKB * CC_DKB;
+    int64_t i;
+    if (g->KW <= CC_C2I_MAX_KW && col + lo >= col_lo && hi <= col_end - col) {
+        if (nc == 2) FN(col2im_pair_s1)(col, g, c, ldc, x, 1);
+        else FN(col2im_pair_s1)(col, g, c, ldc, x, 0);
+        return;
+    }
+    for (i = 0; i < nc; ++i)
+        FN(col2im_piece_s1)(col, g, c + i, ldc, x + i * g->H * g->W, col_lo, col_end);
 }
 
 #undef CC_DKB

@@ -29,6 +29,8 @@
 #endif
 
 #define CC_MIN(a, b) ((a) < (b) ? (a) : (b))
+/* pairs that n items make (the last one may be single) */
+#define CC_PAIRS(n) (((n) + 1) / 2)
 #define CC_MAX(a, b) ((a) > (b) ? (a) : (b))
 
 /* a * b into *out when it fits below CC_SIZE_MAX; 0 otherwise. */

@@ -7,7 +7,8 @@ import pytest
 from scipy import signal
 
 import convcore as cc
-from reference import conv2d_abs_bound, conv2d_naive, im2col_naive
+from reference import (col2im_naive, conv2d_abs_bound, conv2d_backward_naive, conv2d_naive,
+                       im2col_naive)
 
 
 # ---------------------------------------------------------------- helpers
@@ -540,3 +541,54 @@ def test_direct_path_in_chunks_and_threads_matches_the_reference(rng, monkeypatc
     ref_gw = np.einsum("nkl,nrl->kr", gy.reshape(9, 20, -1).astype(np.float64),
                        cols).reshape(w.shape)
     np.testing.assert_allclose(gw, ref_gw, rtol=0, atol=2e-5 * np.abs(ref_gw).max())
+
+
+# ---------------------------------------------------------------- thin dX
+# Layers with at most 32 output channels form dX's columns a few images at a
+# time, in per-thread buffers carved from the workspace, and col2im two planes
+# at once, in whole-vector pieces of a row; the last piece of a row that is not
+# a multiple of the vector width runs over into the next row.
+THIN_DX = [  # N, C, H, W, K, kernel, stride, padding, dilation
+    (5, 5, 14, 29, 16, (5, 5), (1, 1), (0, 2), (1, 1)),    # odd C: a plane without a pair
+    (4, 7, 31, 17, 3, (4, 2), (1, 1), (0, 2), (2, 2)),     # dilated; outputs wider than x
+    (3, 3, 20, 40, 32, (3, 6), (2, 1), (1, 0), (1, 2)),    # row stride 2
+    (6, 6, 14, 14, 16, (5, 5), (1, 1), (0, 0), (1, 1)),    # LeNet's second layer
+    (3, 1, 9, 40, 32, (1, 1), (2, 2), (0, 0), (1, 1)),     # buffers too big: chunked path
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", THIN_DX)
+def test_thin_grad_input_matches_reference_for_any_workspace_and_threads(case, dtype, rng,
+                                                                       restore_threads):
+    N, C, H, W, K, kernel, s, p, d = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C) + kernel).astype(dtype)
+    gy = rng.standard_normal((N, K) + cc.conv2d(x[:1], w, None, s, p, d).shape[2:]).astype(dtype)
+    limit = cc.get_workspace_limit()
+    out = []
+    try:
+        for lim, t in itertools.product((limit, 1, 200_000), (1, 2)):
+            cc.set_workspace_limit(lim)
+            cc.set_num_threads(t)
+            out.append(cc.conv2d_backward(gy, x, w, s, p, d, output_mask=(True, False, False))[0])
+    finally:
+        cc.set_workspace_limit(limit)
+    for other in out[1:]:
+        np.testing.assert_array_equal(out[0], other)
+    ref = conv2d_backward_naive(gy, x, w, s, p, d)[0]
+    if dtype == np.float64:
+        np.testing.assert_allclose(out[0], ref, rtol=1e-12, atol=1e-12)
+    else:
+        terms = K * kernel[0] * kernel[1]
+        bound = conv2d_backward_naive(np.abs(gy), x, np.abs(w), s, p, d)[0]
+        assert_float32_close(out[0], ref, terms * 2.0**-24 * bound)
+
+
+@pytest.mark.parametrize("case", THIN_DX[:3])
+def test_col2im_of_wide_rows_matches_naive_scatter(case, rng):
+    N, C, H, W, K, kernel, s, p, d = case
+    cols = cc.im2col(rng.standard_normal((N, C, H, W)), kernel, s, p, d)
+    g = rng.standard_normal(cols.shape)
+    np.testing.assert_allclose(cc.col2im(g, (H, W), kernel, s, p, d),
+                               col2im_naive(g, (H, W), kernel, s, p, d), rtol=1e-12, atol=1e-12)
