@@ -36,7 +36,8 @@ static void FN(direct_wt)(const REAL *w, int64_t K, int64_t CKK, REAL *wt)
     FN(pack_blocks)(w, K, CKK, CKK, 1, CC_DKB, wt);
 }
 
-/* out[j][q] = sum over taps of wt[tap][q] * xpad[c, oh*SH + kh*DH, (ow0+j)*SW + kw*DW].
+/* out[j][q] = sum over taps of wt[tap][q] * xpad[c, kh*DH, kw*DW + po[j]], where
+ * po[j] is the offset in a channel of xpad of output position j's window.
  * The CC_DKB channels are one vector (GCC/Clang vector extensions: one
  * AVX-512 register, two AVX2 ones, ... on the clone the machine runs), and
  * the CC_DOB positions are independent accumulators. */
@@ -66,29 +67,31 @@ typedef FN(mask_elem_t) FN(mk_t)
     } while (0)
 
 CC_CLONES_FMA static void FN(direct_block)(const REAL *CC_RESTRICT xpad, int64_t Hp, int64_t Wpp,
-                                       const REAL *CC_RESTRICT wt, const cc_conv_geom *g,
-                                       int64_t oh, int64_t ow0, REAL *CC_RESTRICT out)
+                                           const REAL *CC_RESTRICT wt, const cc_conv_geom *g,
+                                           const int64_t *CC_RESTRICT po, REAL *CC_RESTRICT out)
 {
-    const int64_t SW = g->SW;
     FN(vk_t) acc[CC_DOB];
     int64_t c, kh, kw;
     int j;
     memset(acc, 0, sizeof acc);
     for (c = 0; c < g->C; ++c) {
         for (kh = 0; kh < g->KH; ++kh) {
-            const REAL *xr = xpad + (c * Hp + oh * g->SH + kh * g->DH) * Wpp + ow0 * SW;
+            const REAL *xr = xpad + (c * Hp + kh * g->DH) * Wpp;
             const REAL *wr = wt + (c * g->KH + kh) * g->KW * CC_DKB;
             for (kw = 0; kw < g->KW; ++kw) {
                 const REAL *xs = xr + kw * g->DW;
                 FN(vk_t) wv;
                 memcpy(&wv, wr + kw * CC_DKB, sizeof wv);
-                for (j = 0; j < CC_DOB; ++j) acc[j] += xs[j * SW] * wv;
+                for (j = 0; j < CC_DOB; ++j) acc[j] += xs[po[j]] * wv;
             }
         }
     }
     memcpy(out, acc, sizeof acc);
 }
 
+/* The output positions are taken CC_DOB at a time in row-major order (a
+ * block may span rows), so a narrow output (LeNet's 10 columns) keeps every
+ * accumulator busy; the last block repeats its last position. */
 static int FN(fwd_direct)(const REAL *x, const REAL *w, const REAL *b, const cc_conv_geom *g,
                           REAL *work, int n_threads, REAL *y)
 {
@@ -101,9 +104,10 @@ static int FN(fwd_direct)(const REAL *x, const REAL *w, const REAL *b, const cc_
     for (n = 0; n < g->N; ++n) {
         REAL xpad[CC_DIRECT_MAX_PAD];
         REAL out[CC_DOB * CC_DKB];
+        int64_t po[CC_DOB];
         const REAL *xn = x + n * g->C * g->H * g->W;
         REAL *yn = y + n * K * L;
-        int64_t c, h, i, oh, ow0, kb;
+        int64_t c, h, i, p0, kb;
         for (i = 0; i < g->C * Hp * Wpp; ++i) xpad[i] = 0;
         for (c = 0; c < g->C; ++c)
             for (h = 0; h < g->H; ++h) {
@@ -111,21 +115,24 @@ static int FN(fwd_direct)(const REAL *x, const REAL *w, const REAL *b, const cc_
                 REAL *dst = xpad + (c * Hp + h + g->PH) * Wpp + g->PW;
                 for (i = 0; i < g->W; ++i) dst[i] = src[i];
             }
-        for (oh = 0; oh < g->OH; ++oh)
-            for (ow0 = 0; ow0 < g->OW; ow0 += CC_DOB) {
-                const int64_t nj = CC_MIN(CC_DOB, g->OW - ow0);
-                for (kb = 0; kb < nkb; ++kb) {
-                    const int64_t nq = CC_MIN(CC_DKB, K - kb * CC_DKB);
-                    int64_t j, q;
-                    FN(direct_block)(xpad, Hp, Wpp, work + kb * CKK * CC_DKB, g, oh, ow0, out);
-                    for (q = 0; q < nq; ++q) {
-                        const int64_t k = kb * CC_DKB + q;
-                        const REAL bk = b ? b[k] : 0;
-                        REAL *yr = yn + k * L + oh * g->OW + ow0;
-                        for (j = 0; j < nj; ++j) yr[j] = out[j * CC_DKB + q] + bk;
-                    }
+        for (p0 = 0; p0 < L; p0 += CC_DOB) {
+            const int64_t nj = CC_MIN(CC_DOB, L - p0);
+            int64_t j, q;
+            for (j = 0; j < CC_DOB; ++j) {
+                const int64_t p = p0 + CC_MIN(j, nj - 1);
+                po[j] = p / g->OW * g->SH * Wpp + p % g->OW * g->SW;
+            }
+            for (kb = 0; kb < nkb; ++kb) {
+                const int64_t nq = CC_MIN(CC_DKB, K - kb * CC_DKB);
+                FN(direct_block)(xpad, Hp, Wpp, work + kb * CKK * CC_DKB, g, po, out);
+                for (q = 0; q < nq; ++q) {
+                    const int64_t k = kb * CC_DKB + q;
+                    const REAL bk = b ? b[k] : 0;
+                    REAL *yr = yn + k * L + p0;
+                    for (j = 0; j < nj; ++j) yr[j] = out[j * CC_DKB + q] + bk;
                 }
             }
+        }
     }
     return CC_OK;
 }
