@@ -845,6 +845,9 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     return FN(fwd_tiles)(x, w, b, g, work, B, n_threads, gemm, y);
 }
 
+/* partial sums of a bias gradient (a power of 2) */
+#define CC_DB_SUMS 32
+
 int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
                       const cc_conv_geom *g, int strategy, REAL *work, int64_t work_elems,
                       int n_threads, GEMM_T gemm, REAL *dx, REAL *dw, REAL *db)
@@ -866,13 +869,21 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
         int64_t kk;
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && g->K > 1) schedule(static)
         for (kk = 0; kk < g->K; ++kk) {
-            double s = 0;
+            /* CC_DB_SUMS sums (position mod CC_DB_SUMS in each plane), added
+             * in a fixed order at the end: independent vector adds instead of
+             * one serial chain */
+            double a[CC_DB_SUMS] = {0};
             int64_t n, l;
+            int q, h;
             for (n = 0; n < g->N; ++n) {
                 const REAL *p = dy + (n * g->K + kk) * L;
-                for (l = 0; l < L; ++l) s += p[l];
+                for (l = 0; l + CC_DB_SUMS <= L; l += CC_DB_SUMS)
+                    for (q = 0; q < CC_DB_SUMS; ++q) a[q] += p[l + q];
+                for (; l < L; ++l) a[l % CC_DB_SUMS] += p[l];
             }
-            db[kk] = (REAL)s;
+            for (h = CC_DB_SUMS / 2; h > 0; h /= 2)
+                for (q = 0; q < h; ++q) a[q] += a[q + h];
+            db[kk] = (REAL)a[0];
         }
     }
     if (!dx && !dw) return CC_OK;
