@@ -190,11 +190,13 @@ CC_CLONES_FMA static void FN(direct_dw_tap)(const REAL *CC_RESTRICT x, const REA
  * the taps. */
 static inline __attribute__((always_inline)) void FN(dw_chan_body)(
     const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dyT, int64_t nb, const cc_conv_geom *g,
-    int64_t c, REAL *CC_RESTRICT xp, REAL *CC_RESTRICT acc, const int R)
+    int64_t c, REAL *CC_RESTRICT xp, REAL *CC_RESTRICT acc, const int R, const int unit_dw)
 {
     const int64_t H = g->H, W = g->W, Wp = W + 2 * g->PW, Hp = H + 2 * g->PH;
     const int64_t OW = g->OW, L = g->OH * g->OW, SH = g->SH, SW = g->SW;
-    const int64_t dh = g->DH * Wp, dw = g->DW;
+    /* (a unit width dilation as a constant: the taps of a row are then
+     * fixed displacements from one address, not R*R offsets in registers) */
+    const int64_t dh = g->DH * Wp, dw = unit_dw ? 1 : g->DW;
     const FN(vk_t) zero = {0};
     FN(vk_t) a[25];
     int64_t n, oh, ow, i;
@@ -216,26 +218,29 @@ static inline __attribute__((always_inline)) void FN(dw_chan_body)(
                 const REAL *xs = xr + ow * SW;
                 int kh, kw;
 #pragma GCC unroll 5
-                for (kh = 0; kh < R; ++kh)
+                for (kh = 0; kh < R; ++kh) {
+                    const REAL *xk = xs + kh * dh;
 #pragma GCC unroll 5
-                    for (kw = 0; kw < R; ++kw) a[kh * R + kw] += xs[kh * dh + kw * dw] * v;
+                    for (kw = 0; kw < R; ++kw) a[kh * R + kw] += xk[kw * dw] * v;
+                }
             }
         }
     }
     for (t = 0; t < R * R; ++t) CC_VSTORE(acc + t * CC_DKB, CC_VLOAD(acc + t * CC_DKB) + a[t]);
 }
 
-CC_CLONES_FMA static void FN(dw_chan3)(const REAL *x, const REAL *dyT, int64_t nb,
-                                       const cc_conv_geom *g, int64_t c, REAL *xp, REAL *acc)
-{
-    FN(dw_chan_body)(x, dyT, nb, g, c, xp, acc, 3);
-}
-
-CC_CLONES_FMA static void FN(dw_chan5)(const REAL *x, const REAL *dyT, int64_t nb,
-                                       const cc_conv_geom *g, int64_t c, REAL *xp, REAL *acc)
-{
-    FN(dw_chan_body)(x, dyT, nb, g, c, xp, acc, 5);
-}
+/* channel units for R = 3 or 5, unit width dilation (u) or any */
+#define CC_DW_CHAN(name, R, unit)                                                          \
+    CC_CLONES_FMA static void FN(name)(const REAL *x, const REAL *dyT, int64_t nb,           \
+                                       const cc_conv_geom *g, int64_t c, REAL *xp, REAL *acc) \
+    {                                                                                      \
+        FN(dw_chan_body)(x, dyT, nb, g, c, xp, acc, R, unit);                              \
+    }
+CC_DW_CHAN(dw_chan3, 3, 0)
+CC_DW_CHAN(dw_chan5, 5, 0)
+CC_DW_CHAN(dw_chan3u, 3, 1)
+CC_DW_CHAN(dw_chan5u, 5, 1)
+#undef CC_DW_CHAN
 
 /* dW through the direct loops (N in chunks of B images): dy of a chunk is
  * transposed into 16-channel vectors dyT[kb][n][pos][16], then every
@@ -264,11 +269,15 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
                 const REAL *src = dy + ((n0 + n) * K) * L;
                 REAL *dst = dyT + (kb * nb + n) * L * CC_DKB;
                 int64_t pos, q;
-                for (pos = 0; pos < L; ++pos)
-                    for (q = 0; q < CC_DKB; ++q) {
-                        const int64_t k = kb * CC_DKB + q;
-                        dst[pos * CC_DKB + q] = k < K ? src[k * L + pos] : 0;
-                    }
+                /* (a channel at a time: contiguous reads, and the image's
+                 * vectors stay in cache across the channels) */
+                for (q = 0; q < CC_DKB; ++q) {
+                    const int64_t k = kb * CC_DKB + q;
+                    if (k < K)
+                        for (pos = 0; pos < L; ++pos) dst[pos * CC_DKB + q] = src[k * L + pos];
+                    else
+                        for (pos = 0; pos < L; ++pos) dst[pos * CC_DKB + q] = 0;
+                }
             }
             if (chan) {
                 /* whole channels: every tap of channel c per unit */
@@ -279,8 +288,13 @@ static int FN(dw_direct)(const REAL *dy, const REAL *x, const cc_conv_geom *g, R
                     REAL *acc = dwT + (kb * CKK + c * KK) * CC_DKB;
                     const REAL *dyk = dyT + kb * nb * L * CC_DKB;
                     const REAL *xn = x + n0 * g->C * g->H * g->W;
-                    if (g->KH == 3) FN(dw_chan3)(xn, dyk, nb, g, c, xp, acc);
-                    else FN(dw_chan5)(xn, dyk, nb, g, c, xp, acc);
+                    if (g->DW == 1) {
+                        if (g->KH == 3) FN(dw_chan3u)(xn, dyk, nb, g, c, xp, acc);
+                        else FN(dw_chan5u)(xn, dyk, nb, g, c, xp, acc);
+                    } else {
+                        if (g->KH == 3) FN(dw_chan3)(xn, dyk, nb, g, c, xp, acc);
+                        else FN(dw_chan5)(xn, dyk, nb, g, c, xp, acc);
+                    }
                 }
             } else {
 #pragma omp for schedule(dynamic, 4)
