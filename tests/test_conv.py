@@ -592,3 +592,28 @@ def test_col2im_of_wide_rows_matches_naive_scatter(case, rng):
     g = rng.standard_normal(cols.shape)
     np.testing.assert_allclose(cc.col2im(g, (H, W), kernel, s, p, d),
                                col2im_naive(g, (H, W), kernel, s, p, d), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("dilation", [(1, 1), (1, 2), (2, 1)])
+def test_direct_grad_weight_by_channel_matches_reference(kernel, dilation, rng, monkeypatch,
+                                                         restore_threads):
+    """The direct dW of square 3x3 and 5x5 kernels takes whole input channels
+    (every tap's sum in a register); unit and wider width dilations run
+    different code."""
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "direct")
+    x = rng.standard_normal((5, 4, 15, 17)).astype(np.float32)
+    w = rng.standard_normal((20, 4, kernel, kernel)).astype(np.float32)   # 2 channel blocks
+    s, p = (1, 2), (1, 2)
+    gy = rng.standard_normal(cc.conv2d(x, w, None, s, p, dilation).shape).astype(np.float32)
+    got = []
+    for t in (1, 2):
+        cc.set_num_threads(t)
+        got.append(cc.conv2d_backward(gy, x, w, s, p, dilation, output_mask=(False, True, False))[1])
+    np.testing.assert_array_equal(got[0], got[1])
+    cols = im2col_naive(x.astype(np.float64), (kernel, kernel), s, p, dilation)
+    gy64 = gy.reshape(5, 20, -1).astype(np.float64)
+    ref = np.einsum("nkl,nrl->kr", gy64, cols).reshape(w.shape)
+    terms = 5 * gy.shape[2] * gy.shape[3]
+    bound = terms * 2.0**-24 * np.einsum("nkl,nrl->kr", np.abs(gy64), np.abs(cols)).reshape(w.shape)
+    assert_float32_close(got[0], ref, bound * 1.01)
