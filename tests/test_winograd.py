@@ -233,6 +233,8 @@ def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch)
     wino_bwd = cc.conv2d_backward(dy, x, w, padding=1)
     monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
     direct = cc.conv2d(x, w, b, padding=1)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "fastest")   # no strategy's name: AUTO
+    np.testing.assert_array_equal(cc.conv2d(x, w, b, padding=1), auto)
     monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
     np.testing.assert_array_equal(auto, wino)
     assert not np.array_equal(auto, direct)     # a different rounding: another path

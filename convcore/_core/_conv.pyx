@@ -7,6 +7,8 @@ with the GIL released; its status code becomes an exception afterwards.
 """
 from cython cimport floating
 from libc.stdint cimport int64_t
+from libc.stdlib cimport getenv
+from libc.string cimport strcmp
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 
 cdef extern from "convcore.h" nogil:
@@ -121,6 +123,24 @@ TILES = CC_CONV_TILES
 BATCHED = CC_CONV_BATCHED
 WINOGRAD = CC_CONV_WINOGRAD
 DIRECT = CC_CONV_DIRECT
+
+
+def env_strategy():
+    """The strategy CONVCORE_CONV_STRATEGY names in the process environment
+    (which writes to os.environ reach): AUTO when it is unset or names none.
+    Read on every call, for a fraction of os.environ's cost."""
+    cdef const char *v = getenv(b"CONVCORE_CONV_STRATEGY")
+    if v == NULL:
+        return CC_CONV_AUTO
+    if strcmp(v, b"tiles") == 0:
+        return CC_CONV_TILES
+    if strcmp(v, b"batched") == 0:
+        return CC_CONV_BATCHED
+    if strcmp(v, b"winograd") == 0:
+        return CC_CONV_WINOGRAD
+    if strcmp(v, b"direct") == 0:
+        return CC_CONV_DIRECT
+    return CC_CONV_AUTO
 
 
 def workspace_elems(tuple geom, int64_t chunk, int strategy):

@@ -7,9 +7,7 @@ afterwards (by the binding itself, see ``_bind_blas_threads``).
 """
 from __future__ import annotations
 
-import os
 import threading
-from contextlib import nullcontext
 
 import numpy as np
 
@@ -70,23 +68,19 @@ def _bind_blas_threads():
 _blas_fallback = []
 
 
-def _hold_blas():
-    """Context for a call: a no-op when the binding holds the BLAS itself."""
+def _blas_context():
+    """A context manager factory that holds the BLAS at one thread, or None
+    when the binding holds it itself (the usual case: no context needed)."""
     if not _blas_fallback:
         _blas_fallback.append(_bind_blas_threads())
-    fb = _blas_fallback[0]
-    return fb() if fb is not None else nullcontext()
-
-
-_STRATEGIES = {"tiles": _conv.TILES, "batched": _conv.BATCHED, "winograd": _conv.WINOGRAD,
-               "direct": _conv.DIRECT}
+    return _blas_fallback[0]
 
 
 def _strategy() -> int:
     """The C core picks its strategy from the shape and dtype;
     CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd' or 'direct') forces one, for
     benchmarks and for users who want the direct sum's rounding in float32."""
-    return _STRATEGIES.get(os.environ.get("CONVCORE_CONV_STRATEGY", ""), _conv.AUTO)
+    return _conv.env_strategy()
 
 
 _reuse = threading.local()
@@ -103,9 +97,14 @@ def _buffer(nelems, dtype, budget):
     nbytes = nelems * np.dtype(dtype).itemsize
     buf = getattr(_reuse, "buf", None)
     if buf is None or buf.nbytes < nbytes or buf.nbytes > max(budget, nbytes):
-        _reuse.buf = None   # (the old one is freed before the new one is made)
+        # (the old one is freed before the new one is made)
+        _reuse.buf = _reuse.view = _reuse.last = None
         buf = _reuse.buf = np.empty(nbytes, dtype=np.uint8)
-    return buf[:nbytes].view(dtype)
+    view = getattr(_reuse, "view", None)
+    if view is None or view.nbytes != nbytes or view.dtype != dtype:
+        # (the last call's view is kept: a network repeats its shapes)
+        view = _reuse.view = buf[:nbytes].view(dtype)
+    return view
 
 
 _sizes: dict = {}
@@ -116,9 +115,21 @@ def _workspace(geom, dtype, strategy):
 
     The size depends on the geometry, dtype, strategy and budget alone; it is
     remembered for the last few hundred of those (a network's layers), which
-    saves the size computations on every call."""
-    itemsize = np.dtype(dtype).itemsize
+    saves the size computations on every call; a call that repeats this
+    thread's last one (the same geometry object, as the functional layer's
+    memo hands out) gets the last buffer straight back."""
     limit = _config.get_workspace_limit()
+    last = getattr(_reuse, "last", None)
+    if (last is not None and last[0] is geom and last[1] is dtype and last[2] == strategy
+            and last[3] == limit):
+        return last[4]
+    work = _workspace_for(geom, dtype, strategy, limit)
+    _reuse.last = (geom, dtype, strategy, limit, work)
+    return work
+
+
+def _workspace_for(geom, dtype, strategy, limit):
+    itemsize = np.dtype(dtype).itemsize
     key = (geom, itemsize, strategy, limit)
     total = _sizes.get(key)
     if total is None:
@@ -153,7 +164,11 @@ def conv2d_forward(x, w, b, y, geom):
     work = _workspace(geom, x.dtype, strategy)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
     n = _config.get_num_threads()
-    with _hold_blas():
+    fb = _blas_context()
+    if fb is None:
+        _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
+        return
+    with fb():
         _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
 
 
@@ -161,7 +176,11 @@ def conv2d_backward(dy, x, w, dx, dw, db, geom):
     strategy = _strategy()
     work = _workspace(geom, x.dtype, strategy)
     n = _config.get_num_threads()
-    with _hold_blas():
+    fb = _blas_context()
+    if fb is None:
+        _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
+        return
+    with fb():
         _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
 
 
