@@ -155,7 +155,8 @@ int cc_conv_direct_ok(const cc_conv_geom *g)
 {
     /* pointwise: the product kernel (direct_impl.h), no padded copy */
     if (cc_conv_is_pointwise(g)) return g->groups == 1 && g->K * g->C <= CC_PW_MAX_WEIGHTS;
-    /* the padded copy: C x (H + 2PH) x (W + 2PW + 6 SW), see CC_DOB in direct_impl.h */
+    /* the padded copy: C x (H + 2PH) x (W + 2PW), bounded here with 6 SW
+     * columns to spare */
     const int64_t wpp = g->W + 2 * g->PW + 6 * g->SW, hp = g->H + 2 * g->PH;
     return g->groups == 1 && g->K <= CC_DIRECT_MAX_K && wpp <= CC_DIRECT_MAX_PAD &&
            hp <= CC_DIRECT_MAX_PAD && g->C * hp * wpp <= CC_DIRECT_MAX_PAD;

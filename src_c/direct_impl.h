@@ -97,7 +97,7 @@ static int FN(fwd_direct)(const REAL *x, const REAL *w, const REAL *b, const cc_
 {
     const int64_t K = g->K, CKK = g->C * g->KH * g->KW, L = g->OH * g->OW;
     const int64_t nkb = (K + CC_DKB - 1) / CC_DKB;
-    const int64_t Hp = g->H + 2 * g->PH, Wpp = g->W + 2 * g->PW + CC_DOB * g->SW;
+    const int64_t Hp = g->H + 2 * g->PH, Wpp = g->W + 2 * g->PW;
     int64_t n;
     FN(direct_wt)(w, K, CKK, work);
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && g->N > 1) schedule(static)
