@@ -78,7 +78,7 @@ CC_CLONES static void FN(col2im_planes)(const REAL *CC_RESTRICT col, const cc_co
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW;
     const int64_t KH = g->KH, KW = g->KW;
     int64_t kh, kw, i;
-    if (g->SW == 1) {
+    if (g->SW == 1 && KW <= CC_C2I_MAX_KW) {
         FN(col2im_rows_s1)(col, g, c, nc, ldc, x, col_lo, col_end);
         return;
     }

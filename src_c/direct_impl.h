@@ -622,73 +622,21 @@ CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *C
  * rows of every tap that reaches it, in the order (kh, kw), then is stored
  * once.  (The order in which each element receives its terms is the scatter
  * loop's (kh, kw, oh): for SW = 1 a tap reaches an element at most once.)
- * Reads of col stay inside [col_lo, col_end), writes inside the plane; a
- * piece that cannot read whole vectors there goes through lanes.  Inlined
+ * A piece's masks, set by kw alone, are found once for all its rows.
+ * Reads of col stay inside [col_lo, col_end), writes inside the plane:
+ * `inside` says every whole-vector read falls in that range (the caller
+ * checked), otherwise a tap that cannot read a whole vector there goes
+ * through lanes.  With `two` (inside only), plane c + 1 at x + H*W is summed
+ * alongside, as an independent chain.  KW at most CC_C2I_MAX_KW.  Inlined
  * into its caller's instruction-set clones. */
-static inline __attribute__((always_inline)) void FN(col2im_piece_s1)(
+#define CC_C2I_MAX_KW 16
+static inline __attribute__((always_inline)) void FN(col2im_pieces_s1)(
     const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t ldc,
-    REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end)
+    REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end, const int inside,
+    const int two)
 {
     /* the mask of lanes l >= k (0 <= k <= CC_DKB): CC_DKB values at
      * ge + CC_DKB - k */
-    static const FN(mask_elem_t) ge[3 * CC_DKB] = {
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, KH = g->KH, KW = g->KW;
-    const int64_t SH = g->SH;
-    const FN(vk_t) zero = {0};
-    REAL buf[CC_DKB];
-    int64_t ih, j0, kh, kw, l;
-    for (ih = 0; ih < H; ++ih)
-        for (j0 = 0; j0 < W; j0 += CC_DKB) {
-            FN(vk_t) acc = zero;
-            REAL *out = x + ih * W + j0;
-            for (kh = 0; kh < KH; ++kh) {
-                const int64_t t = ih + g->PH - kh * g->DH;
-                int64_t oh = t;
-                if (t < 0) break; /* (t falls with kh) */
-                if (SH != 1) {
-                    if (t % SH) continue;
-                    oh = t / SH;
-                }
-                if (oh >= OH) continue;
-                for (kw = 0; kw < KW; ++kw) {
-                    /* column j takes src[j - woff] for ow = j - woff in [0, OW) */
-                    const int64_t woff = kw * g->DW - g->PW;
-                    const int64_t a = CC_MAX(j0, woff), b = CC_MIN(CC_MIN(j0 + CC_DKB, W), OW + woff);
-                    const REAL *src = col + ((c * KH + kh) * KW + kw) * ldc + oh * OW - woff;
-                    if (b <= a) continue;
-                    if (src + j0 >= col_lo && src + j0 + CC_DKB <= col_end) {
-                        const FN(mk_t) in = *(const FN(mk_t) *)(const void *)(ge + CC_DKB - (a - j0)) &
-                                            ~*(const FN(mk_t) *)(const void *)(ge + CC_DKB - (b - j0));
-                        acc += (FN(vk_t))((FN(mk_t))CC_VLOAD(src + j0) & in);
-                    } else {
-                        for (l = 0; l < CC_DKB; ++l) buf[l] = l >= a - j0 && l < b - j0 ? src[j0 + l] : 0;
-                        acc += CC_VLOAD(buf);
-                    }
-                }
-            }
-            if (out + CC_DKB <= x + H * W) {
-                /* (lanes past the row land in the next row, written after) */
-                CC_VSTORE(out, acc);
-            } else {
-                CC_VSTORE(buf, acc);
-                for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[l] = buf[l];
-            }
-        }
-}
-
-/* The same sums, for planes c and c + 1 at once when `two` (x + H*W is
- * the second plane), where every whole-vector read is known to fall in the
- * column buffer: the two planes' sums are independent chains (each in its
- * own order, as above), and a piece's masks, set by kw alone, are found
- * once per piece of columns instead of once per tap and row.  KW at most
- * CC_C2I_MAX_KW. */
-#define CC_C2I_MAX_KW 16
-static inline __attribute__((always_inline)) void FN(col2im_pair_s1)(
-    const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t ldc,
-    REAL *CC_RESTRICT x, int two)
-{
     static const FN(mask_elem_t) ge[3 * CC_DKB] = {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
         -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
@@ -726,6 +674,11 @@ static inline __attribute__((always_inline)) void FN(col2im_pair_s1)(
                     const REAL *src = row + kw * (ldc - g->DW);
                     FN(mk_t) in;
                     if (hi[kw] <= lo[kw]) continue;
+                    if (!inside && (src < col_lo || src + CC_DKB > col_end)) {
+                        for (l = 0; l < CC_DKB; ++l) buf[l] = l >= lo[kw] && l < hi[kw] ? src[l] : 0;
+                        acc0 += CC_VLOAD(buf);
+                        continue;
+                    }
                     in = *(const FN(mk_t) *)(const void *)(ge + CC_DKB - lo[kw]) &
                          ~*(const FN(mk_t) *)(const void *)(ge + CC_DKB - hi[kw]);
                     acc0 += (FN(vk_t))((FN(mk_t))CC_VLOAD(src) & in);
@@ -749,8 +702,8 @@ static inline __attribute__((always_inline)) void FN(col2im_pair_s1)(
 }
 
 /* col2im (SW = 1) of planes c .. c + nc - 1 (nc 1 or 2; the second at
- * x + H*W): in pairs through col2im_pair_s1 where every read of theirs
- * is inside [col_lo, col_end), else one by one through col2im_piece_s1. */
+ * x + H*W): together where every read of theirs is inside [col_lo,
+ * col_end), else one by one, checking each read. */
 static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
     const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t nc, int64_t ldc,
     REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end)
@@ -762,13 +715,13 @@ static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
     const int64_t hi = ((c + nc) * KK - g->KW) * ldc + CC_MAX(0, shift) + g->PW +
                        (g->OH - 1) * g->OW + (g->W + CC_DKB - 1) / CC_DKB * CC_DKB;
     int64_t i;
-    if (g->KW <= CC_C2I_MAX_KW && col + lo >= col_lo && hi <= col_end - col) {
-        if (nc == 2) FN(col2im_pair_s1)(col, g, c, ldc, x, 1);
-        else FN(col2im_pair_s1)(col, g, c, ldc, x, 0);
+    if (col + lo >= col_lo && hi <= col_end - col) {
+        if (nc == 2) FN(col2im_pieces_s1)(col, g, c, ldc, x, col_lo, col_end, 1, 1);
+        else FN(col2im_pieces_s1)(col, g, c, ldc, x, col_lo, col_end, 1, 0);
         return;
     }
     for (i = 0; i < nc; ++i)
-        FN(col2im_piece_s1)(col, g, c + i, ldc, x + i * g->H * g->W, col_lo, col_end);
+        FN(col2im_pieces_s1)(col, g, c + i, ldc, x + i * g->H * g->W, col_lo, col_end, 0, 0);
 }
 
 #undef CC_DKB

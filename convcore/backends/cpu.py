@@ -98,13 +98,9 @@ def _buffer(nelems, dtype, budget):
     buf = getattr(_reuse, "buf", None)
     if buf is None or buf.nbytes < nbytes or buf.nbytes > max(budget, nbytes):
         # (the old one is freed before the new one is made)
-        _reuse.buf = _reuse.view = _reuse.last = None
+        _reuse.buf = _reuse.last = None
         buf = _reuse.buf = np.empty(nbytes, dtype=np.uint8)
-    view = getattr(_reuse, "view", None)
-    if view is None or view.nbytes != nbytes or view.dtype != dtype:
-        # (the last call's view is kept: a network repeats its shapes)
-        view = _reuse.view = buf[:nbytes].view(dtype)
-    return view
+    return buf[:nbytes].view(dtype)
 
 
 _sizes: dict = {}
