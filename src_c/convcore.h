@@ -349,6 +349,28 @@ int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);
 int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx);
 int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
 
+/* Linear layer, row-major: y = x·Wᵀ + b.  GEMMs partitioned over the OpenMP
+ * team (output rows or features), each part a sequential BLAS call.
+ *   x (M, K), w (N, K), b (N) or NULL      [in]
+ *   y (M, N)                               [out, overwritten] */
+int cc_linear_fwd_f32(const float *x, const float *w, const float *b, int64_t M, int64_t N,
+                      int64_t K, int n_threads, cc_sgemm_t gemm, float *y);
+int cc_linear_fwd_f64(const double *x, const double *w, const double *b, int64_t M,
+                      int64_t N, int64_t K, int n_threads, cc_dgemm_t gemm, double *y);
+
+/* Linear backward.
+ * forward: y = x·Wᵀ + b  =>  dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy
+ *   dy (M, N), x (M, K), w (N, K)          [in]
+ *   dx (M, K) or NULL                      [out, overwritten]
+ *   dw (N, K), db (N) or NULL              [out, overwritten; added to (+=)
+ *                                           when accumulate is nonzero] */
+int cc_linear_bwd_f32(const float *dy, const float *x, const float *w, int64_t M, int64_t N,
+                      int64_t K, int accumulate, int n_threads, cc_sgemm_t gemm, float *dx,
+                      float *dw, float *db);
+int cc_linear_bwd_f64(const double *dy, const double *x, const double *w, int64_t M,
+                      int64_t N, int64_t K, int accumulate, int n_threads, cc_dgemm_t gemm,
+                      double *dx, double *dw, double *db);
+
 /* Threads OpenMP offers (1 when built without OpenMP). */
 int cc_openmp_enabled(void);
 int cc_max_threads(void);

@@ -78,7 +78,7 @@ def has_blas_thread_functions():
     return _blas_set != NULL
 
 
-cdef inline void _blas_enter() noexcept:
+cdef void _blas_enter() noexcept:
     global _blas_depth, _blas_saved
     if _blas_set == NULL:
         return
@@ -89,7 +89,7 @@ cdef inline void _blas_enter() noexcept:
     _blas_depth += 1
 
 
-cdef inline void _blas_exit() noexcept:
+cdef void _blas_exit() noexcept:
     global _blas_depth
     if _blas_set == NULL:
         return

@@ -50,8 +50,32 @@ def _dim(dim, ndim, name="dim"):
 
 
 # ----------------------------------------------------------------------- linear
+def _linear_check(x, weight, bias):
+    be = backend_for(x, weight, bias)
+    float_dtype(x, "x")
+    same_dtype(x, "x", weight, "weight")
+    same_dtype(x, "x", bias, "bias")
+    if weight.ndim != 2:
+        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape "
+                         f"{tuple(weight.shape)}")
+    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x must have last dimension in_features={weight.shape[1]}, got "
+                         f"shape {tuple(x.shape)}")
+    if bias is not None:
+        _shape_eq(bias, (weight.shape[0],), "bias")
+    return be
+
+
+def _rows(be, a, width):
+    """a as a C-contiguous (rows, width) matrix (a view when it already is one)."""
+    return be.ascontiguous(a.reshape(-1, width))
+
+
 def linear(x, weight, bias=None):
     """Affine map ``y = x W^T + b`` over the last axis.
+
+    On NumPy arrays the products run in convcore's own thread team (the
+    BLAS sequential inside it), never in NumPy's BLAS thread pool.
 
     Parameters
     ----------
@@ -69,22 +93,23 @@ def linear(x, weight, bias=None):
     >>> cc.linear(np.ones((1, 3)), np.arange(6.).reshape(2, 3), np.array([0., 1.]))
     array([[ 3., 13.]])
     """
-    _xp(x, weight, bias)
+    be = _linear_check(x, weight, bias)
+    n_out, n_in = weight.shape
+    y = be.empty(tuple(x.shape[:-1]) + (n_out,), x.dtype)
+    be.linear_forward(_rows(be, x, n_in), be.ascontiguous(weight),
+                      None if bias is None else be.ascontiguous(bias), y.reshape(-1, n_out))
+    return y
+
+
+def _linear_backward_check(grad_output, x, weight):
+    be = backend_for(grad_output, x, weight)
     float_dtype(x, "x")
     same_dtype(x, "x", weight, "weight")
-    same_dtype(x, "x", bias, "bias")
-    if weight.ndim != 2:
-        raise ValueError(f"weight must be 2-D (out_features, in_features), got shape "
-                         f"{tuple(weight.shape)}")
-    if x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x must have last dimension in_features={weight.shape[1]}, got "
-                         f"shape {tuple(x.shape)}")
-    if bias is not None:
-        _shape_eq(bias, (weight.shape[0],), "bias")
-    y = x @ weight.T
-    if bias is not None:
-        y += bias
-    return y
+    same_dtype(x, "x", grad_output, "grad_output")
+    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
+        raise ValueError(f"x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
+    _shape_eq(grad_output, tuple(x.shape[:-1]) + (weight.shape[0],), "grad_output")
+    return be
 
 
 def linear_backward(grad_output, x, weight):
@@ -100,16 +125,40 @@ def linear_backward(grad_output, x, weight):
     >>> gx, gb
     (array([[2., 2., 2.]]), array([1., 1.]))
     """
-    _xp(grad_output, x, weight)
-    float_dtype(x, "x")
-    same_dtype(x, "x", weight, "weight")
-    same_dtype(x, "x", grad_output, "grad_output")
-    if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
-        raise ValueError(f"x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
-    _shape_eq(grad_output, tuple(x.shape[:-1]) + (weight.shape[0],), "grad_output")
-    g2 = grad_output.reshape(-1, weight.shape[0])
-    x2 = x.reshape(-1, weight.shape[1])
-    return grad_output @ weight, g2.T @ x2, g2.sum(axis=0)
+    be = _linear_backward_check(grad_output, x, weight)
+    n_out, n_in = weight.shape
+    gx = be.empty(x.shape, x.dtype)
+    gw = be.empty((n_out, n_in), x.dtype)
+    gb = be.empty((n_out,), x.dtype)
+    be.linear_backward(_rows(be, grad_output, n_out), _rows(be, x, n_in),
+                       be.ascontiguous(weight), gx.reshape(-1, n_in), gw, gb, False)
+    return gx, gw, gb
+
+
+def linear_backward_accumulate(grad_output, x, weight, grad_weight, grad_bias=None,
+                               need_input=True):
+    """:func:`linear_backward` that adds dW and db into ``grad_weight`` and
+    ``grad_bias`` (C-contiguous, the parameters' dtype) in place, with no
+    parameter-sized temporary, and returns dx (None unless ``need_input``)."""
+    be = _linear_backward_check(grad_output, x, weight)
+    n_out, n_in = weight.shape
+    _shape_eq(grad_weight, (n_out, n_in), "grad_weight")
+    same_dtype(x, "x", grad_weight, "grad_weight")
+    if grad_bias is not None:
+        _shape_eq(grad_bias, (n_out,), "grad_bias")
+        same_dtype(x, "x", grad_bias, "grad_bias")
+    if not all(g is None or g.flags.c_contiguous for g in (grad_weight, grad_bias)):
+        # a gradient array the user set to a strided view: add temporaries
+        gx, gw, gb = linear_backward(grad_output, x, weight)
+        grad_weight += gw
+        if grad_bias is not None:
+            grad_bias += gb
+        return gx if need_input else None
+    gx = be.empty(x.shape, x.dtype) if need_input else None
+    be.linear_backward(_rows(be, grad_output, n_out), _rows(be, x, n_in),
+                       be.ascontiguous(weight), None if gx is None else gx.reshape(-1, n_in),
+                       grad_weight, grad_bias, True)
+    return gx
 
 
 # ------------------------------------------------------------------------- relu

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from convcore import _config
-from convcore._core import _conv, _norm, _pool
+from convcore._core import _conv, _linear, _norm, _pool
 
 name = "cpu"
 xp = np
@@ -253,3 +253,26 @@ def relu_forward(x, y):
 
 def relu_backward(dy, x, dx):
     _norm.relu_backward(dy, x, dx, _config.get_num_threads())
+
+
+# ------------------------------------------------------------------- linear
+# 2-D C-contiguous operands: x (M, K), w (N, K), y (M, N).  The products run in
+# the core's OpenMP team with SciPy's BLAS held sequential inside it, so a
+# linear layer never wakes NumPy's BLAS thread pool.
+def _with_sequential_blas(fn, *args):
+    fb = _blas_context()
+    if fb is None:
+        fn(*args)
+        return
+    with fb():
+        fn(*args)
+
+
+def linear_forward(x, w, b, y):
+    _with_sequential_blas(_linear.linear_forward, x, w, b, y, _config.get_num_threads())
+
+
+def linear_backward(dy, x, w, dx, dw, db, accumulate):
+    """dx, dw, db may be None; with accumulate, dw and db are added to."""
+    _with_sequential_blas(_linear.linear_backward, dy, x, w, dx, dw, db, accumulate,
+                          _config.get_num_threads())

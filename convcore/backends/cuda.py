@@ -423,3 +423,28 @@ def adaptive_avg_pool2d_backward(dy, dx):
     OH, OW = int(dy.shape[-2]), int(dy.shape[-1])
     _launch("cc_adaptive_avg_pool2d_bwd", dx.dtype, N * C * H * W,
             (dy,) + _i64(N, C, H, W, OH, OW) + (dx,))
+
+
+# ------------------------------------------------------------------- linear
+# 2-D C-contiguous operands as on the CPU backend; the products in cuBLAS.
+def linear_forward(x, w, b, y):
+    cp = _cupy()
+    cp.matmul(x, w.T, out=y)
+    if b is not None:
+        y += b
+
+
+def linear_backward(dy, x, w, dx, dw, db, accumulate):
+    cp = _cupy()
+    if dx is not None:
+        cp.matmul(dy, w, out=dx)
+    if dw is not None:
+        if accumulate:
+            dw += dy.T @ x
+        else:
+            cp.matmul(dy.T, x, out=dw)
+    if db is not None:
+        if accumulate:
+            db += dy.sum(axis=0)
+        else:
+            dy.sum(axis=0, out=db)

@@ -8,7 +8,7 @@ import numpy as np
 
 from convcore import functional as F
 from convcore._ops.conv import _padding
-from convcore._ops.layers import _float
+from convcore._ops.layers import _float, linear_backward_accumulate
 from convcore._validate import as_int, out_size, pair
 from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
 
@@ -160,11 +160,10 @@ class Linear(Module):
     def backward(self, grad_output):
         if self._x is None:
             raise _not_ready(self)
-        gx, gw, gb = F.linear_backward(grad_output, self._x, self.weight.data)
-        self.weight.grad += gw
-        if self.bias is not None:
-            self.bias.grad += gb
-        return gx
+        # dW and db added into .grad in place: no parameter-sized temporary
+        return linear_backward_accumulate(
+            grad_output, self._x, self.weight.data, self.weight.grad,
+            None if self.bias is None else self.bias.grad)
 
     def output_shape(self, input_shape):
         if not input_shape or input_shape[-1] != self.in_features:

@@ -1,0 +1,148 @@
+/* Body of the linear family, instantiated once per element type by linear.c
+ * with REAL (float/double), SFX (f32/f64) and GEMM_T defined.
+ *
+ * Row-major arrays are handed to the column-major BLAS as their transposes:
+ * a row-major (R, S) matrix is a column-major (S, R) one with leading
+ * dimension S. */
+
+#ifndef CC_CAT
+#define CC_CAT2(a, b) a##_##b
+#define CC_CAT(a, b) CC_CAT2(a, b)
+#define FN(name) CC_CAT(name, SFX)
+#endif
+
+/* y[m0:m1, n0:n1] = x[m0:m1]·W[n0:n1]ᵀ (+ b[n0:n1]): one sequential GEMM. */
+static void FN(fwd_part)(const REAL *x, const REAL *w, const REAL *b, int64_t N, int64_t K,
+                         int64_t m0, int64_t m1, int64_t n0, int64_t n1, GEMM_T gemm, REAL *y)
+{
+    int m = (int)(n1 - n0), n = (int)(m1 - m0), k = (int)K, ldk = (int)K, ldn = (int)N;
+    REAL one = 1, beta = 0;
+    int64_t r;
+    if (m <= 0 || n <= 0) return;
+    if (b) {
+        for (r = m0; r < m1; ++r) memcpy(y + r * N + n0, b + n0, (size_t)m * sizeof(REAL));
+        beta = 1;
+    }
+    /* column-major: yᵀ(N, M) = W(K, N)ᵀ · xᵀ(K, M) */
+    gemm("T", "N", &m, &n, &k, &one, w + n0 * K, &ldk, x + m0 * K, &ldk, &beta,
+         y + m0 * N + n0, &ldn);
+}
+
+/* Linear forward.
+ *   x (M, K) [in], w (N, K) [in], b (N) or NULL [in]
+ *   y (M, N) [out, overwritten]: y = x·Wᵀ + b
+ * Split over the rows of x when there are enough of them, else over the
+ * output features (batch 1). */
+int FN(cc_linear_fwd)(const REAL *x, const REAL *w, const REAL *b, int64_t M, int64_t N,
+                      int64_t K, int n_threads, GEMM_T gemm, REAL *y)
+{
+    int by_rows, team, st = linear_check(M, N, K, n_threads);
+    if (st != CC_OK) return st;
+    if (M == 0) return CC_OK;
+    if (!x || !w || !y || !gemm) return CC_EINVAL;
+    by_rows = M >= (int64_t)CC_LINEAR_ALIGN * n_threads;
+    team = linear_team(n_threads, M, N, K, by_rows ? M : N);
+    if (team == 1) {
+        FN(fwd_part)(x, w, b, N, K, 0, M, 0, N, gemm, y);
+        return CC_OK;
+    }
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team)
+#endif
+    {
+        int t = 0, nt = 1;
+        int64_t lo, hi;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        if (by_rows) {
+            linear_part(M, t, nt, &lo, &hi);
+            FN(fwd_part)(x, w, b, N, K, lo, hi, 0, N, gemm, y);
+        } else {
+            linear_part(N, t, nt, &lo, &hi);
+            FN(fwd_part)(x, w, b, N, K, 0, M, lo, hi, gemm, y);
+        }
+    }
+    return CC_OK;
+}
+
+/* Linear backward.
+ * forward: y = x·Wᵀ + b  =>  dx = dy·W, dW = dyᵀ·x, db = Σ_rows dy
+ *   dy (M, N) [in], x (M, K) [in], w (N, K) [in]
+ *   dx (M, K) or NULL [out, overwritten]
+ *   dw (N, K) or NULL [out, overwritten, or accumulated (+=) when accumulate]
+ *   db (N) or NULL    [out, overwritten, or accumulated (+=) when accumulate]
+ * dW and db are reduced over all M rows in one BLAS call per part (db in
+ * double, rows in order): the thread count never changes the reduction. */
+int FN(cc_linear_bwd)(const REAL *dy, const REAL *x, const REAL *w, int64_t M, int64_t N,
+                      int64_t K, int accumulate, int n_threads, GEMM_T gemm, REAL *dx,
+                      REAL *dw, REAL *db)
+{
+    int dx_rows, team_dx, team_dw, team, st = linear_check(M, N, K, n_threads);
+    if (st != CC_OK) return st;
+    if (!gemm || (M > 0 && (!dy || ((dx || dw) && !w) || (dw && !x)))) return CC_EINVAL;
+    if (M == 0) {
+        if (dw && !accumulate) memset(dw, 0, (size_t)(N * K) * sizeof(REAL));
+        if (db && !accumulate) memset(db, 0, (size_t)N * sizeof(REAL));
+        return CC_OK;
+    }
+    dx_rows = M >= (int64_t)CC_LINEAR_ALIGN * n_threads;
+    team_dx = dx ? linear_team(n_threads, M, N, K, dx_rows ? M : K) : 1;
+    team_dw = (dw || db) ? linear_team(n_threads, M, N, K, N) : 1;
+    team = CC_MAX(team_dx, team_dw);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+    {
+        int t = 0, nt = 1;
+        int64_t lo, hi, r, c;
+        REAL one = 1, zero = 0;
+#ifdef _OPENMP
+        t = omp_get_thread_num();
+        nt = omp_get_num_threads();
+#endif
+        if (dx && t < team_dx) {
+            /* column-major: dxᵀ(K, M) = W(K, N) · dyᵀ(N, M) */
+            int ldk = (int)K, ldn = (int)N, m, n, k = (int)N;
+            if (dx_rows) {
+                linear_part(M, t, CC_MIN(nt, team_dx), &lo, &hi);
+                m = (int)K;
+                n = (int)(hi - lo);
+                if (n > 0)
+                    gemm("N", "N", &m, &n, &k, &one, w, &ldk, dy + lo * N, &ldn, &zero,
+                         dx + lo * K, &ldk);
+            } else {
+                linear_part(K, t, CC_MIN(nt, team_dx), &lo, &hi);
+                m = (int)(hi - lo);
+                n = (int)M;
+                if (m > 0)
+                    gemm("N", "N", &m, &n, &k, &one, w + lo, &ldk, dy, &ldn, &zero,
+                         dx + lo, &ldk);
+            }
+        }
+        if ((dw || db) && t < team_dw) {
+            linear_part(N, t, CC_MIN(nt, team_dw), &lo, &hi);
+            if (dw && hi > lo) {
+                /* column-major: dWᵀ(K, N) (+)= xᵀ(K, M) · dy(M, N) */
+                int m = (int)K, n = (int)(hi - lo), k = (int)M, ldk = (int)K, ldn = (int)N;
+                REAL beta = accumulate ? 1 : 0;
+                gemm("N", "T", &m, &n, &k, &one, x, &ldk, dy + lo, &ldn, &beta, dw + lo * K,
+                     &ldk);
+            }
+            /* db: rows in order, in double, CC_LINEAR_DB columns at a time */
+            for (c = lo; db && c < hi; c += CC_LINEAR_DB) {
+                double s[CC_LINEAR_DB];
+                int64_t j, w_ = CC_MIN((int64_t)CC_LINEAR_DB, hi - c);
+                for (j = 0; j < w_; ++j) s[j] = 0;
+                for (r = 0; r < M; ++r) {
+                    const REAL *row = dy + r * N + c;
+                    for (j = 0; j < w_; ++j) s[j] += (double)row[j];
+                }
+                for (j = 0; j < w_; ++j)
+                    db[c + j] = accumulate ? (REAL)((double)db[c + j] + s[j]) : (REAL)s[j];
+            }
+        }
+    }
+    return CC_OK;
+}
