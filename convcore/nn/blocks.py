@@ -23,6 +23,9 @@ class _Residual(Module):
     def _stages(self):
         raise NotImplementedError
 
+    def _fold_groups(self):
+        return self._stages()
+
     def _make_downsample(self, inplanes, planes, stride, downsample, rng):
         out = planes * self.expansion
         if downsample is None and (stride != 1 or inplanes != out):

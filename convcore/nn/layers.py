@@ -9,7 +9,7 @@ import numpy as np
 from convcore import functional as F
 from convcore._ops.conv import _padding
 from convcore._ops.layers import _float, linear_backward_accumulate
-from convcore._validate import as_int, out_size, pair
+from convcore._validate import as_int, backend_for, float_dtype, out_size, pair
 from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
 
 
@@ -94,8 +94,12 @@ class Conv2d(Module):
                     groups=self.groups)
 
     def forward(self, x):
-        y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
-                     **self._args())
+        fold = self._fold
+        if fold is not None and fold.active():
+            y = fold.conv_forward(F, x)
+        else:
+            y = F.conv2d(x, self.weight.data, None if self.bias is None else self.bias.data,
+                         **self._args())
         self._x = x
         return y
 
@@ -179,7 +183,14 @@ class Linear(Module):
 
 
 class ReLU(Module):
-    """``max(x, 0)``; ``inplace`` is accepted for compatibility and ignored."""
+    """``max(x, 0)`` (as ``torch.nn.ReLU``).
+
+    With ``inplace=True`` the input array is overwritten with the output and
+    returned (no new array; the backward pass needs only the output's sign),
+    as in PyTorch: the caller must not need the input afterwards.  In eval
+    mode a ReLU directly after a convolution runs inside it
+    (:mod:`convcore.nn.fold`).
+    """
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -187,6 +198,16 @@ class ReLU(Module):
         self._x = None
 
     def forward(self, x):
+        fold = self._fold
+        if fold is not None and fold.active():
+            self._x = x                    # already max(z, 0): the same mask
+            return x
+        if self.inplace:
+            xp = backend_for(x).xp
+            float_dtype(x, "x")
+            xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
+            self._x = x                    # the output: its sign is the mask
+            return x
         self._x = x
         return F.relu(x)
 
@@ -291,6 +312,10 @@ class BatchNorm2d(Module):
         if x.ndim != 4:
             raise ValueError(f"BatchNorm2d expects a 4-D (N, C, H, W) input, got shape "
                              f"{tuple(x.shape)}")
+        fold = self._fold
+        if fold is not None and fold.active():
+            self._x, self._batch = None, False   # folded into the convolution
+            return x
         batch = self._use_batch()
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
@@ -303,6 +328,9 @@ class BatchNorm2d(Module):
         return y
 
     def backward(self, grad_output):
+        fold = self._fold
+        if self._x is None and fold is not None and fold.active() and fold.conv._x is not None:
+            self._x = fold.bn_input(F)          # the input the fold skipped
         if self._x is None:
             raise _not_ready(self)
         gx, gw, gb = F.batch_norm_backward(
@@ -503,6 +531,10 @@ class Sequential(Module):
         for m in self._modules.values():
             x = m(x)
         return x
+
+    def _fold_groups(self):
+        from convcore.nn.fold import sequence_groups
+        return sequence_groups(list(self._modules.values()))
 
     def backward(self, grad_output):
         for m in reversed(list(self._modules.values())):

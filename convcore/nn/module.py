@@ -185,13 +185,32 @@ class Module:
             if p._grad is not None:
                 p._grad[...] = 0
 
-    def train(self, mode=True):
+    #: The eval-mode fold this module belongs to (see :mod:`convcore.nn.fold`).
+    _fold = None
+
+    def _fold_groups(self):
+        """(conv, bn[, relu]) groups of this module's children that run one
+        after the other, which eval mode may fold into one convolution."""
+        return ()
+
+    def train(self, mode=True, fold=True):
+        """Set training mode (``mode=False``: eval mode) on this module and
+        every module below it.  Entering eval mode with ``fold`` folds each
+        convolution followed by batch norm (and ReLU) into one convolution
+        (:mod:`convcore.nn.fold`); training mode never folds."""
+        from convcore.nn import fold as _fold
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
+        if mode or not fold:
+            _fold.clear(self)
+        else:
+            _fold.plan(self)
         return self
 
-    def eval(self):
-        return self.train(False)
+    def eval(self, fold=True):
+        """Eval mode (``train(False)``); ``fold=False`` keeps every batch norm
+        and ReLU a separate pass, as in training."""
+        return self.train(False, fold=fold)
 
     # ----------------------------------------------------------- state dict
     def _named_state(self, prefix=""):
@@ -232,6 +251,9 @@ class Module:
                 else:  # a CuPy array: copy host data to the device
                     import cupy
                     arr[...] = cupy.asarray(src)
+        for m in self.modules():            # folded weights follow the new values
+            if m._fold is not None:
+                m._fold.invalidate()
         return self
 
     def save(self, path):
