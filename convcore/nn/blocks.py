@@ -37,35 +37,45 @@ class _Residual(Module):
             self.downsample = None
 
     def forward(self, x):
-        pre = []
+        # Each ReLU's output is kept as its mask (its sign is the input's):
+        # between stages it is the array the next convolution keeps anyway,
+        # and the sum is rectified in place, so the block holds no
+        # activation of its own.
+        post = []
         h = x
         stages = self._stages()
+        xp = backend_for(x).xp
+        zero = xp.zeros((), x.dtype)
         for i, (conv, bn) in enumerate(stages):
             h = bn(conv(h))
             if i < len(stages) - 1:
-                pre.append(h)
-                h = F.relu(h)
+                h = F.relu(h) if h is x else xp.maximum(h, zero, out=h)  # NaN propagates
+                post.append(h)
         s = x if self.downsample is None else self.downsample(x)
         if s.shape != h.shape:
             raise ValueError(f"{type(self).__name__}: shortcut shape {tuple(s.shape)} does not "
                              f"match the main path {tuple(h.shape)}; give a downsample")
-        h = h + s
-        pre.append(h)
-        self._pre = pre
-        return F.relu(h)
+        if h is x or h is s:
+            h = h + s
+        else:
+            h += s                      # the main path's last output is the block's alone
+        xp.maximum(h, zero, out=h)
+        post.append(h)
+        self._post = post
+        return h
 
     def backward(self, grad_output):
-        pre = getattr(self, "_pre", None)
-        if pre is None:
+        post = getattr(self, "_post", None)
+        if post is None:
             raise _not_ready(self)
-        g_sum = F.relu_backward(grad_output, pre[-1])
+        g_sum = F.relu_backward(grad_output, post[-1])
         g = g_sum
         stages = self._stages()
         for i in range(len(stages) - 1, -1, -1):
             conv, bn = stages[i]
             g = conv.backward(bn.backward(g))
             if i > 0:
-                g = F.relu_backward(g, pre[i - 1])
+                g = F.relu_backward(g, post[i - 1])
         return g + (g_sum if self.downsample is None else self.downsample.backward(g_sum))
 
     def _summary(self, input_shape, prefix, rows):

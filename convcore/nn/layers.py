@@ -208,8 +208,9 @@ class ReLU(Module):
             xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
             self._x = x                    # the output: its sign is the mask
             return x
-        self._x = x
-        return F.relu(x)
+        y = F.relu(x)
+        self._x = y      # the output's sign is the mask: the input can be freed
+        return y
 
     def backward(self, grad_output):
         if self._x is None:
