@@ -349,6 +349,16 @@ int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);
 int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx);
 int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
 
+/* Cross-entropy of logits (N, K) against class indices (N) in [0, K):
+ * per-row losses (double) and/or the gradient (softmax - onehot) * scale[n]
+ * (scale NULL: scale0 for every row); CC_EINVAL for a target out of range. */
+int cc_cross_entropy_f32(const float *logits, const int64_t *target, int64_t N, int64_t K,
+                         const double *scale, double scale0, int n_threads, double *loss,
+                         float *grad);
+int cc_cross_entropy_f64(const double *logits, const int64_t *target, int64_t N, int64_t K,
+                         const double *scale, double scale0, int n_threads, double *loss,
+                         double *grad);
+
 /* Linear layer, row-major: y = x·Wᵀ + b.  GEMMs partitioned over the OpenMP
  * team (output rows or features), each part a sequential BLAS call.
  *   x (M, K), w (N, K), b (N) or NULL      [in]

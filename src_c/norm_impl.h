@@ -575,4 +575,68 @@ int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REA
     return CC_OK;
 }
 
+/* --------------------------------------------------------- cross-entropy */
+
+/* One row of logits: its log-sum-exp in double, from the row's maximum
+ * (NaN anywhere gives NaN, as an infinite maximum does). */
+static double FN(ce_lse)(const REAL *x, int64_t K)
+{
+    double m = (double)x[0], s = 0;
+    int64_t k;
+    for (k = 1; k < K; ++k) {
+        const double v = (double)x[k];
+        if (v > m || v != v) m = v;
+        if (m != m) return m;
+    }
+    for (k = 0; k < K; ++k) s += exp((double)x[k] - m);
+    return m + log(s);
+}
+
+/* Cross-entropy of logits against class indices, and its gradient.
+ *   logits (N, K), target (N) in [0, K)      [in]
+ *   scale (N) or NULL: the gradient's factor per row (NULL: scale0 for all)
+ *   loss (N) or NULL    [out] -log_softmax(logits)[n, target[n]], in double
+ *   grad (N, K) or NULL [out, overwritten] (softmax(logits[n]) - onehot) * scale[n]
+ * CC_EINVAL (before anything is written) when a target lies outside [0, K). */
+int FN(cc_cross_entropy)(const REAL *logits, const int64_t *target, int64_t N, int64_t K,
+                         const double *scale, double scale0, int n_threads, double *loss,
+                         REAL *grad)
+{
+    int64_t n, t;
+    int team;
+    if (n_threads < 1 || N < 0 || K < 1 || !cc_mul_ok(N, K, &t)) return CC_EINVAL;
+    if (N > 0 && (!logits || !target)) return CC_EINVAL;
+    for (n = 0; n < N; ++n)
+        if (target[n] < 0 || target[n] >= K) return CC_EINVAL;
+    team = norm_team(n_threads, t, grad ? 3 : 1, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1) schedule(static)
+    for (n = 0; n < N; ++n) {
+        const REAL *x = logits + n * K;
+        if (!grad) {
+            loss[n] = FN(ce_lse)(x, K) - (double)x[target[n]];
+        } else {
+            /* exp(x - max) once per element, kept in the gradient's row */
+            const double f = scale ? scale[n] : scale0;
+            REAL *g = grad + n * K;
+            double m = (double)x[0], s = 0, r;
+            int64_t k;
+            for (k = 1; k < K; ++k) {
+                const double v = (double)x[k];
+                if (v > m || v != v) m = v;
+            }
+            for (k = 0; k < K; ++k) {
+                const double e = exp((double)x[k] - m);
+                s += e;
+                g[k] = (REAL)e;
+            }
+            if (loss) loss[n] = m + log(s) - (double)x[target[n]];
+            r = f / s;
+            for (k = 0; k < K; ++k) g[k] = (REAL)((double)g[k] * r);
+            /* (p - 1) f from p in double: no cancellation when p is near 1 */
+            g[target[n]] = (REAL)((exp((double)x[target[n]] - m) / s - 1.0) * f);
+        }
+    }
+    return CC_OK;
+}
+
 #undef V4_LOAD

@@ -32,6 +32,12 @@ cdef extern from "convcore.h" nogil:
                               int64_t L, double eps, int training, double *work,
                               int64_t work_elems, int n_threads, double *dx, double *dw,
                               double *db)
+    int cc_cross_entropy_f32(const float *logits, const int64_t *target, int64_t N, int64_t K,
+                             const double *scale, double scale0, int n_threads, double *loss,
+                             float *grad)
+    int cc_cross_entropy_f64(const double *logits, const int64_t *target, int64_t N,
+                             int64_t K, const double *scale, double scale0, int n_threads,
+                             double *loss, double *grad)
     int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y)
     int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y)
     int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx)
@@ -169,3 +175,43 @@ def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] d
         else:
             st = cc_relu_bwd_f64(&dy[0], &x[0], n, n_threads, &dx[0])
     _raise(st, "relu backward")
+
+
+def cross_entropy(const floating[:, ::1] logits, const int64_t[::1] target,
+                  const double[::1] scale, double scale0, double[::1] loss,
+                  floating[:, ::1] grad, int n_threads):
+    """Per-row losses into loss and/or the gradient into grad (each may be
+    None); scale (per row) may be None.  Returns False, writing nothing, when
+    a target lies outside [0, K)."""
+    cdef int64_t N = logits.shape[0], K = logits.shape[1]
+    cdef const double *sp = NULL
+    cdef double *lp = NULL
+    cdef floating *gp = NULL
+    cdef const floating *xp = NULL
+    cdef const int64_t *tp = NULL
+    cdef int st
+    _need(target.shape[0], N, "target")
+    if scale is not None:
+        _need(scale.shape[0], N, "scale")
+        if N > 0:
+            sp = &scale[0]
+    if loss is not None:
+        _need(loss.shape[0], N, "loss")
+        if N > 0:
+            lp = &loss[0]
+    if grad is not None:
+        _need(grad.shape[0] * grad.shape[1], N * K, "grad")
+        if N > 0:
+            gp = &grad[0, 0]
+    if N > 0:
+        xp = &logits[0, 0]
+        tp = &target[0]
+    with nogil:
+        if floating is float:
+            st = cc_cross_entropy_f32(xp, tp, N, K, sp, scale0, n_threads, lp, gp)
+        else:
+            st = cc_cross_entropy_f64(xp, tp, N, K, sp, scale0, n_threads, lp, gp)
+    if st == CC_EINVAL:
+        return False
+    _raise(st, "cross_entropy")
+    return True

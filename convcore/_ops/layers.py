@@ -599,10 +599,25 @@ def _ce_check(logits, target, reduction):
                          f"{tuple(target.shape)}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    if target.size and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
-        raise ValueError(f"target values must lie in [0, {logits.shape[1] - 1}], got "
-                         f"[{int(target.min())}, {int(target.max())}]")
     return xp
+
+
+def _ce_target_error(logits, target):
+    return ValueError(f"target values must lie in [0, {logits.shape[1] - 1}], got "
+                      f"[{int(target.min())}, {int(target.max())}]")
+
+
+def _ce_check_targets(logits, target):
+    if target.size and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
+        raise _ce_target_error(logits, target)
+
+
+def _ce_c_core(logits, target, scale, scale0, loss, grad):
+    """The fused C kernel (CPU arrays): per-row losses and/or the gradient."""
+    be = backend_for(logits)
+    t = np.ascontiguousarray(target, dtype=np.int64)   # uint64 past int64 turns negative
+    if not be.cross_entropy(be.ascontiguous(logits), t, scale, scale0, loss, grad):
+        raise _ce_target_error(logits, target)
 
 
 def cross_entropy(logits, target, reduction="mean"):
@@ -617,6 +632,16 @@ def cross_entropy(logits, target, reduction="mean"):
     1.3862943611198906
     """
     xp = _ce_check(logits, target, reduction)
+    if _c_core(backend_for(logits), logits):
+        per64 = np.empty(logits.shape[0], np.float64)    # rows summed in double
+        _ce_c_core(logits, target, None, 0.0, per64, None)
+        if reduction == "none":
+            return per64.astype(logits.dtype)
+        total = np.add.reduce(per64)     # (ndarray.mean costs more than the kernel)
+        if reduction == "sum":
+            return logits.dtype.type(total)
+        return logits.dtype.type(total / per64.size if per64.size else np.nan)
+    _ce_check_targets(logits, target)
     lp = log_softmax(logits, dim=1)
     per = -lp[xp.arange(logits.shape[0]), target]
     if reduction == "none":
@@ -639,6 +664,20 @@ def cross_entropy_backward(logits, target, reduction="mean", grad_output=1.0):
     """
     xp = _ce_check(logits, target, reduction)
     N = logits.shape[0]
+    if _c_core(backend_for(logits), logits):
+        g = np.empty(logits.shape, logits.dtype)
+        scale = None
+        if reduction == "none":
+            go = np.asarray(grad_output, dtype=np.float64)
+            if go.ndim:
+                _shape_eq(go, (N,), "grad_output")
+                scale = np.ascontiguousarray(go)
+            scale0 = float(go) if not go.ndim else 0.0
+        else:
+            scale0 = float(grad_output) / (N if reduction == "mean" and N else 1)
+        _ce_c_core(logits, target, scale, scale0, None, g)
+        return g
+    _ce_check_targets(logits, target)
     g = softmax(logits, dim=1)
     g[xp.arange(N), target] -= 1
     if reduction == "none":

@@ -247,6 +247,12 @@ def batch_norm_backward(dy, x, w, rmean, rvar, training, eps, dx, dw, db):
                               dx, dw, db, _config.get_num_threads())
 
 
+def cross_entropy(logits, target, scale, scale0, loss, grad):
+    """Per-row losses and/or the gradient; False when a target is out of range."""
+    return _norm.cross_entropy(logits, target, scale, scale0, loss, grad,
+                               _config.get_num_threads())
+
+
 def relu_forward(x, y):
     _norm.relu_forward(x, y, _config.get_num_threads())
 
