@@ -17,7 +17,7 @@ ROOT=$(pwd)
 PY=${PYTHON:-python3}
 OUT=${SANITIZE_DIR:-$ROOT/build/sanitize}
 CC=${CC:-gcc}
-TESTS=${SANITIZE_TESTS:-"tests/test_conv.py tests/test_winograd.py tests/test_depthwise.py tests/test_edge_cases.py tests/test_properties.py tests/test_norm_kernels.py $(ls tests/test_pool*.py 2>/dev/null | tr "\n" " " || true)"}
+TESTS=${SANITIZE_TESTS:-"tests/test_conv.py tests/test_winograd.py tests/test_depthwise.py tests/test_edge_cases.py tests/test_properties.py tests/test_norm_kernels.py tests/test_linear.py tests/test_cross_entropy.py $(ls tests/test_pool*.py 2>/dev/null | tr "\n" " " || true)"}
 FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
 
 libasan=$($CC -print-file-name=libasan.so)

@@ -726,6 +726,65 @@ static void check_relu(uint64_t *seed)
     free(x); free(g); free(y); free(y1);
 }
 
+/* Linear forward and backward against double loops, every thread count and
+ * both the overwrite and the accumulate mode; the GEMM is the naive one, so
+ * this checks the partition (every output element written once, nothing
+ * outside the outputs touched). */
+static void check_linear(int64_t M, int64_t N, int64_t K, uint64_t *seed)
+{
+    double *x = rand_buf(M * K, seed), *w = rand_buf(N * K, seed), *b = rand_buf(N, seed);
+    double *dy = rand_buf(M * N, seed);
+    double *y = malloc((size_t)(M * N + 1) * sizeof *y), *dx = malloc((size_t)(M * K + 1) * sizeof *dx);
+    double *dw = malloc((size_t)(N * K + 1) * sizeof *dw), *db = malloc((size_t)(N + 1) * sizeof *db);
+    int64_t m, n, k;
+    int t, acc;
+    for (t = 1; t <= 3; ++t) {
+        double err = 0;
+        y[M * N] = dx[M * K] = dw[N * K] = db[N] = 42;   /* guards past the ends */
+        CHECK(cc_linear_fwd_f64(x, w, b, M, N, K, t, naive_dgemm, y) == CC_OK, "linear status");
+        for (m = 0; m < M; ++m)
+            for (n = 0; n < N; ++n) {
+                double s = b[n];
+                for (k = 0; k < K; ++k) s += x[m * K + k] * w[n * K + k];
+                err = fmax(err, fabs(s - y[m * N + n]));
+            }
+        CHECK(err < 1e-12, "linear forward %lld %lld %lld t=%d: error %g", (long long)M,
+              (long long)N, (long long)K, t, err);
+        for (acc = 0; acc <= 1; ++acc) {
+            for (n = 0; n < N * K; ++n) dw[n] = acc ? 1.0 : NAN;
+            for (n = 0; n < N; ++n) db[n] = acc ? 2.0 : NAN;
+            CHECK(cc_linear_bwd_f64(dy, x, w, M, N, K, acc, t, naive_dgemm, dx, dw, db) == CC_OK,
+                  "linear backward status");
+            err = 0;
+            for (m = 0; m < M; ++m)
+                for (k = 0; k < K; ++k) {
+                    double s = 0;
+                    for (n = 0; n < N; ++n) s += dy[m * N + n] * w[n * K + k];
+                    err = fmax(err, fabs(s - dx[m * K + k]));
+                }
+            for (n = 0; n < N; ++n) {
+                double sb = acc ? 2.0 : 0.0;
+                for (k = 0; k < K; ++k) {
+                    double s = acc ? 1.0 : 0.0;
+                    for (m = 0; m < M; ++m) s += dy[m * N + n] * x[m * K + k];
+                    err = fmax(err, fabs(s - dw[n * K + k]));
+                }
+                for (m = 0; m < M; ++m) sb += dy[m * N + n];
+                err = fmax(err, fabs(sb - db[n]));
+            }
+            CHECK(err < 1e-12, "linear backward %lld %lld %lld t=%d acc=%d: error %g",
+                  (long long)M, (long long)N, (long long)K, t, acc, err);
+        }
+        CHECK(y[M * N] == 42 && dx[M * K] == 42 && dw[N * K] == 42 && db[N] == 42,
+              "linear wrote past an output");
+    }
+    CHECK(cc_linear_fwd_f64(x, w, b, M, 0, K, 1, naive_dgemm, y) == CC_EINVAL,
+          "linear with no features accepted");
+    CHECK(cc_linear_bwd_f64(dy, x, w, M, N, K, 0, 0, naive_dgemm, dx, dw, db) == CC_EINVAL,
+          "linear backward with 0 threads accepted");
+    free(x); free(w); free(b); free(dy); free(y); free(dx); free(dw); free(db);
+}
+
 int main(void)
 {
     uint64_t seed = 12345;
@@ -778,6 +837,15 @@ int main(void)
             check_norm(ngrid[i][0], ngrid[i][1], ngrid[i][2], &seed);
         check_norm_refusals();
         check_relu(&seed);
+    }
+    {
+        /* M N K: batch 1 (split over features), rows over one slice per thread,
+         * slices that do not divide, tiny (serial), an empty batch */
+        const int64_t lgrid[][3] = {{1, 300, 64}, {70, 9, 40}, {33, 65, 17}, {2, 3, 4},
+                                    {0, 5, 3}, {48, 48, 80}, {40, 130, 50}, {1, 2000, 80},
+                                    {3, 70, 700}};
+        for (i = 0; i < sizeof lgrid / sizeof lgrid[0]; ++i)
+            check_linear(lgrid[i][0], lgrid[i][1], lgrid[i][2], &seed);
     }
     if (failures) {
         fprintf(stderr, "test_core: %d failures\n", failures);
