@@ -50,11 +50,13 @@ html_theme_options = {
     "footer_start": ["copyright"],
     "footer_center": [],
     "footer_end": ["sphinx-version"],
-    # The benchmark page's tables need the whole width: no on-page table of
-    # contents beside them (its sections are in the left sidebar).
-    "secondary_sidebar_items": {"**": ["page-toc"], "performance": []},
+    # No right-hand sidebar: the text column gets its width (code lines of 90
+    # characters, wide formulas and the benchmark tables fit at 1280 px); the
+    # page's own table of contents sits under the section navigation instead.
+    "secondary_sidebar_items": [],
 }
-html_sidebars = {"index": [], "gallery/index": []}
+html_sidebars = {"**": ["sidebar-nav-bs", "page-toc"], "index": ["page-toc"],
+                 "gallery/index": [], "search": [], "genindex": [], "py-modindex": []}
 html_context = {"default_mode": "light"}
 html_show_sourcelink = False
 pygments_style = "sphinx"
