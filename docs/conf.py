@@ -115,7 +115,7 @@ sphinx_gallery_conf = {
     "gallery_dirs": ["gallery"],
     "filename_pattern": r"/plot_",
     "ignore_pattern": r"/_",
-    "within_subsection_order": "FileNameSortKey",
+    "within_subsection_order": "cc_gallery.ExampleOrder",
     "download_all_examples": False,
     "show_signature": False,
     "show_memory": False,

@@ -48,9 +48,11 @@ panels = [(grey, "input (grey levels)", "gray"),
           (maps[1], "Sobel transposed: horizontal edges", "RdBu_r"),
           (magnitude, "gradient magnitude", "magma")]
 for ax, (img, title, cmap) in zip(axes, panels):
-    if cmap == "RdBu_r":
-        v = np.abs(img).max()
+    if cmap == "RdBu_r":                      # signed: white is zero
+        v = np.percentile(np.abs(img), 99)    # a few strong edges would wash out the rest
         ax.imshow(img, cmap=cmap, vmin=-v, vmax=v)
+    elif cmap == "magma":
+        ax.imshow(img, cmap=cmap, vmin=0, vmax=np.percentile(img, 99))
     else:
         ax.imshow(img, cmap=cmap)
     ax.set_title(title, fontsize=11)

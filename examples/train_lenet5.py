@@ -15,6 +15,8 @@ the output and figures below were recorded from a run of it::
 """
 import sys
 
+# sphinx_gallery_thumbnail_path = "_recorded/train_lenet5/curves.png"
+
 from convcore.train import TrainConfig, fit
 
 out = sys.argv[1] if len(sys.argv) > 1 else "runs/lenet5"
@@ -30,6 +32,9 @@ print(f"best test accuracy {100 * best['test_acc']:.2f} % (epoch {best['epoch']}
 #
 # .. literalinclude:: /_recorded/train_lenet5/output.txt
 #    :language: none
+#
+# (Images per second and seconds per epoch were measured with one thread on a
+# shared 2-core machine, and vary from run to run.)
 #
 # Loss and accuracy per epoch (``curves.png``):
 #
