@@ -94,9 +94,13 @@ plot_rcparams = {"figure.dpi": 100, "savefig.bbox": "tight", "font.size": 10,
                  "xtick.labelsize": 9, "ytick.labelsize": 9,
                  "figure.constrained_layout.use": True}
 plot_pre_code = """
+import warnings
 import numpy as np
 import matplotlib.pyplot as plt
 import convcore as cc
+# A page's own fig.tight_layout() replaces the constrained layout set above;
+# both keep labels inside the image, so that switch needs no warning.
+warnings.filterwarnings("ignore", "The figure layout has changed to tight")
 """
 
 # Copy buttons on code blocks copy the code only: no ``>>>``/``...`` prompts and
