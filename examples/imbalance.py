@@ -86,3 +86,4 @@ if __name__ == "__main__":
 #
 # .. literalinclude:: /_recorded/imbalance/output.txt
 #    :language: none
+#    :class: cc-wrap

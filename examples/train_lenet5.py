@@ -32,6 +32,7 @@ print(f"best test accuracy {100 * best['test_acc']:.2f} % (epoch {best['epoch']}
 #
 # .. literalinclude:: /_recorded/train_lenet5/output.txt
 #    :language: none
+#    :class: cc-wrap
 #
 # (Images per second and seconds per epoch were measured with one thread on a
 # shared 2-core machine, and vary from run to run.)

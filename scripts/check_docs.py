@@ -12,6 +12,9 @@ finish, then check that
 * every formula Sphinx wrote (``.math`` elements) was typeset by MathJax, none
   is a MathJax error, and no raw ``\\(`` or ``\\[`` is left in the page's text
   outside code blocks;
+* at 1280 px no code block or display formula is cut at the column's edge (it
+  would scroll sideways), and nothing outside a scroll box (tables have one) is
+  wider than the column;
 
 and write a 1280-px-wide screenshot of the whole page (cut at 12,000 px) to the
 output folder. Exit status 0 when every page passes, 1 otherwise, 2 when the
@@ -87,7 +90,16 @@ INSPECT = r"""
       wide.push(e.tagName.toLowerCase() + ' ' + Math.round(r.right - right) + 'px');
     }
   }
-  return {math: math.length, typeset: document.querySelectorAll('mjx-container').length,
+  // Code and display formulas must fit the column (a line cut at the edge
+  // hides what it says); tables may scroll sideways in their own box.
+  const cut = [];
+  for (const e of col.querySelectorAll('pre, div.math')) {
+    if (e.scrollWidth > e.clientWidth + 1) {
+      const longest = e.textContent.split('\n').reduce((a, b) => a.length >= b.length ? a : b, '');
+      cut.push(`${e.scrollWidth - e.clientWidth}px: ${longest.trim().slice(0, 70)}`);
+    }
+  }
+  return {math: math.length, cut, typeset: document.querySelectorAll('mjx-container').length,
           untypeset, errors, raw, wide, height: document.documentElement.scrollHeight,
           mathjax: !!window.MathJax};
 })()
@@ -241,6 +253,8 @@ def check_page(cr, session, path, shots, root):
         problems.append(f"raw TeX in the page: {t}")
     for t in info["wide"][:5]:
         problems.append(f"wider than the text column, no scroll box: {t}")
+    for t in info["cut"][:5]:
+        problems.append(f"code or formula cut at the column edge by {t}")
     if shots:
         h = max(HEIGHT, min(int(info["height"]), MAX_HEIGHT))
         cr.send("Emulation.setDeviceMetricsOverride",
