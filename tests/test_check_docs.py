@@ -15,7 +15,8 @@ SCRIPT = os.path.join(ROOT, "scripts", "check_docs.py")
 
 chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser")
                  if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(chromium is None, reason="needs chromium (apt-get install chromium)")
+pytestmark = pytest.mark.skipif(chromium is None,
+                                reason="needs chromium (apt-get install chromium)")
 
 
 def _mathjax_dir():
