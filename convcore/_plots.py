@@ -1,4 +1,10 @@
-"""PNG plots of a training run (matplotlib, Agg canvas; no global backend change)."""
+"""PNG plots of a training run (matplotlib, Agg canvas; no global backend change).
+
+Every figure uses constrained layout, so titles, tick labels and colour bars are
+never cut at the edge of the PNG, and a font size read at 100 dpi without zoom.
+The ``*_figure`` functions build a figure and return it; the ``plot_*`` functions
+save it. Epoch axes have integer ticks only.
+"""
 from __future__ import annotations
 
 import os
@@ -6,49 +12,86 @@ import os
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 PLOTS = ("curves.png", "confusion.png", "filters.png", "feature_maps.png")
 
+# Sizes in points for a PNG shown at 100 dpi, unscaled.
+FONT = 11        # axis labels, legends, tick labels
+TITLE = 12       # axes titles and figure titles
+SMALL = 9        # labels inside small panels (filters, feature maps, cell counts)
+
+
+def _figure(figsize):
+    fig = Figure(figsize=figsize, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _style(ax, title=None, xlabel=None, ylabel=None):
+    if title:
+        ax.set_title(title, fontsize=TITLE)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=FONT)
+    if ylabel:
+        ax.set_ylabel(ylabel, fontsize=FONT)
+    ax.tick_params(labelsize=FONT - 1)
+
 
 def _save(fig, path):
-    FigureCanvasAgg(fig)
     tmp = path + ".tmp.png"
     fig.savefig(tmp, dpi=100)
     os.replace(tmp, path)
 
 
-def plot_curves(history, path):
+def curves_figure(history):
+    """Loss and accuracy per epoch, train and test side by side."""
     ep = [h["epoch"] for h in history]
-    fig = Figure(figsize=(9, 3.5))
+    fig = _figure((10, 4))
     a, b = fig.subplots(1, 2)
     a.plot(ep, [h["train_loss"] for h in history], "o-", label="train")
     a.plot(ep, [h["test_loss"] for h in history], "o-", label="test")
-    a.set_xlabel("epoch"); a.set_ylabel("loss"); a.legend(); a.set_title("loss")
     b.plot(ep, [100 * h["train_acc"] for h in history], "o-", label="train")
     b.plot(ep, [100 * h["test_acc"] for h in history], "o-", label="test")
-    b.set_xlabel("epoch"); b.set_ylabel("accuracy (%)"); b.legend(); b.set_title("accuracy")
-    fig.tight_layout()
-    _save(fig, path)
+    _style(a, "loss", "epoch", "loss")
+    _style(b, "accuracy", "epoch", "accuracy (%)")
+    for ax in (a, b):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=FONT)
+    return fig
 
 
-def plot_confusion(conf, classes, path):
+def plot_curves(history, path):
+    _save(curves_figure(history), path)
+
+
+def confusion_figure(conf, classes):
+    """Row-normalised confusion matrix with the counts written in the cells."""
     conf = np.asarray(conf)
-    fig = Figure(figsize=(7, 6))
+    n = conf.shape[0]
+    fig = _figure((8, 7))
     ax = fig.subplots()
     norm = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
     im = ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(im, ax=ax, label="fraction of the true class")
-    n = conf.shape[0]
-    ax.set_xticks(range(n)); ax.set_yticks(range(n))
-    ax.set_xticklabels(classes, rotation=45, ha="right", fontsize=8)
-    ax.set_yticklabels(classes, fontsize=8)
+    cb = fig.colorbar(im, ax=ax, shrink=0.85)
+    cb.set_label("fraction of the true class", fontsize=FONT)
+    cb.ax.tick_params(labelsize=FONT - 1)
+    ax.set_xticks(range(n))
+    ax.set_yticks(range(n))
+    ax.set_xticklabels(classes, rotation=45, ha="right")
+    ax.set_yticklabels(classes)
+    cell = SMALL if n <= 10 else max(5, SMALL - (n - 10) // 4)
     for i in range(n):
         for j in range(n):
-            ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=6,
+            ax.text(j, i, str(conf[i, j]), ha="center", va="center", fontsize=cell,
                     color="white" if norm[i, j] > 0.5 else "black")
-    ax.set_xlabel("predicted"); ax.set_ylabel("true"); ax.set_title("confusion matrix (test)")
-    fig.tight_layout()
-    _save(fig, path)
+    _style(ax, "confusion matrix (test)", "predicted", "true")
+    return fig
+
+
+def plot_confusion(conf, classes, path):
+    _save(confusion_figure(conf, classes), path)
 
 
 def first_conv(model):
@@ -74,10 +117,12 @@ def _grid(n):
     return int(np.ceil(n / cols)), cols
 
 
-def plot_filters(weight, path):
+def filters_figure(weight):
+    """One panel per first-layer filter: RGB for 3 input channels, else channel 0
+    on a diverging map centred at zero."""
     K, C = weight.shape[:2]
     rows, cols = _grid(K)
-    fig = Figure(figsize=(1.2 * cols, 1.2 * rows + 0.4))
+    fig = _figure((max(1.4 * cols, 4.5), 1.4 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for k, ax in enumerate(axes):
         ax.axis("off")
@@ -90,11 +135,17 @@ def plot_filters(weight, path):
         else:
             v = float(np.abs(f[0]).max()) or 1.0
             ax.imshow(f[0], cmap="bwr", vmin=-v, vmax=v, interpolation="nearest")
-    fig.suptitle(f"first-layer filters {tuple(weight.shape)}")
-    _save(fig, path)
+        ax.set_title(f"filter {k}", fontsize=SMALL)
+    fig.suptitle(f"first-layer filters {tuple(weight.shape)}", fontsize=TITLE)
+    return fig
 
 
-def plot_feature_maps(image, weight, bias, path, n_max=16):
+def plot_filters(weight, path):
+    _save(filters_figure(weight), path)
+
+
+def feature_maps_figure(image, weight, bias, n_max=16):
+    """The input image and the first ``n_max`` first-layer feature maps (after ReLU)."""
     from convcore import conv2d
     x = np.ascontiguousarray(image[None], dtype=weight.dtype)
     KH, KW = weight.shape[2:]
@@ -102,18 +153,23 @@ def plot_feature_maps(image, weight, bias, path, n_max=16):
     y = np.maximum(y, 0)
     n = min(n_max, y.shape[0])
     rows, cols = _grid(n + 1)
-    fig = Figure(figsize=(1.5 * cols, 1.5 * rows + 0.4))
+    fig = _figure((max(1.6 * cols, 5.0), 1.6 * rows + 0.6))
     axes = np.atleast_1d(fig.subplots(rows, cols)).ravel()
     for ax in axes:
         ax.axis("off")
     img = image[0] if image.shape[0] == 1 else np.transpose(
         (image - image.min()) / max(float(image.max() - image.min()), 1e-12), (1, 2, 0))
-    axes[0].imshow(img, cmap="gray"); axes[0].set_title("input", fontsize=8)
+    axes[0].imshow(img, cmap="gray")
+    axes[0].set_title("input", fontsize=SMALL)
     for k in range(n):
         axes[k + 1].imshow(y[k], cmap="viridis")
-        axes[k + 1].set_title(f"map {k}", fontsize=8)
-    fig.suptitle("first-layer feature maps (after ReLU) of one test image")
-    _save(fig, path)
+        axes[k + 1].set_title(f"map {k}", fontsize=SMALL)
+    fig.suptitle("first-layer feature maps (after ReLU)", fontsize=TITLE)
+    return fig
+
+
+def plot_feature_maps(image, weight, bias, path, n_max=16):
+    _save(feature_maps_figure(image, weight, bias, n_max), path)
 
 
 def write_all(out, model, history, conf, classes, test_image):

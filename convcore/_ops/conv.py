@@ -116,7 +116,7 @@ def _conv_setup_checked(x, weight, bias, stride, padding, dilation, groups):
 
 def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
            dilation: IntOrPair = 1, groups: int = 1):
-    """2-D convolution (cross-correlation) of a batch of images.
+    r"""2-D convolution (cross-correlation) of a batch of images.
 
     Parameters
     ----------
@@ -139,9 +139,17 @@ def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
 
     Notes
     -----
-    ``y[n, k, i, j] = bias[k] + sum_{c, a, b} weight[k, c, a, b] *
-    xpad[n, g(k)*C/groups + c, i*SH + a*DH, j*SW + b*DW]`` and
-    ``OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1`` (likewise OW).
+    With ``xpad`` the zero-padded input and :math:`g(k)` the group of kernel
+    :math:`k` (:math:`G` = `groups`),
+
+    .. math::
+
+        y[n, k, i, j] &= \mathrm{bias}[k] + \sum_{c, a, b} \mathrm{weight}[k, c, a, b]
+        \, x_\mathrm{pad}[n,\ g(k) C / G + c,\ i S_H + a D_H,\ j S_W + b D_W],
+
+        O_H &= \left\lfloor \frac{H + 2 P_H - D_H (K_H - 1) - 1}{S_H} \right\rfloor + 1
+
+    (likewise :math:`O_W`).
 
     Examples
     --------

@@ -116,7 +116,7 @@ def _window_geom(x_shape, kernel_size, stride, padding, dilation, ceil_mode, wha
 def max_pool2d(x, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
                padding: IntOrPair = 0, dilation: IntOrPair = 1, ceil_mode: bool = False,
                return_indices: bool = False):
-    """2-D max pooling.
+    r"""2-D max pooling.
 
     Parameters
     ----------
@@ -146,10 +146,14 @@ def max_pool2d(x, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
 
     Notes
     -----
-    ``OH = floor((H + 2*PH - DH*(KH - 1) - 1) / SH) + 1`` (ceiling with
-    `ceil_mode`, less one if the last window would start in the padding);
-    likewise OW.  On ties the first maximum in row-major window order wins; a
-    NaN always wins (the last one if a window holds several, as PyTorch).
+    .. math::
+
+        O_H = \left\lfloor \frac{H + 2 P_H - D_H (K_H - 1) - 1}{S_H} \right\rfloor + 1
+
+    (ceiling with `ceil_mode`, less one if the last window would start in the
+    padding); likewise :math:`O_W`.  On ties the first maximum in row-major
+    window order wins; a NaN always wins (the last one if a window holds
+    several, as PyTorch).
 
     Examples
     --------
