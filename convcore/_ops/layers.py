@@ -162,6 +162,11 @@ def linear_backward_accumulate(grad_output, x, weight, grad_weight, grad_bias=No
 
 
 # ------------------------------------------------------------------------- relu
+# Up to this many elements one NumPy expression costs less than entering the
+# C core (buffer acquisition and a team of one); the results are the same.
+_RELU_SMALL = 2048
+
+
 def relu(x):
     """Rectified linear unit ``max(x, 0)`` (NaN propagates).
 
@@ -173,7 +178,7 @@ def relu(x):
     """
     be = backend_for(x)
     float_dtype(x, "x")
-    if _c_core(be, x) and x.flags.c_contiguous:
+    if _c_core(be, x) and x.flags.c_contiguous and x.size > _RELU_SMALL:
         y = np.empty(x.shape, dtype=x.dtype)
         be.relu_forward(x.reshape(-1), y.reshape(-1))
         return y
@@ -198,7 +203,8 @@ def relu_backward(grad_output, x):
     float_dtype(x, "x")
     same_dtype(x, "x", grad_output, "grad_output")
     _shape_eq(grad_output, x.shape, "grad_output")
-    if _c_core(be, x) and x.flags.c_contiguous and grad_output.flags.c_contiguous:
+    if (_c_core(be, x) and x.flags.c_contiguous and grad_output.flags.c_contiguous
+            and x.size > _RELU_SMALL):
         gx = np.empty(x.shape, dtype=x.dtype)
         be.relu_backward(grad_output.reshape(-1), x.reshape(-1), gx.reshape(-1))
         return gx

@@ -18,11 +18,22 @@ def get_backend(*arrays):
     Raises TypeError when NumPy and CuPy arrays are mixed, or an argument is
     not an array at all.
     """
-    cpu = _cpu()
-    if all(a is None or type(a) is np.ndarray for a in arrays):
-        if all(a is None for a in arrays):
-            raise TypeError("expected a numpy.ndarray or cupy.ndarray, got None")
-        return cpu
+    # the common case first, in as few steps as possible: only NumPy arrays
+    found = False
+    for a in arrays:
+        if type(a) is _ndarray:
+            found = True
+        elif a is not None:
+            return _mixed_backend(arrays)
+    if not found:
+        raise TypeError("expected a numpy.ndarray or cupy.ndarray, got None")
+    return _CPU[0] if _CPU else _cpu()
+
+
+_ndarray = np.ndarray
+
+
+def _mixed_backend(arrays):
     kinds = set()
     for a in arrays:
         if a is None:
@@ -40,7 +51,7 @@ def get_backend(*arrays):
     if len(kinds) > 1:
         raise TypeError("arrays live on different devices: got both NumPy (CPU) and "
                         "CuPy (GPU) arrays; move them to one device first")
-    return cpu
+    return _cpu()
 
 
 _CPU = []
