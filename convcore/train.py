@@ -9,14 +9,18 @@ resuming ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
+import difflib
+import functools
 import inspect
 import json
 import math
 import os
+import re
+import signal
 import sys
-import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 import numpy as np
@@ -80,6 +84,11 @@ def check_config(cfg: TrainConfig) -> None:
     for n in ("epochs", "batch_size", "step_size", "threads", "blas_threads", "limit_train",
               "limit_test"):
         positive_int(n)
+    from convcore._config import MAX_THREADS
+    for n in ("threads", "blas_threads"):
+        v = getattr(cfg, n)
+        if v is not None and v > MAX_THREADS:
+            raise ValueError(f"{n} must be <= {MAX_THREADS}, got {v}")
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
     if cfg.optimizer not in OPTIMIZERS:
@@ -98,29 +107,78 @@ def check_config(cfg: TrainConfig) -> None:
 
 # ------------------------------------------------------------------ building
 
-def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int):
-    """An instance of ``convcore.models.<name>`` for this data, with the keyword
-    arguments its constructor accepts (in_channels, num_classes, seed...)."""
-    if ":" in name:                       # "package.module:function", a user's model
+_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
+
+
+def model_names() -> list:
+    """The names ``--model`` accepts from ``convcore.models``'s registry."""
+    from convcore import models
+    return sorted(models.MODELS) + [f"vgg-{c}" for c in models.VGG_CONFIGS]
+
+
+def _registry_model(name):
+    from convcore import models
+    key = name.lower()
+    if key in models.MODELS:
+        return models.MODELS[key]
+    if key.startswith("vgg-") and key[4:].upper() in models.VGG_CONFIGS:
+        return functools.partial(models.vgg, key[4:].upper())
+    names = model_names()
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model {_shown(name)}{hint} (available: "
+                     f"{', '.join(sorted(models.MODELS))}, vgg-<A|A-LRN|B|C|D|E>, or "
+                     f"module:function for a model of your own)")
+
+
+def _shown(v, n=80) -> str:
+    """A value from a file or the command line, quoted and shortened for a message."""
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def custom_model_message(name) -> str:
+    if isinstance(name, str) and _SPEC.match(name) and len(name) <= 200:
+        return (f"this run used a custom model; pass --model {name} to rebuild it (its "
+                f"code is imported only when you name it yourself)")
+    return (f"this run used a custom model ({_shown(name)}); pass --model module:function "
+            f"to rebuild it")
+
+
+def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int,
+                allow_import: bool = True):
+    """An instance of the model `name` for this data, with the keyword arguments
+    its constructor accepts (in_channels, num_classes, seed...).
+
+    `name` is a model of ``convcore.models`` (``lenet5``, ``vgg16``,
+    ``vgg-A-LRN``, ...) or, when `allow_import` is true, ``module:function``:
+    the function is imported and called.  Names read from a file are passed
+    with ``allow_import=False``: a checkpoint never makes convcore import
+    anything.
+    """
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValueError(f"model must be a model name, got {_shown(name)}")
+    if ":" in name:
+        if not allow_import:
+            raise ValueError(custom_model_message(name))
+        if not _SPEC.match(name):
+            raise ValueError(f"a custom model is given as module:function (e.g. "
+                             f"mypackage.nets:small_cnn), got {_shown(name)}")
         import importlib
         mod_name, _, fn_name = name.partition(":")
         try:
-            models = importlib.import_module(mod_name)
+            mod = importlib.import_module(mod_name)
         except ImportError as e:
             raise ValueError(f"cannot import the model module {mod_name!r}: {e}") from None
-        name = fn_name
+        fn = getattr(mod, fn_name, None)
+        if fn is None or not callable(fn):
+            raise ValueError(f"module {mod_name!r} has no function {fn_name!r}")
     else:
-        try:
-            import convcore.models as models
-        except ImportError as e:
-            raise ValueError(f"unknown model {name!r}: convcore.models cannot be imported "
-                             f"({e})") from None
-    fn = getattr(models, name, None)
-    if fn is None or name.startswith("_") or not callable(fn):
-        avail = sorted(n for n in getattr(models, "__all__", dir(models))
-                       if not n.startswith("_") and callable(getattr(models, n, None)))
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(avail)}")
-    params = inspect.signature(fn).parameters
+        fn = _registry_model(name)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
     kw = {}
     for key, val in (("num_classes", num_classes), ("in_channels", in_channels),
                      ("image_size", image_size), ("input_size", image_size),
@@ -130,7 +188,35 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int, 
     if "rng" in params and "seed" not in params:
         kw["rng"] = np.random.default_rng(seed)
     np.random.seed(seed)          # for models that draw from the global generator
-    return fn(**kw)
+    model = fn(**kw)
+    missing = [a for a in ("forward", "backward", "parameters", "state_dict",
+                           "load_state_dict", "train", "eval") if not hasattr(model, a)]
+    if missing:
+        raise ValueError(f"model {_shown(name)} returned a {type(model).__name__}, not a "
+                         f"model (missing {', '.join(missing)})")
+    return model
+
+
+def check_input_size(model, name, shape, dataset) -> None:
+    """Run one blank image through the model (eval mode) so that a network
+    made for larger images fails here, with a message about the input size,
+    rather than inside a pooling layer in the middle of training."""
+    C, H, W = shape
+    was_training = getattr(model, "training", True)
+    model.eval()
+    try:
+        model(np.zeros((1, C, H, W), np.float32))
+    except ValueError as e:
+        msg = str(e)
+        if re.search(r"larger than the padded input|output size|too small|must be >= 1", msg):
+            raise ValueError(f"the {H}x{W} images of {dataset} are too small for --model "
+                             f"{name}: the input is too small for the network ({msg})") \
+                from None
+        raise ValueError(f"--model {name} cannot run on {C}x{H}x{W} images of {dataset}: "
+                         f"{msg}") from None
+    finally:
+        if was_training:
+            model.train()
 
 
 def build_loss(cfg: TrainConfig, counts: np.ndarray):
@@ -238,6 +324,10 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(arrs) -> None:
+    missing = [k for k in _RNG_KEYS if k not in arrs]
+    if missing:
+        raise ValueError(f"the checkpoint lacks its random-generator state ({missing[0]!r}); "
+                         f"it cannot be resumed exactly")
     np.random.set_state(("MT19937", np.asarray(arrs["rng/legacy_keys"], np.uint32),
                          int(arrs["rng/legacy_pos"]), int(arrs["rng/legacy_has_gauss"]),
                          float(arrs["rng/legacy_cached"])))
@@ -265,53 +355,145 @@ def set_module_rng_states(model, states) -> None:
     if [n for n, _ in gens] != [s["module"] for s in states]:
         raise ValueError(f"checkpoint has random generators for modules "
                          f"{[s['module'] for s in states]}, the model has {[n for n, _ in gens]}")
-    for (_, g), st in zip(gens, states):
-        g.bit_generator.state = st["state"]
+    for (name, g), st in zip(gens, states):
+        try:
+            g.bit_generator.state = st["state"]
+        except (TypeError, ValueError, KeyError, OverflowError) as e:
+            raise ValueError(f"checkpoint's random-generator state of module {name!r} is "
+                             f"invalid ({type(e).__name__}: {_shown(str(e))})") from None
 
 
 def save_checkpoint(path: str, model, opt, sched, meta: dict) -> None:
     """Write a checkpoint atomically: a temporary file in the same directory,
     flushed and fsynced, then renamed over `path`. Plain ``.npz``, no pickle."""
+    from convcore.nn._io import write_npz_atomic
     arrays = _state_arrays(model, opt, sched)
     arrays.update(_rng_state())
     meta = dict(meta, module_rngs=module_rng_states(model))
     arrays["meta"] = np.array(json.dumps(meta))
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    write_npz_atomic(path, arrays)
+
+
+def _checkpoint_path(path) -> str:
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, CHECKPOINT)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    return path
 
 
 def read_checkpoint(path: str):
-    """(meta dict, arrays dict) of a checkpoint; ValueError naming the file when
-    it is not one (object arrays are refused, never unpickled)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        raise ValueError(f"{path}: not a convcore checkpoint ({e})") from None
-    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError
-        raise ValueError(f"{path}: unreadable or truncated checkpoint ({e})") from None
+    """(meta dict, arrays dict) of a checkpoint; ValueError naming the file and
+    what is wrong when it is not a well-formed one (object arrays are
+    refused, never unpickled; the metadata is checked field by field)."""
+    from convcore.nn._io import read_npz
+    path = _checkpoint_path(path)
+    arrays = read_npz(path)
     if "meta" not in arrays:
         raise ValueError(f"{path}: not a convcore checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected "
-                         f"{FORMAT_VERSION}")
+    m = arrays.pop("meta")
+    if m.dtype.kind != "U" or m.shape != ():
+        raise ValueError(f"{path}: not a convcore checkpoint ('meta' is a {m.dtype} array of "
+                         f"shape {m.shape}, expected a JSON string)")
+    try:
+        meta = json.loads(str(m[()]))
+    except (ValueError, RecursionError) as e:
+        raise ValueError(f"{path}: the checkpoint's metadata is not valid JSON "
+                         f"({type(e).__name__}: {_shown(str(e), 120)})") from None
+    problem = _meta_problem(meta)
+    if problem:
+        raise ValueError(f"{path}: not a valid convcore checkpoint: {problem}")
+    problem = _rng_problem(arrays)
+    if problem:
+        raise ValueError(f"{path}: not a valid convcore checkpoint: {problem}")
     return meta, arrays
+
+
+_RNG_KEYS = ("rng/legacy_keys", "rng/legacy_pos", "rng/legacy_has_gauss", "rng/legacy_cached")
+
+
+def _rng_problem(arrays):
+    have = [k for k in _RNG_KEYS if k in arrays]
+    if not have:
+        return None                       # checked when resuming
+    if len(have) != len(_RNG_KEYS):
+        return f"random-generator state incomplete (missing {sorted(set(_RNG_KEYS) - set(have))})"
+    keys = arrays["rng/legacy_keys"]
+    if keys.shape != (624,) or keys.dtype.kind not in "iu":
+        return f"'rng/legacy_keys' must be 624 integers, got {keys.dtype} {keys.shape}"
+    for k, kinds in (("rng/legacy_pos", "iu"), ("rng/legacy_has_gauss", "iub"),
+                     ("rng/legacy_cached", "f")):
+        if arrays[k].shape != () or arrays[k].dtype.kind not in kinds:
+            return f"{k!r} must be a scalar, got {arrays[k].dtype} {arrays[k].shape}"
+    if not 0 <= int(arrays["rng/legacy_pos"]) <= 624 or \
+            int(keys.min(initial=0)) < 0 or int(keys.max(initial=0)) >= 2**32:
+        return "random-generator state out of range"
+    return None
+
+
+def _field_kinds():
+    out = {}
+    for f in fields(TrainConfig):
+        t = str(f.type)
+        base = t[len("Optional["):-1] if t.startswith("Optional[") else t
+        out[f.name] = ({"str": str, "int": int, "float": float, "bool": bool}[base],
+                       t.startswith("Optional["))
+    return out
+
+
+def _meta_problem(meta):
+    """What is wrong with a checkpoint's metadata, or None."""
+    if not isinstance(meta, dict):
+        return f"metadata must be a JSON object, got {type(meta).__name__}"
+    if meta.get("format") != FORMAT_VERSION:
+        return f"format {_shown(meta.get('format'))}, expected {FORMAT_VERSION}"
+    missing = [k for k in ("config", "epoch", "classes", "mean", "std") if k not in meta]
+    if missing:
+        return f"metadata lacks {', '.join(missing)}"
+    cfg = meta["config"]
+    if not isinstance(cfg, dict):
+        return f"'config' must be an object, got {type(cfg).__name__}"
+    kinds = _field_kinds()
+    unknown = [k for k in cfg if k not in kinds]
+    if unknown:
+        return f"unknown configuration keys {_shown(sorted(map(str, unknown)))}"
+    for k, v in cfg.items():
+        typ, optional = kinds[k]
+        if v is None and optional:
+            continue
+        ok = (isinstance(v, bool) if typ is bool else
+              isinstance(v, int) and not isinstance(v, bool) if typ is int else
+              isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else
+              isinstance(v, str) and len(v) <= 4096)
+        if not ok:
+            return f"configuration {k!r} must be {'an optional ' if optional else ''}" \
+                   f"{typ.__name__}, got {_shown(v)}"
+    ep = meta["epoch"]
+    if isinstance(ep, bool) or not isinstance(ep, int) or not 0 <= ep <= 10**9:
+        return f"'epoch' must be a non-negative int, got {_shown(ep)}"
+    classes = meta["classes"]
+    if (not isinstance(classes, list) or not 1 <= len(classes) <= 100000
+            or not all(isinstance(c, str) and len(c) <= 200 for c in classes)):
+        return f"'classes' must be a list of class names, got {_shown(classes)}"
+    for k in ("mean", "std"):
+        v = meta[k]
+        if (not isinstance(v, list) or not 1 <= len(v) <= 4096
+                or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
+                           and math.isfinite(a) for a in v)):
+            return f"{k!r} must be a list of finite numbers, got {_shown(v)}"
+    if not all(a > 0 for a in meta["std"]):
+        return "'std' must be positive"
+    hist = meta.get("history", [])
+    if not isinstance(hist, list) or not all(isinstance(h, dict) for h in hist):
+        return f"'history' must be a list of objects, got {_shown(hist)}"
+    rngs = meta.get("module_rngs", [])
+    if not isinstance(rngs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("module"), str)
+            and isinstance(r.get("state"), dict) for r in rngs):
+        return f"'module_rngs' must be a list of {{module, state}} objects, got {_shown(rngs)}"
+    return None
 
 
 def _split(arrays, prefix):
@@ -369,17 +551,51 @@ class _Progress:
 
 # ------------------------------------------------------------------ the loop
 
+# Options that describe where and how a run executes rather than what it
+# computes: when resuming through the Python API (no explicit overrides) they
+# come from the caller's configuration, as ``cfg.epochs`` and ``cfg.out`` do.
+_ENVIRONMENT = ("blas_threads", "distributed", "sync_bn", "dist_timeout")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training: handled like Ctrl-C (the state is saved)."""
+
+
+def _sigterm_handler(signum, frame):
+    raise Terminated()
+
+
+def _resume_overrides(cfg: TrainConfig) -> dict:
+    """What ``fit(cfg, resume=...)`` takes from `cfg` when no overrides are given."""
+    o = {"epochs": cfg.epochs, "out": cfg.out}
+    for k in _ENVIRONMENT:
+        o[k] = getattr(cfg, k)
+    for k in ("threads", "data_dir"):
+        if getattr(cfg, k) is not None:
+            o[k] = getattr(cfg, k)
+    if ":" in cfg.model:                  # the caller names its own model code
+        o["model"] = cfg.model
+    return o
+
+
 def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int] = None,
-        log=None, progress: Optional[bool] = None, plots: bool = True) -> dict:
+        log=None, progress: Optional[bool] = None, plots: bool = True,
+        overrides: Optional[dict] = None) -> dict:
     """Train as ``convcore train`` does; return the metrics dict.
 
     Parameters
     ----------
     cfg : TrainConfig
     resume : str, optional
-        Checkpoint file (or run directory) to continue from; the model,
-        dataset and optimizer settings come from it, `cfg.epochs` and
-        `cfg.out` from the caller.
+        Checkpoint file (or run directory) to continue from.  The run's own
+        configuration comes from the checkpoint; `overrides` (a dict of
+        :class:`TrainConfig` fields, e.g. ``{"epochs": 20}``) replaces parts
+        of it, and the outputs go to the checkpoint's directory unless
+        ``overrides`` names another ``out``.  Without `overrides`,
+        ``cfg.epochs``, ``cfg.out``, the thread and distributed settings, and
+        a ``module:function`` ``cfg.model`` are taken from `cfg`.  A model
+        name stored in the checkpoint is looked up in ``convcore.models``
+        only; a checkpoint never makes convcore import code.
     stop_after : int, optional
         Stop after this epoch (as if interrupted there), for testing resume.
     """
@@ -396,34 +612,52 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     start_epoch = 0
     history = []
     arrays = None
+    allow_import = True
+    resumed = None
     if resume:
         if dist is None:
-            meta, arrays = read_checkpoint(resume)
+            ckpt = _checkpoint_path(resume)
+            meta, arrays = read_checkpoint(ckpt)
         else:
             # Rank 0 reads the file (the other hosts need not see it) and
             # sends its content to every rank.
-            meta, arrays = read_checkpoint(resume) if dist.is_main_process() else (None, None)
+            ckpt = _checkpoint_path(resume) if dist.is_main_process() else None
+            meta, arrays = read_checkpoint(ckpt) if dist.is_main_process() else (None, None)
+            ckpt = dist.broadcast_object(ckpt)
             meta = dist.broadcast_object(meta)
             arrays = dist.broadcast_arrays(arrays)
-        saved = TrainConfig(**meta["config"])
-        saved.epochs, saved.out = cfg.epochs, cfg.out
-        if cfg.threads is not None:
-            saved.threads = cfg.threads
-        saved.blas_threads = cfg.blas_threads
-        if cfg.data_dir is not None:
-            saved.data_dir = cfg.data_dir
-        saved.distributed, saved.sync_bn = cfg.distributed, cfg.sync_bn
-        saved.dist_timeout = cfg.dist_timeout
-        cfg = saved
+        if overrides is None:
+            overrides = _resume_overrides(cfg)
+        overrides = dict(overrides)
+        unknown = [k for k in overrides if k not in _field_kinds()]
+        if unknown:
+            raise ValueError(f"unknown configuration overrides {unknown}")
+        saved = dict(meta["config"])
+        merged = dict(saved, **overrides)
+        if "out" not in overrides:        # continue the run in its own directory
+            merged["out"] = os.path.dirname(os.path.abspath(ckpt))
+        cfg = TrainConfig(**merged)
+        allow_import = "model" in overrides
         start_epoch = int(meta["epoch"])
-        history = meta.get("history", [])
+        history = list(meta.get("history", []))
+        changed = [f"{k}={overrides[k]!r} (was {saved.get(k)!r})" for k in sorted(overrides)
+                   if k not in _ENVIRONMENT and k != "out" and overrides[k] != saved.get(k)]
+        resumed = (f"resuming {ckpt} after epoch {start_epoch} of {cfg.epochs}, in "
+                   f"{cfg.out}; " + (f"overridden: {', '.join(changed)}" if changed else
+                                     "no setting overridden"))
     check_config(cfg)
+    if resume and ":" in cfg.model and not allow_import:
+        raise ValueError(f"{ckpt}: " + custom_model_message(cfg.model))
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out} is an existing file, not a directory")
     from convcore import _config
     if cfg.threads:
         _config.set_num_threads(cfg.threads)
     elif dist is not None and not os.environ.get("CONVCORE_NUM_THREADS"):
         _config.set_num_threads(dist.threads_per_rank())   # share the host's cores
     threads = _config.get_num_threads()
+    if resumed:
+        log(resumed)
     try:
         from threadpoolctl import threadpool_limits
         # convcore's kernels thread by themselves; the BLAS calls left to NumPy
@@ -433,10 +667,18 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         limiter = threadpool_limits(limits=cfg.blas_threads, user_api="blas")
     except ImportError:
         limiter = None
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            old_term = signal.signal(signal.SIGTERM, _sigterm_handler)
+        except (ValueError, OSError, AttributeError):   # not available here
+            old_term = None
     try:
         return _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots,
-                    threads, meta if resume else {}, dist)
+                    threads, meta if resume else {}, dist, allow_import)
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if limiter is not None:
             limiter.restore_original_limits()
 
@@ -455,7 +697,7 @@ def _loss_normaliser(loss_fn, y):
 
 
 def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, threads,
-         resume_meta, dist=None):
+         resume_meta, dist=None, allow_import=True):
     main = dist is None or dist.is_main_process()
     shard = None if dist is None else (dist.rank(), dist.world_size())
     train_set, test_set = load_data(cfg)
@@ -473,7 +715,8 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
                                   mean=mean, std=std)
     counts = np.bincount(train_set.labels, minlength=C)
     model = build_model(cfg.model, train_set.images.shape[1], C,
-                        train_set.images.shape[2], cfg.seed)
+                        train_set.images.shape[2], cfg.seed, allow_import=allow_import)
+    check_input_size(model, cfg.model, train_set.images.shape[1:], cfg.dataset)
     skip_first_input_grad(model)
     if arrays is not None:
         model.load_state_dict(_split(arrays, "model/"))
@@ -495,6 +738,8 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
         set_module_rng_states(model, resume_meta.get("module_rngs", []))
     if main:
         os.makedirs(cfg.out, exist_ok=True)
+        from convcore.nn._io import remove_stale_temp_files
+        remove_stale_temp_files(cfg.out)
     ckpt_path = os.path.join(cfg.out, CHECKPOINT)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -575,14 +820,21 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {rec['train_loss']:.4f}  "
                 f"train acc {rec['train_acc'] * 100:6.2f}%  test acc {test_acc * 100:6.2f}%  "
                 f"{rec['images_per_s']:7.0f} img/s  {rec['seconds']:6.1f} s")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if not main:
             raise
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         path = os.path.join(cfg.out, "interrupted.npz")
         save_checkpoint(path, model, opt, sched,
                         meta(epoch, {"interrupted": True}))
-        log(f"\ninterrupted in epoch {epoch + 1}: weights saved to {path}; the last "
-            f"complete epoch is in {ckpt_path} (continue with --resume {ckpt_path})")
+        if history and os.path.isfile(ckpt_path):
+            log(f"\n{what} in epoch {epoch + 1}: the last complete epoch "
+                f"({history[-1]['epoch']}) is in {ckpt_path}; continue with "
+                f"convcore train --resume {cfg.out} (the interrupted weights are in {path})")
+        else:
+            log(f"\n{what} in epoch {epoch + 1}, before any epoch was complete: there is "
+                f"nothing to resume, start the run again (the interrupted weights are in "
+                f"{path})")
         if history and plots:
             _plots_safe(cfg.out, model, history, conf_from(history, cfg.out), train_set,
                         test_it, log)
@@ -625,17 +877,28 @@ def _plots_safe(out, model, history, conf, train_set, test_it, log):
 # ------------------------------------------------------------------ evaluate
 
 def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
-                        device: Optional[str] = None, limit_test: Optional[int] = None):
+                        device: Optional[str] = None, limit_test: Optional[int] = None,
+                        model: Optional[str] = None):
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint on its
-    dataset's test set. Returns a dict."""
+    dataset's test set. Returns a dict.
+
+    The checkpoint's model is looked up in ``convcore.models``; a run of a
+    custom model needs `model` (``module:function``) from the caller: a
+    checkpoint never makes convcore import code."""
     meta, arrays = read_checkpoint(path)
     cfg = TrainConfig(**meta["config"])
+    allow_import = model is not None
+    if model is not None:
+        cfg.model = model
+    elif ":" in cfg.model:
+        raise ValueError(f"{_checkpoint_path(path)}: " + custom_model_message(cfg.model))
     if data_dir is not None:
         cfg.data_dir = data_dir
     if device is not None:
         cfg.device = device
     if limit_test is not None:
         cfg.limit_test = limit_test
+    check_config(cfg)
     from convcore import _config
     if threads:
         _config.set_num_threads(threads)
@@ -643,10 +906,10 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
     if cfg.limit_test:
         test_set = test_set.subset(np.arange(min(cfg.limit_test, len(test_set))))
     C = len(meta["classes"])
-    model = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
-                        cfg.seed)
-    model.load_state_dict(_split(arrays, "model/"))
-    model = _to_device(model, cfg.device)
+    net = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
+                      cfg.seed, allow_import=allow_import)
+    net.load_state_dict(_split(arrays, "model/"))
+    model = _to_device(net, cfg.device)
     it = _data.BatchIterator(test_set.images, test_set.labels, 500, shuffle=False,
                              mean=meta["mean"], std=meta["std"])
     conf, loss = _forward_batches(model, it, _xp_of(model), C, _losses.CrossEntropyLoss())
