@@ -197,6 +197,19 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int, 
     return model
 
 
+def _check_stored_model(name, path) -> None:
+    """A model name read from checkpoint `path`: a model of the registry, or a
+    ValueError naming the file (never an import)."""
+    if isinstance(name, str) and ":" in name:
+        raise ValueError(f"{path}: " + custom_model_message(name))
+    try:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise ValueError(f"model must be a model name, got {_shown(name)}")
+        _registry_model(name)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
 def check_input_size(model, name, shape, dataset) -> None:
     """Run one blank image through the model (eval mode) so that a network
     made for larger images fails here, with a message about the input size,
@@ -209,9 +222,8 @@ def check_input_size(model, name, shape, dataset) -> None:
     except ValueError as e:
         msg = str(e)
         if re.search(r"larger than the padded input|output size|too small|must be >= 1", msg):
-            raise ValueError(f"the {H}x{W} images of {dataset} are too small for --model "
-                             f"{name}: the input is too small for the network ({msg})") \
-                from None
+            raise ValueError(f"--model {name}: the input is too small for the network "
+                             f"({H}x{W} images of {dataset}; {msg})") from None
         raise ValueError(f"--model {name} cannot run on {C}x{H}x{W} images of {dataset}: "
                          f"{msg}") from None
     finally:
@@ -405,6 +417,10 @@ def read_checkpoint(path: str):
     problem = _meta_problem(meta)
     if problem:
         raise ValueError(f"{path}: not a valid convcore checkpoint: {problem}")
+    try:
+        check_config(TrainConfig(**meta["config"]))
+    except ValueError as e:
+        raise ValueError(f"{path}: not a valid convcore checkpoint: {e}") from None
     problem = _rng_problem(arrays)
     if problem:
         raise ValueError(f"{path}: not a valid convcore checkpoint: {problem}")
@@ -645,9 +661,9 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         resumed = (f"resuming {ckpt} after epoch {start_epoch} of {cfg.epochs}, in "
                    f"{cfg.out}; " + (f"overridden: {', '.join(changed)}" if changed else
                                      "no setting overridden"))
+    if resume and not allow_import:
+        _check_stored_model(cfg.model, ckpt)
     check_config(cfg)
-    if resume and ":" in cfg.model and not allow_import:
-        raise ValueError(f"{ckpt}: " + custom_model_message(cfg.model))
     if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out} is an existing file, not a directory")
     from convcore import _config
@@ -890,8 +906,8 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
     allow_import = model is not None
     if model is not None:
         cfg.model = model
-    elif ":" in cfg.model:
-        raise ValueError(f"{_checkpoint_path(path)}: " + custom_model_message(cfg.model))
+    else:
+        _check_stored_model(cfg.model, _checkpoint_path(path))
     if data_dir is not None:
         cfg.data_dir = data_dir
     if device is not None:
