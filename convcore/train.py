@@ -180,6 +180,9 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int, 
     except (TypeError, ValueError):
         params = {}
     kw = {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        # vgg16(**kw) and the like: the constructor contract of convcore.models
+        params = dict(params, num_classes=None, in_channels=None, rng=None)
     for key, val in (("num_classes", num_classes), ("in_channels", in_channels),
                      ("image_size", image_size), ("input_size", image_size),
                      ("seed", seed)):
