@@ -50,9 +50,12 @@ def same_dtype(ref, ref_name: str, other, other_name: str) -> None:
     if other is not None and other.dtype != ref.dtype:
         hint = ""
         if ref.dtype.kind == "f" and other.dtype.kind == "f":
-            # e.g. a float64 batch into a float32 model (NumPy's default is float64)
-            hint = (f"; convert one of them, e.g. {ref_name}.astype(np.{other.dtype}) "
-                    f"(or the model with .astype(np.{ref.dtype}))")
+            if other_name in ("weight", "bias"):
+                # a float64 batch (NumPy's default) into a float32 layer or model
+                hint = (f"; convert the input with {ref_name}.astype(np.{other.dtype}) "
+                        f"(or the model with .astype(np.{ref.dtype}))")
+            else:
+                hint = f"; convert it with {other_name}.astype(np.{ref.dtype})"
         raise TypeError(f"{other_name} must have the dtype of {ref_name} ({ref.dtype}), "
                         f"got {other.dtype}{hint}")
 
