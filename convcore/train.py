@@ -447,7 +447,9 @@ def _rng_problem(arrays):
         if arrays[k].shape != () or arrays[k].dtype.kind not in kinds:
             return f"{k!r} must be a scalar, got {arrays[k].dtype} {arrays[k].shape}"
     if not 0 <= int(arrays["rng/legacy_pos"]) <= 624 or \
-            int(keys.min(initial=0)) < 0 or int(keys.max(initial=0)) >= 2**32:
+            int(keys.min(initial=0)) < 0 or int(keys.max(initial=0)) >= 2**32 or \
+            int(arrays["rng/legacy_has_gauss"]) not in (0, 1) or \
+            not math.isfinite(float(arrays["rng/legacy_cached"])):
         return "random-generator state out of range"
     return None
 
@@ -694,7 +696,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
             old_term = None
     try:
         return _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots,
-                    threads, meta if resume else {}, dist, allow_import)
+                    threads, dict(meta, _path=ckpt) if resume else {}, dist, allow_import)
     finally:
         if old_term is not None:
             signal.signal(signal.SIGTERM, old_term)
@@ -738,7 +740,10 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     check_input_size(model, cfg.model, train_set.images.shape[1:], cfg.dataset)
     skip_first_input_grad(model)
     if arrays is not None:
-        model.load_state_dict(_split(arrays, "model/"))
+        try:
+            model.load_state_dict(_split(arrays, "model/"))
+        except ValueError as e:
+            raise ValueError(f"{resume_meta.get('_path', 'checkpoint')}: {e}") from None
     if dist is not None:
         dist.broadcast_parameters(model)       # every rank starts from rank 0's weights
         if cfg.sync_bn:
@@ -750,11 +755,18 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     eval_loss = _losses.CrossEntropyLoss()
     opt, sched = build_optimizer(cfg, model)
     if arrays is not None:
-        opt.load_state_dict(_split(arrays, "optim/"))
-        if sched is not None:
-            sched.load_state_dict(_split(arrays, "sched/"))
-        _set_rng_state(arrays)
-        set_module_rng_states(model, resume_meta.get("module_rngs", []))
+        try:
+            opt.load_state_dict(_split(arrays, "optim/"))
+            if sched is not None:
+                sched.load_state_dict(_split(arrays, "sched/"))
+            _set_rng_state(arrays)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+            raise ValueError(f"{resume_meta.get('_path', 'checkpoint')}: its optimizer, "
+                             f"schedule or random state cannot be restored: {e}") from None
+        try:
+            set_module_rng_states(model, resume_meta.get("module_rngs", []))
+        except ValueError as e:
+            raise ValueError(f"{resume_meta.get('_path', 'checkpoint')}: {e}") from None
     if main:
         os.makedirs(cfg.out, exist_ok=True)
         from convcore.nn._io import remove_stale_temp_files
@@ -927,7 +939,10 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
     C = len(meta["classes"])
     net = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
                       cfg.seed, allow_import=allow_import)
-    net.load_state_dict(_split(arrays, "model/"))
+    try:
+        net.load_state_dict(_split(arrays, "model/"))
+    except ValueError as e:
+        raise ValueError(f"{_checkpoint_path(path)}: {e}") from None
     model = _to_device(net, cfg.device)
     it = _data.BatchIterator(test_set.images, test_set.labels, 500, shuffle=False,
                              mean=meta["mean"], std=meta["std"])

@@ -474,3 +474,22 @@ def test_fuzz_checkpoints_give_only_clean_value_errors_or_a_correct_load(tmp_pat
                 for k, v in model.state_dict().items():
                     np.testing.assert_array_equal(got.state_dict()[k], v, err_msg=k)
     assert errors > 250
+
+
+@pytest.mark.parametrize("change", [
+    ("sched/last_epoch.npy", None), ("optim/lr.npy", np.array(np.nan)),
+    ("optim/step_count.npy", np.zeros((3, 3))), ("rng/legacy_has_gauss.npy", np.array(2**62)),
+    ("optim/state.0.momentum_buffer.npy", np.zeros((2, 2), np.float32)),
+    ("optim/lr.npy", None)])
+def test_resume_from_damaged_optimizer_state_is_a_clear_error(tiny_run, tmp_path, data_dir,
+                                                              capsys, change):
+    name, value = change
+    members = [(n, d if n != name else _npy(value))
+               for n, d in _members(os.path.join(tiny_run, "checkpoint.npz"))
+               if not (n == name and value is None)]
+    run = tmp_path / "run"
+    run.mkdir()
+    _write_zip(str(run / "checkpoint.npz"), members)
+    rc = main(["train", "--resume", str(run), "--model", TINY, "--data-dir", data_dir,
+               "--epochs", "2"])
+    _one_line_error(capsys, rc, "checkpoint.npz")
