@@ -619,6 +619,11 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         only; a checkpoint never makes convcore import code.
     stop_after : int, optional
         Stop after this epoch (as if interrupted there), for testing resume.
+
+    Ctrl-C (KeyboardInterrupt) or SIGTERM (when called from the main thread)
+    saves the interrupted state to ``interrupted.npz`` in the output
+    directory, then raises KeyboardInterrupt or :class:`Terminated` (a
+    subclass of it) to the caller.
     """
     dist = None
     if cfg.distributed:
