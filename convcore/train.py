@@ -9,18 +9,14 @@ resuming ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
 import json
 import math
 import os
-import re
 import signal
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict
 from typing import Optional
 
 import numpy as np
@@ -28,211 +24,17 @@ import numpy as np
 from convcore import data as _data
 from convcore import losses as _losses
 from convcore import optim as _optim
-
-CHECKPOINT = "checkpoint.npz"
-FORMAT_VERSION = 1
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (the ``convcore train`` flags)."""
-    model: str = "lenet5"
-    dataset: str = "fashion-mnist"
-    data_dir: Optional[str] = None
-    epochs: int = 10
-    batch_size: int = 64
-    lr: Optional[float] = None          # None: 0.01 for sgd, 1e-3 for adam/adamw
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "cosine"            # none, step, cosine
-    step_size: int = 5
-    loss: str = "ce"                    # ce, focal, cb-ce, cb-focal
-    gamma: float = 2.0
-    beta: float = 0.9999
-    label_smoothing: float = 0.0
-    imbalance_ratio: float = 1.0
-    augment: Optional[bool] = None      # None: on for cifar10
-    threads: Optional[int] = None
-    blas_threads: int = 1               # NumPy's BLAS (linear layers), see fit()
-    device: str = "cpu"
-    seed: int = 0
-    out: str = "runs/latest"
-    limit_train: Optional[int] = None   # use only the first n training images (tests)
-    limit_test: Optional[int] = None
-    distributed: bool = False           # data-parallel over MPI ranks (mpiexec)
-    sync_bn: bool = False               # BatchNorm statistics over the global batch
-    dist_timeout: Optional[float] = None  # seconds a collective may wait (None: 300)
-
-    def resolved_lr(self) -> float:
-        if self.lr is not None:
-            return float(self.lr)
-        return 0.01 if self.optimizer == "sgd" else 1e-3
-
-
-LOSSES = ("ce", "focal", "cb-ce", "cb-focal")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "step", "cosine")
-
-
-def check_config(cfg: TrainConfig) -> None:
-    def positive_int(name):
-        v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    for n in ("epochs", "batch_size", "step_size", "threads", "blas_threads", "limit_train",
-              "limit_test"):
-        positive_int(n)
-    from convcore._config import MAX_THREADS
-    for n in ("threads", "blas_threads"):
-        v = getattr(cfg, n)
-        if v is not None and v > MAX_THREADS:
-            raise ValueError(f"{n} must be <= {MAX_THREADS}, got {v}")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
-                         f"{cfg.optimizer!r}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got "
-                         f"{cfg.schedule!r}")
-    if not cfg.imbalance_ratio >= 1:
-        raise ValueError(f"imbalance_ratio must be >= 1, got {cfg.imbalance_ratio}")
-    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
-    if cfg.resolved_lr() <= 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-
+# The pieces below live in their own modules (configuration, model lookup,
+# checkpoint files) and are re-exported here, where users import them from.
+from convcore._checkpoint import (CHECKPOINT, FORMAT_VERSION, _checkpoint_path,  # noqa: F401
+                                  _host, _set_rng_state, module_rng_states, read_checkpoint,
+                                  save_checkpoint, set_module_rng_states)
+from convcore._modelspec import (_check_stored_model, _shown, build_model,  # noqa: F401
+                                 check_input_size, custom_model_message, model_names)
+from convcore._trainconfig import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
+                                   check_config, field_kinds)
 
 # ------------------------------------------------------------------ building
-
-_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
-
-
-def model_names() -> list:
-    """The names ``--model`` accepts from ``convcore.models``'s registry."""
-    from convcore import models
-    return sorted(models.MODELS) + [f"vgg-{c}" for c in models.VGG_CONFIGS]
-
-
-def _registry_model(name):
-    from convcore import models
-    key = name.lower()
-    if key in models.MODELS:
-        return models.MODELS[key]
-    if key.startswith("vgg-") and key[4:].upper() in models.VGG_CONFIGS:
-        return functools.partial(models.vgg, key[4:].upper())
-    names = model_names()
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
-    hint = f"; did you mean {' or '.join(close)}?" if close else ""
-    raise ValueError(f"unknown model {_shown(name)}{hint} (available: "
-                     f"{', '.join(sorted(models.MODELS))}, vgg-<A|A-LRN|B|C|D|E>, or "
-                     f"module:function for a model of your own)")
-
-
-def _shown(v, n=80) -> str:
-    """A value from a file or the command line, quoted and shortened for a message."""
-    r = repr(v)
-    return r if len(r) <= n else r[:n] + "..."
-
-
-def custom_model_message(name) -> str:
-    if isinstance(name, str) and _SPEC.match(name) and len(name) <= 200:
-        return (f"this run used a custom model; pass --model {name} to rebuild it (its "
-                f"code is imported only when you name it yourself)")
-    return (f"this run used a custom model ({_shown(name)}); pass --model module:function "
-            f"to rebuild it")
-
-
-def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int,
-                allow_import: bool = True):
-    """An instance of the model `name` for this data, with the keyword arguments
-    its constructor accepts (in_channels, num_classes, seed...).
-
-    `name` is a model of ``convcore.models`` (``lenet5``, ``vgg16``,
-    ``vgg-A-LRN``, ...) or, when `allow_import` is true, ``module:function``:
-    the function is imported and called.  Names read from a file are passed
-    with ``allow_import=False``: a checkpoint never makes convcore import
-    anything.
-    """
-    if not isinstance(name, str) or not name or len(name) > 200:
-        raise ValueError(f"model must be a model name, got {_shown(name)}")
-    if ":" in name:
-        if not allow_import:
-            raise ValueError(custom_model_message(name))
-        if not _SPEC.match(name):
-            raise ValueError(f"a custom model is given as module:function (e.g. "
-                             f"mypackage.nets:small_cnn), got {_shown(name)}")
-        import importlib
-        mod_name, _, fn_name = name.partition(":")
-        try:
-            mod = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise ValueError(f"cannot import the model module {mod_name!r}: {e}") from None
-        fn = getattr(mod, fn_name, None)
-        if fn is None or not callable(fn):
-            raise ValueError(f"module {mod_name!r} has no function {fn_name!r}")
-    else:
-        fn = _registry_model(name)
-    try:
-        params = inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        params = {}
-    kw = {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        # vgg16(**kw) and the like: the constructor contract of convcore.models
-        params = dict(params, num_classes=None, in_channels=None, rng=None)
-    for key, val in (("num_classes", num_classes), ("in_channels", in_channels),
-                     ("image_size", image_size), ("input_size", image_size),
-                     ("seed", seed)):
-        if key in params:
-            kw[key] = val
-    if "rng" in params and "seed" not in params:
-        kw["rng"] = np.random.default_rng(seed)
-    np.random.seed(seed)          # for models that draw from the global generator
-    model = fn(**kw)
-    missing = [a for a in ("forward", "backward", "parameters", "state_dict",
-                           "load_state_dict", "train", "eval") if not hasattr(model, a)]
-    if missing:
-        raise ValueError(f"model {_shown(name)} returned a {type(model).__name__}, not a "
-                         f"model (missing {', '.join(missing)})")
-    return model
-
-
-def _check_stored_model(name, path) -> None:
-    """A model name read from checkpoint `path`: a model of the registry, or a
-    ValueError naming the file (never an import)."""
-    if isinstance(name, str) and ":" in name:
-        raise ValueError(f"{path}: " + custom_model_message(name))
-    try:
-        if not isinstance(name, str) or not name or len(name) > 200:
-            raise ValueError(f"model must be a model name, got {_shown(name)}")
-        _registry_model(name)
-    except ValueError as e:
-        raise ValueError(f"{path}: {e}") from None
-
-
-def check_input_size(model, name, shape, dataset) -> None:
-    """Run one blank image through the model (eval mode) so that a network
-    made for larger images fails here, with a message about the input size,
-    rather than inside a pooling layer in the middle of training."""
-    C, H, W = shape
-    was_training = getattr(model, "training", True)
-    model.eval()
-    try:
-        model(np.zeros((1, C, H, W), np.float32))
-    except ValueError as e:
-        msg = str(e)
-        if re.search(r"larger than the padded input|output size|too small|must be >= 1", msg):
-            raise ValueError(f"--model {name}: the input is too small for the network "
-                             f"({H}x{W} images of {dataset}; {msg})") from None
-        raise ValueError(f"--model {name} cannot run on {C}x{H}x{W} images of {dataset}: "
-                         f"{msg}") from None
-    finally:
-        if was_training:
-            model.train()
-
 
 def build_loss(cfg: TrainConfig, counts: np.ndarray):
     if cfg.loss in ("cb-ce", "cb-focal"):
@@ -312,209 +114,6 @@ def _xp_of(model):
         break
     return np
 
-
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
-
-
-# ------------------------------------------------------------------ checkpoints
-
-def _state_arrays(model, opt, sched):
-    arrays = {}
-    for k, v in model.state_dict().items():
-        arrays["model/" + k] = _host(v)
-    for k, v in opt.state_dict().items():
-        arrays["optim/" + k] = _host(v)
-    if sched is not None:
-        for k, v in sched.state_dict().items():
-            arrays["sched/" + k] = np.asarray(v)
-    return arrays
-
-
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"rng/legacy_keys": keys, "rng/legacy_pos": np.int64(pos),
-            "rng/legacy_has_gauss": np.int64(has_gauss),
-            "rng/legacy_cached": np.float64(cached)}
-
-
-def _set_rng_state(arrs) -> None:
-    missing = [k for k in _RNG_KEYS if k not in arrs]
-    if missing:
-        raise ValueError(f"the checkpoint lacks its random-generator state ({missing[0]!r}); "
-                         f"it cannot be resumed exactly")
-    np.random.set_state(("MT19937", np.asarray(arrs["rng/legacy_keys"], np.uint32),
-                         int(arrs["rng/legacy_pos"]), int(arrs["rng/legacy_has_gauss"]),
-                         float(arrs["rng/legacy_cached"])))
-
-
-def _module_generators(model):
-    """(name, Generator) of every module holding its own random generator
-    (Dropout masks), in module order; a shared generator is listed once."""
-    out, seen = [], set()
-    named = model.named_modules() if hasattr(model, "named_modules") else [("", model)]
-    for name, mod in named:
-        g = getattr(mod, "rng", None)
-        if isinstance(g, np.random.Generator) and id(g) not in seen:
-            seen.add(id(g))
-            out.append((name, g))
-    return out
-
-
-def module_rng_states(model) -> list:
-    return [{"module": n, "state": g.bit_generator.state} for n, g in _module_generators(model)]
-
-
-def set_module_rng_states(model, states) -> None:
-    gens = _module_generators(model)
-    if [n for n, _ in gens] != [s["module"] for s in states]:
-        raise ValueError(f"checkpoint has random generators for modules "
-                         f"{[s['module'] for s in states]}, the model has {[n for n, _ in gens]}")
-    for (name, g), st in zip(gens, states):
-        try:
-            g.bit_generator.state = st["state"]
-        except (TypeError, ValueError, KeyError, OverflowError) as e:
-            raise ValueError(f"checkpoint's random-generator state of module {name!r} is "
-                             f"invalid ({type(e).__name__}: {_shown(str(e))})") from None
-
-
-def save_checkpoint(path: str, model, opt, sched, meta: dict) -> None:
-    """Write a checkpoint atomically: a temporary file in the same directory,
-    flushed and fsynced, then renamed over `path`. Plain ``.npz``, no pickle."""
-    from convcore.nn._io import write_npz_atomic
-    arrays = _state_arrays(model, opt, sched)
-    arrays.update(_rng_state())
-    meta = dict(meta, module_rngs=module_rng_states(model))
-    arrays["meta"] = np.array(json.dumps(meta))
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    write_npz_atomic(path, arrays)
-
-
-def _checkpoint_path(path) -> str:
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    return path
-
-
-def read_checkpoint(path: str):
-    """(meta dict, arrays dict) of a checkpoint; ValueError naming the file and
-    what is wrong when it is not a well-formed one (object arrays are
-    refused, never unpickled; the metadata is checked field by field)."""
-    from convcore.nn._io import read_npz
-    path = _checkpoint_path(path)
-    arrays = read_npz(path)
-    if "meta" not in arrays:
-        raise ValueError(f"{path}: not a convcore checkpoint (no 'meta' entry)")
-    m = arrays.pop("meta")
-    if m.dtype.kind != "U" or m.shape != ():
-        raise ValueError(f"{path}: not a convcore checkpoint ('meta' is a {m.dtype} array of "
-                         f"shape {m.shape}, expected a JSON string)")
-    try:
-        meta = json.loads(str(m[()]))
-    except (ValueError, RecursionError) as e:
-        raise ValueError(f"{path}: the checkpoint's metadata is not valid JSON "
-                         f"({type(e).__name__}: {_shown(str(e), 120)})") from None
-    problem = _meta_problem(meta)
-    if problem:
-        raise ValueError(f"{path}: not a valid convcore checkpoint: {problem}")
-    try:
-        check_config(TrainConfig(**meta["config"]))
-    except ValueError as e:
-        raise ValueError(f"{path}: not a valid convcore checkpoint: {e}") from None
-    problem = _rng_problem(arrays)
-    if problem:
-        raise ValueError(f"{path}: not a valid convcore checkpoint: {problem}")
-    return meta, arrays
-
-
-_RNG_KEYS = ("rng/legacy_keys", "rng/legacy_pos", "rng/legacy_has_gauss", "rng/legacy_cached")
-
-
-def _rng_problem(arrays):
-    have = [k for k in _RNG_KEYS if k in arrays]
-    if not have:
-        return None                       # checked when resuming
-    if len(have) != len(_RNG_KEYS):
-        return f"random-generator state incomplete (missing {sorted(set(_RNG_KEYS) - set(have))})"
-    keys = arrays["rng/legacy_keys"]
-    if keys.shape != (624,) or keys.dtype.kind not in "iu":
-        return f"'rng/legacy_keys' must be 624 integers, got {keys.dtype} {keys.shape}"
-    for k, kinds in (("rng/legacy_pos", "iu"), ("rng/legacy_has_gauss", "iub"),
-                     ("rng/legacy_cached", "f")):
-        if arrays[k].shape != () or arrays[k].dtype.kind not in kinds:
-            return f"{k!r} must be a scalar, got {arrays[k].dtype} {arrays[k].shape}"
-    if not 0 <= int(arrays["rng/legacy_pos"]) <= 624 or \
-            int(keys.min(initial=0)) < 0 or int(keys.max(initial=0)) >= 2**32 or \
-            int(arrays["rng/legacy_has_gauss"]) not in (0, 1) or \
-            not math.isfinite(float(arrays["rng/legacy_cached"])):
-        return "random-generator state out of range"
-    return None
-
-
-def _field_kinds():
-    out = {}
-    for f in fields(TrainConfig):
-        t = str(f.type)
-        base = t[len("Optional["):-1] if t.startswith("Optional[") else t
-        out[f.name] = ({"str": str, "int": int, "float": float, "bool": bool}[base],
-                       t.startswith("Optional["))
-    return out
-
-
-def _meta_problem(meta):
-    """What is wrong with a checkpoint's metadata, or None."""
-    if not isinstance(meta, dict):
-        return f"metadata must be a JSON object, got {type(meta).__name__}"
-    if meta.get("format") != FORMAT_VERSION:
-        return f"format {_shown(meta.get('format'))}, expected {FORMAT_VERSION}"
-    missing = [k for k in ("config", "epoch", "classes", "mean", "std") if k not in meta]
-    if missing:
-        return f"metadata lacks {', '.join(missing)}"
-    cfg = meta["config"]
-    if not isinstance(cfg, dict):
-        return f"'config' must be an object, got {type(cfg).__name__}"
-    kinds = _field_kinds()
-    unknown = [k for k in cfg if k not in kinds]
-    if unknown:
-        return f"unknown configuration keys {_shown(sorted(map(str, unknown)))}"
-    for k, v in cfg.items():
-        typ, optional = kinds[k]
-        if v is None and optional:
-            continue
-        ok = (isinstance(v, bool) if typ is bool else
-              isinstance(v, int) and not isinstance(v, bool) if typ is int else
-              isinstance(v, (int, float)) and not isinstance(v, bool) if typ is float else
-              isinstance(v, str) and len(v) <= 4096)
-        if not ok:
-            return f"configuration {k!r} must be {'an optional ' if optional else ''}" \
-                   f"{typ.__name__}, got {_shown(v)}"
-    ep = meta["epoch"]
-    if isinstance(ep, bool) or not isinstance(ep, int) or not 0 <= ep <= 10**9:
-        return f"'epoch' must be a non-negative int, got {_shown(ep)}"
-    classes = meta["classes"]
-    if (not isinstance(classes, list) or not 1 <= len(classes) <= 100000
-            or not all(isinstance(c, str) and len(c) <= 200 for c in classes)):
-        return f"'classes' must be a list of class names, got {_shown(classes)}"
-    for k in ("mean", "std"):
-        v = meta[k]
-        if (not isinstance(v, list) or not 1 <= len(v) <= 4096
-                or not all(isinstance(a, (int, float)) and not isinstance(a, bool)
-                           and math.isfinite(a) for a in v)):
-            return f"{k!r} must be a list of finite numbers, got {_shown(v)}"
-    if not all(a > 0 for a in meta["std"]):
-        return "'std' must be positive"
-    hist = meta.get("history", [])
-    if not isinstance(hist, list) or not all(isinstance(h, dict) for h in hist):
-        return f"'history' must be a list of objects, got {_shown(hist)}"
-    rngs = meta.get("module_rngs", [])
-    if not isinstance(rngs, list) or not all(
-            isinstance(r, dict) and isinstance(r.get("module"), str)
-            and isinstance(r.get("state"), dict) for r in rngs):
-        return f"'module_rngs' must be a list of {{module, state}} objects, got {_shown(rngs)}"
-    return None
 
 
 def _split(arrays, prefix):
@@ -655,7 +254,7 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         if overrides is None:
             overrides = _resume_overrides(cfg)
         overrides = dict(overrides)
-        unknown = [k for k in overrides if k not in _field_kinds()]
+        unknown = [k for k in overrides if k not in field_kinds()]
         if unknown:
             raise ValueError(f"unknown configuration overrides {unknown}")
         saved = dict(meta["config"])
