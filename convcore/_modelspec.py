@@ -121,10 +121,15 @@ def check_input_size(model, name, shape, dataset) -> None:
     made for larger images fails here, with a message about the input size,
     rather than inside a pooling layer in the middle of training."""
     C, H, W = shape
+    dtype = np.float32
+    try:
+        dtype = next(iter(model.parameters())).data.dtype
+    except (StopIteration, AttributeError, TypeError):
+        pass
     was_training = getattr(model, "training", True)
     model.eval()
     try:
-        model(np.zeros((1, C, H, W), np.float32))
+        model(np.zeros((1, C, H, W), dtype))
     except ValueError as e:
         msg = str(e)
         if re.search(r"larger than the padded input|output size|too small|must be >= 1", msg):
