@@ -2,6 +2,7 @@
 its checks; shared by the training loop, the checkpoint reader and the CLI."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import Optional
 
@@ -74,8 +75,13 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"imbalance_ratio must be >= 1, got {cfg.imbalance_ratio}")
     if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
-    if cfg.resolved_lr() <= 0:
+    if not cfg.resolved_lr() > 0:
         raise ValueError(f"lr must be > 0, got {cfg.lr}")
+    for n in ("lr", "momentum", "weight_decay", "gamma", "beta", "label_smoothing",
+              "imbalance_ratio", "dist_timeout"):
+        v = getattr(cfg, n)
+        if v is not None and not math.isfinite(v):
+            raise ValueError(f"{n} must be a finite number, got {v}")
 
 
 def field_kinds() -> dict:

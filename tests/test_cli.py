@@ -184,3 +184,12 @@ def test_resume_with_out_writes_elsewhere(data_dir, tmp_path, capsys):
     capsys.readouterr()
     assert read_checkpoint(str(run))[0]["epoch"] == 1
     assert read_checkpoint(str(other))[0]["epoch"] == 2
+
+
+@pytest.mark.parametrize("argv", [["--lr", "nan"], ["--momentum", "inf"],
+                                  ["--weight-decay", "nan"]])
+def test_non_finite_hyper_parameters_are_refused(data_dir, tmp_path, capsys, argv):
+    rc = main(["train", "--model", TINY, "--data-dir", data_dir, "--out", str(tmp_path)]
+              + argv)
+    err = capsys.readouterr().err
+    assert rc == 2 and argv[0][2:].replace("-", "_") in err and err.count("\n") == 1
