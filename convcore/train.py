@@ -29,8 +29,9 @@ from convcore import optim as _optim
 from convcore._checkpoint import (CHECKPOINT, FORMAT_VERSION, _checkpoint_path,  # noqa: F401
                                   _host, _set_rng_state, module_rng_states, read_checkpoint,
                                   save_checkpoint, set_module_rng_states)
-from convcore._modelspec import (_check_stored_model, _shown, build_model,  # noqa: F401
-                                 check_input_size, custom_model_message, model_names)
+from convcore._modelspec import (_check_stored_model, _registry_model, _shown,  # noqa: F401
+                                 build_model, check_input_size, custom_model_message,
+                                 model_names)
 from convcore._trainconfig import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
                                    check_config, field_kinds)
 
@@ -273,6 +274,8 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     if resume and not allow_import:
         _check_stored_model(cfg.model, ckpt)
     check_config(cfg)
+    if ":" not in cfg.model:
+        _registry_model(cfg.model)        # a typo is reported before the data is read
     if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
         raise ValueError(f"--out {cfg.out} is an existing file, not a directory")
     from convcore import _config
