@@ -495,11 +495,8 @@ def conf_from(history, out):
 
 
 def _write_metrics(out, m):
-    path = os.path.join(out, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(m, f, indent=1)
-    os.replace(tmp, path)
+    from convcore.nn._io import write_text_atomic
+    write_text_atomic(os.path.join(out, "metrics.json"), json.dumps(m, indent=1))
 
 
 def _plots_safe(out, model, history, conf, train_set, test_it, log):

@@ -36,7 +36,7 @@ _MAX_RATIO = 1100
 
 # ------------------------------------------------------------------ writing
 
-_TMP = re.compile(r"^\.tmp-(?:(\d+)-[0-9a-f]+|[A-Za-z0-9_]{8})\.npz$")
+_TMP = re.compile(r"^\.tmp-(?:(\d+)-[0-9a-f]+\.(?:npz|json)|[A-Za-z0-9_]{8}\.npz)$")
 
 
 def _alive(pid: int) -> bool:
@@ -80,23 +80,16 @@ def remove_stale_temp_files(directory) -> list:
     return removed
 
 
-def write_npz_atomic(path, arrays: dict) -> None:
-    """Write ``{name: array}`` to ``path`` as an uncompressed ``.npz``,
-    atomically: a temporary file in the same directory, flushed and fsynced,
-    then renamed over ``path``, so a crash never leaves a half-written file
-    under the real name.  The file is created with mode ``0o666`` minus the
-    umask, like any other file the process writes.  Temporary files left in
-    the directory by an earlier interrupted write are removed first.
-    """
+def _atomic(path, suffix, write) -> None:
     path = os.fspath(path)
     d = os.path.dirname(os.path.abspath(path))
     remove_stale_temp_files(d)
-    tmp = os.path.join(d, f".tmp-{os.getpid()}-{secrets.token_hex(6)}.npz")
+    tmp = os.path.join(d, f".tmp-{os.getpid()}-{secrets.token_hex(6)}{suffix}")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                  0o666)
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -106,6 +99,22 @@ def write_npz_atomic(path, arrays: dict) -> None:
         except OSError:
             pass
         raise
+
+
+def write_text_atomic(path, text: str) -> None:
+    """Write `text` (UTF-8) to `path` atomically, as :func:`write_npz_atomic`."""
+    _atomic(path, ".json", lambda f: f.write(text.encode("utf-8")))
+
+
+def write_npz_atomic(path, arrays: dict) -> None:
+    """Write ``{name: array}`` to ``path`` as an uncompressed ``.npz``,
+    atomically: a temporary file in the same directory, flushed and fsynced,
+    then renamed over ``path``, so a crash never leaves a half-written file
+    under the real name.  The file is created with mode ``0o666`` minus the
+    umask, like any other file the process writes.  Temporary files left in
+    the directory by an earlier interrupted write are removed first.
+    """
+    _atomic(path, ".npz", lambda f: np.savez(f, **arrays))
 
 
 def save_state_dict(state, path):
