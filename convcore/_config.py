@@ -70,7 +70,7 @@ def set_workspace_limit(nbytes: int) -> None:
     The batch is processed in chunks whose column matrix fits the budget; a
     single image that needs more than the budget is still processed whole.
     Each thread keeps its workspace for the next call; a lower limit gives it
-    up on that thread's next call.
+    up on that thread's next call.  ``nbytes`` is an int from 1 to 2**62.
     """
     nbytes = _check_count(nbytes, "nbytes", 1, 2**62)
     with _lock:
