@@ -4,6 +4,7 @@
 ``cc.max_pool2d``, ...) and makes the sub-packages available as attributes.
 """
 from convcore._version import __version__
+import convcore._core  # noqa: F401  (an unbuilt source tree fails here, saying what to do)
 from convcore.functional import *  # noqa: F401,F403
 from convcore.functional import __all__ as _functional_all
 from convcore._info import show_config

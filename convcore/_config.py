@@ -9,32 +9,46 @@ _lock = threading.Lock()
 _state = {"threads": None, "workspace_bytes": 256 * 2**20}
 
 
+# Upper bound of every thread count convcore accepts (set_num_threads,
+# $CONVCORE_NUM_THREADS, ``convcore train --threads``): far above any CPU it
+# runs on, far below what overflows the C core's int.
+MAX_THREADS = 1024
+
+
 def _default_threads() -> int:
     from convcore._core import _conv
-    env = os.environ.get("CONVCORE_NUM_THREADS")
+    env = os.environ.get("CONVCORE_NUM_THREADS", "").strip()
     if env:
         try:
             n = int(env)
         except ValueError:
             n = 0
-        if n >= 1:
-            return n
-    return max(1, _conv.max_threads())
+        if not 1 <= n <= MAX_THREADS:
+            raise ValueError(f"CONVCORE_NUM_THREADS must be an integer from 1 to "
+                             f"{MAX_THREADS}, got {env[:40]!r}")
+        return n
+    return min(MAX_THREADS, max(1, _conv.max_threads()))
 
 
-def _check_count(n, name: str, minimum: int = 1) -> int:
+def _check_count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
         raise TypeError(f"{name} must be an int, got {type(n).__name__}")
     n = int(n)
     if n < minimum:
         raise ValueError(f"{name} must be >= {minimum}, got {n}")
+    if maximum is not None and n > maximum:
+        raise ValueError(f"{name} must be <= {maximum}, got {n}")
     return n
 
 
 def set_num_threads(n: int) -> None:
     """Set the number of threads convcore's kernels use (OpenMP teams and the
-    GEMM tiles run inside them)."""
-    n = _check_count(n, "n")
+    GEMM tiles run inside them): an int from 1 to ``MAX_THREADS`` (1024).
+
+    The default is ``$CONVCORE_NUM_THREADS`` when set (an integer in the
+    same range), else the number of cores OpenMP reports.
+    """
+    n = _check_count(n, "n", 1, MAX_THREADS)
     with _lock:
         _state["threads"] = n
 
@@ -56,9 +70,9 @@ def set_workspace_limit(nbytes: int) -> None:
     The batch is processed in chunks whose column matrix fits the budget; a
     single image that needs more than the budget is still processed whole.
     Each thread keeps its workspace for the next call; a lower limit gives it
-    up on that thread's next call.
+    up on that thread's next call.  ``nbytes`` is an int from 1 to 2**62.
     """
-    nbytes = _check_count(nbytes, "nbytes")
+    nbytes = _check_count(nbytes, "nbytes", 1, 2**62)
     with _lock:
         _state["workspace_bytes"] = nbytes
 

@@ -31,6 +31,11 @@ def gradcheck(module, input, eps=1e-6, atol=1e-5, rtol=1e-4, max_checks=64, seed
     >>> cc.gradcheck(conv, np.random.default_rng(0).standard_normal((2, 2, 5, 5)))
     True
     """
+    if not (callable(getattr(module, "backward", None)) and hasattr(module, "astype")
+            and hasattr(module, "parameters")):
+        raise TypeError(f"gradcheck needs a convcore.nn.Module (with forward, backward and "
+                        f"parameters), got {type(module).__name__}; a plain function has no "
+                        f"backward pass to check")
     m = copy.deepcopy(module).astype(np.float64)
     x = np.array(input, dtype=np.float64)
     rng = np.random.default_rng(seed)

@@ -26,8 +26,18 @@ def backend_for(*arrays):
 _F32, _F64 = FLOAT_DTYPES
 
 
+def require(**arrays) -> None:
+    """TypeError naming the first required array argument that is None."""
+    for name, a in arrays.items():
+        if a is None:
+            raise TypeError(f"{name} must be an array, got None")
+
+
 def float_dtype(a, name: str) -> np.dtype:
-    dt = a.dtype
+    dt = getattr(a, "dtype", None)
+    if dt is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got "
+                        f"{'None' if a is None else type(a).__name__}")
     if dt == _F32 or dt == _F64:
         return dt
     dt = np.dtype(dt)
@@ -38,8 +48,16 @@ def float_dtype(a, name: str) -> np.dtype:
 
 def same_dtype(ref, ref_name: str, other, other_name: str) -> None:
     if other is not None and other.dtype != ref.dtype:
+        hint = ""
+        if ref.dtype.kind == "f" and other.dtype.kind == "f":
+            if other_name in ("weight", "bias"):
+                # a float64 batch (NumPy's default) into a float32 layer or model
+                hint = (f"; convert the input with {ref_name}.astype(np.{other.dtype}) "
+                        f"(or the model with .astype(np.{ref.dtype}))")
+            else:
+                hint = f"; convert it with {other_name}.astype(np.{ref.dtype})"
         raise TypeError(f"{other_name} must have the dtype of {ref_name} ({ref.dtype}), "
-                        f"got {other.dtype}")
+                        f"got {other.dtype}{hint}")
 
 
 def as_int(v, name: str, minimum: int | None = None, maximum: int = MAX_HYPER) -> int:

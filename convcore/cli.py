@@ -5,12 +5,29 @@
     convcore evaluate CHECKPOINT
     convcore summary vgg16 [--input 3,224,224] [--num-classes N]
     convcore info
+
+``python -m convcore ...`` runs the same.  User errors (bad options, missing
+or malformed files) print one line and exit with status 2; Ctrl-C exits with
+130 and SIGTERM during training with 143, both after saving the run's state.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+
+
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default in ``--help``, except the empty ones (None,
+    False) and where the help text already says it."""
+
+    def _get_help_string(self, action):
+        h = action.help or ""
+        if (action.default is None or action.default is False
+                or action.default is argparse.SUPPRESS or "default" in h):
+            return h
+        return super()._get_help_string(action)
 
 
 def _shape(text):
@@ -26,12 +43,13 @@ def _shape(text):
 # --------------------------------------------------------------------- summary
 def add_summary(sub):
     p = sub.add_parser("summary", help="per-layer table of a model: shapes, activations, "
-                                       "parameters, MACs")
+                                       "parameters, MACs", formatter_class=_Formatter)
     p.add_argument("model", help="lenet5, alexnet, vgg11/13/16/19, vgg-<A|A-LRN|B|C|D|E>, "
                                  "googlenet, resnet18/34/50")
     p.add_argument("--input", type=_shape, default=None,
                    help="input shape C,H,W (default: the model's usual input)")
-    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="classes of the last layer (default: the model's own)")
     p.set_defaults(func=cmd_summary)
 
 
@@ -54,7 +72,8 @@ def cmd_summary(args):
 
 # ------------------------------------------------------------------------ info
 def add_info(sub):
-    p = sub.add_parser("info", help="what this build runs on (threads, BLAS, OpenMP)")
+    p = sub.add_parser("info", help="what this build runs on (threads, BLAS, OpenMP)",
+                       formatter_class=_Formatter)
     p.set_defaults(func=cmd_info)
 
 
@@ -64,28 +83,34 @@ def cmd_info(args):
     return 0
 
 
-def _add_train(sub):
+def _add_train(sub, explicit_only=False):
     from convcore.train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (default: LeNet-5 on Fashion-MNIST)",
+                       formatter_class=_Formatter,
                        description="Train a convcore model. With no arguments: LeNet-5 on "
-                                   "Fashion-MNIST for 10 epochs, SGD with momentum.")
-    p.add_argument("--model", default=d.model, help="a function of convcore.models "
-                   "(default %(default)s)")
+                                   "Fashion-MNIST for 10 epochs, SGD with momentum. "
+                                   "--resume RUN continues RUN in its own directory with "
+                                   "its own settings; options given with it override them "
+                                   "(e.g. --epochs 20 to extend the run).")
+    p.add_argument("--model", default=d.model, help="a model of convcore.models (lenet5, "
+                   "cnn_bn, vgg16, resnet18, ...) or module:function for your own")
     p.add_argument("--dataset", default=d.dataset, choices=("fashion-mnist", "mnist",
-                                                             "cifar10"))
+                                                             "cifar10"), help="dataset")
     p.add_argument("--data-dir", default=None, help="directory of the dataset files "
                    "(default: $CONVCORE_DATA, then /usr/share/datasets/<dataset>)")
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--batch-size", type=int, default=d.batch_size)
+    p.add_argument("--epochs", type=int, default=d.epochs,
+                   help="number of epochs (with --resume: the new total)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per step")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate (default 0.01 for sgd, 0.001 for adam/adamw)")
-    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS)
-    p.add_argument("--momentum", type=float, default=d.momentum)
-    p.add_argument("--nesterov", action="store_true")
-    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--optimizer", default=d.optimizer, choices=OPTIMIZERS, help="optimizer")
+    p.add_argument("--momentum", type=float, default=d.momentum, help="SGD momentum")
+    p.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay,
+                   help="L2 penalty (decoupled for adamw)")
     p.add_argument("--schedule", default=d.schedule, choices=SCHEDULES,
-                   help="learning-rate schedule over the epochs (default %(default)s)")
+                   help="learning-rate schedule over the epochs")
     p.add_argument("--step-size", type=int, default=d.step_size,
                    help="epochs between x0.1 steps of --schedule step")
     p.add_argument("--loss", default=d.loss, choices=LOSSES,
@@ -93,7 +118,8 @@ def _add_train(sub):
     p.add_argument("--gamma", type=float, default=d.gamma, help="focal loss gamma")
     p.add_argument("--beta", type=float, default=d.beta,
                    help="class-balanced beta (effective number of samples)")
-    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing)
+    p.add_argument("--label-smoothing", type=float, default=d.label_smoothing,
+                   help="cross-entropy label smoothing")
     p.add_argument("--imbalance-ratio", type=float, default=d.imbalance_ratio,
                    help="subsample the training set to a long-tailed profile whose "
                         "largest class is this many times the smallest")
@@ -102,14 +128,17 @@ def _add_train(sub):
                      help="random crop + flip (default: on for cifar10)")
     aug.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--threads", type=int, default=None,
-                   help="threads of convcore's kernels (default: all cores)")
+                   help="threads of convcore's kernels, 1 to 1024 (default: "
+                        "$CONVCORE_NUM_THREADS, else all cores)")
     p.add_argument("--blas-threads", type=int, default=d.blas_threads,
-                   help="threads of NumPy's BLAS in linear layers (default %(default)s)")
+                   help="threads of NumPy's BLAS in linear layers")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--out", default=d.out, help="output directory (default %(default)s)")
-    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
-                   help="continue a run from its checkpoint (file or --out directory)")
+    p.add_argument("--seed", type=int, default=d.seed,
+                   help="seed of the initial weights, batch order and augmentation")
+    p.add_argument("--out", default=d.out, help="output directory")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue a run (its directory or checkpoint file) in its own "
+                        "directory with its own settings; options given here override them")
     p.add_argument("--distributed", action="store_true",
                    help="data-parallel training over MPI, one process per rank: "
                         "mpiexec -n 2 convcore train --distributed ... "
@@ -123,6 +152,19 @@ def _add_train(sub):
     p.add_argument("--limit-train", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_train)
+    if explicit_only:                # a parser that returns only what was given
+        for a in p._actions:
+            a.default = argparse.SUPPRESS
+        p._defaults.clear()
+    return p
+
+
+def _explicit_train_options(argv) -> set:
+    """The ``convcore train`` options given on the command line (not defaults)."""
+    p = argparse.ArgumentParser(prog="convcore")
+    sub = p.add_subparsers(dest="command")
+    _add_train(sub, explicit_only=True)
+    return set(vars(p.parse_args(argv)).keys()) - {"command"}
 
 
 def cmd_train(args) -> int:
@@ -148,24 +190,43 @@ def cmd_train(args) -> int:
                       out=args.out, limit_train=args.limit_train, limit_test=args.limit_test,
                       distributed=args.distributed, sync_bn=args.sync_bn,
                       dist_timeout=args.dist_timeout)
+    overrides = None
+    if args.resume:
+        # the run's own settings, except what this command line gives
+        given = getattr(args, "_explicit", None)
+        if given is None:
+            given = set(vars(args))
+        overrides = {k: getattr(cfg, k) for k in given if k in vars(cfg)}
+        for k in ("distributed", "sync_bn", "dist_timeout"):
+            overrides[k] = getattr(cfg, k)
+    from convcore.train import Terminated
     try:
-        res = fit(cfg, resume=args.resume)
+        res = fit(cfg, resume=args.resume, overrides=overrides)
+    except Terminated:
+        return 143
     except KeyboardInterrupt:
         return 130
+    out = res.get("config", {}).get("out", cfg.out)
     if res.get("history") and dist.is_main_process():
         h = res["history"][-1]
         print(f"done: test accuracy {h['test_acc'] * 100:.2f}% after {h['epoch']} epochs; "
-              f"outputs in {cfg.out}")
+              f"outputs in {out}")
     return 0
 
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix "
-                                        "of a checkpoint on its test set")
+                                        "of a checkpoint on its test set",
+                       formatter_class=_Formatter)
     p.add_argument("checkpoint", help="checkpoint file or run directory")
-    p.add_argument("--data-dir", default=None)
-    p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--device", default=None)
+    p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
+                   help="the custom model a run was trained with (a checkpoint names only "
+                        "models of convcore.models by itself)")
+    p.add_argument("--data-dir", default=None, help="directory of the dataset files "
+                   "(default: the run's own)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="threads of convcore's kernels, 1 to 1024")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the run's own)")
     p.add_argument("--json", action="store_true", help="print the result as JSON")
     p.add_argument("--limit-test", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_evaluate)
@@ -174,14 +235,17 @@ def _add_evaluate(sub):
 def cmd_evaluate(args) -> int:
     from convcore.train import evaluate_checkpoint, format_report
     res = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
-                              device=args.device, limit_test=args.limit_test)
+                              device=args.device, limit_test=args.limit_test,
+                              model=args.model)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from convcore._version import __version__
     p = argparse.ArgumentParser(prog="convcore", description="convcore: CNNs from a "
-                                "hand-written C core.")
+                                "hand-written C core.", formatter_class=_Formatter)
+    p.add_argument("--version", action="version", version=f"convcore {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _add_train(sub)
     _add_evaluate(sub)
@@ -191,18 +255,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
+    """Run the command line; return the exit status."""
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # the reader went away (``convcore summary vgg16 | head``): stop quietly,
+        # and keep the interpreter's final flush from complaining again
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 1
+
+
+def _main(argv) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if args.command == "train":
+        args._explicit = _explicit_train_options(argv)
     from convcore.data import DatasetNotFoundError
     try:
-        return args.func(args)
+        rc = args.func(args)
+        sys.stdout.flush()
+        return rc
+    except BrokenPipeError:
+        raise
+    except KeyboardInterrupt:
+        return 130
     except DatasetNotFoundError as e:
         return _fail(2, f"convcore: {e}")
-    except (ValueError, TypeError, FileNotFoundError) as e:
-        return _fail(2, f"convcore {args.command}: error: {e}")
+    except (ValueError, TypeError, OSError) as e:
+        # bad options, missing, unreadable or malformed files: one line
+        msg = " ".join(str(e).split()) if isinstance(e, OSError) else str(e)
+        return _fail(2, f"convcore {args.command}: error: {msg}")
     except (RuntimeError, FloatingPointError) as e:
         return _fail(1, f"convcore {args.command}: error: {e}")
 
@@ -210,6 +300,9 @@ def main(argv=None) -> int:
 def _fail(code, message):
     """Print the error; in a distributed job, end every rank (the others would
     otherwise wait for this one in their next collective)."""
+    lines = [ln.strip() for ln in str(message).splitlines() if ln.strip()]
+    if len(lines) > 1:            # one line: a multi-line reason joined with "; "
+        message = lines[0] + " " + "; ".join(lines[1:])
     from convcore import distributed as dist
     if dist.is_initialized() and dist.world_size() > 1:
         dist.abort(code, f"{message}  [rank {dist.rank()} of {dist.world_size()}; "

@@ -85,14 +85,33 @@ class Optimizer:
                 if v.shape != self.params[i].data.shape:
                     raise ValueError(f"optimizer state {k!r} has shape {v.shape}, expected "
                                      f"{self.params[i].data.shape}")
+                if v.dtype.kind not in "fiu":
+                    raise ValueError(f"optimizer state {k!r} has dtype {v.dtype}")
                 v = _like(v, self.params[i].data)
             else:
-                v = int(v)
+                v = _scalar(v, k, int)
             state[i][name] = v
-        self.lr = float(d["lr"])
-        self.initial_lr = float(d["initial_lr"])
-        self.step_count = int(d["step_count"])
+        for i, st in enumerate(state):     # a parameter's buffers come all together
+            if st and set(st) != set(self._buffers):
+                raise ValueError(f"optimizer state of parameter {i} has {sorted(st)}, "
+                                 f"expected all of {sorted(self._buffers)}")
+        lr = _scalar(d["lr"], "lr", float)
+        initial_lr = _scalar(d["initial_lr"], "initial_lr", float)
+        step_count = _scalar(d["step_count"], "step_count", int)
+        self.lr, self.initial_lr, self.step_count = lr, initial_lr, step_count
         self.state = state
+
+
+def _scalar(v, name, kind):
+    """A saved scalar: finite and non-negative, else ValueError."""
+    v = np.asarray(v)
+    if v.shape != () or v.dtype.kind not in ("iu" if kind is int else "fiu"):
+        raise ValueError(f"{name} must be a scalar {kind.__name__}, got {v.dtype} "
+                         f"array of shape {v.shape}")
+    v = kind(v)
+    if not (math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {v}")
+    return v
 
 
 class SGD(Optimizer):
@@ -222,7 +241,9 @@ class _Schedule:
         return {"last_epoch": np.int64(self.last_epoch)}
 
     def load_state_dict(self, d: dict) -> None:
-        self.last_epoch = int(d["last_epoch"])
+        if "last_epoch" not in d:
+            raise ValueError("schedule state is missing 'last_epoch'")
+        self.last_epoch = _scalar(d["last_epoch"], "last_epoch", int)
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
 

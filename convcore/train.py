@@ -9,14 +9,14 @@ resuming ends with the same weights as an uninterrupted run.
 """
 from __future__ import annotations
 
-import inspect
 import json
 import math
 import os
+import signal
 import sys
-import tempfile
+import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from typing import Optional
 
 import numpy as np
@@ -24,114 +24,18 @@ import numpy as np
 from convcore import data as _data
 from convcore import losses as _losses
 from convcore import optim as _optim
-
-CHECKPOINT = "checkpoint.npz"
-FORMAT_VERSION = 1
-
-
-@dataclass
-class TrainConfig:
-    """Everything that determines a training run (the ``convcore train`` flags)."""
-    model: str = "lenet5"
-    dataset: str = "fashion-mnist"
-    data_dir: Optional[str] = None
-    epochs: int = 10
-    batch_size: int = 64
-    lr: Optional[float] = None          # None: 0.01 for sgd, 1e-3 for adam/adamw
-    optimizer: str = "sgd"
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 0.0
-    schedule: str = "cosine"            # none, step, cosine
-    step_size: int = 5
-    loss: str = "ce"                    # ce, focal, cb-ce, cb-focal
-    gamma: float = 2.0
-    beta: float = 0.9999
-    label_smoothing: float = 0.0
-    imbalance_ratio: float = 1.0
-    augment: Optional[bool] = None      # None: on for cifar10
-    threads: Optional[int] = None
-    blas_threads: int = 1               # NumPy's BLAS (linear layers), see fit()
-    device: str = "cpu"
-    seed: int = 0
-    out: str = "runs/latest"
-    limit_train: Optional[int] = None   # use only the first n training images (tests)
-    limit_test: Optional[int] = None
-    distributed: bool = False           # data-parallel over MPI ranks (mpiexec)
-    sync_bn: bool = False               # BatchNorm statistics over the global batch
-    dist_timeout: Optional[float] = None  # seconds a collective may wait (None: 300)
-
-    def resolved_lr(self) -> float:
-        if self.lr is not None:
-            return float(self.lr)
-        return 0.01 if self.optimizer == "sgd" else 1e-3
-
-
-LOSSES = ("ce", "focal", "cb-ce", "cb-focal")
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "step", "cosine")
-
-
-def check_config(cfg: TrainConfig) -> None:
-    def positive_int(name):
-        v = getattr(cfg, name)
-        if v is not None and (isinstance(v, bool) or int(v) != v or v < 1):
-            raise ValueError(f"{name} must be a positive int, got {v!r}")
-    for n in ("epochs", "batch_size", "step_size", "threads", "blas_threads", "limit_train",
-              "limit_test"):
-        positive_int(n)
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, got {cfg.loss!r}")
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {', '.join(OPTIMIZERS)}, got "
-                         f"{cfg.optimizer!r}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"schedule must be one of {', '.join(SCHEDULES)}, got "
-                         f"{cfg.schedule!r}")
-    if not cfg.imbalance_ratio >= 1:
-        raise ValueError(f"imbalance_ratio must be >= 1, got {cfg.imbalance_ratio}")
-    if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
-    if cfg.resolved_lr() <= 0:
-        raise ValueError(f"lr must be > 0, got {cfg.lr}")
-
+# The pieces below live in their own modules (configuration, model lookup,
+# checkpoint files) and are re-exported here, where users import them from.
+from convcore._checkpoint import (CHECKPOINT, FORMAT_VERSION, _checkpoint_path,  # noqa: F401
+                                  _host, _set_rng_state, module_rng_states, read_checkpoint,
+                                  save_checkpoint, set_module_rng_states)
+from convcore._modelspec import (_check_stored_model, _registry_model, _shown,  # noqa: F401
+                                 build_model, check_input_size, custom_model_message,
+                                 model_names)
+from convcore._trainconfig import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
+                                   check_config, field_kinds)
 
 # ------------------------------------------------------------------ building
-
-def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int):
-    """An instance of ``convcore.models.<name>`` for this data, with the keyword
-    arguments its constructor accepts (in_channels, num_classes, seed...)."""
-    if ":" in name:                       # "package.module:function", a user's model
-        import importlib
-        mod_name, _, fn_name = name.partition(":")
-        try:
-            models = importlib.import_module(mod_name)
-        except ImportError as e:
-            raise ValueError(f"cannot import the model module {mod_name!r}: {e}") from None
-        name = fn_name
-    else:
-        try:
-            import convcore.models as models
-        except ImportError as e:
-            raise ValueError(f"unknown model {name!r}: convcore.models cannot be imported "
-                             f"({e})") from None
-    fn = getattr(models, name, None)
-    if fn is None or name.startswith("_") or not callable(fn):
-        avail = sorted(n for n in getattr(models, "__all__", dir(models))
-                       if not n.startswith("_") and callable(getattr(models, n, None)))
-        raise ValueError(f"unknown model {name!r}; available: {', '.join(avail)}")
-    params = inspect.signature(fn).parameters
-    kw = {}
-    for key, val in (("num_classes", num_classes), ("in_channels", in_channels),
-                     ("image_size", image_size), ("input_size", image_size),
-                     ("seed", seed)):
-        if key in params:
-            kw[key] = val
-    if "rng" in params and "seed" not in params:
-        kw["rng"] = np.random.default_rng(seed)
-    np.random.seed(seed)          # for models that draw from the global generator
-    return fn(**kw)
-
 
 def build_loss(cfg: TrainConfig, counts: np.ndarray):
     if cfg.loss in ("cb-ce", "cb-focal"):
@@ -212,107 +116,6 @@ def _xp_of(model):
     return np
 
 
-def _host(a):
-    return a.get() if hasattr(a, "get") and not isinstance(a, np.ndarray) else np.asarray(a)
-
-
-# ------------------------------------------------------------------ checkpoints
-
-def _state_arrays(model, opt, sched):
-    arrays = {}
-    for k, v in model.state_dict().items():
-        arrays["model/" + k] = _host(v)
-    for k, v in opt.state_dict().items():
-        arrays["optim/" + k] = _host(v)
-    if sched is not None:
-        for k, v in sched.state_dict().items():
-            arrays["sched/" + k] = np.asarray(v)
-    return arrays
-
-
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"rng/legacy_keys": keys, "rng/legacy_pos": np.int64(pos),
-            "rng/legacy_has_gauss": np.int64(has_gauss),
-            "rng/legacy_cached": np.float64(cached)}
-
-
-def _set_rng_state(arrs) -> None:
-    np.random.set_state(("MT19937", np.asarray(arrs["rng/legacy_keys"], np.uint32),
-                         int(arrs["rng/legacy_pos"]), int(arrs["rng/legacy_has_gauss"]),
-                         float(arrs["rng/legacy_cached"])))
-
-
-def _module_generators(model):
-    """(name, Generator) of every module holding its own random generator
-    (Dropout masks), in module order; a shared generator is listed once."""
-    out, seen = [], set()
-    named = model.named_modules() if hasattr(model, "named_modules") else [("", model)]
-    for name, mod in named:
-        g = getattr(mod, "rng", None)
-        if isinstance(g, np.random.Generator) and id(g) not in seen:
-            seen.add(id(g))
-            out.append((name, g))
-    return out
-
-
-def module_rng_states(model) -> list:
-    return [{"module": n, "state": g.bit_generator.state} for n, g in _module_generators(model)]
-
-
-def set_module_rng_states(model, states) -> None:
-    gens = _module_generators(model)
-    if [n for n, _ in gens] != [s["module"] for s in states]:
-        raise ValueError(f"checkpoint has random generators for modules "
-                         f"{[s['module'] for s in states]}, the model has {[n for n, _ in gens]}")
-    for (_, g), st in zip(gens, states):
-        g.bit_generator.state = st["state"]
-
-
-def save_checkpoint(path: str, model, opt, sched, meta: dict) -> None:
-    """Write a checkpoint atomically: a temporary file in the same directory,
-    flushed and fsynced, then renamed over `path`. Plain ``.npz``, no pickle."""
-    arrays = _state_arrays(model, opt, sched)
-    arrays.update(_rng_state())
-    meta = dict(meta, module_rngs=module_rng_states(model))
-    arrays["meta"] = np.array(json.dumps(meta))
-    d = os.path.dirname(os.path.abspath(path))
-    os.makedirs(d, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=d)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def read_checkpoint(path: str):
-    """(meta dict, arrays dict) of a checkpoint; ValueError naming the file when
-    it is not one (object arrays are refused, never unpickled)."""
-    if os.path.isdir(path):
-        path = os.path.join(path, CHECKPOINT)
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except ValueError as e:
-        raise ValueError(f"{path}: not a convcore checkpoint ({e})") from None
-    except Exception as e:  # zipfile.BadZipFile, EOFError, OSError
-        raise ValueError(f"{path}: unreadable or truncated checkpoint ({e})") from None
-    if "meta" not in arrays:
-        raise ValueError(f"{path}: not a convcore checkpoint (no 'meta' entry)")
-    meta = json.loads(str(arrays.pop("meta")))
-    if meta.get("format") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {meta.get('format')!r}, expected "
-                         f"{FORMAT_VERSION}")
-    return meta, arrays
-
 
 def _split(arrays, prefix):
     n = len(prefix)
@@ -369,19 +172,58 @@ class _Progress:
 
 # ------------------------------------------------------------------ the loop
 
+# Options that describe where and how a run executes rather than what it
+# computes: when resuming through the Python API (no explicit overrides) they
+# come from the caller's configuration, as ``cfg.epochs`` and ``cfg.out`` do.
+_ENVIRONMENT = ("blas_threads", "distributed", "sync_bn", "dist_timeout")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM during training: handled like Ctrl-C (the state is saved)."""
+
+
+def _sigterm_handler(signum, frame):
+    raise Terminated()
+
+
+def _resume_overrides(cfg: TrainConfig) -> dict:
+    """What ``fit(cfg, resume=...)`` takes from `cfg` when no overrides are given."""
+    o = {"epochs": cfg.epochs, "out": cfg.out}
+    for k in _ENVIRONMENT:
+        o[k] = getattr(cfg, k)
+    for k in ("threads", "data_dir"):
+        if getattr(cfg, k) is not None:
+            o[k] = getattr(cfg, k)
+    if ":" in cfg.model:                  # the caller names its own model code
+        o["model"] = cfg.model
+    return o
+
+
 def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int] = None,
-        log=None, progress: Optional[bool] = None, plots: bool = True) -> dict:
+        log=None, progress: Optional[bool] = None, plots: bool = True,
+        overrides: Optional[dict] = None) -> dict:
     """Train as ``convcore train`` does; return the metrics dict.
 
     Parameters
     ----------
     cfg : TrainConfig
     resume : str, optional
-        Checkpoint file (or run directory) to continue from; the model,
-        dataset and optimizer settings come from it, `cfg.epochs` and
-        `cfg.out` from the caller.
+        Checkpoint file (or run directory) to continue from.  The run's own
+        configuration comes from the checkpoint; `overrides` (a dict of
+        :class:`TrainConfig` fields, e.g. ``{"epochs": 20}``) replaces parts
+        of it, and the outputs go to the checkpoint's directory unless
+        ``overrides`` names another ``out``.  Without `overrides`,
+        ``cfg.epochs``, ``cfg.out``, the thread and distributed settings, and
+        a ``module:function`` ``cfg.model`` are taken from `cfg`.  A model
+        name stored in the checkpoint is looked up in ``convcore.models``
+        only; a checkpoint never makes convcore import code.
     stop_after : int, optional
         Stop after this epoch (as if interrupted there), for testing resume.
+
+    Ctrl-C (KeyboardInterrupt) or SIGTERM (when called from the main thread)
+    saves the interrupted state to ``interrupted.npz`` in the output
+    directory, then raises KeyboardInterrupt or :class:`Terminated` (a
+    subclass of it) to the caller.
     """
     dist = None
     if cfg.distributed:
@@ -396,34 +238,54 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     start_epoch = 0
     history = []
     arrays = None
+    allow_import = True
+    resumed = None
     if resume:
         if dist is None:
-            meta, arrays = read_checkpoint(resume)
+            ckpt = _checkpoint_path(resume)
+            meta, arrays = read_checkpoint(ckpt)
         else:
             # Rank 0 reads the file (the other hosts need not see it) and
             # sends its content to every rank.
-            meta, arrays = read_checkpoint(resume) if dist.is_main_process() else (None, None)
+            ckpt = _checkpoint_path(resume) if dist.is_main_process() else None
+            meta, arrays = read_checkpoint(ckpt) if dist.is_main_process() else (None, None)
+            ckpt = dist.broadcast_object(ckpt)
             meta = dist.broadcast_object(meta)
             arrays = dist.broadcast_arrays(arrays)
-        saved = TrainConfig(**meta["config"])
-        saved.epochs, saved.out = cfg.epochs, cfg.out
-        if cfg.threads is not None:
-            saved.threads = cfg.threads
-        saved.blas_threads = cfg.blas_threads
-        if cfg.data_dir is not None:
-            saved.data_dir = cfg.data_dir
-        saved.distributed, saved.sync_bn = cfg.distributed, cfg.sync_bn
-        saved.dist_timeout = cfg.dist_timeout
-        cfg = saved
+        if overrides is None:
+            overrides = _resume_overrides(cfg)
+        overrides = dict(overrides)
+        unknown = [k for k in overrides if k not in field_kinds()]
+        if unknown:
+            raise ValueError(f"unknown configuration overrides {unknown}")
+        saved = dict(meta["config"])
+        merged = dict(saved, **overrides)
+        if "out" not in overrides:        # continue the run in its own directory
+            merged["out"] = os.path.dirname(os.path.abspath(ckpt))
+        cfg = TrainConfig(**merged)
+        allow_import = "model" in overrides
         start_epoch = int(meta["epoch"])
-        history = meta.get("history", [])
+        history = list(meta.get("history", []))
+        changed = [f"{k}={overrides[k]!r} (was {saved.get(k)!r})" for k in sorted(overrides)
+                   if k not in _ENVIRONMENT and k != "out" and overrides[k] != saved.get(k)]
+        resumed = (f"resuming {ckpt} after epoch {start_epoch} of {cfg.epochs}, in "
+                   f"{cfg.out}; " + (f"overridden: {', '.join(changed)}" if changed else
+                                     "no setting overridden"))
+    if resume and not allow_import:
+        _check_stored_model(cfg.model, ckpt)
     check_config(cfg)
+    if ":" not in cfg.model:
+        _registry_model(cfg.model)        # a typo is reported before the data is read
+    if os.path.exists(cfg.out) and not os.path.isdir(cfg.out):
+        raise ValueError(f"--out {cfg.out} is an existing file, not a directory")
     from convcore import _config
     if cfg.threads:
         _config.set_num_threads(cfg.threads)
     elif dist is not None and not os.environ.get("CONVCORE_NUM_THREADS"):
         _config.set_num_threads(dist.threads_per_rank())   # share the host's cores
     threads = _config.get_num_threads()
+    if resumed:
+        log(resumed)
     try:
         from threadpoolctl import threadpool_limits
         # convcore's kernels thread by themselves; the BLAS calls left to NumPy
@@ -433,10 +295,18 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
         limiter = threadpool_limits(limits=cfg.blas_threads, user_api="blas")
     except ImportError:
         limiter = None
+    old_term = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            old_term = signal.signal(signal.SIGTERM, _sigterm_handler)
+        except (ValueError, OSError, AttributeError):   # not available here
+            old_term = None
     try:
         return _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots,
-                    threads, meta if resume else {}, dist)
+                    threads, dict(meta, _path=ckpt) if resume else {}, dist, allow_import)
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if limiter is not None:
             limiter.restore_original_limits()
 
@@ -455,7 +325,7 @@ def _loss_normaliser(loss_fn, y):
 
 
 def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, threads,
-         resume_meta, dist=None):
+         resume_meta, dist=None, allow_import=True):
     main = dist is None or dist.is_main_process()
     shard = None if dist is None else (dist.rank(), dist.world_size())
     train_set, test_set = load_data(cfg)
@@ -473,10 +343,14 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
                                   mean=mean, std=std)
     counts = np.bincount(train_set.labels, minlength=C)
     model = build_model(cfg.model, train_set.images.shape[1], C,
-                        train_set.images.shape[2], cfg.seed)
+                        train_set.images.shape[2], cfg.seed, allow_import=allow_import)
+    check_input_size(model, cfg.model, train_set.images.shape[1:], cfg.dataset)
     skip_first_input_grad(model)
     if arrays is not None:
-        model.load_state_dict(_split(arrays, "model/"))
+        try:
+            model.load_state_dict(_split(arrays, "model/"))
+        except ValueError as e:
+            raise ValueError(f"{resume_meta.get('_path', 'checkpoint')}: {e}") from None
     if dist is not None:
         dist.broadcast_parameters(model)       # every rank starts from rank 0's weights
         if cfg.sync_bn:
@@ -488,13 +362,22 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     eval_loss = _losses.CrossEntropyLoss()
     opt, sched = build_optimizer(cfg, model)
     if arrays is not None:
-        opt.load_state_dict(_split(arrays, "optim/"))
-        if sched is not None:
-            sched.load_state_dict(_split(arrays, "sched/"))
-        _set_rng_state(arrays)
-        set_module_rng_states(model, resume_meta.get("module_rngs", []))
+        try:
+            opt.load_state_dict(_split(arrays, "optim/"))
+            if sched is not None:
+                sched.load_state_dict(_split(arrays, "sched/"))
+            _set_rng_state(arrays)
+        except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+            raise ValueError(f"{resume_meta.get('_path', 'checkpoint')}: its optimizer, "
+                             f"schedule or random state cannot be restored: {e}") from None
+        try:
+            set_module_rng_states(model, resume_meta.get("module_rngs", []))
+        except ValueError as e:
+            raise ValueError(f"{resume_meta.get('_path', 'checkpoint')}: {e}") from None
     if main:
         os.makedirs(cfg.out, exist_ok=True)
+        from convcore.nn._io import remove_stale_temp_files
+        remove_stale_temp_files(cfg.out)
     ckpt_path = os.path.join(cfg.out, CHECKPOINT)
     if progress is None:
         progress = sys.stderr.isatty()
@@ -575,14 +458,21 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
             log(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {rec['train_loss']:.4f}  "
                 f"train acc {rec['train_acc'] * 100:6.2f}%  test acc {test_acc * 100:6.2f}%  "
                 f"{rec['images_per_s']:7.0f} img/s  {rec['seconds']:6.1f} s")
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if not main:
             raise
+        what = "terminated (SIGTERM)" if isinstance(e, Terminated) else "interrupted"
         path = os.path.join(cfg.out, "interrupted.npz")
         save_checkpoint(path, model, opt, sched,
                         meta(epoch, {"interrupted": True}))
-        log(f"\ninterrupted in epoch {epoch + 1}: weights saved to {path}; the last "
-            f"complete epoch is in {ckpt_path} (continue with --resume {ckpt_path})")
+        if history and os.path.isfile(ckpt_path):
+            log(f"\n{what} in epoch {epoch + 1}: the last complete epoch "
+                f"({history[-1]['epoch']}) is in {ckpt_path}; continue with "
+                f"convcore train --resume {cfg.out} (the interrupted weights are in {path})")
+        else:
+            log(f"\n{what} in epoch {epoch + 1}, before any epoch was complete: there is "
+                f"nothing to resume, start the run again (the interrupted weights are in "
+                f"{path})")
         if history and plots:
             _plots_safe(cfg.out, model, history, conf_from(history, cfg.out), train_set,
                         test_it, log)
@@ -605,11 +495,8 @@ def conf_from(history, out):
 
 
 def _write_metrics(out, m):
-    path = os.path.join(out, "metrics.json")
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(m, f, indent=1)
-    os.replace(tmp, path)
+    from convcore.nn._io import write_text_atomic
+    write_text_atomic(os.path.join(out, "metrics.json"), json.dumps(m, indent=1))
 
 
 def _plots_safe(out, model, history, conf, train_set, test_it, log):
@@ -625,17 +512,28 @@ def _plots_safe(out, model, history, conf, train_set, test_it, log):
 # ------------------------------------------------------------------ evaluate
 
 def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
-                        device: Optional[str] = None, limit_test: Optional[int] = None):
+                        device: Optional[str] = None, limit_test: Optional[int] = None,
+                        model: Optional[str] = None):
     """Accuracy, per-class accuracy and confusion matrix of a checkpoint on its
-    dataset's test set. Returns a dict."""
+    dataset's test set. Returns a dict.
+
+    The checkpoint's model is looked up in ``convcore.models``; a run of a
+    custom model needs `model` (``module:function``) from the caller: a
+    checkpoint never makes convcore import code."""
     meta, arrays = read_checkpoint(path)
     cfg = TrainConfig(**meta["config"])
+    allow_import = model is not None
+    if model is not None:
+        cfg.model = model
+    else:
+        _check_stored_model(cfg.model, _checkpoint_path(path))
     if data_dir is not None:
         cfg.data_dir = data_dir
     if device is not None:
         cfg.device = device
     if limit_test is not None:
         cfg.limit_test = limit_test
+    check_config(cfg)
     from convcore import _config
     if threads:
         _config.set_num_threads(threads)
@@ -643,10 +541,13 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
     if cfg.limit_test:
         test_set = test_set.subset(np.arange(min(cfg.limit_test, len(test_set))))
     C = len(meta["classes"])
-    model = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
-                        cfg.seed)
-    model.load_state_dict(_split(arrays, "model/"))
-    model = _to_device(model, cfg.device)
+    net = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
+                      cfg.seed, allow_import=allow_import)
+    try:
+        net.load_state_dict(_split(arrays, "model/"))
+    except ValueError as e:
+        raise ValueError(f"{_checkpoint_path(path)}: {e}") from None
+    model = _to_device(net, cfg.device)
     it = _data.BatchIterator(test_set.images, test_set.labels, 500, shuffle=False,
                              mean=meta["mean"], std=meta["std"])
     conf, loss = _forward_batches(model, it, _xp_of(model), C, _losses.CrossEntropyLoss())

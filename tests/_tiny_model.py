@@ -101,3 +101,38 @@ def interrupting(in_channels=1, num_classes=10, image_size=8, seed=0):
     _Interrupting.calls = 0
     m = _Interrupting(in_channels, num_classes, image_size, seed)
     return m
+
+
+class _Signalling(Tiny):
+    """Sends itself `sig` (or raises KeyboardInterrupt) at training call `at`."""
+    calls = 0
+    at = 8
+    sig = None
+
+    def forward(self, x):
+        cls = type(self)
+        cls.calls += self.training
+        if self.training and cls.calls == cls.at:
+            if cls.sig is None:
+                raise KeyboardInterrupt
+            import os
+            os.kill(os.getpid(), cls.sig)
+        return super().forward(x)
+
+
+def terminating(in_channels=1, num_classes=10, image_size=8, seed=0):
+    """SIGTERM to this process in epoch 2 (6 batches per epoch in the tests)."""
+    import signal
+
+    class _T(_Signalling):
+        at, sig = 8, signal.SIGTERM
+    _T.calls = 0
+    return _T(in_channels, num_classes, image_size, seed)
+
+
+def interrupting_first_epoch(in_channels=1, num_classes=10, image_size=8, seed=0):
+    """Ctrl-C in the middle of epoch 1."""
+    class _I(_Signalling):
+        at, sig = 3, None
+    _I.calls = 0
+    return _I(in_channels, num_classes, image_size, seed)

@@ -46,10 +46,11 @@ def test_train_cli_end_to_end(data_dir, tmp_path, capsys):
         assert img.ndim == 3 and img.shape[0] > 100
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
 
-    rc = main(["evaluate", out, "--data-dir", data_dir])
+    rc = main(["evaluate", out, "--data-dir", data_dir, "--model", TINY])
     rep = capsys.readouterr().out
     assert rc == 0 and "per-class accuracy" in rep and "confusion matrix" in rep
-    main(["evaluate", os.path.join(out, "checkpoint.npz"), "--data-dir", data_dir, "--json"])
+    main(["evaluate", os.path.join(out, "checkpoint.npz"), "--data-dir", data_dir, "--json",
+          "--model", TINY])
     res = json.loads(capsys.readouterr().out)
     assert np.isclose(res["accuracy"], h[-1]["test_acc"])
     assert np.asarray(res["confusion"]).sum() == 96

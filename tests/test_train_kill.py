@@ -107,7 +107,7 @@ def test_sigkill_during_checkpoint_write_keeps_the_previous_checkpoint(data_dir,
     meta, arrays = read_checkpoint(out)
     assert meta["epoch"] == 1
     assert all(np.all(np.isfinite(a)) for k, a in arrays.items() if a.dtype.kind == "f")
-    assert main(["evaluate", out, "--data-dir", data_dir, "--json"]) == 0
+    assert main(["evaluate", out, "--data-dir", data_dir, "--json", "--model", TINY]) == 0
     res = json.loads(capsys.readouterr().out)
     assert np.asarray(res["confusion"]).sum() == 32
 

@@ -14,7 +14,7 @@ import numbers
 
 import numpy as np
 
-from convcore._validate import as_int, backend_for, float_dtype, same_dtype
+from convcore._validate import as_int, backend_for, float_dtype, require, same_dtype
 
 
 def _xp(*arrays):
@@ -51,6 +51,7 @@ def _dim(dim, ndim, name="dim"):
 
 # ----------------------------------------------------------------------- linear
 def _linear_check(x, weight, bias):
+    require(x=x, weight=weight)
     be = backend_for(x, weight, bias)
     float_dtype(x, "x")
     same_dtype(x, "x", weight, "weight")
@@ -102,6 +103,7 @@ def linear(x, weight, bias=None):
 
 
 def _linear_backward_check(grad_output, x, weight):
+    require(grad_output=grad_output, x=x, weight=weight)
     be = backend_for(grad_output, x, weight)
     float_dtype(x, "x")
     same_dtype(x, "x", weight, "weight")
@@ -199,6 +201,7 @@ def relu_backward(grad_output, x):
     >>> cc.relu_backward(np.ones(3), np.array([-1., 0., 2.]))
     array([0., 0., 1.])
     """
+    require(grad_output=grad_output, x=x)
     be = backend_for(grad_output, x)
     float_dtype(x, "x")
     same_dtype(x, "x", grad_output, "grad_output")
@@ -352,6 +355,7 @@ def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, wei
     >>> bool(np.abs(gx).max() < 1e-12), gb
     (True, array([2.]))
     """
+    require(grad_output=grad_output, x=x)
     axes, bshape = _bn_check(x, running_mean, running_var, weight, None, eps)
     same_dtype(x, "x", grad_output, "grad_output")
     _shape_eq(grad_output, x.shape, "grad_output")
@@ -449,6 +453,7 @@ def local_response_norm_backward(grad_output, x, size, alpha=1e-4, beta=0.75, k=
     ...                                 size=1, alpha=1.0, beta=1.0, k=1.0).item()
     0.0
     """
+    require(grad_output=grad_output, x=x)
     xp, size, alpha, beta, k = _lrn_check(x, size, alpha, beta, k)
     same_dtype(x, "x", grad_output, "grad_output")
     _shape_eq(grad_output, x.shape, "grad_output")
@@ -550,8 +555,10 @@ def softmax_backward(grad_output, output, dim=-1):
     >>> cc.softmax_backward(np.ones(2), np.array([0.25, 0.75]))
     array([0., 0.])
     """
+    require(grad_output=grad_output, output=output)
     _xp(grad_output, output)
     float_dtype(output, "output")
+    same_dtype(output, "output", grad_output, "grad_output")
     _shape_eq(grad_output, output.shape, "grad_output")
     d = _dim(dim, output.ndim)
     return output * (grad_output - (grad_output * output).sum(axis=d, keepdims=True))
@@ -582,8 +589,10 @@ def log_softmax_backward(grad_output, output, dim=-1):
     >>> cc.log_softmax_backward(np.array([1., 0.]), np.log(np.array([0.25, 0.75])))
     array([ 0.75, -0.75])
     """
+    require(grad_output=grad_output, output=output)
     xp = _xp(grad_output, output)
     float_dtype(output, "output")
+    same_dtype(output, "output", grad_output, "grad_output")
     _shape_eq(grad_output, output.shape, "grad_output")
     d = _dim(dim, output.ndim)
     return grad_output - xp.exp(output) * grad_output.sum(axis=d, keepdims=True)
@@ -593,6 +602,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def _ce_check(logits, target, reduction):
+    require(logits=logits, target=target)
     xp = _xp(logits, target)
     float_dtype(logits, "logits")
     if logits.ndim != 2:

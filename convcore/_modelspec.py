@@ -1,0 +1,142 @@
+"""Which model a name means: the registry of ``convcore.models`` for names
+read from files, ``module:function`` imports only for names the caller gives,
+and a check that the data's images are large enough for the network."""
+from __future__ import annotations
+
+import difflib
+import functools
+import inspect
+import re
+
+import numpy as np
+
+_SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
+
+
+def model_names() -> list:
+    """The names ``--model`` accepts from ``convcore.models``'s registry."""
+    from convcore import models
+    return sorted(models.MODELS) + [f"vgg-{c}" for c in models.VGG_CONFIGS]
+
+
+def _registry_model(name):
+    from convcore import models
+    key = name.lower()
+    if key in models.MODELS:
+        return models.MODELS[key]
+    if key.startswith("vgg-") and key[4:].upper() in models.VGG_CONFIGS:
+        return functools.partial(models.vgg, key[4:].upper())
+    names = model_names()
+    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ValueError(f"unknown model {_shown(name)}{hint} (available: "
+                     f"{', '.join(sorted(models.MODELS))}, vgg-<A|A-LRN|B|C|D|E>, or "
+                     f"module:function for a model of your own)")
+
+
+def _shown(v, n=80) -> str:
+    """A value from a file or the command line, quoted and shortened for a message."""
+    r = repr(v)
+    return r if len(r) <= n else r[:n] + "..."
+
+
+def custom_model_message(name) -> str:
+    if isinstance(name, str) and _SPEC.match(name) and len(name) <= 200:
+        return (f"this run used a custom model; pass --model {name} to rebuild it (its "
+                f"code is imported only when you name it yourself)")
+    return (f"this run used a custom model ({_shown(name)}); pass --model module:function "
+            f"to rebuild it")
+
+
+def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int,
+                allow_import: bool = True):
+    """An instance of the model `name` for this data, with the keyword arguments
+    its constructor accepts (in_channels, num_classes, seed...).
+
+    `name` is a model of ``convcore.models`` (``lenet5``, ``vgg16``,
+    ``vgg-A-LRN``, ...) or, when `allow_import` is true, ``module:function``:
+    the function is imported and called.  Names read from a file are passed
+    with ``allow_import=False``: a checkpoint never makes convcore import
+    anything.
+    """
+    if not isinstance(name, str) or not name or len(name) > 200:
+        raise ValueError(f"model must be a model name, got {_shown(name)}")
+    if ":" in name:
+        if not allow_import:
+            raise ValueError(custom_model_message(name))
+        if not _SPEC.match(name):
+            raise ValueError(f"a custom model is given as module:function (e.g. "
+                             f"mypackage.nets:small_cnn), got {_shown(name)}")
+        import importlib
+        mod_name, _, fn_name = name.partition(":")
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as e:
+            raise ValueError(f"cannot import the model module {mod_name!r}: {e}") from None
+        fn = getattr(mod, fn_name, None)
+        if fn is None or not callable(fn):
+            raise ValueError(f"module {mod_name!r} has no function {fn_name!r}")
+    else:
+        fn = _registry_model(name)
+    try:
+        params = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        params = {}
+    kw = {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        # vgg16(**kw) and the like: the constructor contract of convcore.models
+        params = dict(params, num_classes=None, in_channels=None, rng=None)
+    for key, val in (("num_classes", num_classes), ("in_channels", in_channels),
+                     ("image_size", image_size), ("input_size", image_size),
+                     ("seed", seed)):
+        if key in params:
+            kw[key] = val
+    if "rng" in params and "seed" not in params:
+        kw["rng"] = np.random.default_rng(seed)
+    np.random.seed(seed)          # for models that draw from the global generator
+    model = fn(**kw)
+    missing = [a for a in ("forward", "backward", "parameters", "state_dict",
+                           "load_state_dict", "train", "eval") if not hasattr(model, a)]
+    if missing:
+        raise ValueError(f"model {_shown(name)} returned a {type(model).__name__}, not a "
+                         f"model (missing {', '.join(missing)})")
+    return model
+
+
+def _check_stored_model(name, path) -> None:
+    """A model name read from checkpoint `path`: a model of the registry, or a
+    ValueError naming the file (never an import)."""
+    if isinstance(name, str) and ":" in name:
+        raise ValueError(f"{path}: " + custom_model_message(name))
+    try:
+        if not isinstance(name, str) or not name or len(name) > 200:
+            raise ValueError(f"model must be a model name, got {_shown(name)}")
+        _registry_model(name)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def check_input_size(model, name, shape, dataset) -> None:
+    """Run one blank image through the model (eval mode) so that a network
+    made for larger images fails here, with a message about the input size,
+    rather than inside a pooling layer in the middle of training."""
+    C, H, W = shape
+    dtype = np.float32
+    try:
+        dtype = next(iter(model.parameters())).data.dtype
+    except (StopIteration, AttributeError, TypeError):
+        pass
+    was_training = getattr(model, "training", True)
+    model.eval()
+    try:
+        model(np.zeros((1, C, H, W), dtype))
+    except ValueError as e:
+        msg = str(e)
+        if re.search(r"larger than the padded input|output size|too small|must be >= 1", msg):
+            raise ValueError(f"--model {name}: the input is too small for the network "
+                             f"({H}x{W} images of {dataset}; {msg})") from None
+        raise ValueError(f"--model {name} cannot run on {C}x{H}x{W} images of {dataset}: "
+                         f"{msg}") from None
+    finally:
+        if was_training:
+            model.train()
