@@ -29,7 +29,7 @@ class TrainConfig:
     imbalance_ratio: float = 1.0
     augment: Optional[bool] = None      # None: on for cifar10
     threads: Optional[int] = None
-    blas_threads: int = 1               # NumPy's BLAS (linear layers), see fit()
+    blas_threads: Optional[int] = None  # NumPy's BLAS during training; None: as it is
     device: str = "cpu"
     seed: int = 0
     out: str = "runs/latest"

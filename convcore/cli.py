@@ -131,7 +131,8 @@ def _add_train(sub, explicit_only=False):
                    help="threads of convcore's kernels, 1 to 1024 (default: "
                         "$CONVCORE_NUM_THREADS, else all cores)")
     p.add_argument("--blas-threads", type=int, default=d.blas_threads,
-                   help="threads of NumPy's BLAS in linear layers")
+                   help="limit NumPy's BLAS threads during training (convcore's own "
+                        "layers never use them; default: left as they are)")
     p.add_argument("--device", default=d.device, help="cpu or cuda")
     p.add_argument("--seed", type=int, default=d.seed,
                    help="seed of the initial weights, batch order and augmentation")

@@ -286,15 +286,16 @@ def fit(cfg: TrainConfig, resume: Optional[str] = None, stop_after: Optional[int
     threads = _config.get_num_threads()
     if resumed:
         log(resumed)
-    try:
-        from threadpoolctl import threadpool_limits
-        # convcore's kernels thread by themselves; the BLAS calls left to NumPy
-        # (linear layers) are small matmuls where a BLAS thread pool costs more
-        # than it gains and competes with the OpenMP team (on a busy 2-core
-        # machine a 64x400x120 sgemm took 10 ms with 2 threads, 0.27 ms with 1).
-        limiter = threadpool_limits(limits=cfg.blas_threads, user_api="blas")
-    except ImportError:
-        limiter = None
+    limiter = None
+    if cfg.blas_threads is not None:
+        # convcore's own layers never call NumPy's BLAS (every product runs in
+        # the core's thread team); this only bounds it for code of the user's
+        # that runs inside the loop
+        try:
+            from threadpoolctl import threadpool_limits
+            limiter = threadpool_limits(limits=cfg.blas_threads, user_api="blas")
+        except ImportError:
+            limiter = None
     old_term = None
     if threading.current_thread() is threading.main_thread():
         try:
