@@ -66,7 +66,7 @@ def busy_fraction(seconds=1.0):
     return None if total <= 0 else max(0.0, 1.0 - (i1 - i0) / total)
 
 
-def check_quiet(force=False, threshold=0.15, seconds=1.0, out=sys.stderr):
+def check_quiet(force=False, threshold=0.15, seconds=1.0, out=None):
     """Refuse (SystemExit) to measure on a busy machine unless ``force``.
 
     Busy means more than ``threshold`` of all CPUs in use while this process
@@ -88,7 +88,8 @@ def check_quiet(force=False, threshold=0.15, seconds=1.0, out=sys.stderr):
         if not force:
             raise SystemExit(msg + "\nStop the other work (check `top`), or pass --force "
                              "to measure anyway (the JSON records it).")
-        print(msg + "\n(--force: measuring anyway; the JSON records it)", file=out, flush=True)
+        print(msg + "\n(--force: measuring anyway; the JSON records it)",
+              file=out or sys.stderr, flush=True)
     return info
 
 
