@@ -29,6 +29,8 @@ import time
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import _runner  # noqa: E402
 
 # VGG-11 (configuration 'A' of the notes' table) for 32x32 CIFAR-sized input,
 # with a 512 -> 10 classifier.
@@ -242,7 +244,9 @@ def _mpiexec():
 def run_job(model, ranks, threads, args):
     # convcore's kernels get the threads; NumPy's BLAS (the small linear layers)
     # stays at one thread, as in `convcore train` (--blas-threads 1).
-    env = dict(os.environ, CONVCORE_NUM_THREADS=str(threads), OMP_NUM_THREADS=str(threads),
+    # Nothing else of the caller's OpenMP or convcore tuning reaches the job.
+    env = dict(_runner.child_env(), CONVCORE_NUM_THREADS=str(threads),
+               OMP_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.path.dirname(HERE), env.get("PYTHONPATH")]))
     cmd = [_mpiexec(), "-n", str(ranks), sys.executable, os.path.abspath(__file__), "--worker",

@@ -11,6 +11,11 @@ Needs CuPy and a CUDA build of PyTorch (``pip install ".[cuda]"`` and a torch
 wheel for your CUDA); without torch's CUDA build, only convcore is timed.
 
     python benchmarks/bench_gpu.py [--reps 9] [--only lenet.c1,pool.max2] [--json out.json]
+    python benchmarks/bench_gpu.py --quick     # smoke run: three cases, 3 repetitions
+
+On a GPU the two libraries share one process: CUDA events time the device,
+where the host thread pools that make the CPU benchmarks run each library
+alone do not compete.
 """
 from __future__ import annotations
 
@@ -230,8 +235,13 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--only", default="", help="comma-separated case names")
     ap.add_argument("--json", default="benchmarks/results/gpu.json")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: lenet.c1, vgg.c1_1 and pool.max2, 3 repetitions")
     args = ap.parse_args(argv)
-    if args.reps < 7:
+    if args.quick:
+        args.reps = 3
+        args.only = args.only or "lenet.c1,vgg.c1_1,pool.max2"
+    elif args.reps < 7:
         ap.error("--reps must be >= 7 (BENCHMARKS.md)")
     from convcore.backends import cuda
     if not cuda.is_available():
@@ -268,7 +278,7 @@ def main(argv=None):
     out = {"machine": platform.node(), "device": dev["name"].decode(),
            "versions": {"convcore": cc.__version__, "cupy": cp.__version__,
                         "torch": None if torch is None else torch.__version__},
-           "limits": lim, "reps": args.reps, "layers": layers, "pools": pools,
+           "limits": lim, "reps": args.reps, "smoke": bool(args.quick), "layers": layers, "pools": pools,
            "summary": summary, "seconds": time.time() - t0}
     path = Path(args.json)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,167 +1,213 @@
-"""Batch norm and ReLU: the C core against the NumPy expressions it replaced.
+"""The ops around the convolutions: convcore vs PyTorch CPU (and convcore's NumPy path).
 
-The activations of ``models.cnn_bn_wide`` at batch 128 on 28x28 input
-((128, 32, 28, 28), (128, 64, 14, 14), (128, 128, 7, 7), float32), batch norm
-in training mode and ReLU, forward and backward; the NumPy version (single
-threaded) against the C core on 1 and 2 threads, measured interleaved in one
-process (see BENCHMARKS.md).  With ``--step`` also one training step of
-``cnn_bn_wide`` (forward, loss, backward, SGD update) with the NumPy and the C
-versions of these two ops.  Prints a table and writes
-benchmarks/results/norm.json.  Timings are reported, never asserted.
+Two sets of cases, forward and backward, each library alone in its own
+process (``_runner.py``, BENCHMARKS.md):
 
-    python benchmarks/bench_norm.py [--reps 5] [--step | --step-only] [--dtype float32]
+* batch norm (training mode) and ReLU on the activations of
+  ``models.cnn_bn_wide`` at batch 128 ((128, 32, 28, 28), (128, 64, 14, 14),
+  (128, 128, 7, 7)), kept for continuity: the C core at the run's thread
+  count and at 1 thread, convcore's NumPy expressions (the path CuPy arrays
+  take; the "numpy" side) and PyTorch;
+* with ``--nets`` (default: every network of ``_nets.NETWORKS``), every
+  distinct LRN, ReLU (forward and backward), residual add, Inception
+  concatenation (and its backward split), Linear and cross-entropy the
+  networks contain, found by shape inference through ``convcore.models`` at
+  each network's training batch: convcore against PyTorch.
+
+With ``--step`` also one training step of ``cnn_bn_wide`` (forward, loss,
+backward, SGD update) with the C and the NumPy versions of batch norm and
+ReLU.  Prints a table and writes benchmarks/results/norm.json.  Reported,
+never asserted.
+
+    python benchmarks/bench_norm.py [--quick] [--nets NAME ...] [--no-nets] [--step]
+                                    [--rounds 3] [--reps 5] [--threads 2] [--force]
+    python benchmarks/bench_norm.py --out docs/_data/norm.json     # the docs' snapshot
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
 
-import convcore as cc  # noqa: E402
-from convcore import optim  # noqa: E402
-from convcore._ops import layers as L  # noqa: E402
-from benchmarks._common import environment, write_json  # noqa: E402
+import _opcases  # noqa: E402
+import _runner  # noqa: E402
+from _runner import alternate, combine, measure  # noqa: E402
 
 SHAPES = [(128, 32, 28, 28), (128, 64, 14, 14), (128, 128, 7, 7)]
+NET_OPS = ("lrn", "relu", "residual_add", "concat", "linear", "cross_entropy")
+ONE = " [1 thread]"
 
 
-def _numpy_ops(x, g, w, b):
-    """The NumPy expressions (the path CuPy arrays still take)."""
-    axes, bshape = L._bn_check(x, None, None, w, b, 1e-5)
-    return {
-        "bn fwd": lambda: L._batch_norm_xp(x, axes, bshape, None, None, w, b, True, 0.1,
-                                           1e-5),
-        "bn bwd": lambda: L._batch_norm_backward_xp(g, x, axes, bshape, None, None, w, True,
-                                                    1e-5),
-        "relu fwd": lambda: L._relu_xp(np, x),
-        "relu bwd": lambda: L._relu_backward_xp(np, g, x),
-    }
-
-
-def _c_ops(x, g, w, b):
-    return {
-        "bn fwd": lambda: cc.batch_norm(x, None, None, w, b, training=True),
-        "bn bwd": lambda: cc.batch_norm_backward(g, x, None, None, w, training=True),
-        "relu fwd": lambda: cc.relu(x),
-        "relu bwd": lambda: cc.relu_backward(g, x),
-    }
-
-
-def _time(fn, min_time):
-    fn()
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        fn()
-        reps += 1
-        t = time.perf_counter() - t0
-        if t >= min_time:
-            return t / reps
-
-
-def _with_threads(fn, n):
-    def run():
-        old = cc.get_num_threads()
-        cc.set_num_threads(n)
-        try:
-            fn()
-        finally:
-            cc.set_num_threads(old)
-    return run
-
-
-def interleaved(fns, reps, min_time):
-    """Median seconds of each variant, measured A B C A B C ...; the median of
-    the per-round ratios first / other (> 1: the other is faster)."""
-    times = {k: [] for k in fns}
-    for f in fns.values():
-        f()
-    for _ in range(reps):
-        for k, f in fns.items():
-            times[k].append(_time(f, min_time))
-    first = next(iter(fns))
-    out = {}
-    for k in fns:
-        out[k] = {"median_ms": 1e3 * statistics.median(times[k]),
-                  "speedup_vs_numpy": statistics.median(
-                      a / b for a, b in zip(times[first], times[k]))}
+def fixed_cases():
+    out = []
+    for s in SHAPES:
+        tag = "x".join(map(str, s))
+        out.append({"id": f"batch_norm {tag}", "op": "batch_norm", "shape": list(s),
+                    "params": {}, "source": "fixed"})
+        out.append({"id": f"relu {tag}", "op": "relu", "shape": list(s), "params": {},
+                    "source": "fixed"})
     return out
 
 
-def bench_ops(dtype, reps, min_time):
-    rng = np.random.default_rng(0)
-    results = []
-    for shape in SHAPES:
-        C = shape[1]
-        x = rng.standard_normal(shape).astype(dtype)
-        g = rng.standard_normal(shape).astype(dtype)
-        w = (rng.random(C) + 0.5).astype(dtype)
-        b = rng.standard_normal(C).astype(dtype)
-        npo, co = _numpy_ops(x, g, w, b), _c_ops(x, g, w, b)
-        for op in npo:
-            r = interleaved({"numpy": npo[op], "C 1 thread": _with_threads(co[op], 1),
-                             "C 2 threads": _with_threads(co[op], 2)}, reps, min_time)
-            results.append({"op": op, "shape": list(shape), "dtype": np.dtype(dtype).name,
-                            **{k: v for k, v in r.items()}})
-            print(f"{op:9s} {str(shape):18s} " + "  ".join(
-                f"{k} {v['median_ms']:7.2f} ms ({v['speedup_vs_numpy']:4.1f}x)"
-                for k, v in r.items()), flush=True)
-    return results
+def enumerate_child(p):
+    from bench_pool import net_cases
+    return {"cases": net_cases(p["nets"], tuple(p["ops"]), p.get("batch"))}
 
 
-def bench_step(dtype, reps, threads):
-    """One SGD step of cnn_bn_wide at batch 128, NumPy vs C batch norm and ReLU."""
+def _step_fn(cc, numpy_path):
+    """One SGD step of cnn_bn_wide at batch 128 (C or NumPy batch norm/ReLU)."""
+    from convcore import optim
+    from convcore._ops import layers as L
     rng = np.random.default_rng(0)
-    x = rng.random((128, 1, 28, 28)).astype(dtype)
+    x = rng.random((128, 1, 28, 28)).astype(np.float32)
     t = rng.integers(0, 10, 128)
-    net = cc.models.cnn_bn_wide(rng=0, dtype=dtype)
+    net = cc.models.cnn_bn_wide(rng=0, dtype=np.float32)
     opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     real = L._c_core
 
     def step():
-        net.zero_grad()
-        logits = net(x)
-        net.backward(cc.cross_entropy_backward(logits, t))
-        opt.step()
-
-    def numpy_step():
-        L._c_core = lambda be, *a: False
+        if numpy_path:
+            L._c_core = lambda be, *a: False
         try:
-            step()
+            net.zero_grad()
+            logits = net(x)
+            net.backward(cc.cross_entropy_backward(logits, t))
+            opt.step()
         finally:
             L._c_core = real
-
-    cc.set_num_threads(threads)
-    r = interleaved({"numpy": numpy_step, "C": step}, reps, 0.0)
-    print(f"training step, {threads} thread(s): numpy bn/relu {r['numpy']['median_ms']:.0f} ms, "
-          f"C bn/relu {r['C']['median_ms']:.0f} ms ({r['C']['speedup_vs_numpy']:.2f}x)",
-          flush=True)
-    return {"threads": threads, **r}
+    return step
 
 
-def main():
+def convcore_child(p):
+    import convcore as cc
+    out = _opcases.side_convcore(p)
+    fixed = [c for c in p["cases"] if c.get("source") == "fixed"]
+    if fixed and p["threads"] != 1:
+        cc.set_num_threads(1)
+        one = _opcases.side_convcore(dict(p, cases=fixed, threads=1))
+        cc.set_num_threads(p["threads"])
+        out.update({k.replace("|", ONE + "|", 1): v for k, v in one.items()
+                    if not k.startswith("_")})
+    if p.get("step"):
+        out["cnn_bn_wide step|step"] = measure(_step_fn(cc, False), p["reps"], 1)
+    return out
+
+
+def numpy_child(p):
+    """convcore's NumPy expressions for batch norm and ReLU (no C kernels)."""
+    import convcore as cc
+    from convcore._ops import layers as L
+    cc.set_num_threads(p["threads"])
+    out = {}
+    for case in p["cases"]:
+        if case.get("source") != "fixed":
+            continue
+        d = _opcases.inputs(case, p.get("seed", 0))
+        x, g = d["x"], d["g"]
+        if case["op"] == "batch_norm":
+            w, b = d["w"], d["b"]
+            axes, bshape = L._bn_check(x, None, None, w, b, 1e-5)
+
+            def fb():
+                L._batch_norm_xp(x, axes, bshape, None, None, w, b, True, 0.1, 1e-5)
+                L._batch_norm_backward_xp(g, x, axes, bshape, None, None, w, True, 1e-5)
+            fns = {"fwd": lambda: L._batch_norm_xp(x, axes, bshape, None, None, w, b, True,
+                                                   0.1, 1e-5), "fwd+bwd": fb}
+        else:
+            y = L._relu_xp(np, x)
+            fns = {"fwd": lambda: L._relu_xp(np, x), "bwd": lambda: L._relu_backward_xp(np, g, y)}
+        for name, fn in fns.items():
+            out[f"{case['id']}|{name}"] = measure(fn, p["reps"], p.get("warmup", 2),
+                                                  p.get("min_time", 0.005))
+    if p.get("step"):
+        out["cnn_bn_wide step|step"] = measure(_step_fn(cc, True), p["reps"], 1)
+    out["_versions"] = {"convcore": cc.__version__}
+    return out
+
+
+def main(argv=None):
+    import _nets
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--min-time", type=float, default=0.02)
-    ap.add_argument("--dtype", default="float32", choices=["float32", "float64"])
-    ap.add_argument("--step", action="store_true", help="also time one training step")
-    ap.add_argument("--step-only", action="store_true", help="only the training step")
+    ap.add_argument("--quick", action="store_true",
+                    help="smoke run: the fixed cases and LeNet-5's and ResNet-18's (32x32) ops, "
+                         "1 round, 2 repetitions")
+    ap.add_argument("--nets", nargs="*", choices=list(_nets.NETWORKS),
+                    help="networks whose ops to add (default: all)")
+    ap.add_argument("--no-nets", action="store_true", help="only the fixed cases")
+    ap.add_argument("--batch", type=int, help="batch of the network cases (default: each "
+                                              "network's training batch)")
+    ap.add_argument("--step", action="store_true", help="also time a cnn_bn_wide step")
+    ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "norm.json"))
-    args = ap.parse_args()
-    dtype = np.dtype(args.dtype).type
-    res = {"env": environment(cc.get_num_threads())}
-    if not args.step_only:
-        res["ops"] = bench_ops(dtype, args.reps, args.min_time)
-    if args.step or args.step_only:
-        res["step"] = [bench_step(dtype, args.reps, n) for n in (1, 2)]
-    write_json(args.out, res)
+    _runner.add_protocol_args(ap)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.nets = args.nets or list(_nets.QUICK_NETWORKS)
+        args.rounds, args.reps = min(args.rounds, 1), min(args.reps, 2)
+    quiet = _runner.check_quiet(args.force)
+    script = os.path.abspath(__file__)
+    cases = fixed_cases()
+    if not args.no_nets:
+        cases += _runner.spawn(script, "enumerate", {"nets": args.nets or list(_nets.NETWORKS),
+                                                     "ops": list(NET_OPS),
+                                                     "batch": args.batch})["cases"]
+    check = _runner.spawn(script, "check", {"cases": cases, "seed": 0})
+    if check["mismatch"]:
+        raise SystemExit(f"results differ from PyTorch's, not timing: {check['mismatch']}")
+    limits = _runner.machine_limits(threads=args.threads)
+    sides = ["convcore", "numpy"] + ([] if args.no_torch else ["torch"])
+    t0 = time.time()
+    rounds = alternate(script, sides, {"cases": cases, "threads": args.threads,
+                                       "reps": args.reps, "seed": 0, "step": args.step,
+                                       "warmup": 1 if args.quick else 2, "min_time": 0.01},
+                       rounds=args.rounds, log=lambda m: print(m, flush=True))
+    timed = combine(rounds)
+    rows = []
+    nan = float("nan")
+    head = (f"{'op':<46}{'pass':<9}{'convcore ms':>12}{'1 thread':>10}{'numpy ms':>10}"
+            f"{'torch ms':>10}{'np/cc':>7}{'t/cc':>7}")
+    print("\n" + head)
+    print("-" * len(head))
+    keys = [k for k in timed if ONE not in k]
+    for k in keys:
+        cid, p = k.rsplit("|", 1)
+        r = timed[k]
+        one = timed.get(f"{cid}{ONE}|{p}", {}).get("convcore", {})
+        case = next((c for c in cases if c["id"] == cid), {})
+        row = {"case": cid, "pass": p, "op": case.get("op", "step"),
+               "shape": case.get("shape"), "source": case.get("source", "fixed"),
+               "networks": case.get("networks"),
+               "convcore_ms": r.get("convcore", {}).get("median_s", nan) * 1e3,
+               "convcore_1thread_ms": one.get("median_s", nan) * 1e3 if one else None,
+               "numpy_ms": r["numpy"]["median_s"] * 1e3 if "numpy" in r else None,
+               "torch_ms": r["torch"]["median_s"] * 1e3 if "torch" in r else None,
+               "numpy_over_convcore": r.get("numpy", {}).get("ratio_vs_convcore"),
+               "torch_over_convcore": r.get("torch", {}).get("ratio_vs_convcore")}
+        rows.append(row)
+        print(f"{cid[:45]:<46}{p:<9}{row['convcore_ms']:>12.3f}"
+              f"{row['convcore_1thread_ms'] or nan:>10.3f}{row['numpy_ms'] or nan:>10.3f}"
+              f"{row['torch_ms'] or nan:>10.3f}{row['numpy_over_convcore'] or nan:>7.2f}"
+              f"{row['torch_over_convcore'] or nan:>7.2f}")
+    res = {"benchmark": "norm", "smoke": _runner.smoke_marker(args),
+           "environment": _runner.environment(args.threads, _runner.versions_of(rounds)),
+           "limits": limits, "quiet_check": quiet, "rounds": args.rounds, "reps": args.reps,
+           "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
+           "ratio": "peer time / convcore time, median over alternating process rounds",
+           "cases": rows}
+    _runner.write_json(args.out, res)
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    if _runner.is_child():
+        _runner.child_main({"convcore": convcore_child, "numpy": numpy_child,
+                            "torch": _opcases.side_torch, "check": _opcases.check_child,
+                            "enumerate": enumerate_child})
+    else:
+        main()

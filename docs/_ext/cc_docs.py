@@ -85,8 +85,18 @@ def _machine_rows(data):
     if data.get("data"):
         out.append(("data", f"{data['data']}, {data.get('images', '?')} images per epoch"
                     if data.get("images") else data["data"]))
-    if data.get("reps"):
+    if data.get("rounds"):
+        out.append(("protocol", "each library alone in its own fresh process, alternating, "
+                    f"{data['rounds']} rounds of {data.get('reps', '?')} repetitions (median), "
+                    "library defaults"))
+    elif data.get("reps"):
         out.append(("interleaved repetitions", data["reps"]))
+    q = data.get("quiet_check") or {}
+    if q.get("busy_fraction") is not None:
+        out.append(("machine before the run", f"{100 * q['busy_fraction']:.0f}% busy"
+                    + (" (measured anyway with --force)" if q.get("forced") else "")))
+    if data.get("smoke"):
+        out.append(("status", f"**{data['smoke']}**"))
     return out
 
 
@@ -129,6 +139,95 @@ def _train_table(data):
                      _fmt(r.get("median_s")), _fmt(r.get("images_per_s"), 0),
                      _fmt(r.get("ratio_vs_convcore")) if name != "convcore" else "1.00"])
     return header, rows
+
+
+def _ms(v, scale=1e3, digits=2):
+    return _fmt(v * scale, digits) if isinstance(v, (int, float)) else "–"
+
+
+def _layers_table(data, net):
+    """One network of bench_layers.py: a row per (distinct layer, batch)."""
+    header = ["layer (C×H×W → K, kernel/stride, pad)", "N", "uses", "fwd ms",
+              "PyTorch / convcore", "fwd+bwd ms", "GFLOP/s", "PyTorch / convcore ",
+              "time(N) / time(N/8)"]
+    rows = []
+    for e in data["networks"][net]["rows"]:
+        f, fb = e["fwd"], e["fwd+bwd"]
+        sc = fb.get("scale_8_over_1", fb.get("scale_64_over_8"))
+        rows.append([f"``{e['layer']}``", e["N"], e["count"],
+                     _ms(f.get("convcore", {}).get("median_s")),
+                     _fmt(f.get("torch", {}).get("ratio_vs_convcore")),
+                     _ms(fb.get("convcore", {}).get("median_s")),
+                     _fmt(fb.get("convcore", {}).get("gflops"), 1),
+                     _fmt(fb.get("torch", {}).get("ratio_vs_convcore")),
+                     (_fmt(sc) + (" ⚠" if sc > 8.5 else "")) if isinstance(sc, float) else "–"])
+    return header, rows
+
+
+def _layers_summary(data, net):
+    s = data["networks"][net]["summary"]
+    parts = []
+    for p, label in (("fwd", "forward"), ("fwd+bwd", "forward + backward")):
+        g = s.get(p) or {}
+        if g.get("geomean_torch_over_convcore"):
+            worst = ", ".join(f"``{w['layer']}`` at N={w['N']} ({w['ratio']:.2f})"
+                              for w in g["worst"])
+            parts.append(f"{label}: geometric mean {g['geomean_torch_over_convcore']:.2f}, "
+                         f"{g['below_1']} below 1.0, worst {worst}")
+    out = ["PyTorch / convcore per network — " + "; ".join(parts) + "."] if parts else []
+    if s.get("scaling_flags"):
+        out.append("Time growing more than 8.5× for 8× the batch (⚠): " + ", ".join(
+            f"``{x['layer']}`` N={x['N']} {x['pass']} ({x['scale']:.1f})"
+            for x in s["scaling_flags"]) + ".")
+    return out
+
+
+def _nets_table(data):
+    header = ["network", "case", "convcore ms", "PyTorch ms", "PyTorch / convcore",
+              "ONNX Runtime ms", "ONNX Runtime / convcore"]
+    rows = []
+    ort = data.get("onnxruntime", "installed")
+    for net, d in data["networks"].items():
+        if not (d.get("check") or {}).get("ok"):
+            rows.append([net, "refused: float64 check failed", "", "", "", "", ""])
+            continue
+        for case, r in d.get("cases", {}).items():
+            o = r.get("onnxruntime") or {}
+            missing = "–" if case.startswith("train") or ort == "installed" else ort
+            rows.append([net, case.replace("train", "training step").replace(
+                "infer", "inference"), _ms(r.get("convcore", {}).get("median_s")),
+                _ms(r.get("torch", {}).get("median_s")),
+                _fmt(r.get("torch", {}).get("ratio_vs_convcore")),
+                _ms(o.get("median_s")) if o else missing,
+                _fmt(o.get("ratio_vs_convcore")) if o else missing])
+    return header, rows
+
+
+def _nets_memory_table(data):
+    header = ["network", "convcore MiB", "PyTorch MiB", "PyTorch / convcore"]
+    rows = []
+    for net, d in data["networks"].items():
+        m = d.get("memory") or {}
+        c, t = m.get("convcore"), m.get("torch")
+        if c and t:
+            rows.append([net, _fmt(c / 2**20, 1), _fmt(t / 2**20, 1), _fmt(t / c)])
+    return header, rows
+
+
+def _overhead_table(data):
+    header = ["call", "convcore µs", "PyTorch µs", "PyTorch / convcore"]
+    return header, [[f"``{r['case']}``", _fmt(r.get("convcore_us"), 1),
+                     _fmt(r.get("torch_us"), 1), _fmt(r.get("ratio"))] for r in data["cases"]]
+
+
+def _norm_table(data):
+    header = ["op", "pass", "networks", "convcore ms", "1 thread ms", "NumPy path ms",
+              "PyTorch ms", "PyTorch / convcore"]
+    return header, [[f"``{r['case']}``", r["pass"], ", ".join(r.get("networks") or []) or
+                     "(fixed)", _fmt(r.get("convcore_ms"), 3),
+                     _fmt(r.get("convcore_1thread_ms"), 3), _fmt(r.get("numpy_ms"), 3),
+                     _fmt(r.get("torch_ms"), 3), _fmt(r.get("torch_over_convcore"))]
+                    for r in data["cases"]]
 
 
 def _generic_table(data):
@@ -206,9 +305,29 @@ class BenchMachine(_BenchDirective):
 
 
 class BenchTable(_BenchDirective):
+    """``.. bench-table:: _data/x.json``; for bench_layers.py snapshots
+    ``:network: resnet18`` picks the network, for bench_nets.py ``:part: memory``
+    the memory table."""
+    option_spec = {"network": lambda a: a.strip(), "part": lambda a: a.strip()}
+
     def run(self):
         data = _load(self, self.arguments[0])
         kind = data.get("benchmark")
+        net = self.options.get("network")
+        if kind == "layers":
+            if net not in data.get("networks", {}):
+                return self._render([f"*No layers of {net} in this snapshot* "
+                                     "(run ``bench_layers.py`` with it to fill this table)."])
+            header, rows = _layers_table(data, net)
+            return self._render(_list_table(header, rows) + [""] + _layers_summary(data, net))
+        if kind == "nets":
+            header, rows = (_nets_memory_table(data) if self.options.get("part") == "memory"
+                            else _nets_table(data))
+            return self._render(_list_table(header, rows))
+        if kind == "overhead":
+            return self._render(_list_table(*_overhead_table(data)))
+        if kind == "norm":
+            return self._render(_list_table(*_norm_table(data)))
         if kind == "conv" and "layers" in data:
             header, rows = _conv_table(data)
         elif kind == "pool" and "cases" in data:
