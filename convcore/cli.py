@@ -3,7 +3,7 @@
     convcore train [--model lenet5] [--dataset fashion-mnist] [--epochs 10] ...
     mpiexec -n 2 convcore train --distributed ...
     convcore evaluate CHECKPOINT
-    convcore summary vgg16 [--input 3,224,224] [--num-classes N]
+    convcore summary vgg16 [--input 3,224,224] [--num-classes N] [--notes | --listing]
     convcore info
 """
 from __future__ import annotations
@@ -32,6 +32,13 @@ def add_summary(sub):
     p.add_argument("--input", type=_shape, default=None,
                    help="input shape C,H,W (default: the model's usual input)")
     p.add_argument("--num-classes", type=int, default=None)
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--notes", dest="style", action="store_const", const="notes",
+                      default="table", help="the notes' form: memory and parameters "
+                      "(no biases) per layer, then totals (VGG-16's table)")
+    form.add_argument("--listing", dest="style", action="store_const", const="listing",
+                      help="the notes' layer listing ([55x55x96] CONV1: 96 11x11 filters "
+                      "at stride 4, pad 0 ...), as for AlexNet")
     p.set_defaults(func=cmd_summary)
 
 
@@ -48,7 +55,7 @@ def cmd_summary(args):
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
     model = models.get_model(name, **kwargs)
-    print(summary(model, shape))
+    print(summary(model, shape, style=getattr(args, "style", "table")))
     return 0
 
 
