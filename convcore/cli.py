@@ -2,7 +2,7 @@
 
     convcore train [--model lenet5] [--dataset fashion-mnist] [--epochs 10] ...
     mpiexec -n 2 convcore train --distributed ...
-    convcore evaluate CHECKPOINT
+    convcore evaluate CHECKPOINT [CHECKPOINT ...]
     convcore summary vgg16 [--input 3,224,224] [--num-classes N] [--notes | --listing]
     convcore info
 """
@@ -105,8 +105,10 @@ def _add_train(sub):
                    help="subsample the training set to a long-tailed profile whose "
                         "largest class is this many times the smallest")
     aug = p.add_mutually_exclusive_group()
-    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
-                     help="random crop + flip (default: on for cifar10)")
+    aug.add_argument("--augment", dest="augment", nargs="?", const=True, default=None,
+                     choices=("pca",), help="random crop + flip (default: on for cifar10); "
+                     "--augment pca adds AlexNet's PCA colour (lighting) shift, for colour "
+                     "datasets")
     aug.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of convcore's kernels (default: all cores)")
@@ -168,8 +170,10 @@ def cmd_train(args) -> int:
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix "
-                                        "of a checkpoint on its test set")
-    p.add_argument("checkpoint", help="checkpoint file or run directory")
+                                        "of a checkpoint on its test set; with several, "
+                                        "of their ensemble")
+    p.add_argument("checkpoint", nargs="+", help="checkpoint file or run directory; several "
+                   "form an ensemble (mean of their class probabilities)")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--device", default=None)
@@ -180,7 +184,13 @@ def _add_evaluate(sub):
 
 def cmd_evaluate(args) -> int:
     from convcore.train import evaluate_checkpoint, format_report
-    res = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
+    if len(args.checkpoint) > 1:
+        from convcore.ensemble import evaluate_ensemble, format_ensemble_report
+        res = evaluate_ensemble(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
+                                device=args.device, limit_test=args.limit_test)
+        print(json.dumps(res, indent=1) if args.json else format_ensemble_report(res))
+        return 0
+    res = evaluate_checkpoint(args.checkpoint[0], data_dir=args.data_dir, threads=args.threads,
                               device=args.device, limit_test=args.limit_test)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
     return 0

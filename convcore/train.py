@@ -49,7 +49,7 @@ class TrainConfig:
     beta: float = 0.9999
     label_smoothing: float = 0.0
     imbalance_ratio: float = 1.0
-    augment: Optional[bool] = None      # None: on for cifar10
+    augment: Optional[bool] = None      # None: on for cifar10; "pca": + AlexNet lighting
     threads: Optional[int] = None
     blas_threads: int = 1               # NumPy's BLAS (linear layers), see fit()
     device: str = "cpu"
@@ -462,9 +462,10 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     C = train_set.num_classes
     mean, std = _data.channel_stats(train_set.images)
     augment = cfg.augment if cfg.augment is not None else cfg.dataset == "cifar10"
+    augment, lighting = _data.training_augmentation(augment, train_set.images, cfg.dataset)
     train_it = _data.BatchIterator(train_set.images, train_set.labels, cfg.batch_size,
                                    shuffle=True, seed=cfg.seed, mean=mean, std=std,
-                                   augment=augment)
+                                   augment=augment, lighting=lighting)
     eval_set = test_set
     if dist is not None:   # evaluation is sharded: each rank a contiguous block
         a, b = dist.shard_bounds(len(test_set))
