@@ -3,6 +3,7 @@
     convcore train [--model lenet5] [--dataset fashion-mnist] [--epochs 10] ...
     mpiexec -n 2 convcore train --distributed ...
     convcore evaluate CHECKPOINT [CHECKPOINT ...]
+    convcore prune RUN [--amount 0.9] [--epochs 2] [--structured]
     convcore summary vgg16 [--input 3,224,224] [--num-classes N] [--notes | --listing]
     convcore info
 """
@@ -204,6 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     add_summary(sub)
     add_info(sub)
+    from convcore.prune import add_cli as _add_prune
+    _add_prune(sub)
     return p
 
 

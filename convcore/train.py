@@ -646,7 +646,11 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
     C = len(meta["classes"])
     model = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
                         cfg.seed)
-    model.load_state_dict(_split(arrays, "model/"))
+    state = _split(arrays, "model/")
+    if meta.get("pruned_channels"):   # a run of `convcore prune --structured`
+        from convcore.prune import resize_to_state
+        resize_to_state(model, state)
+    model.load_state_dict(state)
     model = _to_device(model, cfg.device)
     it = _data.BatchIterator(test_set.images, test_set.labels, 500, shuffle=False,
                              mean=meta["mean"], std=meta["std"])
