@@ -443,6 +443,21 @@ def prune_run(run, amount=0.9, epochs=2, structured=False, scope="global", lr=No
     MACs on nonzero weights and test accuracy before and after, and the
     fine-tuning history.  Returns that dict.
     """
+    try:   # as in training: NumPy's BLAS single-threaded beside convcore's own threads
+        from threadpoolctl import threadpool_limits
+        limiter = threadpool_limits(limits=1, user_api="blas")
+    except ImportError:
+        limiter = None
+    try:
+        return _prune_run(run, amount, epochs, structured, scope, lr, out, data_dir, threads,
+                          limit_train, limit_test, log)
+    finally:
+        if limiter is not None:
+            limiter.restore_original_limits()
+
+
+def _prune_run(run, amount, epochs, structured, scope, lr, out, data_dir, threads,
+               limit_train, limit_test, log):
     from convcore import _config
     from convcore import data as _data
     from convcore import optim
