@@ -4,6 +4,7 @@
     mpiexec -n 2 convcore train --distributed ...
     convcore evaluate CHECKPOINT [CHECKPOINT ...]
     convcore prune RUN [--amount 0.9] [--epochs 2] [--structured]
+    convcore search [--budget 8|90s] [--dataset fashion-mnist]
     convcore summary vgg16 [--input 3,224,224] [--num-classes N] [--notes | --listing]
     convcore info
 """
@@ -206,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_summary(sub)
     add_info(sub)
     from convcore.prune import add_cli as _add_prune
+    from convcore.search import add_cli as _add_search
     _add_prune(sub)
+    _add_search(sub)
     return p
 
 
