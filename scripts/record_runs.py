@@ -7,7 +7,8 @@ Trains LeNet-5 on Fashion-MNIST with three seeds (``convcore train``),
 evaluates their ensemble (``convcore evaluate RUN1 RUN2 RUN3``), prunes the
 first run to 90 % sparsity with a two-epoch fine-tune (``convcore prune``),
 and channel-prunes a trained ``cnn_bn`` by half (``convcore prune
---structured``).  Every step is the command line a user would type; each
+--structured``), and runs a small block search (``convcore search --budget
+8``).  Every step is the command line a user would type; each
 training run is a few epochs (about a minute on two cores).
 """
 import argparse
@@ -45,12 +46,35 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--reuse", action="store_true", help="keep trained runs already in --out")
+    ap.add_argument("--steps", default="ensemble,prune,search",
+                    help="which records to (re)make; the others are kept from --data")
     ap.add_argument("--data", default=os.path.join(os.path.dirname(__file__), "..", "docs",
                                                    "_data", "runs.json"))
     args = ap.parse_args()
     o, th = args.out, ["--threads", str(args.threads)]
-    rec = {"python": platform.python_version(), "machine": platform.machine(),
-           "epochs": args.epochs, "threads": args.threads}
+    steps = set(args.steps.split(","))
+    rec = {}
+    if os.path.exists(args.data):
+        with open(args.data) as f:
+            rec = json.load(f)
+    rec.update({"python": platform.python_version(), "machine": platform.machine(),
+                "epochs": args.epochs, "threads": args.threads})
+    if "search" in steps:
+        run(["search", "--budget", "8", "--epochs", "2", "--lr", "0.1", "--out", f"{o}/search"]
+            + th)
+        with open(f"{o}/search/search.json") as f:
+            rec["search"] = json.load(f)
+    if steps & {"ensemble", "prune"}:
+        record_training(args, o, th, rec)
+    text = json.dumps(rec, indent=1)
+    for prefix in (os.path.abspath(o), o):   # paths as in the docs, not this machine's
+        text = text.replace(prefix, "runs/docs")
+    with open(args.data, "w") as f:
+        f.write(text + "\n")
+    print(f"wrote {args.data}", file=sys.stderr)
+
+
+def record_training(args, o, th, rec):
     members = []
     for seed in (0, 1, 2):
         d = f"{o}/lenet5-s{seed}"
@@ -72,12 +96,6 @@ def main():
          "--out", f"{o}/cnn_bn-pruned"] + th)
     with open(f"{o}/cnn_bn-pruned/prune.json") as f:
         rec["prune_cnn_bn"] = json.load(f)
-    text = json.dumps(rec, indent=1)
-    for prefix in (os.path.abspath(o), o):   # paths as in the docs, not this machine's
-        text = text.replace(prefix, "runs/docs")
-    with open(args.data, "w") as f:
-        f.write(text + "\n")
-    print(f"wrote {args.data}", file=sys.stderr)
 
 
 if __name__ == "__main__":
