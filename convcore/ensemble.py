@@ -30,8 +30,8 @@ def ensemble_predict(probabilities: Sequence[np.ndarray]):
     >>> import numpy as np
     >>> a = np.array([[0.6, 0.4], [0.1, 0.9]]); b = np.array([[0.3, 0.7], [0.2, 0.8]])
     >>> mean, pred = ensemble_predict([a, b])
-    >>> mean.tolist(), pred.tolist()
-    ([[0.45, 0.55], [0.15000000000000002, 0.85]], [1, 1])
+    >>> mean.round(3).tolist(), pred.tolist()
+    ([[0.45, 0.55], [0.15, 0.85]], [1, 1])
     """
     probs = [np.asarray(p, np.float64) for p in probabilities]
     if not probs:
