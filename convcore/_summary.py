@@ -41,7 +41,8 @@ _LISTING_KINDS = {"MaxPool2d": ("MAX POOL", ""), "AvgPool2d": ("AVG POOL", ""),
                   "LocalResponseNorm": ("NORM", "Normalization layer"),
                   "BatchNorm2d": ("BATCH NORM", "Normalization layer"),
                   "Add+ReLU": ("ADD", "shortcut + main path, then ReLU"),
-                  "Concat": ("CONCAT", "branches stacked along channels")}
+                  "Concat": ("CONCAT", "branches stacked along channels"),
+                  "PadShortcut": ("SHORTCUT", "identity subsampled, zero channels added")}
 
 
 class Summary:
