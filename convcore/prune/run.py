@@ -66,9 +66,12 @@ def _measure(model, input_shape, test_it, num_classes):
     from convcore.train import _forward_batches, accuracy_from_confusion
     nz, tot = count_nonzero(model)
     sparse_macs, dense_macs = _sparse_macs(model, input_shape)
+    t0 = time.perf_counter()
     conf, _ = _forward_batches(model, test_it, np, num_classes)
+    secs = time.perf_counter() - t0
     return {"params": tot, "nonzero_params": nz, "macs": dense_macs,
-            "nonzero_macs": sparse_macs, "test_acc": accuracy_from_confusion(conf)[0]}
+            "nonzero_macs": sparse_macs, "test_acc": accuracy_from_confusion(conf)[0],
+            "test_images_per_s": int(conf.sum()) / secs if secs > 0 else None}
 
 
 def prune_run(run, amount=0.9, epochs=2, structured=False, scope="global", lr=None,
@@ -80,8 +83,9 @@ def prune_run(run, amount=0.9, epochs=2, structured=False, scope="global", lr=No
     ``structured``: :func:`prune_channels`.  The new run (``out``, default
     ``<run>-pruned``) holds ``checkpoint.npz`` (loadable by ``convcore
     evaluate``) and ``prune.json``: parameters, nonzero parameters, MACs,
-    MACs on nonzero weights and test accuracy before and after, and the
-    fine-tuning history.  Returns that dict.
+    MACs on nonzero weights, test accuracy and test-set forward throughput
+    (images per second, timed once, on whatever else the machine is doing)
+    before and after, and the fine-tuning history.  Returns that dict.
     """
     try:   # as in training: NumPy's BLAS single-threaded beside convcore's own threads
         from threadpoolctl import threadpool_limits
@@ -187,7 +191,10 @@ def format_prune_report(res):
             ("MACs on nonzero weights", f"{b['nonzero_macs']:,}", f"{p['nonzero_macs']:,}",
              f"{a['nonzero_macs']:,}"),
             ("test accuracy", f"{b['test_acc'] * 100:.2f}%", f"{p['test_acc'] * 100:.2f}%",
-             f"{a['test_acc'] * 100:.2f}%")]
+             f"{a['test_acc'] * 100:.2f}%"),
+            ("test images / s (forward)", *(f"{m['test_images_per_s']:,.0f}"
+                                            if m.get("test_images_per_s") else "-"
+                                            for m in (b, p, a)))]
     w = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = ["  ".join(c.ljust(w[0]) if i == 0 else c.rjust(w[i]) for i, c in enumerate(r))
              for r in rows]
