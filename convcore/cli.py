@@ -30,7 +30,7 @@ def add_summary(sub):
     p = sub.add_parser("summary", help="per-layer table of a model: shapes, activations, "
                                        "parameters, MACs")
     p.add_argument("model", help="lenet5, alexnet, vgg11/13/16/19, vgg-<A|A-LRN|B|C|D|E>, "
-                                 "googlenet, resnet18/34/50")
+                                 "googlenet, resnet18/34/50, resnet20/32/44/56/110")
     p.add_argument("--input", type=_shape, default=None,
                    help="input shape C,H,W (default: the model's usual input)")
     p.add_argument("--num-classes", type=int, default=None)
@@ -45,6 +45,7 @@ def add_summary(sub):
 
 
 _DEFAULT_INPUT = {"lenet5": (1, 28, 28), "alexnet": (3, 227, 227)}
+_DEFAULT_INPUT.update({f"resnet{d}": (3, 32, 32) for d in (20, 32, 44, 56, 110)})
 
 
 def cmd_summary(args):

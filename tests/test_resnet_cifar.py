@@ -159,3 +159,12 @@ def test_train_resnet20_on_cifar_format_files(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert np.isclose(res["accuracy"], m["history"][0]["test_acc"])
     assert np.asarray(res["confusion"]).sum() == 16
+
+
+def test_summary_cli_uses_32x32_for_the_cifar_resnets(capsys):
+    assert main(["summary", "resnet20"]) == 0
+    out = capsys.readouterr().out
+    assert "3x32x32" in out and "269,722" in out
+    assert main(["summary", "resnet110", "--listing"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "[10] FC110: 10 neurons (class scores)"    # 109 convolutions + 1 FC
