@@ -39,6 +39,16 @@ MEM_LINE = re.compile(r"^(?P<label>[A-Z0-9-]+): \[(?P<dims>[0-9x]+)\] memory: (?
                       r"params: (?P<params>.+?)$")
 
 
+def _product(expr):
+    """Value of a product like ``(3*3*64)*128``: only digits, ``*`` and brackets."""
+    if not re.fullmatch(r"[0-9*()]+", expr):
+        raise ValueError(f"not a product of integers: {expr!r}")
+    value = 1
+    for factor in re.findall(r"[0-9]+", expr):
+        value *= int(factor)
+    return value
+
+
 def _parse_memory_listing(lines):
     """(label, dims, memory, evaluated memory, params, evaluated weights) per line."""
     out = []
@@ -47,11 +57,11 @@ def _parse_memory_listing(lines):
         if not m:
             continue
         mem = m["mem"]
-        count = eval(mem.split("=")[0], {})          # "224*224*64" or "4096": digits and *
+        count = _product(mem.split("=")[0])          # "224*224*64" or "4096"
         params = m["params"].replace("(not counting biases)", "").strip()
         weights = int(params.split("=")[-1].replace(",", "").strip())
         if "=" in params:                            # the expression equals the number
-            assert eval(params.split("=")[0], {}) == weights
+            assert _product(params.split("=")[0]) == weights
         out.append((m["label"], m["dims"], mem, count, params.replace(" ", ""), weights))
     return out
 
