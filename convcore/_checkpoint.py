@@ -173,7 +173,7 @@ def _meta_problem(meta):
         return f"unknown configuration keys {_shown(sorted(map(str, unknown)))}"
     for k, v in cfg.items():
         typ, optional = kinds[k]
-        if v is None and optional:
+        if (v is None and optional) or (k == "augment" and v == "pca"):
             continue
         ok = (isinstance(v, bool) if typ is bool else
               isinstance(v, int) and not isinstance(v, bool) if typ is int else

@@ -27,7 +27,7 @@ class TrainConfig:
     beta: float = 0.9999
     label_smoothing: float = 0.0
     imbalance_ratio: float = 1.0
-    augment: Optional[bool] = None      # None: on for cifar10
+    augment: Optional[bool] = None      # None: on for cifar10; "pca": + AlexNet lighting
     threads: Optional[int] = None
     blas_threads: Optional[int] = None  # NumPy's BLAS during training; None: as it is
     device: str = "cpu"

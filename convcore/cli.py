@@ -2,8 +2,10 @@
 
     convcore train [--model lenet5] [--dataset fashion-mnist] [--epochs 10] ...
     mpiexec -n 2 convcore train --distributed ...
-    convcore evaluate CHECKPOINT
-    convcore summary vgg16 [--input 3,224,224] [--num-classes N]
+    convcore evaluate CHECKPOINT [CHECKPOINT ...]
+    convcore prune RUN [--amount 0.9] [--epochs 2] [--structured]
+    convcore search [--budget 8|90s] [--dataset fashion-mnist]
+    convcore summary vgg16 [--input 3,224,224] [--num-classes N] [--notes | --listing]
     convcore info
 
 ``python -m convcore ...`` runs the same.  User errors (bad options, missing
@@ -45,15 +47,23 @@ def add_summary(sub):
     p = sub.add_parser("summary", help="per-layer table of a model: shapes, activations, "
                                        "parameters, MACs", formatter_class=_Formatter)
     p.add_argument("model", help="lenet5, alexnet, vgg11/13/16/19, vgg-<A|A-LRN|B|C|D|E>, "
-                                 "googlenet, resnet18/34/50")
+                                 "googlenet, resnet18/34/50, resnet20/32/44/56/110")
     p.add_argument("--input", type=_shape, default=None,
                    help="input shape C,H,W (default: the model's usual input)")
     p.add_argument("--num-classes", type=int, default=None,
                    help="classes of the last layer (default: the model's own)")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--notes", dest="style", action="store_const", const="notes",
+                      default="table", help="the notes' form: memory and parameters "
+                      "(no biases) per layer, then totals (VGG-16's table)")
+    form.add_argument("--listing", dest="style", action="store_const", const="listing",
+                      help="the notes' layer listing ([55x55x96] CONV1: 96 11x11 filters "
+                      "at stride 4, pad 0 ...), as for AlexNet")
     p.set_defaults(func=cmd_summary)
 
 
 _DEFAULT_INPUT = {"lenet5": (1, 28, 28), "alexnet": (3, 227, 227)}
+_DEFAULT_INPUT.update({f"resnet{d}": (3, 32, 32) for d in (20, 32, 44, 56, 110)})
 
 
 def cmd_summary(args):
@@ -66,7 +76,7 @@ def cmd_summary(args):
     if args.num_classes is not None:
         kwargs["num_classes"] = args.num_classes
     model = models.get_model(name, **kwargs)
-    print(summary(model, shape))
+    print(summary(model, shape, style=getattr(args, "style", "table")))
     return 0
 
 
@@ -124,8 +134,10 @@ def _add_train(sub, explicit_only=False):
                    help="subsample the training set to a long-tailed profile whose "
                         "largest class is this many times the smallest")
     aug = p.add_mutually_exclusive_group()
-    aug.add_argument("--augment", dest="augment", action="store_true", default=None,
-                     help="random crop + flip (default: on for cifar10)")
+    aug.add_argument("--augment", dest="augment", nargs="?", const=True, default=None,
+                     choices=("pca",), help="random crop + flip (default: on for cifar10); "
+                     "--augment pca adds AlexNet's PCA colour (lighting) shift, for colour "
+                     "datasets")
     aug.add_argument("--no-augment", dest="augment", action="store_false")
     p.add_argument("--threads", type=int, default=None,
                    help="threads of convcore's kernels, 1 to 1024 (default: "
@@ -217,9 +229,10 @@ def cmd_train(args) -> int:
 
 def _add_evaluate(sub):
     p = sub.add_parser("evaluate", help="accuracy, per-class accuracy and confusion matrix "
-                                        "of a checkpoint on its test set",
-                       formatter_class=_Formatter)
-    p.add_argument("checkpoint", help="checkpoint file or run directory")
+                                        "of a checkpoint on its test set; with several, "
+                                        "of their ensemble", formatter_class=_Formatter)
+    p.add_argument("checkpoint", nargs="+", help="checkpoint file or run directory; several "
+                   "form an ensemble (mean of their class probabilities)")
     p.add_argument("--model", default=None, metavar="MODULE:FUNCTION",
                    help="the custom model a run was trained with (a checkpoint names only "
                         "models of convcore.models by itself)")
@@ -235,7 +248,16 @@ def _add_evaluate(sub):
 
 def cmd_evaluate(args) -> int:
     from convcore.train import evaluate_checkpoint, format_report
-    res = evaluate_checkpoint(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
+    if len(args.checkpoint) > 1:
+        if args.model is not None:
+            raise ValueError("--model applies to one run; an ensemble's members must be "
+                             "models of convcore.models")
+        from convcore.ensemble import evaluate_ensemble, format_ensemble_report
+        res = evaluate_ensemble(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
+                                device=args.device, limit_test=args.limit_test)
+        print(json.dumps(res, indent=1) if args.json else format_ensemble_report(res))
+        return 0
+    res = evaluate_checkpoint(args.checkpoint[0], data_dir=args.data_dir, threads=args.threads,
                               device=args.device, limit_test=args.limit_test,
                               model=args.model)
     print(json.dumps(res, indent=1) if args.json else format_report(res))
@@ -252,6 +274,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_evaluate(sub)
     add_summary(sub)
     add_info(sub)
+    from convcore.prune import add_cli as _add_prune
+    from convcore.search import add_cli as _add_search
+    _add_prune(sub)
+    _add_search(sub)
     return p
 
 

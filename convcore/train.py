@@ -333,9 +333,10 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
     C = train_set.num_classes
     mean, std = _data.channel_stats(train_set.images)
     augment = cfg.augment if cfg.augment is not None else cfg.dataset == "cifar10"
+    augment, lighting = _data.training_augmentation(augment, train_set.images, cfg.dataset)
     train_it = _data.BatchIterator(train_set.images, train_set.labels, cfg.batch_size,
                                    shuffle=True, seed=cfg.seed, mean=mean, std=std,
-                                   augment=augment)
+                                   augment=augment, lighting=lighting)
     eval_set = test_set
     if dist is not None:   # evaluation is sharded: each rank a contiguous block
         a, b = dist.shard_bounds(len(test_set))
@@ -544,8 +545,12 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
     C = len(meta["classes"])
     net = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
                       cfg.seed, allow_import=allow_import)
+    state = _split(arrays, "model/")
     try:
-        net.load_state_dict(_split(arrays, "model/"))
+        if meta.get("pruned_channels"):   # a run of `convcore prune --structured`
+            from convcore.prune import resize_to_state
+            resize_to_state(net, state)
+        net.load_state_dict(state)
     except ValueError as e:
         raise ValueError(f"{_checkpoint_path(path)}: {e}") from None
     model = _to_device(net, cfg.device)

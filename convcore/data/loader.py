@@ -38,6 +38,11 @@ class BatchIterator:
         and a random horizontal flip, per image (the usual CIFAR recipe).
     drop_last : bool
         Skip the final short batch.
+    lighting : PCALighting, optional
+        AlexNet's colour shift along the training set's principal colour
+        components, drawn per image and epoch (before the crop), in [0, 1]
+        units for uint8 images (added as ``shift / std`` after
+        normalisation).
 
     Examples
     --------
@@ -51,7 +56,7 @@ class BatchIterator:
     def __init__(self, images, labels, batch_size: int, shuffle: bool = True, seed: int = 0,
                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
                  augment: bool = False, pad: int = 4, drop_last: bool = False,
-                 dtype=np.float32):
+                 dtype=np.float32, lighting=None):
         if images.ndim != 4:
             raise ValueError(f"images must be 4-D (N, C, H, W), got shape {images.shape}")
         if labels.shape != (images.shape[0],):
@@ -67,6 +72,7 @@ class BatchIterator:
         self.augment = augment
         self.pad = int(pad)
         self.drop_last = drop_last
+        self.lighting = lighting
         self.dtype = np.dtype(dtype)
         C = images.shape[1]
         self.mean = np.zeros(C) if mean is None else np.asarray(mean, np.float64).reshape(C)
@@ -128,6 +134,10 @@ class BatchIterator:
                 from convcore.distributed import shard_bounds
                 a, b = shard_bounds(len(idx), *shard)
             x = self.normalize(self.images[idx[a:b]])
+            if self.lighting is not None:   # drawn for the whole batch, as the crops
+                light = np.random.default_rng([self.seed, int(epoch), 2, s])
+                d = self.lighting.draw(len(idx), light)[a:b] / self.std
+                x += d.astype(self.dtype)[:, :, None, None]
             if rng is not None:
                 x = self._augment(x, rng, len(idx), a)
             yield x, self.labels[idx[a:b]]

@@ -1,5 +1,5 @@
 """The networks of the notes: LeNet-5, AlexNet, VGG (configurations A to E),
-GoogLeNet and ResNet-18/34/50.
+GoogLeNet, ResNet-18/34/50 and the CIFAR ResNets (20, 32, 44, 56, 110 layers).
 
 Every constructor takes ``num_classes``, ``in_channels``, ``dtype`` and
 ``rng`` (None, a seed or a ``numpy.random.Generator``: the same seed gives
@@ -277,12 +277,17 @@ def googlenet(num_classes=1000, in_channels=3, aux_logits=False, dtype=None, rng
 
 
 # --------------------------------------------------------------------- ResNet
-def _resnet(block, layers, num_classes, in_channels, dtype, rng):
+def _resnet(block, layers, num_classes, in_channels, dtype, rng, cifar_stem=False):
     num_classes, in_channels, rng = _common(num_classes, in_channels, rng)
-    mods = OrderedDict([
-        ("conv1", Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False, rng=rng)),
-        ("bn1", BatchNorm2d(64)), ("relu", ReLU()),
-        ("maxpool", MaxPool2d(3, stride=2, padding=1))])
+    if cifar_stem:   # 3x3 stride-1 stem, no max pool: 32x32 input ends on 4x4 maps
+        mods = OrderedDict([
+            ("conv1", Conv2d(in_channels, 64, 3, padding=1, bias=False, rng=rng)),
+            ("bn1", BatchNorm2d(64)), ("relu", ReLU())])
+    else:
+        mods = OrderedDict([
+            ("conv1", Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False, rng=rng)),
+            ("bn1", BatchNorm2d(64)), ("relu", ReLU()),
+            ("maxpool", MaxPool2d(3, stride=2, padding=1))])
     inplanes = 64
     for i, (planes, n) in enumerate(zip((64, 128, 256, 512), layers)):
         blocks = []
@@ -298,9 +303,16 @@ def _resnet(block, layers, num_classes, in_channels, dtype, rng):
     return net if dtype is None else net.astype(dtype)
 
 
-def resnet18(num_classes=1000, in_channels=3, dtype=None, rng=None):
+def resnet18(num_classes=1000, in_channels=3, dtype=None, rng=None, cifar_stem=False):
     """ResNet-18: basic blocks [2, 2, 2, 2]; 11,689,512 parameters for 1000
     classes; torchvision's state-dict names.
+
+    ``cifar_stem=True`` replaces the 7x7 stride-2 stem and its max pool by a
+    3x3 stride-1 convolution, as usually done for 32x32 images (the last
+    stage then works on 4x4 maps instead of 1x1); the state-dict keys stay
+    the same, only ``conv1.weight`` is 3x3.  The same option exists for
+    :func:`resnet34` and :func:`resnet50`.  For the ResNet paper's own CIFAR
+    networks see :func:`resnet20` ... :func:`resnet110`.
 
     Examples
     --------
@@ -308,17 +320,19 @@ def resnet18(num_classes=1000, in_channels=3, dtype=None, rng=None):
     >>> models.resnet18(rng=0).num_parameters()
     11689512
     """
-    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, dtype, rng)
+    return _resnet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, dtype, rng, cifar_stem)
 
 
-def resnet34(num_classes=1000, in_channels=3, dtype=None, rng=None):
-    """ResNet-34: basic blocks [3, 4, 6, 3] (21,797,672 parameters)."""
-    return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, dtype, rng)
+def resnet34(num_classes=1000, in_channels=3, dtype=None, rng=None, cifar_stem=False):
+    """ResNet-34: basic blocks [3, 4, 6, 3] (21,797,672 parameters);
+    ``cifar_stem`` as in :func:`resnet18`."""
+    return _resnet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, dtype, rng, cifar_stem)
 
 
-def resnet50(num_classes=1000, in_channels=3, dtype=None, rng=None):
-    """ResNet-50: bottleneck blocks [3, 4, 6, 3] (25,557,032 parameters)."""
-    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, dtype, rng)
+def resnet50(num_classes=1000, in_channels=3, dtype=None, rng=None, cifar_stem=False):
+    """ResNet-50: bottleneck blocks [3, 4, 6, 3] (25,557,032 parameters);
+    ``cifar_stem`` as in :func:`resnet18`."""
+    return _resnet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, dtype, rng, cifar_stem)
 
 
 MODELS = {"lenet5": lenet5, "alexnet": alexnet, "vgg11": vgg11, "vgg13": vgg13,
@@ -342,3 +356,11 @@ from convcore.models._cnn import cnn_bn, cnn_bn_wide  # noqa: E402
 __all__ += ["cnn_bn", "cnn_bn_wide"]
 MODELS["cnn_bn"] = cnn_bn
 MODELS["cnn_bn_wide"] = cnn_bn_wide
+
+from convcore.models.resnet_cifar import (PadShortcut, resnet20, resnet32, resnet44,  # noqa: E402
+                                          resnet56, resnet110, resnet_cifar)
+
+__all__ += ["resnet_cifar", "resnet20", "resnet32", "resnet44", "resnet56", "resnet110",
+            "PadShortcut"]
+MODELS.update(resnet20=resnet20, resnet32=resnet32, resnet44=resnet44, resnet56=resnet56,
+              resnet110=resnet110)
