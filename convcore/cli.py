@@ -249,12 +249,10 @@ def _add_evaluate(sub):
 def cmd_evaluate(args) -> int:
     from convcore.train import evaluate_checkpoint, format_report
     if len(args.checkpoint) > 1:
-        if args.model is not None:
-            raise ValueError("--model applies to one run; an ensemble's members must be "
-                             "models of convcore.models")
         from convcore.ensemble import evaluate_ensemble, format_ensemble_report
         res = evaluate_ensemble(args.checkpoint, data_dir=args.data_dir, threads=args.threads,
-                                device=args.device, limit_test=args.limit_test)
+                                device=args.device, limit_test=args.limit_test,
+                                model=args.model)
         print(json.dumps(res, indent=1) if args.json else format_ensemble_report(res))
         return 0
     res = evaluate_checkpoint(args.checkpoint[0], data_dir=args.data_dir, threads=args.threads,

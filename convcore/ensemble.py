@@ -45,27 +45,31 @@ def ensemble_predict(probabilities: Sequence[np.ndarray]):
 
 
 def load_run(path: str, in_channels: int, image_size: int, device: Optional[str] = None,
-             checkpoint=None):
+             checkpoint=None, model: Optional[str] = None):
     """``(model in eval mode, meta)`` of a run directory or checkpoint file for
     images of ``in_channels`` x ``image_size`` x ``image_size``, including
     runs whose convolutions were made narrower by
     :func:`convcore.prune.prune_channels` (their layers are resized to the
     checkpoint's shapes before loading).  ``checkpoint``: the ``(meta,
-    arrays)`` of :func:`convcore.train.read_checkpoint`, if already read."""
+    arrays)`` of :func:`convcore.train.read_checkpoint`, if already read.
+
+    The run's model is looked up in ``convcore.models``; a run of a custom
+    model is rebuilt only when the caller names that model (``model``,
+    ``module:function``): a checkpoint never makes convcore import code."""
     from convcore import train as _train
     meta, arrays = checkpoint if checkpoint is not None else _train.read_checkpoint(path)
     cfg = _train.TrainConfig(**meta["config"])
-    # a name read from a file: looked up in convcore.models, never imported
-    model = _train.build_model(cfg.model, in_channels, len(meta["classes"]), image_size,
-                               cfg.seed, allow_import=False)
+    # a name read from a file is imported only when the caller named it
+    net = _train.build_model(cfg.model, in_channels, len(meta["classes"]), image_size,
+                             cfg.seed, allow_import=model is not None and model == cfg.model)
     state = _train._split(arrays, "model/")
     if meta.get("pruned_channels"):
         from convcore.prune import resize_to_state
-        resize_to_state(model, state)
-    model.load_state_dict(state)
-    model = _train._to_device(model, device or cfg.device)
-    model.eval()
-    return model, meta
+        resize_to_state(net, state)
+    net.load_state_dict(state)
+    net = _train._to_device(net, device or cfg.device)
+    net.eval()
+    return net, meta
 
 
 def _probabilities(model, meta, test_set, batch=500):
@@ -81,7 +85,8 @@ def _probabilities(model, meta, test_set, batch=500):
 
 
 def evaluate_ensemble(paths: Sequence[str], data_dir: Optional[str] = None, threads=None,
-                      device: Optional[str] = None, limit_test: Optional[int] = None):
+                      device: Optional[str] = None, limit_test: Optional[int] = None,
+                      model: Optional[str] = None):
     """Accuracy of each run of ``paths`` and of their ensemble (mean of the
     members' softmax probabilities) on the test set of their dataset.
 
@@ -90,7 +95,8 @@ def evaluate_ensemble(paths: Sequence[str], data_dir: Optional[str] = None, thre
     statistics.  Returns a dict with ``members`` (path, accuracy, loss per
     member), ``accuracy`` and ``loss`` (the ensemble's; loss is the mean
     negative log of the averaged probability of the true class),
-    ``confusion`` and ``classes``.
+    ``confusion`` and ``classes``.  ``model`` (``module:function``) rebuilds
+    the members that were trained with that custom model.
     """
     from convcore import _config
     from convcore import data as _data
@@ -114,7 +120,7 @@ def evaluate_ensemble(paths: Sequence[str], data_dir: Optional[str] = None, thre
     if limit_test:
         test_set = test_set.subset(np.arange(min(limit_test, len(test_set))))
     _, in_ch, size, _ = test_set.images.shape
-    loaded = [load_run(p, in_ch, size, device, ck) for p, ck in zip(paths, ckpts)]
+    loaded = [load_run(p, in_ch, size, device, ck, model) for p, ck in zip(paths, ckpts)]
     y = np.asarray(test_set.labels, np.int64)
     members, probs = [], []
     for p, (model, meta) in zip(paths, loaded):

@@ -69,7 +69,9 @@ def test_ensemble_averages_probabilities_not_votes():
 
 def test_ensemble_matches_an_independent_reference(runs):
     d, paths = runs
-    res = evaluate_ensemble(paths, data_dir=d)
+    with pytest.raises(ValueError, match="custom model"):
+        evaluate_ensemble(paths, data_dir=d)          # a file never imports code by itself
+    res = evaluate_ensemble(paths, data_dir=d, model="_tiny_model:tiny")
     y = _labels(d)
     probs = [_reference_probabilities(p, d) for p in paths]
     for m, p, path in zip(res["members"], probs, paths):
@@ -85,18 +87,21 @@ def test_ensemble_matches_an_independent_reference(runs):
 def test_evaluate_cli_with_several_runs(runs, capsys):
     d, paths = runs
     single = []
+    m = ["--model", TINY]             # the runs' custom model, named by the caller
     for p in paths:
-        assert main(["evaluate", p, "--data-dir", d, "--json"]) == 0
+        assert main(["evaluate", p, "--data-dir", d, "--json", *m]) == 0
         single.append(json.loads(capsys.readouterr().out)["accuracy"])
-    assert main(["evaluate", *paths, "--data-dir", d, "--json"]) == 0
+    assert main(["evaluate", *paths, "--data-dir", d, "--json"]) == 2   # not imported by itself
+    assert "custom model" in capsys.readouterr().err
+    assert main(["evaluate", *paths, "--data-dir", d, "--json", *m]) == 0
     res = json.loads(capsys.readouterr().out)
     assert [m["accuracy"] for m in res["members"]] == pytest.approx(single)
-    assert main(["evaluate", *paths, "--data-dir", d]) == 0
+    assert main(["evaluate", *paths, "--data-dir", d, *m]) == 0
     text = capsys.readouterr().out
     assert "ensemble of 3 (mean probability)" in text and paths[0] in text
     assert f"{res['accuracy'] * 100:.2f}%" in text
     # a run with itself is the run
-    assert main(["evaluate", paths[0], paths[0], "--data-dir", d, "--json"]) == 0
+    assert main(["evaluate", paths[0], paths[0], "--data-dir", d, "--json", *m]) == 0
     assert json.loads(capsys.readouterr().out)["accuracy"] == pytest.approx(single[0])
 
 
@@ -110,7 +115,7 @@ def test_ensemble_of_different_datasets_is_refused(runs, tmp_path, capsys):
     o = str(tmp_path / "c")
     fit(TrainConfig(model=TINY, dataset="cifar10", data_dir=str(cif), epochs=1, out=o,
                     threads=1), log=_quiet, plots=False)
-    assert main(["evaluate", paths[0], o, "--data-dir", d]) == 2
+    assert main(["evaluate", paths[0], o, "--data-dir", d, "--model", TINY]) == 2
     err = capsys.readouterr().err
     assert "share one dataset" in err and len(err.strip().splitlines()) == 1
 
