@@ -12,6 +12,8 @@ import argparse
 import json
 import sys
 
+__all__ = ["main", "build_parser"]
+
 
 def _shape(text):
     try:

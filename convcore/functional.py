@@ -33,3 +33,7 @@ __all__ = [
     "dropout2d", "dropout2d_backward", "interpolate", "interpolate_backward",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
 ]
+
+
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)

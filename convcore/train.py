@@ -25,6 +25,8 @@ from convcore import data as _data
 from convcore import losses as _losses
 from convcore import optim as _optim
 
+__all__ = ["TrainConfig", "fit", "evaluate_checkpoint", "format_report"]
+
 CHECKPOINT = "checkpoint.npz"
 FORMAT_VERSION = 1
 

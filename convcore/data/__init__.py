@@ -15,3 +15,7 @@ __all__ = [
     "read_cifar_binary", "read_cifar_python", "extract_tar",
     "FASHION_CLASSES", "MNIST_CLASSES", "CIFAR10_CLASSES", "DATASETS",
 ]
+
+
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)

@@ -21,6 +21,10 @@ __all__ = ["lenet5", "alexnet", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "VGG_
            "MODELS"]
 
 
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)
+
+
 def _common(num_classes, in_channels, rng):
     return (as_int(num_classes, "num_classes", minimum=1),
             as_int(in_channels, "in_channels", minimum=1), as_rng(rng))

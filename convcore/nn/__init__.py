@@ -18,3 +18,7 @@ __all__ = ["Module", "Parameter", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveA
            "Sequential", "BasicBlock", "Bottleneck", "Inception", "save_state_dict",
            "load_state_dict_file", "ConvTranspose2d", "Identity", "Softmax", "LogSoftmax",
            "Dropout2d", "Upsample", "Tanh", "Sigmoid", "LeakyReLU", "CrossEntropyLoss"]
+
+
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)
