@@ -11,6 +11,7 @@ Needs CuPy and a CUDA build of PyTorch (``pip install ".[cuda]"`` and a torch
 wheel for your CUDA); without torch's CUDA build, only convcore is timed.
 
     python benchmarks/bench_gpu.py [--reps 9] [--only lenet.c1,pool.max2] [--json out.json]
+    python benchmarks/bench_gpu.py --quick     # a few cases, 7 repetitions (scripts/gpu_check.sh)
 """
 from __future__ import annotations
 
@@ -52,6 +53,8 @@ POOLS = [
     ("pool.avg2", "avg", (16, 64, 112, 112), 2, 2),
     ("pool.gap", "gap", (32, 512, 7, 7), None, None),
 ]
+# --quick: one case of each kind of layer, for a check in seconds
+QUICK = {"lenet.c2", "alex.c2", "vgg.c3_2", "res.1x1", "mobile.dw", "pool.max2", "pool.gap"}
 
 
 def event_timer(cp):
@@ -229,8 +232,17 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--reps", type=int, default=9)
     ap.add_argument("--only", default="", help="comma-separated case names")
-    ap.add_argument("--json", default="benchmarks/results/gpu.json")
+    ap.add_argument("--json", default=None,
+                    help="where to write the results (default benchmarks/results/gpu.json, "
+                         "or gpu_quick.json with --quick)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"only {', '.join(sorted(QUICK))}, 7 repetitions")
     args = ap.parse_args(argv)
+    if args.quick:
+        args.reps = 7
+        args.only = args.only or ",".join(sorted(QUICK))
+    if args.json is None:
+        args.json = f"benchmarks/results/gpu{'_quick' if args.quick else ''}.json"
     if args.reps < 7:
         ap.error("--reps must be >= 7 (BENCHMARKS.md)")
     from convcore.backends import cuda
