@@ -67,13 +67,15 @@ def cmd_info(args):
 
 
 def _add_train(sub):
-    from convcore.train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+    from convcore.train import ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (default: LeNet-5 on Fashion-MNIST)",
                        description="Train a convcore model. With no arguments: LeNet-5 on "
                                    "Fashion-MNIST for 10 epochs, SGD with momentum.")
     p.add_argument("--model", default=d.model, help="a function of convcore.models "
                    "(default %(default)s)")
+    p.add_argument("--activation", default=None, choices=ACTIVATIONS,
+                   help="activation of lenet5, cnn_bn and cnn_bn_wide (default: relu)")
     p.add_argument("--dataset", default=d.dataset, choices=("fashion-mnist", "mnist",
                                                              "cifar10"))
     p.add_argument("--data-dir", default=None, help="directory of the dataset files "
@@ -138,7 +140,8 @@ def cmd_train(args) -> int:
                                "files. Add --distributed (or run one process)")
         if args.sync_bn or args.dist_timeout is not None:
             raise ValueError("--sync-bn and --dist-timeout need --distributed")
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+    cfg = TrainConfig(model=args.model, activation=args.activation, dataset=args.dataset,
+                      data_dir=args.data_dir,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, momentum=args.momentum,
                       nesterov=args.nesterov, weight_decay=args.weight_decay,

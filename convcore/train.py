@@ -35,6 +35,7 @@ FORMAT_VERSION = 1
 class TrainConfig:
     """Everything that determines a training run (the ``convcore train`` flags)."""
     model: str = "lenet5"
+    activation: Optional[str] = None    # None: the model's own (relu, tanh, sigmoid, leaky_relu)
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     epochs: int = 10
@@ -72,6 +73,7 @@ class TrainConfig:
 LOSSES = ("ce", "focal", "cb-ce", "cb-focal")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
+from convcore.models._act import ACTIVATIONS  # noqa: E402  (the models' choices)
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -92,6 +94,9 @@ def check_config(cfg: TrainConfig) -> None:
                          f"{cfg.schedule!r}")
     if not cfg.imbalance_ratio >= 1:
         raise ValueError(f"imbalance_ratio must be >= 1, got {cfg.imbalance_ratio}")
+    if cfg.activation is not None and cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
+                         f"{cfg.activation!r}")
     if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
     if cfg.resolved_lr() <= 0:
@@ -100,9 +105,11 @@ def check_config(cfg: TrainConfig) -> None:
 
 # ------------------------------------------------------------------ building
 
-def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int):
+def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int,
+                activation: Optional[str] = None):
     """An instance of ``convcore.models.<name>`` for this data, with the keyword
-    arguments its constructor accepts (in_channels, num_classes, seed...)."""
+    arguments its constructor accepts (in_channels, num_classes, seed...), and
+    ``activation`` when given (ValueError if the model has no such choice)."""
     if ":" in name:                       # "package.module:function", a user's model
         import importlib
         mod_name, _, fn_name = name.partition(":")
@@ -129,6 +136,11 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int, 
                      ("seed", seed)):
         if key in params:
             kw[key] = val
+    if activation is not None:
+        if "activation" not in params:
+            raise ValueError(f"model {name!r} has no activation choice; --activation works "
+                             f"with lenet5, cnn_bn and cnn_bn_wide")
+        kw["activation"] = activation
     if "rng" in params and "seed" not in params:
         kw["rng"] = np.random.default_rng(seed)
     np.random.seed(seed)          # for models that draw from the global generator
@@ -475,7 +487,7 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
                                   mean=mean, std=std)
     counts = np.bincount(train_set.labels, minlength=C)
     model = build_model(cfg.model, train_set.images.shape[1], C,
-                        train_set.images.shape[2], cfg.seed)
+                        train_set.images.shape[2], cfg.seed, cfg.activation)
     skip_first_input_grad(model)
     if arrays is not None:
         model.load_state_dict(_split(arrays, "model/"))
@@ -646,7 +658,7 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
         test_set = test_set.subset(np.arange(min(cfg.limit_test, len(test_set))))
     C = len(meta["classes"])
     model = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
-                        cfg.seed)
+                        cfg.seed, cfg.activation)
     model.load_state_dict(_split(arrays, "model/"))
     model = _to_device(model, cfg.device)
     it = _data.BatchIterator(test_set.images, test_set.labels, 500, shuffle=False,
