@@ -24,6 +24,7 @@ import numpy as np
 from convcore import data as _data
 from convcore import losses as _losses
 from convcore import optim as _optim
+from convcore.models._act import ACTIVATIONS
 
 __all__ = ["TrainConfig", "fit", "evaluate_checkpoint", "format_report"]
 
@@ -73,7 +74,6 @@ class TrainConfig:
 LOSSES = ("ce", "focal", "cb-ce", "cb-focal")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
-from convcore.models._act import ACTIVATIONS  # noqa: E402  (the models' choices)
 
 
 def check_config(cfg: TrainConfig) -> None:
