@@ -123,3 +123,16 @@ def test_state_dict_files_are_npz_archives_not_pickles(tmp_path):
     net.save(str(path))
     with np.load(str(path), allow_pickle=False) as z:   # no pickle inside
         assert sorted(z.files) == ["0.bias", "0.weight"]
+
+
+def test_dropout2d_reads_3d_input_as_one_unbatched_image():
+    # (C, H, W): whole (H, W) maps are dropped, as for every other unbatched
+    # input of convcore; PyTorch 2.x reads 3-D input as (N, C, L) and warns
+    # that this will change to convcore's reading
+    y = cc.dropout2d(np.ones((64, 3, 5)), 0.5, rng=0)
+    assert np.all(y.min(axis=(1, 2)) == y.max(axis=(1, 2)))
+    torch = _torch()
+    with pytest.warns(UserWarning, match="3D input to dropout2d"):
+        t = torch.nn.functional.dropout2d(torch.ones(64, 3, 5), 0.5).numpy()
+    assert np.all(t.min(axis=2) == t.max(axis=2))          # per (row, channel) of (N, C, L)
+    assert not np.all(t.min(axis=(1, 2)) == t.max(axis=(1, 2)))

@@ -148,9 +148,11 @@ def conv_transpose2d(x, weight, bias=None, stride: IntOrPair = 1, padding: IntOr
     y = be.empty((N, K, HO, WO), dt)
     if N > 0:
         dy = contiguous(be, _pad_end(be, x4, er, ec))
-        # conv2d's backward reads its input only for the weight gradient (and
-        # the strategy choice looks at it): zeros of the right shape suffice.
-        z = be.zeros((N, K, HO, WO), dt)
+        # conv2d's backward reads its input only for the weight gradient, and
+        # on the CPU for the strategy choice (which looks at magnitudes):
+        # zeros of the right shape (calloc'd, so untouched pages cost no
+        # memory) keep that choice deterministic.  The GPU path never reads it.
+        z = be.zeros((N, K, HO, WO), dt) if be.name == "cpu" else y
         be.conv2d_backward(dy, z, contiguous(be, weight), y, None, None, geom)
         if bias is not None:
             y += bias.reshape(1, K, 1, 1)
