@@ -162,6 +162,9 @@ BAD = [
     (dict(x=np.zeros((1, 4, 5, 5), np.int64)), TypeError, "float32 or float64"),
     (dict(w=np.zeros((4, 2, 3, 3), np.float32)), TypeError, "dtype"),
     (dict(stride=1.5), TypeError, "stride"),
+    (dict(stride=2**40), ValueError, "stride"),
+    (dict(stride=2**30, dilation=2**30), ValueError, "exceeds the supported"),
+    (dict(output_padding=-1), ValueError, "output_padding"),
 ]
 
 
@@ -218,3 +221,22 @@ def test_conv_transpose_layer_rejects_bad_arguments():
         nn.ConvTranspose2d(3, 2, 2.5)
     with pytest.raises(RuntimeError, match="before forward"):
         nn.ConvTranspose2d(3, 2, 2).backward(np.zeros((1, 2, 3, 3), np.float32))
+
+
+def test_conv_transpose2d_is_identical_for_every_thread_count(rng):
+    x = rng.standard_normal((3, 8, 9, 7)).astype(np.float32)
+    w = rng.standard_normal((8, 6, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((3, 6, 18, 14)).astype(np.float32)
+    kw = dict(stride=2, padding=1, output_padding=1)
+    before = cc.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            cc.set_num_threads(n)
+            results.append((cc.conv_transpose2d(x, w, **kw),)
+                           + cc.conv_transpose2d_backward(g, x, w, **kw))
+    finally:
+        cc.set_num_threads(before)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_array_equal(a, b)
