@@ -9,7 +9,7 @@ import pytest
 
 from convcore import models, nn
 from convcore.cli import main
-from convcore.train import TrainConfig, build_model, evaluate_checkpoint, fit
+from convcore.train import TrainConfig, build_model, evaluate_checkpoint
 from _synthetic import write_idx_dataset
 
 

@@ -4,8 +4,6 @@ tanh, sigmoid and leaky ReLU.  As in :mod:`convcore.nn.layers`, each forward
 is a call into the functional API and each backward its mirror."""
 from __future__ import annotations
 
-import numpy as np
-
 from convcore import functional as F
 from convcore._ops.layers import _float
 from convcore._ops.upsample import _geometry
