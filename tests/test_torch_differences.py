@@ -63,8 +63,7 @@ def test_only_float32_and_float64_are_accepted(dtype):
         assert y.dtype == torch.float16
 
 
-@pytest.mark.parametrize("layer", [lambda: nn.ReLU(inplace=True),
-                                   lambda: nn.LeakyReLU(0.1, inplace=True),
+@pytest.mark.parametrize("layer", [lambda: nn.LeakyReLU(0.1, inplace=True),
                                    lambda: nn.Dropout(0.5, inplace=True, rng=0),
                                    lambda: nn.Dropout2d(0.5, inplace=True, rng=0)])
 def test_inplace_is_accepted_and_the_input_is_left_untouched(layer):
