@@ -7,6 +7,7 @@ import difflib
 import functools
 import inspect
 import re
+from typing import Optional
 
 import numpy as np
 
@@ -49,7 +50,7 @@ def custom_model_message(name) -> str:
 
 
 def build_model(name: str, in_channels: int, num_classes: int, image_size: int, seed: int,
-                allow_import: bool = True):
+                allow_import: bool = True, activation: Optional[str] = None):
     """An instance of the model `name` for this data, with the keyword arguments
     its constructor accepts (in_channels, num_classes, seed...).
 
@@ -91,6 +92,11 @@ def build_model(name: str, in_channels: int, num_classes: int, image_size: int, 
                      ("seed", seed)):
         if key in params:
             kw[key] = val
+    if activation is not None:
+        if "activation" not in params:
+            raise ValueError(f"model {name!r} has no activation choice; --activation works "
+                             f"with lenet5, cnn_bn and cnn_bn_wide")
+        kw["activation"] = activation
     if "rng" in params and "seed" not in params:
         kw["rng"] = np.random.default_rng(seed)
     np.random.seed(seed)          # for models that draw from the global generator

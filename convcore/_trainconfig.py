@@ -11,6 +11,7 @@ from typing import Optional
 class TrainConfig:
     """Everything that determines a training run (the ``convcore train`` flags)."""
     model: str = "lenet5"
+    activation: Optional[str] = None    # None: the model's own (relu, tanh, sigmoid, leaky_relu)
     dataset: str = "fashion-mnist"
     data_dir: Optional[str] = None
     epochs: int = 10
@@ -48,6 +49,7 @@ class TrainConfig:
 LOSSES = ("ce", "focal", "cb-ce", "cb-focal")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "step", "cosine")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "leaky_relu")   # as convcore.models._act
 
 
 def check_config(cfg: TrainConfig) -> None:
@@ -73,6 +75,9 @@ def check_config(cfg: TrainConfig) -> None:
                          f"{cfg.schedule!r}")
     if not cfg.imbalance_ratio >= 1:
         raise ValueError(f"imbalance_ratio must be >= 1, got {cfg.imbalance_ratio}")
+    if cfg.activation is not None and cfg.activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got "
+                         f"{cfg.activation!r}")
     if cfg.device not in ("cpu", "cuda") and not cfg.device.startswith("cuda:"):
         raise ValueError(f"device must be 'cpu' or 'cuda', got {cfg.device!r}")
     if not cfg.resolved_lr() > 0:

@@ -19,6 +19,8 @@ import json
 import os
 import sys
 
+__all__ = ["main", "build_parser"]
+
 
 class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
     """Shows each option's default in ``--help``, except the empty ones (None,
@@ -94,7 +96,7 @@ def cmd_info(args):
 
 
 def _add_train(sub, explicit_only=False):
-    from convcore.train import LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+    from convcore.train import ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
     d = TrainConfig()
     p = sub.add_parser("train", help="train a model (default: LeNet-5 on Fashion-MNIST)",
                        formatter_class=_Formatter,
@@ -105,6 +107,8 @@ def _add_train(sub, explicit_only=False):
                                    "(e.g. --epochs 20 to extend the run).")
     p.add_argument("--model", default=d.model, help="a model of convcore.models (lenet5, "
                    "cnn_bn, vgg16, resnet18, ...) or module:function for your own")
+    p.add_argument("--activation", default=None, choices=ACTIVATIONS,
+                   help="activation of lenet5, cnn_bn and cnn_bn_wide (default: relu)")
     p.add_argument("--dataset", default=d.dataset, choices=("fashion-mnist", "mnist",
                                                              "cifar10"), help="dataset")
     p.add_argument("--data-dir", default=None, help="directory of the dataset files "
@@ -191,7 +195,8 @@ def cmd_train(args) -> int:
                                "files. Add --distributed (or run one process)")
         if args.sync_bn or args.dist_timeout is not None:
             raise ValueError("--sync-bn and --dist-timeout need --distributed")
-    cfg = TrainConfig(model=args.model, dataset=args.dataset, data_dir=args.data_dir,
+    cfg = TrainConfig(model=args.model, activation=args.activation, dataset=args.dataset,
+                      data_dir=args.data_dir,
                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                       optimizer=args.optimizer, momentum=args.momentum,
                       nesterov=args.nesterov, weight_decay=args.weight_decay,

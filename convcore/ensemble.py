@@ -61,7 +61,8 @@ def load_run(path: str, in_channels: int, image_size: int, device: Optional[str]
     cfg = _train.TrainConfig(**meta["config"])
     # a name read from a file is imported only when the caller named it
     net = _train.build_model(cfg.model, in_channels, len(meta["classes"]), image_size,
-                             cfg.seed, allow_import=model is not None and model == cfg.model)
+                             cfg.seed, allow_import=model is not None and model == cfg.model,
+                             activation=cfg.activation)
     state = _train._split(arrays, "model/")
     if meta.get("pruned_channels"):
         from convcore.prune import resize_to_state

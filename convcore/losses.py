@@ -16,6 +16,10 @@ __all__ = ["log_softmax", "softmax", "cross_entropy", "cross_entropy_backward",
            "focal_loss", "focal_loss_backward", "class_balanced_weights",
            "CrossEntropyLoss", "FocalLoss"]
 
+
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)
+
 _REDUCTIONS = ("mean", "sum", "none")
 
 

@@ -14,6 +14,10 @@ import numpy as np
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
 
 
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)
+
+
 def _check_nonneg(v, name):
     v = float(v)
     if not (v >= 0.0) or math.isinf(v):

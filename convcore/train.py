@@ -32,8 +32,11 @@ from convcore._checkpoint import (CHECKPOINT, FORMAT_VERSION, _checkpoint_path, 
 from convcore._modelspec import (_check_stored_model, _registry_model, _shown,  # noqa: F401
                                  build_model, check_input_size, custom_model_message,
                                  model_names)
-from convcore._trainconfig import (LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig,  # noqa: F401
-                                   check_config, field_kinds)
+from convcore._trainconfig import (ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES,  # noqa: F401
+                                   TrainConfig, check_config, field_kinds)
+
+__all__ = ["TrainConfig", "fit", "evaluate_checkpoint", "format_report", "Terminated",
+           "read_checkpoint", "build_model", "model_names"]
 
 # ------------------------------------------------------------------ building
 
@@ -345,7 +348,8 @@ def _fit(cfg, start_epoch, history, arrays, stop_after, log, progress, plots, th
                                   mean=mean, std=std)
     counts = np.bincount(train_set.labels, minlength=C)
     model = build_model(cfg.model, train_set.images.shape[1], C,
-                        train_set.images.shape[2], cfg.seed, allow_import=allow_import)
+                        train_set.images.shape[2], cfg.seed, allow_import=allow_import,
+                        activation=cfg.activation)
     check_input_size(model, cfg.model, train_set.images.shape[1:], cfg.dataset)
     skip_first_input_grad(model)
     if arrays is not None:
@@ -544,7 +548,7 @@ def evaluate_checkpoint(path: str, data_dir: Optional[str] = None, threads=None,
         test_set = test_set.subset(np.arange(min(cfg.limit_test, len(test_set))))
     C = len(meta["classes"])
     net = build_model(cfg.model, test_set.images.shape[1], C, test_set.images.shape[2],
-                      cfg.seed, allow_import=allow_import)
+                      cfg.seed, allow_import=allow_import, activation=cfg.activation)
     state = _split(arrays, "model/")
     try:
         if meta.get("pruned_channels"):   # a run of `convcore prune --structured`

@@ -529,3 +529,34 @@ def test_pooling_functional_errors_are_the_same_on_the_gpu_backend(gpu):
         cc.avg_pool2d(x, 2, divisor_override=0)
     y = cc.max_pool2d(np.zeros((0, 2, 4, 4)), 2)
     assert y.shape == (0, 2, 2, 2)
+
+
+# ------------------------------------------------------- transposed convolution
+# conv_transpose2d is conv2d's dX (and its backward conv2d's forward and dW) on
+# the same backend: on the emulated GPU it must match the C core.
+TRANSPOSE_CASES = [
+    # (N, C_in, H, W, C_out, KH, KW, stride, padding, output_padding, dilation, groups)
+    (2, 4, 5, 4, 6, 3, 3, 2, 1, 1, 1, 2),
+    (1, 3, 4, 6, 2, 2, 3, (3, 1), (0, 1), (2, 0), (1, 2), 1),
+    (2, 4, 3, 3, 4, 3, 3, 1, 1, 0, 1, 4),              # depthwise
+    (2, 3, 4, 5, 5, 1, 1, 2, 0, 1, 1, 1),              # pointwise, strided
+]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("case", TRANSPOSE_CASES)
+def test_conv_transpose2d_on_the_gpu_backend_matches_c_core(gpu, rng, dtype, case):
+    N, C, H, W, K, KH, KW, s, p, op, d, g = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((C, K // g, KH, KW)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    kw = dict(stride=s, padding=p, output_padding=op, dilation=d, groups=g)
+    got = cc.conv_transpose2d(x, w, b, **kw)
+    want = _cpu_call(cc.conv_transpose2d, x, w, b, **kw)
+    assert got.dtype == dtype and got.shape == want.shape
+    np.testing.assert_allclose(got, want, **_tol(dtype))
+    dy = rng.standard_normal(got.shape).astype(dtype)
+    for a, e in zip(cc.conv_transpose2d_backward(dy, x, w, **kw),
+                    _cpu_call(cc.conv_transpose2d_backward, dy, x, w, **kw)):
+        assert a.dtype == dtype and a.shape == e.shape
+        np.testing.assert_allclose(a, e, **_tol(dtype))

@@ -18,3 +18,7 @@ __all__ = [
     "FASHION_CLASSES", "MNIST_CLASSES", "CIFAR10_CLASSES", "DATASETS",
     "PCALighting", "pca_lighting_basis", "training_augmentation",
 ]
+
+
+def __dir__():   # dir() shows the public names only
+    return sorted(__all__)

@@ -10,6 +10,10 @@ import numpy as np
 from convcore.data._files import (extract_tar, read_cifar_binary, read_cifar_python,
                                   read_idx_pair)
 
+__all__ = ["Dataset", "DatasetNotFoundError", "load_dataset", "load_fashion_mnist",
+           "load_mnist", "load_cifar10", "long_tailed_indices", "FASHION_CLASSES",
+           "MNIST_CLASSES", "CIFAR10_CLASSES", "DATASETS"]
+
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
                    "Shirt", "Sneaker", "Bag", "Ankle boot")
 MNIST_CLASSES = tuple(str(i) for i in range(10))

@@ -5,6 +5,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+__all__ = ["BatchIterator", "channel_stats"]
+
 
 def channel_stats(images: np.ndarray):
     """Per-channel mean and standard deviation of uint8 images scaled to [0, 1]."""

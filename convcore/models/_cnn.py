@@ -6,17 +6,19 @@ from __future__ import annotations
 from collections import OrderedDict
 
 from convcore._validate import as_int
+from convcore.models._act import activation_layer, check_activation
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
-                         MaxPool2d, ReLU, Sequential)
+                         MaxPool2d, Sequential)
 from convcore.nn.module import as_rng
 
 
 def cnn_bn(num_classes=10, in_channels=1, widths=(16, 32, 64), dropout=0.2, dtype=None,
-           rng=None):
+           rng=None, activation="relu"):
     """Three VGG-style blocks (3x3 conv without bias, BatchNorm, ReLU, 2x2 max
     pool) of `widths` channels, then an adaptive average pool to 3x3,
     dropout and one linear classifier. On 28x28 input the pool is the
-    identity (28 -> 14 -> 7 -> 3); 32x32 images work too.
+    identity (28 -> 14 -> 7 -> 3); 32x32 images work too.  ``activation``
+    ('relu', 'tanh', 'sigmoid' or 'leaky_relu') replaces the ReLUs.
 
     Examples
     --------
@@ -30,11 +32,12 @@ def cnn_bn(num_classes=10, in_channels=1, widths=(16, 32, 64), dropout=0.2, dtyp
     if not widths:
         raise ValueError("widths must name at least one block")
     rng = as_rng(rng)
+    act = check_activation(activation)
     layers = []
     c = in_channels
     for i, w in enumerate(widths, 1):
         layers += [(f"conv{i}", Conv2d(c, w, 3, padding=1, bias=False, dtype=dtype, rng=rng)),
-                   (f"bn{i}", BatchNorm2d(w, dtype=dtype)), (f"relu{i}", ReLU()),
+                   (f"bn{i}", BatchNorm2d(w, dtype=dtype)), (f"{act}{i}", activation_layer(act)),
                    (f"pool{i}", MaxPool2d(2))]
         c = w
     layers += [("avgpool", AdaptiveAvgPool2d(3)), ("flatten", Flatten()),
@@ -43,7 +46,8 @@ def cnn_bn(num_classes=10, in_channels=1, widths=(16, 32, 64), dropout=0.2, dtyp
     return Sequential(OrderedDict(layers))
 
 
-def cnn_bn_wide(num_classes=10, in_channels=1, dropout=0.2, dtype=None, rng=None):
+def cnn_bn_wide(num_classes=10, in_channels=1, dropout=0.2, dtype=None, rng=None,
+                activation="relu"):
     """:func:`cnn_bn` with (32, 64, 128) channels: the stronger Fashion-MNIST
     network (104,426 parameters).
 
@@ -54,4 +58,4 @@ def cnn_bn_wide(num_classes=10, in_channels=1, dropout=0.2, dtype=None, rng=None
     104426
     """
     return cnn_bn(num_classes=num_classes, in_channels=in_channels, widths=(32, 64, 128),
-                  dropout=dropout, dtype=dtype, rng=rng)
+                  dropout=dropout, dtype=dtype, rng=rng, activation=activation)

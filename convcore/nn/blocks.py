@@ -7,6 +7,8 @@ from convcore._validate import as_int, backend_for
 from convcore.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
 from convcore.nn.module import Module, _not_ready, as_rng
 
+__all__ = ["BasicBlock", "Bottleneck", "Inception"]
+
 
 def _plain_row(rows, name, typ, shape):
     rows.append({"name": name, "type": typ, "output_shape": tuple(shape), "params": 0,

@@ -12,6 +12,9 @@ from convcore._ops.layers import _float, linear_backward_accumulate
 from convcore._validate import as_int, backend_for, float_dtype, out_size, pair
 from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
 
+__all__ = ["Conv2d", "Linear", "ReLU", "Flatten", "Dropout", "BatchNorm2d", "LocalResponseNorm",
+           "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Sequential"]
+
 
 def _flag(v, name):
     if not isinstance(v, (bool, np.bool_)):

@@ -13,6 +13,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+__all__ = ["Module", "Parameter"]
+
 
 class Parameter:
     """A trainable array (``.data``) and its accumulated gradient (``.grad``).
