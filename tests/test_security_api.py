@@ -27,7 +27,23 @@ def _valid_calls():
     m = np.ones(3, f4)
     _, mask = F.dropout(x, 0.5, rng=0, return_mask=True)
     sm = F.softmax(a)
+    wt = rng.standard_normal((3, 4, 3, 3)).astype(f4)        # (C_in, C_out, KH, KW)
+    yt = F.conv_transpose2d(x, wt)
+    _, mask2 = F.dropout2d(x, 0.5, rng=0, return_mask=True)
+    up = F.interpolate(x, scale_factor=2)
     return {
+        "conv_transpose2d": (x, wt),
+        "conv_transpose2d_backward": (yt, x, wt),
+        "tanh": (x,),
+        "tanh_backward": (x, F.tanh(x)),
+        "sigmoid": (x,),
+        "sigmoid_backward": (x, F.sigmoid(x)),
+        "leaky_relu": (x,),
+        "leaky_relu_backward": (x, x),
+        "dropout2d": (x,),
+        "dropout2d_backward": (x, mask2),
+        "interpolate": (x, None, 2),
+        "interpolate_backward": (up, x.shape, None, 2),
         "conv2d": (x, w),
         "conv2d_backward": (y, x, w),
         "im2col": (x, 3),
@@ -75,7 +91,8 @@ def _array_slots(name):
     params = list(inspect.signature(getattr(F, name)).parameters.values())
     return [i for i, v in enumerate(CALLS[name])
             if isinstance(v, np.ndarray) and params[i].default is inspect.Parameter.empty
-            and (name, params[i].name) != ("dropout_backward", "mask")]   # None: identity
+            and (name, params[i].name) not in (("dropout_backward", "mask"),
+                                               ("dropout2d_backward", "mask"))]  # None: identity
 
 
 @pytest.mark.parametrize("name, slot", [(n, i) for n in OPS for i in _array_slots(n)])
