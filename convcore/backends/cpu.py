@@ -139,20 +139,8 @@ def _workspace_for(geom, dtype, strategy, limit):
 
 
 def _workspace_elems(geom, itemsize, strategy, limit):
-    fixed = _conv.workspace_elems(geom, 0, strategy)
-    per = _conv.workspace_elems(geom, 1, strategy) - fixed
-    if per <= 0 and fixed <= 0:
-        if fixed < 0 or per < 0:
-            raise ValueError(f"convolution too large for one image: geometry {geom}")
-        return 0
-    budget = limit // itemsize
-    chunk = max(1, min(geom[0], (budget - fixed) // max(per, 1)))
-    while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
-        chunk //= 2
-    total = _conv.workspace_elems(geom, chunk, strategy)
-    if total < 0:
-        raise ValueError(f"convolution too large for one image: geometry {geom}")
-    return total
+    # the C planner decides strategy, kernel crop, chunk and workspace
+    return _conv.plan_workspace(geom, itemsize, strategy, limit // itemsize)
 
 
 def conv2d_forward(x, w, b, y, geom):
