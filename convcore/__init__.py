@@ -15,3 +15,9 @@ from convcore._summary import summary  # noqa: E402
 from convcore._gradcheck import gradcheck  # noqa: E402
 
 __all__ += ["nn", "models", "summary", "gradcheck"]
+
+from convcore._tune import tune, save_plan, load_plan  # noqa: E402
+from convcore import _plan as _plan_state  # noqa: E402
+
+__all__ += ["tune", "save_plan", "load_plan"]
+_plan_state.load_from_environment()   # $CONVCORE_PLAN
