@@ -12,7 +12,11 @@ static int batched_applies(const cc_conv_geom *g) { (void)g; return 1; }
  * side-by-side columns were as fast as per-image tiles or faster on every
  * layer, forward and backward (per-image tiles lost most on first layers
  * and 1x1 convolutions: 0.6-0.8x). */
-static int batched_pick(const cc_conv_geom *g, int elem_size) { (void)g; (void)elem_size; return 1; }
+static int batched_pick(const cc_conv_geom *g, int elem_size, int backward)
+{
+    (void)g, (void)elem_size, (void)backward;
+    return 1;
+}
 
 int cc_conv_product_ok(const cc_conv_geom *g)
 {

@@ -8,7 +8,11 @@
 #ifndef CC_DEPTHWISE_SHAPE
 #define CC_DEPTHWISE_SHAPE
 static int depthwise_applies(const cc_conv_geom *g) { return cc_conv_is_depthwise(g); }
-static int depthwise_pick(const cc_conv_geom *g, int elem_size) { (void)g; (void)elem_size; return 1; }
+static int depthwise_pick(const cc_conv_geom *g, int elem_size, int backward)
+{
+    (void)g, (void)elem_size, (void)backward;
+    return 1;
+}
 static int64_t depthwise_workspace(const cc_conv_geom *g, int64_t chunk) { (void)g; (void)chunk; return 0; }
 #endif
 

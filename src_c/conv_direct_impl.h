@@ -30,9 +30,9 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
     return cc_conv_direct_ok(g) && g->K >= 12 && g->K * g->C * g->KH * g->KW <= CC_DIRECT_AUTO_WEIGHTS;
 }
 
-static int direct_pick(const cc_conv_geom *g, int elem_size)
+static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
-    (void)elem_size;
+    (void)elem_size, (void)backward;
     return cc_conv_direct_auto(g);
 }
 

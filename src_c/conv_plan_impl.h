@@ -16,7 +16,7 @@ typedef struct {
     int id;
     const char *name;
     int (*applies)(const cc_conv_geom *g);          /* can it run this shape? */
-    int (*pick)(const cc_conv_geom *g, int elem_size); /* does AUTO take it? */
+    int (*pick)(const cc_conv_geom *g, int elem_size, int backward); /* AUTO takes it? */
     int64_t (*need)(const cc_conv_geom *g, int64_t chunk);      /* workspace it runs in */
     int64_t (*workspace)(const cc_conv_geom *g, int64_t chunk); /* ... a call hands it */
     int64_t (*cap)(const cc_conv_geom *g, int64_t per);         /* most images a chunk, or NULL */
@@ -45,14 +45,15 @@ static const cc_conv_strategy *cc_conv_strategy_of(int id)
 
 /* The strategy for a shape and a request (before WINOGRAD's look at the
  * data: see the dispatcher). */
-static const cc_conv_strategy *cc_conv_choose(const cc_conv_geom *g, int request, int elem_size)
+static const cc_conv_strategy *cc_conv_choose(const cc_conv_geom *g, int request, int elem_size,
+                                              int backward)
 {
     int i;
     for (i = 0; i < CC_CONV_NLIST; ++i) {
         const cc_conv_strategy *s = &cc_conv_strategies[i];
         if (!s->applies(g)) continue;
         if (s->id == CC_CONV_DEPTHWISE) return s;
-        if (request == CC_CONV_AUTO ? s->pick(g, elem_size) : request == s->id) return s;
+        if (request == CC_CONV_AUTO ? s->pick(g, elem_size, backward) : request == s->id) return s;
     }
     return cc_conv_strategy_of(CC_CONV_BATCHED);
 }
@@ -65,11 +66,12 @@ typedef struct {
     int64_t extra;        /* workspace in front: cropped weights and their gradient */
 } cc_conv_plan;
 
-static void cc_conv_plan_make(const cc_conv_geom *g, int request, int elem_size, cc_conv_plan *p)
+static void cc_conv_plan_make(const cc_conv_geom *g, int request, int elem_size, int backward,
+                              cc_conv_plan *p)
 {
     p->cropped = cc_conv_crop(g, &p->g, &p->kh0, &p->kw0);
     p->extra = p->cropped ? 2 * cc_crop_elems(&p->g) : 0;
-    p->s = cc_conv_choose(&p->g, request, elem_size);
+    p->s = cc_conv_choose(&p->g, request, elem_size, backward);
 }
 
 /* workspace a call with this plan needs for `chunk` images (affine in
@@ -81,6 +83,19 @@ static int64_t cc_conv_plan_workspace(const cc_conv_plan *p, int64_t chunk)
     return t + p->extra;
 }
 
+/* ... for both passes of a layer (which share one buffer): the larger */
+static int64_t cc_conv_layer_workspace(const cc_conv_geom *g, int request, int elem_size,
+                                       int64_t chunk)
+{
+    cc_conv_plan f, b;
+    int64_t tf, tb;
+    cc_conv_plan_make(g, request, elem_size, 0, &f);
+    cc_conv_plan_make(g, request, elem_size, 1, &b);
+    tf = cc_conv_plan_workspace(&f, chunk);
+    tb = cc_conv_plan_workspace(&b, chunk);
+    return tf < 0 || tb < 0 ? -1 : CC_MAX(tf, tb);
+}
+
 int cc_conv_request_ok(int request)
 {
     return request == CC_CONV_AUTO || cc_conv_strategy_of(request) != NULL;
@@ -89,32 +104,29 @@ int cc_conv_request_ok(int request)
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
 {
     /* (float32's choice: it needs at least as much as float64's) */
-    cc_conv_plan p;
-    cc_conv_plan_make(g, strategy, (int)sizeof(float), &p);
-    return cc_conv_plan_workspace(&p, chunk);
+    return cc_conv_layer_workspace(g, strategy, (int)sizeof(float), chunk);
 }
 
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
 {
     cc_conv_plan p;
-    (void)backward;
-    cc_conv_plan_make(g, CC_CONV_AUTO, (int)sizeof(float), &p);
+    cc_conv_plan_make(g, CC_CONV_AUTO, (int)sizeof(float), backward, &p);
     return p.s->id;
 }
 
-int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int64_t budget,
-                       int *strategy, int *cropped, int64_t *work_elems)
+int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
+                       int64_t budget, int *strategy, int *cropped, int64_t *work_elems)
 {
     /* the workspace for as many images as `budget` elements hold (at least
      * one), halving the chunk where a size would overflow */
     cc_conv_plan p;
     int64_t fixed, per, chunk, total;
     if (!g || !cc_conv_request_ok(request) || (elem_size != 4 && elem_size != 8)) return CC_EINVAL;
-    cc_conv_plan_make(g, request, elem_size, &p);
+    cc_conv_plan_make(g, request, elem_size, backward, &p);
     if (strategy) *strategy = p.s->id;
     if (cropped) *cropped = p.cropped;
-    fixed = cc_conv_plan_workspace(&p, 0);
-    per = cc_conv_plan_workspace(&p, 1);
+    fixed = cc_conv_layer_workspace(g, request, elem_size, 0);
+    per = cc_conv_layer_workspace(g, request, elem_size, 1);
     if (fixed < 0 || per < 0) return CC_EINVAL;
     per -= fixed;
     if (per <= 0 && fixed == 0) {
@@ -123,8 +135,8 @@ int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int64_
     }
     chunk = per > 0 && budget > fixed ? (budget - fixed) / per : 1;
     chunk = CC_MAX(1, CC_MIN(CC_MAX(g->N, 1), chunk));
-    while (chunk > 1 && cc_conv_plan_workspace(&p, chunk) < 0) chunk /= 2;
-    total = cc_conv_plan_workspace(&p, chunk);
+    while (chunk > 1 && cc_conv_layer_workspace(g, request, elem_size, chunk) < 0) chunk /= 2;
+    total = cc_conv_layer_workspace(g, request, elem_size, chunk);
     if (total < 0) return CC_EINVAL;
     *work_elems = total;
     return CC_OK;
@@ -188,7 +200,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
         return CC_EINVAL;
     if (!cc_conv_request_ok(strategy) || work_elems < 0) return CC_EINVAL;
     if (g->N == 0) return CC_OK;
-    cc_conv_plan_make(g, strategy, (int)sizeof(REAL), &p);
+    cc_conv_plan_make(g, strategy, (int)sizeof(REAL), 0, &p);
     n_threads = cc_conv_team_size(&p.g, n_threads);
     if (p.cropped) {
         if (!work || work_elems < p.extra) return CC_EINVAL;
@@ -222,7 +234,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     if (!w || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
     if (!cc_conv_request_ok(strategy) || work_elems < 0) return CC_EINVAL;
     if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
-    cc_conv_plan_make(g, strategy, (int)sizeof(REAL), &p);
+    cc_conv_plan_make(g, strategy, (int)sizeof(REAL), 1, &p);
     n_threads = cc_conv_team_size(&p.g, n_threads);
     if (g->N == 0) {
         if (dw) for (k = 0; k < g->K * (g->C / g->groups) * g->KH * g->KW; ++k) dw[k] = 0;

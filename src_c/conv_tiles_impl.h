@@ -8,7 +8,11 @@
 #ifndef CC_TILES_SHAPE
 #define CC_TILES_SHAPE
 static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
-static int tiles_pick(const cc_conv_geom *g, int elem_size) { (void)g; (void)elem_size; return 0; }
+static int tiles_pick(const cc_conv_geom *g, int elem_size, int backward)
+{
+    (void)g, (void)elem_size, (void)backward;
+    return 0;
+}
 /* a chunk of images' columns (C*KH*KW, L) each; none for a 1x1/stride-1/pad-0
  * layer, whose columns are x itself */
 static int64_t tiles_workspace(const cc_conv_geom *g, int64_t chunk)

@@ -72,9 +72,11 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *                    rounding differs from a direct sum (the transforms add
  *                    a few roundings per term); inputs with Inf/NaN or
  *                    magnitudes near overflow take the BATCHED path.
- *   CC_CONV_AUTO     chosen from the shape (cc_conv_auto_strategy); for
- *                    float32 also WINOGRAD where cc_conv_winograd_auto says
- *                    it pays.  float64 never uses WINOGRAD unless asked. */
+ *   CC_CONV_AUTO     chosen from the shape, dtype and pass by the planner's
+ *                    heuristics (cc_conv_auto_strategy); for float32 also
+ *                    WINOGRAD where its heuristic says it pays (not on maps
+ *                    of under 3x3 tiles, nor for a batch-1 3x3 forward).
+ *                    float64 never uses WINOGRAD unless asked. */
 #define CC_CONV_AUTO (-1)
 #define CC_CONV_TILES 0
 #define CC_CONV_BATCHED 1
@@ -141,12 +143,13 @@ int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strate
 int cc_conv_request_ok(int request);
 
 /* The planner's answer for a call with elements of elem_size bytes (4 or
- * 8): the strategy it runs (*strategy; for WINOGRAD, unless the data send
- * it to BATCHED), whether its kernel is cropped (*cropped), and the
- * workspace for as many images as `budget` elements hold, at least one
- * (*work_elems).  CC_EINVAL where one image's workspace overflows. */
-int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int64_t budget,
-                       int *strategy, int *cropped, int64_t *work_elems);
+ * 8): the strategy its forward (backward = 0) or backward pass runs
+ * (*strategy; for WINOGRAD, unless the data send it to BATCHED), whether
+ * its kernel is cropped (*cropped), and the workspace for either pass for as
+ * many images as `budget` elements hold, at least one (*work_elems).
+ * CC_EINVAL where one image's workspace overflows. */
+int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
+                       int64_t budget, int *strategy, int *cropped, int64_t *work_elems);
 
 /* "tiles", "batched", "winograd", "direct", "depthwise", "auto", or "". */
 const char *cc_conv_strategy_name(int id);

@@ -1247,10 +1247,23 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 }
 
 
-static int winograd_pick(const cc_conv_geom *g, int elem_size)
+/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice) */
+#define CC_WG_MIN_PLANE_TILES 9
+
+static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
     /* float64 never takes it unless asked: its rounding is a float32 trade */
-    return elem_size == (int)sizeof(float) && cc_conv_winograd_auto(g);
+    if (elem_size != (int)sizeof(float) || !cc_conv_winograd_auto(g)) return 0;
+    if (g->KH == 3 && g->SH == 1) {
+        /* Measured (3x3, stride 1, 2 threads, against BATCHED): on maps of
+         * under 3x3 tiles (2x2 and 4x4 outputs) 1.15-1.3x slower both ways,
+         * the border tiles being most of the work; at batch 1 the forward
+         * pass 1.6-2x slower (7x7 to 56x56 outputs, 64 to 512 channels)
+         * while the backward was as fast or faster (0.65-0.96x). */
+        if (((g->OH + 1) / 2) * ((g->OW + 1) / 2) < CC_WG_MIN_PLANE_TILES) return 0;
+        if (!backward && g->N < 2) return 0;
+    }
+    return 1;
 }
 
 /* Winograd workspace: fixed 2 x 16*K*C (transformed weights, dU), per image

@@ -148,9 +148,17 @@ def test_results_hold_under_a_tiny_workspace_limit(rng):
 
 def test_plan_names_the_strategy():
     assert _conv.plan(_geom(*GEOMS[8]), np.float32) == "depthwise+crop"
-    assert _conv.plan(_geom(*GEOMS[7]), np.float32) == "winograd"
-    assert _conv.plan(_geom(*GEOMS[7]), np.float64) == "batched"   # float64: never unasked
-    assert _conv.plan(_geom(*GEOMS[7]), np.float64, "tiles") == "tiles"
+    body = _geom(2, 64, 14, 14, 64, 3, 1, 1, 1)
+    assert _conv.plan(body, np.float32) == "winograd"
+    assert _conv.plan(body, np.float64) == "batched"   # float64: never unasked
+    assert _conv.plan(body, np.float64, "tiles") == "tiles"
+    # batch 1: the forward pass through the GEMM, the backward by Winograd
+    one = _geom(1, 64, 14, 14, 64, 3, 1, 1, 1)
+    assert _conv.plan(one, np.float32) == "batched"
+    assert _conv.plan(one, np.float32, backward=True) == "winograd"
+    # maps of under 3x3 Winograd tiles: the GEMM both ways
+    assert _conv.plan(_geom(*GEOMS[7]), np.float32) == "batched"
+    assert _conv.plan(_geom(*GEOMS[7]), np.float32, backward=True) == "batched"
     with pytest.raises(ValueError, match="strategy must be"):
         _conv.plan(_geom(*GEOMS[7]), np.float32, "fastest")
 

@@ -25,8 +25,8 @@ cdef extern from "convcore.h" nogil:
     int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_WINOGRAD, CC_CONV_DIRECT
     int CC_CONV_DEPTHWISE
     int cc_conv_request_ok(int request)
-    int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int64_t budget,
-                           int *strategy, int *cropped, int64_t *work_elems)
+    int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
+                           int64_t budget, int *strategy, int *cropped, int64_t *work_elems)
     const char *cc_conv_strategy_name(int id)
     int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     int cc_conv_geom_check(const cc_conv_geom *g)
@@ -171,15 +171,16 @@ def plan_workspace(tuple geom, int itemsize, int strategy, int64_t budget):
     cdef int64_t total = 0
     if not cc_conv_request_ok(strategy):
         raise ValueError(f"unknown convolution strategy {strategy}")
-    if cc_conv_plan_query(&g, strategy, itemsize, budget, &s, &cropped, &total) != CC_OK:
+    if cc_conv_plan_query(&g, strategy, itemsize, 0, budget, &s, &cropped, &total) != CC_OK:
         raise ValueError(f"convolution too large for one image: geometry {geom}")
     return total
 
 
-def plan(tuple geom, dtype="float32", strategy=CC_CONV_AUTO):
+def plan(tuple geom, dtype="float32", strategy=CC_CONV_AUTO, bint backward=False):
     """The strategy a convolution call on `geom` runs (a name, e.g.
-    'batched'), as the planner decides it from the shape, the dtype and the
-    request `strategy` (a name, a number or AUTO), with '+crop' appended
+    'batched') for the forward pass (or the backward with `backward`), as
+    the planner decides it from the shape, the dtype and the request
+    `strategy` (a name, a number or AUTO), with '+crop' appended
     where kernel rows or columns that meet only padding are cropped away.
     (WINOGRAD still runs BATCHED when the data hold Inf, NaN or huge values.)
 
@@ -199,7 +200,7 @@ def plan(tuple geom, dtype="float32", strategy=CC_CONV_AUTO):
         req = strategy
     if not cc_conv_request_ok(req) or itemsize not in (4, 8):
         raise ValueError(f"unknown strategy {strategy!r} or dtype {dtype!r}")
-    if cc_conv_plan_query(&g, req, itemsize, 0, &s, &cropped, &total) != CC_OK:
+    if cc_conv_plan_query(&g, req, itemsize, backward, 0, &s, &cropped, &total) != CC_OK:
         raise ValueError(f"convolution too large for one image: geometry {geom}")
     name = cc_conv_strategy_name(s).decode()
     return name + "+crop" if cropped else name
