@@ -84,26 +84,40 @@ static int crop_live(const cc_conv_geom *gc, int64_t kh0, int64_t kw0, int64_t k
 }
 #endif
 
+/* (copies and checks of at least this many weights start a team) */
+#define CC_CROP_TEAM_ELEMS 65536
+
 /* wc (K, Cg, KHc, KWc) = the live taps of w (K, Cg, KH, KW) */
 static void FN(crop_weights)(const REAL *w, const cc_conv_geom *g, const cc_conv_geom *gc,
-                             int64_t kh0, int64_t kw0, REAL *wc)
+                             int64_t kh0, int64_t kw0, int n_threads, REAL *wc)
 {
     const int64_t KCg = g->K * (g->C / g->groups);
-    int64_t q, i, j;
-    for (q = 0; q < KCg; ++q)
+    int64_t q;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) \
+    if (n_threads > 1 && KCg * g->KH * g->KW >= CC_CROP_TEAM_ELEMS) schedule(static)
+    for (q = 0; q < KCg; ++q) {
+        int64_t i, j;
         for (i = 0; i < gc->KH; ++i)
             for (j = 0; j < gc->KW; ++j)
                 wc[(q * gc->KH + i) * gc->KW + j] = w[(q * g->KH + kh0 + i) * g->KW + kw0 + j];
+    }
 }
 
-/* y[:, k] = NaN for every output channel k with an Inf or NaN dead tap */
+/* y[:, k] = NaN for every output channel k with an Inf or NaN dead tap
+ * (each channel's weights are first checked as a whole, a vector pass) */
 static void FN(crop_fwd_fix)(const REAL *w, const cc_conv_geom *g, const cc_conv_geom *gc,
-                             int64_t kh0, int64_t kw0, REAL *y)
+                             int64_t kh0, int64_t kw0, int n_threads, REAL *y)
 {
     const int64_t Cg = g->C / g->groups, KK = g->KH * g->KW, L = g->OH * g->OW;
-    int64_t k, c, kh, kw, n, l;
+    int64_t k;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) \
+    if (n_threads > 1 && g->K * Cg * KK >= CC_CROP_TEAM_ELEMS) schedule(static)
     for (k = 0; k < g->K; ++k) {
         REAL z = 0;
+        int64_t c, kh, kw, n, l;
+        if (FN(all_finite)(w + k * Cg * KK, Cg * KK)) continue;
         for (c = 0; c < Cg; ++c)
             for (kh = 0; kh < g->KH; ++kh)
                 for (kw = 0; kw < g->KW; ++kw)
@@ -118,12 +132,17 @@ static void FN(crop_fwd_fix)(const REAL *w, const cc_conv_geom *g, const cc_conv
  * dead taps get sum(dy[:, k]) * 0, i.e. 0, or NaN where dy[:, k] is not
  * all finite */
 static void FN(crop_dw_expand)(const REAL *dwc, const REAL *dy, const cc_conv_geom *g,
-                               const cc_conv_geom *gc, int64_t kh0, int64_t kw0, REAL *dw)
+                               const cc_conv_geom *gc, int64_t kh0, int64_t kw0, int n_threads,
+                               REAL *dw)
 {
     const int64_t Cg = g->C / g->groups, L = g->OH * g->OW;
-    int64_t k, c, kh, kw, n, l;
+    int64_t k;
+    (void)n_threads;
+#pragma omp parallel for num_threads(n_threads) \
+    if (n_threads > 1 && g->K * Cg * g->KH * g->KW >= CC_CROP_TEAM_ELEMS) schedule(static)
     for (k = 0; k < g->K; ++k) {
         REAL z = 0;
+        int64_t c, kh, kw, n, l;
         for (n = 0; n < g->N; ++n) {
             const REAL *p = dy + (n * g->K + k) * L;
             for (l = 0; l < L; ++l) z += p[l] * 0;

@@ -204,7 +204,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     n_threads = cc_conv_team_size(&p.g, n_threads);
     if (p.cropped) {
         if (!work || work_elems < p.extra) return CC_EINVAL;
-        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, work);
+        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, n_threads, work);
         wrun = work;
         work += p.extra;
         work_elems -= p.extra;
@@ -214,7 +214,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     B = cc_conv_chunk(&p.g, s->need, s->cap, work_elems);
     if (B == 0 || (!work && s->need(&p.g, 1) > 0)) return CC_EINVAL;
     st = FN(conv_impl)[s->id].fwd(x, wrun, b, &p.g, work, work_elems, B, n_threads, gemm, y);
-    if (st == CC_OK && p.cropped) FN(crop_fwd_fix)(w, g, &p.g, p.kh0, p.kw0, y);
+    if (st == CC_OK && p.cropped) FN(crop_fwd_fix)(w, g, &p.g, p.kh0, p.kw0, n_threads, y);
     return st;
 }
 
@@ -266,7 +266,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     if (!dx && !dw) return CC_OK;
     if (p.cropped) {
         if (!work || work_elems < p.extra) return CC_EINVAL;
-        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, work);
+        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, n_threads, work);
         wrun = work;
         if (dw) dwrun = work + p.extra / 2;
         work += p.extra;
@@ -277,7 +277,7 @@ int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
     B = cc_conv_chunk(&p.g, s->need, s->cap, work_elems);
     if (B == 0 || (!work && s->need(&p.g, 1) > 0)) return CC_EINVAL;
     st = FN(conv_impl)[s->id].bwd(dy, x, wrun, &p.g, work, work_elems, B, n_threads, gemm, dx, dwrun);
-    if (st == CC_OK && p.cropped && dw) FN(crop_dw_expand)(dwrun, dy, g, &p.g, p.kh0, p.kw0, dw);
+    if (st == CC_OK && p.cropped && dw) FN(crop_dw_expand)(dwrun, dy, g, &p.g, p.kh0, p.kw0, n_threads, dw);
     return st;
 }
 

@@ -260,3 +260,19 @@ def test_convcore_plan_environment_variable_loads_at_import(tmp_path, no_plan):
                          text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "2"
+
+
+def test_dead_tap_checks_hold_for_large_kernels_on_every_thread_count(rng):
+    # (enough weights for the checks to run in a team)
+    x = rng.standard_normal((2, 96, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((96, 96, 3, 3)).astype(np.float32)
+    w[50, 7, 2, 2] = np.nan
+    before = cc.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            cc.set_num_threads(n)
+            y = cc.conv2d(x, w, padding=1)
+            assert np.isnan(y[:, 50]).all()
+            assert np.isfinite(np.delete(y, 50, axis=1)).all()
+    finally:
+        cc.set_num_threads(before)
