@@ -20,6 +20,12 @@ from convcore._gradcheck import gradcheck  # noqa: E402
 
 __all__ += ["nn", "models", "summary", "gradcheck"]
 
+from convcore._tune import tune, save_plan, load_plan  # noqa: E402
+from convcore import _plan as _plan_state  # noqa: E402
+
+__all__ += ["tune", "save_plan", "load_plan"]
+_plan_state.load_from_environment()   # $CONVCORE_PLAN
+
 # Sub-modules imported on first attribute access (PEP 562).
 _LAZY = ("optim", "losses", "data", "train", "distributed")
 __all__ += list(_LAZY)

@@ -6,6 +6,7 @@
     convcore prune RUN [--amount 0.9] [--epochs 2] [--structured]
     convcore search [--budget 8|90s] [--dataset fashion-mnist]
     convcore summary vgg16 [--input 3,224,224] [--num-classes N] [--notes | --listing]
+    convcore tune resnet18 [--input 8,3,224,224] [--out convcore-plan.json]
     convcore info
 
 ``python -m convcore ...`` runs the same.  User errors (bad options, missing
@@ -79,6 +80,37 @@ def cmd_summary(args):
         kwargs["num_classes"] = args.num_classes
     model = models.get_model(name, **kwargs)
     print(summary(model, shape, style=getattr(args, "style", "table")))
+    return 0
+
+
+# ------------------------------------------------------------------------ tune
+def add_tune(sub):
+    p = sub.add_parser("tune", help="measure the fastest convolution strategy for each "
+                                    "layer of a model and save it as a plan",
+                       formatter_class=_Formatter)
+    p.add_argument("model", help="a model name, as for summary")
+    p.add_argument("--input", type=_shape, default=None,
+                   help="input shape C,H,W or N,C,H,W (default: the model's usual input, "
+                        "batch 1)")
+    p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    p.add_argument("--repeat", type=int, default=3, help="timed runs per strategy (default 3)")
+    p.add_argument("--forward-only", action="store_true", help="do not tune the backward pass")
+    p.add_argument("--out", default="convcore-plan.json",
+                   help="plan file to write (default convcore-plan.json; load it with "
+                        "CONVCORE_PLAN=FILE or convcore.load_plan)")
+    p.set_defaults(func=cmd_tune)
+
+
+def cmd_tune(args):
+    from convcore._tune import save_plan, tune
+    name = args.model.lower()
+    shape = args.input or _DEFAULT_INPUT.get(name, (3, 224, 224))
+    if args.repeat < 1:
+        raise ValueError(f"--repeat must be >= 1, got {args.repeat}")
+    entries = tune(name, shape, dtype=args.dtype, repeat=args.repeat,
+                   backward=not args.forward_only, verbose=True)
+    save_plan(args.out)
+    print(f"{len(entries)} convolution geometries tuned; plan written to {args.out}")
     return 0
 
 
@@ -276,6 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train(sub)
     _add_evaluate(sub)
     add_summary(sub)
+    add_tune(sub)
     add_info(sub)
     from convcore.prune import add_cli as _add_prune
     from convcore.search import add_cli as _add_search

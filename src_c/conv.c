@@ -1,8 +1,10 @@
 /* Convolution family: im2col, col2im, conv2d forward and backward,
- * instantiated for float32 and float64 from conv_impl.h. */
+ * instantiated for float32 and float64 from conv_impl.h (which lists the
+ * strategies, one header each, and the planner). */
 #include "convcore.h"
 #include "internal.h"
 
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 

@@ -72,9 +72,11 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *                    rounding differs from a direct sum (the transforms add
  *                    a few roundings per term); inputs with Inf/NaN or
  *                    magnitudes near overflow take the BATCHED path.
- *   CC_CONV_AUTO     chosen from the shape (cc_conv_auto_strategy); for
- *                    float32 also WINOGRAD where cc_conv_winograd_auto says
- *                    it pays.  float64 never uses WINOGRAD unless asked. */
+ *   CC_CONV_AUTO     chosen from the shape, dtype and pass by the planner's
+ *                    heuristics (cc_conv_auto_strategy); for float32 also
+ *                    WINOGRAD where its heuristic says it pays (not on maps
+ *                    of under 3x3 tiles, nor for a batch-1 3x3 forward).
+ *                    float64 never uses WINOGRAD unless asked. */
 #define CC_CONV_AUTO (-1)
 #define CC_CONV_TILES 0
 #define CC_CONV_BATCHED 1
@@ -84,6 +86,17 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *                    copy of each image, no im2col and no BLAS; the backward
  *                    pass is BATCHED's. */
 #define CC_CONV_DIRECT 3
+/*   CC_CONV_DEPTHWISE one input channel per group (groups > 1): direct loops,
+ *                    no workspace.  A depthwise layer always takes it, whatever
+ *                    was asked for.
+ * The strategies are listed, in the order AUTO tries them, by the planner
+ * (conv_plan_impl.h); each lives in its own header (conv_impl.h lists them).
+ * Before choosing, the planner crops kernel rows and columns that meet only
+ * padding for every output position (conv_crop_impl.h): a 3x3 convolution
+ * with padding 1 of a 1x1 map runs as a 1x1 one.  The cropped kernel and
+ * its gradient take the front of the workspace. */
+#define CC_CONV_DEPTHWISE 4
+#define CC_CONV_NSTRATEGIES 5
 
 /* Limits of the direct path: groups 1, a padded image of at most
  * CC_DIRECT_MAX_PAD elements (a per-thread stack buffer), at most
@@ -115,14 +128,31 @@ int cc_conv_direct_auto(const cc_conv_geom *g);
 int cc_conv_winograd_ok(const cc_conv_geom *g);
 int cc_conv_winograd_auto(const cc_conv_geom *g);
 
-/* The strategy CC_CONV_AUTO picks for the forward (backward = 0) or backward
- * (backward = 1) pass. */
+/* The strategy CC_CONV_AUTO picks for float32 for the forward (backward = 0)
+ * or backward (backward = 1) pass, for the shape alone (WINOGRAD may still
+ * run BATCHED where the inputs hold Inf, NaN or huge values). */
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
 
 /* Elements of workspace needed to process `chunk` images at once with
- * `strategy` (an affine function of chunk: chunk 0 gives its fixed part),
- * 0 when none is needed (depthwise, or 1x1 tiles), -1 on overflow. */
+ * `strategy` in float32 or float64 (an affine function of chunk: chunk 0
+ * gives its fixed part), 0 when none is needed (depthwise, or 1x1 tiles),
+ * -1 on overflow. */
 int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy);
+
+/* Whether `request` names a strategy (or CC_CONV_AUTO). */
+int cc_conv_request_ok(int request);
+
+/* The planner's answer for a call with elements of elem_size bytes (4 or
+ * 8): the strategy its forward (backward = 0) or backward pass runs
+ * (*strategy; for WINOGRAD, unless the data send it to BATCHED), whether
+ * its kernel is cropped (*cropped), and the workspace for either pass for as
+ * many images as `budget` elements hold, at least one (*work_elems).
+ * CC_EINVAL where one image's workspace overflows. */
+int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
+                       int64_t budget, int *strategy, int *cropped, int64_t *work_elems);
+
+/* "tiles", "batched", "winograd", "direct", "depthwise", "auto", or "". */
+const char *cc_conv_strategy_name(int id);
 
 /* Whether the 1x1 / stride 1 / padding 0 path (no im2col) applies to tiles. */
 int cc_conv_is_pointwise(const cc_conv_geom *g);

@@ -102,10 +102,6 @@ static inline int64_t cc_dw_splits_n(int64_t out_elems, int64_t nbL)
  * idle machine and whole scheduler time slices on a busy one, so work below
  * about 2^21 multiply-accumulates runs on the calling thread.  Results never
  * depend on the thread count, so this changes speed only. */
-/* Workspace a call needs for the strategy it resolved to (cc_conv_workspace_elems
- * also covers a WINOGRAD request's fallback to BATCHED).  Needs convcore.h. */
-int64_t cc_conv_workspace_run(const cc_conv_geom *g, int64_t chunk, int strategy);
-
 /* The 3x3 geometry a 5x5 WINOGRAD layer runs as, for nb images, forward
  * (dx = 0), dX (dx = 1) or dW (dx = 2: the forward with its input split),
  * with I inputs and O outputs.  Returns 0 where the input is split (I <= O: 4I channels of the shifted padded input, OH+2 x

@@ -1215,3 +1215,162 @@ static int FN(wg5_dw)(const REAL *dy, const REAL *x, const cc_conv_geom *g, REAL
     }
     return CC_OK;
 }
+
+/* ------------------------------------------------------------------ */
+/* Strategy WINOGRAD: applies? workspace (the shape part, compiled once),
+ * forward and backward. */
+#ifndef CC_WINOGRAD_SHAPE
+#define CC_WINOGRAD_SHAPE
+int cc_conv_winograd_ok(const cc_conv_geom *g)
+{
+    /* 3x3 at stride 1 or 2, or 5x5 at stride 1 cut into four 3x3 pieces
+     * (cc_wg5_geom) */
+    const int k3 = g->KH == 3 && g->KW == 3 && g->PH <= 2 && g->PW <= 2 &&
+                   ((g->SH == 1 && g->SW == 1) || (g->SH == 2 && g->SW == 2));
+    const int k5 = g->KH == 5 && g->KW == 5 && g->PH <= 4 && g->PW <= 4 && g->SH == 1 && g->SW == 1;
+    return (k3 || k5) && g->DH == 1 && g->DW == 1 && g->groups == 1;
+}
+
+int cc_conv_winograd_auto(const cc_conv_geom *g)
+{
+    /* The transforms cost memory passes proportional to C + K per tile; the
+     * GEMMs save 20 of every 36 multiplications per channel pair.  Below
+     * about 32 channels on either side the saving does not pay. */
+    /* (5x5 transforms four times the channels on one side: twice the bar) */
+    const int64_t min = g->KH == 5 ? 2 * CC_WG_MIN_CHANNELS : CC_WG_MIN_CHANNELS;
+    /* Stride 2 saves 11 of 36 multiplications.  Measured (fwd+bwd, 2
+     * threads, against BATCHED): 1.2-1.4x faster on outputs of 14x14 to
+     * 28x28 from 16 channels on, 0.85-1.08x on 8x8 outputs, 0.73-0.98x on
+     * 7x7 ones (few tiles, short GEMMs). */
+    if (g->SH == 2 && (g->OH < CC_WG_S2_MIN_SIDE || g->OW < CC_WG_S2_MIN_SIDE)) return 0;
+    return cc_conv_winograd_ok(g) && g->C >= min && g->K >= min;
+}
+
+
+/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice) */
+#define CC_WG_MIN_PLANE_TILES 9
+
+static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
+{
+    /* float64 never takes it unless asked: its rounding is a float32 trade */
+    if (elem_size != (int)sizeof(float) || !cc_conv_winograd_auto(g)) return 0;
+    if (g->KH == 3 && g->SH == 1) {
+        /* Measured (3x3, stride 1, 2 threads, against BATCHED): on maps of
+         * under 3x3 tiles (2x2 and 4x4 outputs) 1.15-1.3x slower both ways,
+         * the border tiles being most of the work; at batch 1 the forward
+         * pass 1.6-2x slower (7x7 to 56x56 outputs, 64 to 512 channels)
+         * while the backward was as fast or faster (0.65-0.96x). */
+        if (((g->OH + 1) / 2) * ((g->OW + 1) / 2) < CC_WG_MIN_PLANE_TILES) return 0;
+        if (!backward && g->N < 2) return 0;
+    }
+    return 1;
+}
+
+/* Winograd workspace: fixed 2 x 16*K*C (transformed weights, dU), per image
+ * 16*(C+K) values per 2x2 tile of the larger of the output and the input. */
+static int64_t wg3_workspace(const cc_conv_geom *g, int64_t chunk);
+
+/* A 5x5 layer's Winograd workspace, the largest of its forward, dX and dW:
+ * the split kernel (4 O I 9) or the split dW (as large), a chunk of split
+ * outputs (a split input is transformed straight from the planes), and the
+ * 3x3 workspace of the split geometry. */
+static int64_t wg5_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    int64_t best = 0;
+    int dx;
+    for (dx = 0; dx < 3; ++dx) {
+        cc_conv_geom g3;
+        int64_t wk, in, rest;
+        const int out = cc_wg5_geom(g, dx, chunk, &g3);
+        rest = wg3_workspace(&g3, chunk);
+        if (rest < 0 || !cc_prod4_ok(g3.K, g3.C, 9, 1, &wk) ||
+            !cc_prod4_ok(out ? chunk : 0, g3.K, g3.OH, g3.OW, &in) || wk > CC_SIZE_MAX - in ||
+            wk + in > CC_SIZE_MAX - rest)
+            return -1;
+        best = CC_MAX(best, wk + in + rest);
+    }
+    return best;
+}
+
+/* transformed values per image: the more of F(2x2, 3x3)'s and F(4x4, 3x3)'s
+ * tiles over the output (forward, dW) and over the input (dX) */
+static int64_t wg_points(int64_t H, int64_t W)
+{
+    const int64_t t2 = 16 * ((H + 1) / 2) * ((W + 1) / 2);
+    const int64_t t4 = 36 * ((H + 3) / 4) * ((W + 3) / 4);
+    return t2 > t4 ? t2 : t4;
+}
+
+static int64_t wg3_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    /* (stride 2: 25 values per 2x2 tile of the output, for every pass) */
+    const int64_t T = g->SH == 2 ? 25 * ((g->OH + 1) / 2) * ((g->OW + 1) / 2) : wg_points(g->OH, g->OW);
+    const int64_t Th = g->SH == 2 ? 0 : wg_points(g->H, g->W);
+    const int64_t pts = T > Th ? T : Th;
+    int64_t fixed, t;
+    /* fixed: the dX kernel (36 matrices at most) and dU (16); (+ padding
+     * of 32 elements behind each of the at most 36 matrices of four
+     * buffers, see WG_STRIDE in winograd_impl.h) */
+    if (!cc_prod4_ok(52, g->K, g->C, 1, &fixed) || fixed > CC_SIZE_MAX - 4 * 36 * 32) return -1;
+    fixed += 4 * 36 * 32;
+    if (!cc_prod4_ok(chunk, 1, g->C + g->K, pts, &t)) return -1;
+    /* a chunk's tiles are one BLAS dimension: 32-bit sizes */
+    if (chunk * (pts / 16) > INT_MAX || t > CC_SIZE_MAX - fixed) return -1;
+    return t + fixed;
+}
+
+static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    return g->KH == 5 ? wg5_workspace(g, chunk) : wg3_workspace(g, chunk);
+}
+
+
+/* what a call hands it: room for its own run and for BATCHED's, which it
+ * falls back to where the inputs are not tame (wg_tame): the larger fixed
+ * part plus the larger per-image part (affine in chunk) */
+static int64_t winograd_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    const int64_t b0 = batched_workspace(g, 0), b1 = batched_workspace(g, 1);
+    const int64_t w0 = wg_workspace(g, 0), w1 = wg_workspace(g, 1);
+    int64_t fixed, per, t;
+    if (b0 < 0 || b1 < 0 || w0 < 0 || w1 < 0) return -1;
+    if (batched_workspace(g, chunk) < 0 || wg_workspace(g, chunk) < 0) return -1;
+    fixed = CC_MAX(b0, w0);
+    per = CC_MAX(b1 - b0, w1 - w0);
+    if (!cc_mul_ok(chunk, per, &t) || t > CC_SIZE_MAX - fixed) return -1;
+    return t + fixed;
+}
+
+/* the transforms stream through V and M: a chunk that stays in cache is
+ * faster than one long GEMM (shape-only, so deterministic) */
+static int64_t winograd_cap(const cc_conv_geom *g, int64_t per)
+{
+    const int m = g->SH == 2 ? 2 : cc_wg_tile(g->OH, g->OW);   /* outputs a tile side */
+    const int64_t T = ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+    return CC_MAX(CC_MAX(1, CC_WG_CHUNK_ELEMS / per), (CC_WG_MIN_TILES + T - 1) / T);
+}
+#endif
+
+/* the strategy interface */
+static int FN(winograd_fwd)(const REAL *x, const REAL *w, const REAL *b, const cc_conv_geom *g,
+                            REAL *work, int64_t work_elems, int64_t B, int n_threads,
+                            GEMM_T gemm, REAL *y)
+{
+    (void)work_elems;
+    return g->KH == 5 ? FN(wg5_run)(x, w, b, g, 0, work, B, n_threads, gemm, y)
+                      : FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
+}
+
+static int FN(winograd_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc_conv_geom *g,
+                            REAL *work, int64_t work_elems, int64_t B, int n_threads,
+                            GEMM_T gemm, REAL *dx, REAL *dw)
+{
+    (void)work_elems;
+    if (g->KH == 5) {
+        /* 5x5: dW, then dX, each through its split (same workspace) */
+        if (dw) FN(wg5_dw)(dy, x, g, work, B, n_threads, gemm, dw);
+        return dx ? FN(wg5_run)(dy, w, NULL, g, 1, work, B, n_threads, gemm, dx) : CC_OK;
+    }
+    if (g->SH == 2) return FN(bwd_winograd_s2)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
+    return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw, 1, 1, NULL);
+}

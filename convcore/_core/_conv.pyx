@@ -23,6 +23,11 @@ cdef extern from "convcore.h" nogil:
                                 const double *, const int *, const double *, double *,
                                 const int *)
     int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_WINOGRAD, CC_CONV_DIRECT
+    int CC_CONV_DEPTHWISE
+    int cc_conv_request_ok(int request)
+    int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
+                           int64_t budget, int *strategy, int *cropped, int64_t *work_elems)
+    const char *cc_conv_strategy_name(int id)
     int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     int cc_conv_geom_check(const cc_conv_geom *g)
     int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
@@ -123,6 +128,10 @@ TILES = CC_CONV_TILES
 BATCHED = CC_CONV_BATCHED
 WINOGRAD = CC_CONV_WINOGRAD
 DIRECT = CC_CONV_DIRECT
+DEPTHWISE = CC_CONV_DEPTHWISE
+#: the strategies by name, in the planner's priority order
+STRATEGIES = {"depthwise": CC_CONV_DEPTHWISE, "winograd": CC_CONV_WINOGRAD,
+              "direct": CC_CONV_DIRECT, "batched": CC_CONV_BATCHED, "tiles": CC_CONV_TILES}
 
 
 def env_strategy():
@@ -140,6 +149,8 @@ def env_strategy():
         return CC_CONV_WINOGRAD
     if strcmp(v, b"direct") == 0:
         return CC_CONV_DIRECT
+    if strcmp(v, b"depthwise") == 0:
+        return CC_CONV_DEPTHWISE
     return CC_CONV_AUTO
 
 
@@ -148,6 +159,51 @@ def workspace_elems(tuple geom, int64_t chunk, int strategy):
     `strategy` (0: none, -1: too large for the strategy)."""
     cdef cc_conv_geom g = _geom(geom)
     return cc_conv_workspace_elems(&g, chunk, strategy)
+
+
+def plan_workspace(tuple geom, int itemsize, int strategy, int64_t budget):
+    """The planner's workspace (elements) for a call on `geom` with elements
+    of `itemsize` bytes and the strategy request `strategy`: enough for as
+    many images as `budget` elements hold, at least one.  ValueError where
+    one image's workspace is too large."""
+    cdef cc_conv_geom g = _geom(geom)
+    cdef int s = 0, cropped = 0
+    cdef int64_t total = 0
+    if not cc_conv_request_ok(strategy):
+        raise ValueError(f"unknown convolution strategy {strategy}")
+    if cc_conv_plan_query(&g, strategy, itemsize, 0, budget, &s, &cropped, &total) != CC_OK:
+        raise ValueError(f"convolution too large for one image: geometry {geom}")
+    return total
+
+
+def plan(tuple geom, dtype="float32", strategy=CC_CONV_AUTO, bint backward=False):
+    """The strategy a convolution call on `geom` runs (a name, e.g.
+    'batched') for the forward pass (or the backward with `backward`), as
+    the planner decides it from the shape, the dtype and the request
+    `strategy` (a name, a number or AUTO), with '+crop' appended
+    where kernel rows or columns that meet only padding are cropped away.
+    (WINOGRAD still runs BATCHED when the data hold Inf, NaN or huge values.)
+
+    geom = (N, C, H, W, K, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, groups)."""
+    cdef cc_conv_geom g = _geom(geom)
+    cdef int s = 0, cropped = 0
+    cdef int64_t total = 0
+    cdef int req
+    import numpy as _np
+    itemsize = _np.dtype(dtype).itemsize
+    if isinstance(strategy, str):
+        if strategy != "auto" and strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, "
+                             f"got {strategy!r}")
+        req = CC_CONV_AUTO if strategy == "auto" else STRATEGIES[strategy]
+    else:
+        req = strategy
+    if not cc_conv_request_ok(req) or itemsize not in (4, 8):
+        raise ValueError(f"unknown strategy {strategy!r} or dtype {dtype!r}")
+    if cc_conv_plan_query(&g, req, itemsize, backward, 0, &s, &cropped, &total) != CC_OK:
+        raise ValueError(f"convolution too large for one image: geometry {geom}")
+    name = cc_conv_strategy_name(s).decode()
+    return name + "+crop" if cropped else name
 
 
 def is_depthwise(tuple geom):

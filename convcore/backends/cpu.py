@@ -11,7 +11,7 @@ import threading
 
 import numpy as np
 
-from convcore import _config
+from convcore import _config, _plan
 from convcore._core import _conv, _linear, _norm, _pool
 
 name = "cpu"
@@ -76,11 +76,16 @@ def _blas_context():
     return _blas_fallback[0]
 
 
-def _strategy() -> int:
+def _strategy(geom=None, itemsize=0, backward=False) -> int:
     """The C core picks its strategy from the shape and dtype;
-    CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd' or 'direct') forces one, for
-    benchmarks and for users who want the direct sum's rounding in float32."""
-    return _conv.env_strategy()
+    CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd', 'direct' or 'depthwise')
+    forces one, for benchmarks and for users who want the direct sum's
+    rounding in float32.  Otherwise a measured plan (convcore.tune) names one
+    where it has an entry for the call."""
+    s = _conv.env_strategy()
+    if s == _conv.AUTO and _plan.active:
+        s = _plan.active.get((geom, itemsize, backward, _config.get_num_threads()), s)
+    return s
 
 
 _reuse = threading.local()
@@ -139,24 +144,12 @@ def _workspace_for(geom, dtype, strategy, limit):
 
 
 def _workspace_elems(geom, itemsize, strategy, limit):
-    fixed = _conv.workspace_elems(geom, 0, strategy)
-    per = _conv.workspace_elems(geom, 1, strategy) - fixed
-    if per <= 0 and fixed <= 0:
-        if fixed < 0 or per < 0:
-            raise ValueError(f"convolution too large for one image: geometry {geom}")
-        return 0
-    budget = limit // itemsize
-    chunk = max(1, min(geom[0], (budget - fixed) // max(per, 1)))
-    while chunk > 1 and _conv.workspace_elems(geom, chunk, strategy) < 0:
-        chunk //= 2
-    total = _conv.workspace_elems(geom, chunk, strategy)
-    if total < 0:
-        raise ValueError(f"convolution too large for one image: geometry {geom}")
-    return total
+    # the C planner decides strategy, kernel crop, chunk and workspace
+    return _conv.plan_workspace(geom, itemsize, strategy, limit // itemsize)
 
 
 def conv2d_forward(x, w, b, y, geom):
-    strategy = _strategy()
+    strategy = _strategy(geom, x.itemsize, False)
     work = _workspace(geom, x.dtype, strategy)
     bias = b if b is not None else np.empty(0, dtype=x.dtype)
     n = _config.get_num_threads()
@@ -169,7 +162,7 @@ def conv2d_forward(x, w, b, y, geom):
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
-    strategy = _strategy()
+    strategy = _strategy(geom, x.itemsize, True)
     work = _workspace(geom, x.dtype, strategy)
     n = _config.get_num_threads()
     fb = _blas_context()

@@ -1,0 +1,297 @@
+/* Strategy CC_CONV_BATCHED: the columns of a chunk of nb images side by side,
+ * (C*KH*KW, nb*L): row r, image n, position l at r*nb*L + n*L + l, so small
+ * images still make long GEMMs.  A second buffer T (K, nb*L) holds the GEMM
+ * output (forward) or dy transposed (backward).  The GEMMs are cut into tiles
+ * of fixed size, each a sequential BLAS call inside the OpenMP team; no tile
+ * splits the reduction dimension.  Workspace per image: (C*KH*KW + K) * L. */
+
+#ifndef CC_BATCHED_SHAPE
+#define CC_BATCHED_SHAPE
+static int batched_applies(const cc_conv_geom *g) { (void)g; return 1; }
+/* AUTO's default: measured on the layer set of BENCHMARKS.md (2 threads),
+ * side-by-side columns were as fast as per-image tiles or faster on every
+ * layer, forward and backward (per-image tiles lost most on first layers
+ * and 1x1 convolutions: 0.6-0.8x). */
+static int batched_pick(const cc_conv_geom *g, int elem_size, int backward)
+{
+    (void)g, (void)elem_size, (void)backward;
+    return 1;
+}
+
+int cc_conv_product_ok(const cc_conv_geom *g)
+{
+    /* the product kernel (direct_impl.h) on im2col columns: measured faster
+     * than BLAS, whose packing of the columns costs as much as the
+     * multiplications when the weights are few */
+    return g->groups == 1 && g->K * g->C * g->KH * g->KW <= CC_PW_MAX_WEIGHTS && g->K <= CC_PW_MAX_K;
+}
+
+static int64_t batched_workspace(const cc_conv_geom *g, int64_t chunk)
+{
+    int64_t t;
+    /* per image: columns and T; fixed: dW partials of a split reduction */
+    /* (at least the direct path's blocked kernel copy, which a request
+     * for it, or AUTO, may take instead: 16 channels per block) */
+    const int64_t fixed = CC_DW_SPLIT_MAX * ((g->K + 15) / 16 * 16) * (g->C / g->groups) * g->KH * g->KW;
+    /* (per image at least 16-channel blocks of dy, for the direct dW) */
+    const int64_t rows = CC_MAX(g->C * g->KH * g->KW + g->K, (g->K + 15) / 16 * 16);
+    if (!cc_prod4_ok(chunk, rows, g->OH, g->OW, &t)) return -1;
+    /* the whole chunk's columns are one BLAS operand: 32-bit sizes */
+    if (chunk * g->OH * g->OW > INT_MAX) return -1;
+    return t + fixed;
+}
+#endif
+
+static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
+                           const cc_conv_geom *g, REAL *work, int64_t B,
+                           int n_threads, GEMM_T gemm, REAL *y)
+{
+    const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
+    const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    int64_t n0;
+    if (G == 1 && cc_conv_product_ok(g)) {
+        /* few weights: the product kernel, no BLAS packing; it builds each
+         * block of columns itself, from x, and writes y, so it needs no
+         * workspace and takes the whole batch */
+        REAL *Mt = FN(pw_packed)(w, g->K, CKK, CKK, 1);
+        if (Mt) {   /* (else through BLAS below) */
+            const int st = FN(pw_images)(Mt, g->K, CKK, x, g->N, L, b, n_threads, y, g);
+            free(Mt);
+            return st;
+        }
+    }
+    for (n0 = 0; n0 < g->N; n0 += B) {
+        const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
+        const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        const int64_t ntiles = G * nmb * nkb;
+        REAL *cols = work, *T = work + CKK * nbL;
+        int64_t i;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+#pragma omp for schedule(static)
+            for (i = 0; i < nb * CKK; ++i) {
+                const int64_t r = i / nb, n = i % nb;
+                FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
+            }
+#pragma omp for schedule(dynamic, 1)
+            for (i = 0; i < ntiles; ++i) {
+                const int64_t kb = i % nkb, mb = (i / nkb) % nmb, gi = i / (nkb * nmb);
+                const int64_t m0 = mb * mbs, k0 = gi * Kg + kb * kbs;
+                const int m = (int)CC_MIN(mbs, nbL - m0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
+                const int kk = (int)CKKg, lda = (int)nbL, ldb = (int)CKKg, ldc = (int)nbL;
+                const REAL one = 1, zero = 0;
+                gemm("N", "N", &m, &nn, &kk, &one, cols + gi * CKKg * nbL + m0, &lda,
+                     w + k0 * CKKg, &ldb, &zero, T + k0 * nbL + m0, &ldc);
+            }
+#pragma omp for schedule(static)
+            for (i = 0; i < nb * g->K; ++i) {
+                const int64_t n = i / g->K, k = i % g->K;
+                const REAL *src = T + k * nbL + n * L;
+                REAL *dst = y + ((n0 + n) * g->K + k) * L;
+                const REAL bk = b ? b[k] : 0;
+                int64_t l;
+                for (l = 0; l < L; ++l) dst[l] = src[l] + bk;
+            }
+        }
+    }
+    return CC_OK;
+}
+
+/* Column elements a thin dX task keeps (256 KiB of float32: in a core's L2
+ * between the product and col2im). */
+#define CC_DXT_COL_ELEMS 65536
+
+/* dX of a thin layer (groups 1, K <= CC_PW_DX_MAX_K) with its columns kept in
+ * cache.  Each task is a group of gs images: its thread copies their dy into
+ * T (K x ldp, ldp = gs*L rounded up to whole product blocks, zero past gs*L),
+ * forms dcols = Wᵀ.T (CKK x gs*L) with the product kernel, then col2im's the
+ * group's planes from it.  The sums and their order are the batched path's.
+ * `work` holds per-thread buffers of `per` elements.  Returns 0 if `avail`
+ * elements hold none (the caller takes the batched path). */
+static int FN(dx_thin)(const REAL *dy, const REAL *Wt, const cc_conv_geom *g, REAL *work,
+                       int64_t avail, int n_threads, REAL *dx)
+{
+    const int64_t K = g->K, CKK = g->C * g->KH * g->KW, L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t pb = FN(pw_block_positions)();
+    /* readable values past the columns: col2im's last pieces read whole
+     * vectors (masked) */
+    const int64_t tail = g->PW + g->W + pb;
+    /* (and at least two tasks a thread where there are images for them) */
+    int64_t gs = CC_MAX(1, CC_MIN(CC_DXT_COL_ELEMS / CC_MAX(1, CKK * L), g->N / (2 * n_threads)));
+    int64_t ldp, per, ntask, nt, t;
+    for (;;) {
+        ldp = (gs * L + pb - 1) / pb * pb;
+        per = CKK * gs * L + tail + K * ldp + pb;
+        if (per <= avail || gs == 1) break;
+        gs = (gs + 1) / 2;
+    }
+    nt = CC_MIN((int64_t)n_threads, avail / per);
+    if (nt < 1) return 0;
+    ntask = (g->N + gs - 1) / gs;
+#pragma omp parallel num_threads((int)nt) if (nt > 1 && ntask > 1)
+    {
+        REAL *cols = work + CC_THREAD_NUM() * per, *T = cols + CKK * gs * L + tail;
+        REAL *scratch = T + K * ldp;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            const int64_t n0 = t * gs, nb = CC_MIN(gs, g->N - n0), nbL = nb * L;
+            int64_t k, n, q, c;
+            for (k = 0; k < K; ++k) {
+                REAL *dst = T + k * ldp;
+                for (n = 0; n < nb; ++n)
+                    memcpy(dst + n * L, dy + ((n0 + n) * K + k) * L, (size_t)L * sizeof(REAL));
+                for (q = nbL; q < ldp; ++q) dst[q] = 0;
+            }
+            for (q = 0; q < nbL; q += pb)
+                FN(pw_positions)(Wt, CKK, K, T + q, ldp, CC_MIN(pb, nbL - q), cols + q, nbL, scratch);
+            for (n = 0; n < nb; ++n)
+                for (c = 0; c < g->C; c += 2)
+                    FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
+                                      dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL + tail);
+        }
+    }
+    return 1;
+}
+
+static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
+                           const cc_conv_geom *g, REAL *work, int64_t B,
+                           int n_threads, GEMM_T gemm, REAL *dx, REAL *dw)
+{
+    const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
+    const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
+    const int64_t L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    const int64_t wcbs = cc_split_block(CKKg, G * nkb, CC_CBLOCK), nwcb = (CKKg + wcbs - 1) / wcbs;
+    const int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
+    /* a thin dX product (few output channels to reduce over): the product
+     * kernel, no BLAS packing or output clearing */
+    REAL *Wt = dx && G == 1 && g->K <= CC_PW_DX_MAX_K && g->K * CKK <= CC_PW_MAX_WEIGHTS
+                   ? FN(pw_packed)(w, CKK, g->K, 1, CKK) : NULL;
+    int64_t n0;
+    (void)n_threads;
+    /* the thin dX with its columns in cache where the workspace has room
+     * for a thread's buffers, else below, chunk by chunk */
+    if (Wt && FN(dx_thin)(dy, Wt, g, work, batched_workspace(g, B),
+                          n_threads, dx)) {
+        free(Wt);
+        Wt = NULL;
+        dx = NULL;
+        if (!dw) return CC_OK;
+    }
+    for (n0 = 0; n0 < g->N; n0 += B) {
+        const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
+        const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        REAL *cols = work, *T = work + CKK * nbL, *partial = T + g->K * nbL;
+        const int64_t nsplit = cc_dw_splits(g, nbL);
+        int64_t i;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1)
+        {
+#pragma omp for schedule(static) nowait
+            for (i = 0; i < nb * g->K; ++i) {
+                const int64_t n = i / g->K, k = i % g->K;
+                const REAL *src = dy + ((n0 + n) * g->K + k) * L;
+                REAL *dst = T + k * nbL + n * L;
+                int64_t l;
+                for (l = 0; l < L; ++l) dst[l] = src[l];
+            }
+            if (dw) {
+#pragma omp for schedule(static)
+                for (i = 0; i < nb * CKK; ++i) {
+                    const int64_t r = i / nb, n = i % nb;
+                    FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
+                }
+                /* dW_gᵀ (CKKg x Kg) (+)= cols_g (CKKg x nbL) . T_gᵀ, chunks in order.
+                 * With few output tiles and a long reduction, the reduction is cut
+                 * into nsplit segments at fixed columns, each into its own partial
+                 * buffer, and the partials are summed in segment order. */
+#pragma omp for schedule(dynamic, 1)
+                for (i = 0; i < nsplit * G * nkb * nwcb; ++i) {
+                    const int64_t cb = i % nwcb, kb = (i / nwcb) % nkb;
+                    const int64_t gi = (i / (nwcb * nkb)) % G, sp = i / (nwcb * nkb * G);
+                    const int64_t c0 = cb * wcbs, k0 = gi * Kg + kb * kbs;
+                    const int64_t seg = (nbL + nsplit - 1) / nsplit, j0 = sp * seg;
+                    const int m = (int)CC_MIN(wcbs, CKKg - c0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
+                    const int kk = (int)CC_MIN(seg, nbL - j0), lda = (int)nbL, ldb = (int)nbL;
+                    const int ldc = (int)CKKg;
+                    const REAL one = 1;
+                    const REAL beta = (nsplit > 1 || n0 == 0) ? 0 : 1;
+                    REAL *c = nsplit > 1 ? partial + sp * g->K * CKKg : dw;
+                    if (kk <= 0) {
+                        int64_t q, r;
+                        for (q = 0; q < nn; ++q)
+                            for (r = 0; r < m; ++r) c[(k0 + q) * CKKg + c0 + r] = 0;
+                        continue;
+                    }
+                    gemm("T", "N", &m, &nn, &kk, &one, cols + (gi * CKKg + c0) * nbL + j0, &lda,
+                         T + k0 * nbL + j0, &ldb, &beta, c + k0 * CKKg + c0, &ldc);
+                }
+                if (nsplit > 1) {
+#pragma omp for schedule(static)
+                    for (i = 0; i < g->K * CKKg; ++i) {
+                        REAL v = n0 == 0 ? 0 : dw[i];
+                        int64_t sp;
+                        for (sp = 0; sp < nsplit; ++sp) v += partial[sp * g->K * CKKg + i];
+                        dw[i] = v;
+                    }
+                }
+            } else {
+#pragma omp barrier
+            }
+            if (dx && !Wt) {
+                /* dcols_g (CKKg x nbL) = W_gᵀ . T_g, over the columns just used */
+#pragma omp for schedule(dynamic, 1)
+                for (i = 0; i < G * nmb * ncb; ++i) {
+                    const int64_t cb = i % ncb, mb = (i / ncb) % nmb, gi = i / (ncb * nmb);
+                    const int64_t m0 = mb * mbs, c0 = cb * cbs;
+                    const int m = (int)CC_MIN(mbs, nbL - m0), nn = (int)CC_MIN(cbs, CKKg - c0);
+                    const int kk = (int)Kg, lda = (int)nbL, ldb = (int)CKKg, ldc = (int)nbL;
+                    const REAL one = 1, zero = 0;
+                    gemm("N", "T", &m, &nn, &kk, &one, T + gi * Kg * nbL + m0, &lda,
+                         w + gi * Kg * CKKg + c0, &ldb, &zero, cols + (gi * CKKg + c0) * nbL + m0, &ldc);
+                }
+#pragma omp for schedule(static)
+                for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
+                    const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+                    FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
+                                      dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL);
+                }
+            }
+        }
+        if (Wt) {
+            /* dcols (CKK x nbL) = Wᵀ . T (the kernel starts its own team) */
+            int64_t i;
+            if (FN(pw_images)(Wt, CKK, g->K, T, 1, nbL, NULL, n_threads, cols, NULL) != CC_OK) {
+                free(Wt);
+                return CC_ENOMEM;
+            }
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
+            for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
+                const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+                FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
+                                  dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL);
+            }
+        }
+    }
+    free(Wt);
+    return CC_OK;
+}
+
+
+/* the strategy interface */
+static int FN(batched_fwd)(const REAL *x, const REAL *w, const REAL *b, const cc_conv_geom *g,
+                          REAL *work, int64_t work_elems, int64_t B, int n_threads,
+                          GEMM_T gemm, REAL *y)
+{
+    (void)work_elems;
+    return FN(fwd_batched)(x, w, b, g, work, B, n_threads, gemm, y);
+}
+
+static int FN(batched_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc_conv_geom *g,
+                          REAL *work, int64_t work_elems, int64_t B, int n_threads,
+                          GEMM_T gemm, REAL *dx, REAL *dw)
+{
+    (void)work_elems;
+    return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
+}

@@ -1,0 +1,284 @@
+/* The planner: the list of strategies in priority order, and the one place
+ * where a call's strategy, kernel crop, chunk of images and workspace are
+ * decided.  As in oneDNN's implementation list, each strategy declines the
+ * geometries it does not handle (applies), and AUTO takes the first one
+ * whose heuristic (pick) accepts the shape; a strategy asked for by name
+ * runs where it applies, BATCHED elsewhere.  A depthwise layer always runs
+ * DEPTHWISE.  Before choosing, dead kernel rows and columns are cropped
+ * away (conv_crop_impl.h), so every strategy sees the reduced problem.
+ *
+ * Included by conv_impl.h inside its element-type template, after every
+ * strategy; the shape part is compiled once. */
+
+#ifndef CC_PLAN_SHAPE
+#define CC_PLAN_SHAPE
+typedef struct {
+    int id;
+    const char *name;
+    int (*applies)(const cc_conv_geom *g);          /* can it run this shape? */
+    int (*pick)(const cc_conv_geom *g, int elem_size, int backward); /* AUTO takes it? */
+    int64_t (*need)(const cc_conv_geom *g, int64_t chunk);      /* workspace it runs in */
+    int64_t (*workspace)(const cc_conv_geom *g, int64_t chunk); /* ... a call hands it */
+    int64_t (*cap)(const cc_conv_geom *g, int64_t per);         /* most images a chunk, or NULL */
+} cc_conv_strategy;
+
+/* in priority order */
+static const cc_conv_strategy cc_conv_strategies[] = {
+    {CC_CONV_DEPTHWISE, "depthwise", depthwise_applies, depthwise_pick, depthwise_workspace,
+     depthwise_workspace, NULL},
+    {CC_CONV_WINOGRAD, "winograd", cc_conv_winograd_ok, winograd_pick, wg_workspace,
+     winograd_workspace, winograd_cap},
+    {CC_CONV_DIRECT, "direct", cc_conv_direct_ok, direct_pick, direct_need, direct_workspace, NULL},
+    {CC_CONV_BATCHED, "batched", batched_applies, batched_pick, batched_workspace,
+     batched_workspace, NULL},
+    {CC_CONV_TILES, "tiles", tiles_applies, tiles_pick, tiles_workspace, tiles_workspace, NULL},
+};
+#define CC_CONV_NLIST ((int)(sizeof(cc_conv_strategies) / sizeof(cc_conv_strategies[0])))
+
+static const cc_conv_strategy *cc_conv_strategy_of(int id)
+{
+    int i;
+    for (i = 0; i < CC_CONV_NLIST; ++i)
+        if (cc_conv_strategies[i].id == id) return &cc_conv_strategies[i];
+    return NULL;
+}
+
+/* The strategy for a shape and a request (before WINOGRAD's look at the
+ * data: see the dispatcher). */
+static const cc_conv_strategy *cc_conv_choose(const cc_conv_geom *g, int request, int elem_size,
+                                              int backward)
+{
+    int i;
+    for (i = 0; i < CC_CONV_NLIST; ++i) {
+        const cc_conv_strategy *s = &cc_conv_strategies[i];
+        if (!s->applies(g)) continue;
+        if (s->id == CC_CONV_DEPTHWISE) return s;
+        if (request == CC_CONV_AUTO ? s->pick(g, elem_size, backward) : request == s->id) return s;
+    }
+    return cc_conv_strategy_of(CC_CONV_BATCHED);
+}
+
+typedef struct {
+    const cc_conv_strategy *s;
+    cc_conv_geom g;       /* the geometry the strategy runs: the call's, cropped */
+    int cropped;
+    int64_t kh0, kw0;     /* the first live tap */
+    int64_t extra;        /* workspace in front: cropped weights and their gradient */
+} cc_conv_plan;
+
+static void cc_conv_plan_make(const cc_conv_geom *g, int request, int elem_size, int backward,
+                              cc_conv_plan *p)
+{
+    p->cropped = cc_conv_crop(g, &p->g, &p->kh0, &p->kw0);
+    p->extra = p->cropped ? 2 * cc_crop_elems(&p->g) : 0;
+    p->s = cc_conv_choose(&p->g, request, elem_size, backward);
+}
+
+/* workspace a call with this plan needs for `chunk` images (affine in
+ * chunk), -1 on overflow */
+static int64_t cc_conv_plan_workspace(const cc_conv_plan *p, int64_t chunk)
+{
+    const int64_t t = p->s->workspace(&p->g, chunk);
+    if (t < 0 || t > CC_SIZE_MAX - p->extra) return -1;
+    return t + p->extra;
+}
+
+/* ... for both passes of a layer (which share one buffer): the larger */
+static int64_t cc_conv_layer_workspace(const cc_conv_geom *g, int request, int elem_size,
+                                       int64_t chunk)
+{
+    cc_conv_plan f, b;
+    int64_t tf, tb;
+    cc_conv_plan_make(g, request, elem_size, 0, &f);
+    cc_conv_plan_make(g, request, elem_size, 1, &b);
+    tf = cc_conv_plan_workspace(&f, chunk);
+    tb = cc_conv_plan_workspace(&b, chunk);
+    return tf < 0 || tb < 0 ? -1 : CC_MAX(tf, tb);
+}
+
+int cc_conv_request_ok(int request)
+{
+    return request == CC_CONV_AUTO || cc_conv_strategy_of(request) != NULL;
+}
+
+int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
+{
+    /* (float32's choice: it needs at least as much as float64's) */
+    return cc_conv_layer_workspace(g, strategy, (int)sizeof(float), chunk);
+}
+
+int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
+{
+    cc_conv_plan p;
+    cc_conv_plan_make(g, CC_CONV_AUTO, (int)sizeof(float), backward, &p);
+    return p.s->id;
+}
+
+int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
+                       int64_t budget, int *strategy, int *cropped, int64_t *work_elems)
+{
+    /* the workspace for as many images as `budget` elements hold (at least
+     * one), halving the chunk where a size would overflow */
+    cc_conv_plan p;
+    int64_t fixed, per, chunk, total;
+    if (!g || !cc_conv_request_ok(request) || (elem_size != 4 && elem_size != 8)) return CC_EINVAL;
+    cc_conv_plan_make(g, request, elem_size, backward, &p);
+    if (strategy) *strategy = p.s->id;
+    if (cropped) *cropped = p.cropped;
+    fixed = cc_conv_layer_workspace(g, request, elem_size, 0);
+    per = cc_conv_layer_workspace(g, request, elem_size, 1);
+    if (fixed < 0 || per < 0) return CC_EINVAL;
+    per -= fixed;
+    if (per <= 0 && fixed == 0) {
+        *work_elems = 0;
+        return CC_OK;
+    }
+    chunk = per > 0 && budget > fixed ? (budget - fixed) / per : 1;
+    chunk = CC_MAX(1, CC_MIN(CC_MAX(g->N, 1), chunk));
+    while (chunk > 1 && cc_conv_layer_workspace(g, request, elem_size, chunk) < 0) chunk /= 2;
+    total = cc_conv_layer_workspace(g, request, elem_size, chunk);
+    if (total < 0) return CC_EINVAL;
+    *work_elems = total;
+    return CC_OK;
+}
+
+const char *cc_conv_strategy_name(int id)
+{
+    const cc_conv_strategy *s = cc_conv_strategy_of(id);
+    return id == CC_CONV_AUTO ? "auto" : s ? s->name : "";
+}
+#endif
+
+/* ------------------------------------------------------------------ */
+/* the element type's half of the list: forward and backward */
+typedef int (*FN(fwd_t))(const REAL *x, const REAL *w, const REAL *b, const cc_conv_geom *g,
+                         REAL *work, int64_t work_elems, int64_t B, int n_threads,
+                         GEMM_T gemm, REAL *y);
+typedef int (*FN(bwd_t))(const REAL *dy, const REAL *x, const REAL *w, const cc_conv_geom *g,
+                         REAL *work, int64_t work_elems, int64_t B, int n_threads,
+                         GEMM_T gemm, REAL *dx, REAL *dw);
+static const struct {
+    FN(fwd_t) fwd;
+    FN(bwd_t) bwd;
+} FN(conv_impl)[CC_CONV_NSTRATEGIES] = {
+    [CC_CONV_TILES] = {FN(tiles_fwd), FN(tiles_bwd)},
+    [CC_CONV_BATCHED] = {FN(batched_fwd), FN(batched_bwd)},
+    [CC_CONV_WINOGRAD] = {FN(winograd_fwd), FN(winograd_bwd)},
+    [CC_CONV_DIRECT] = {FN(direct_fwd), FN(direct_bwd)},
+    [CC_CONV_DEPTHWISE] = {FN(depthwise_fwd), FN(depthwise_bwd)},
+};
+
+/* WINOGRAD runs BATCHED where the inputs are not tame (see wg_tame): Inf or
+ * NaN get the direct sum's exact IEEE pattern, huge magnitudes no overflow
+ * in the transforms. */
+static const cc_conv_strategy *FN(data_check)(const cc_conv_strategy *s, const REAL *a, int64_t na,
+                                              const REAL *b, int64_t nb, const REAL *c,
+                                              int64_t nc, int n_threads)
+{
+    double ma = 0, mb = 0, mc = 0;
+    if (s->id != CC_CONV_WINOGRAD) return s;
+    if (!FN(wg_tame)(a, na, n_threads, &ma) || !FN(wg_tame)(b, nb, n_threads, &mb) ||
+        (c && !FN(wg_tame)(c, nc, n_threads, &mc)))
+        return cc_conv_strategy_of(CC_CONV_BATCHED);
+    /* the products the sums are made of: a.b (forward: x.w), and for the
+     * backward a = dy: dy.x (dW) and dy.w (dX) */
+    if (ma * mb > CC_WG_PRODUCT_MAX || (c && ma * mc > CC_WG_PRODUCT_MAX))
+        return cc_conv_strategy_of(CC_CONV_BATCHED);
+    return s;
+}
+
+int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
+                      const cc_conv_geom *g, int strategy, REAL *work, int64_t work_elems,
+                      int n_threads, GEMM_T gemm, REAL *y)
+{
+    cc_conv_plan p;
+    const cc_conv_strategy *s;
+    const REAL *wrun = w;
+    int64_t B;
+    int st;
+    if (!x || !w || !y || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK)
+        return CC_EINVAL;
+    if (!cc_conv_request_ok(strategy) || work_elems < 0) return CC_EINVAL;
+    if (g->N == 0) return CC_OK;
+    cc_conv_plan_make(g, strategy, (int)sizeof(REAL), 0, &p);
+    n_threads = cc_conv_team_size(&p.g, n_threads);
+    if (p.cropped) {
+        if (!work || work_elems < p.extra) return CC_EINVAL;
+        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, n_threads, work);
+        wrun = work;
+        work += p.extra;
+        work_elems -= p.extra;
+    }
+    s = FN(data_check)(p.s, x, g->N * g->C * g->H * g->W, wrun,
+                       g->K * (g->C / g->groups) * p.g.KH * p.g.KW, NULL, 0, n_threads);
+    B = cc_conv_chunk(&p.g, s->need, s->cap, work_elems);
+    if (B == 0 || (!work && s->need(&p.g, 1) > 0)) return CC_EINVAL;
+    st = FN(conv_impl)[s->id].fwd(x, wrun, b, &p.g, work, work_elems, B, n_threads, gemm, y);
+    if (st == CC_OK && p.cropped) FN(crop_fwd_fix)(w, g, &p.g, p.kh0, p.kw0, n_threads, y);
+    return st;
+}
+
+/* partial sums of a bias gradient (a power of 2) */
+#define CC_DB_SUMS 32
+
+int FN(cc_conv2d_bwd)(const REAL *dy, const REAL *x, const REAL *w,
+                      const cc_conv_geom *g, int strategy, REAL *work, int64_t work_elems,
+                      int n_threads, GEMM_T gemm, REAL *dx, REAL *dw, REAL *db)
+{
+    cc_conv_plan p;
+    const cc_conv_strategy *s;
+    const REAL *wrun = w;
+    REAL *dwrun = dw;
+    int64_t B, k;
+    int st;
+    if (!w || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK) return CC_EINVAL;
+    if (!cc_conv_request_ok(strategy) || work_elems < 0) return CC_EINVAL;
+    if (g->N > 0 && (!dy || !x)) return CC_EINVAL;
+    cc_conv_plan_make(g, strategy, (int)sizeof(REAL), 1, &p);
+    n_threads = cc_conv_team_size(&p.g, n_threads);
+    if (g->N == 0) {
+        if (dw) for (k = 0; k < g->K * (g->C / g->groups) * g->KH * g->KW; ++k) dw[k] = 0;
+        if (db) for (k = 0; k < g->K; ++k) db[k] = 0;
+        return CC_OK;
+    }
+    if (db) {
+        const int64_t L = g->OH * g->OW;
+        int64_t kk;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && g->K > 1) schedule(static)
+        for (kk = 0; kk < g->K; ++kk) {
+            /* CC_DB_SUMS sums (position mod CC_DB_SUMS in each plane), added
+             * in a fixed order at the end: independent vector adds instead of
+             * one serial chain */
+            double a[CC_DB_SUMS] = {0};
+            int64_t n, l;
+            int q, h;
+            for (n = 0; n < g->N; ++n) {
+                const REAL *pp = dy + (n * g->K + kk) * L;
+                for (l = 0; l + CC_DB_SUMS <= L; l += CC_DB_SUMS)
+                    for (q = 0; q < CC_DB_SUMS; ++q) a[q] += pp[l + q];
+                for (; l < L; ++l) a[l % CC_DB_SUMS] += pp[l];
+            }
+            for (h = CC_DB_SUMS / 2; h > 0; h /= 2)
+                for (q = 0; q < h; ++q) a[q] += a[q + h];
+            db[kk] = (REAL)a[0];
+        }
+    }
+    if (!dx && !dw) return CC_OK;
+    if (p.cropped) {
+        if (!work || work_elems < p.extra) return CC_EINVAL;
+        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, n_threads, work);
+        wrun = work;
+        if (dw) dwrun = work + p.extra / 2;
+        work += p.extra;
+        work_elems -= p.extra;
+    }
+    s = FN(data_check)(p.s, dy, g->N * g->K * g->OH * g->OW, x, g->N * g->C * g->H * g->W, wrun,
+                       g->K * (g->C / g->groups) * p.g.KH * p.g.KW, n_threads);
+    B = cc_conv_chunk(&p.g, s->need, s->cap, work_elems);
+    if (B == 0 || (!work && s->need(&p.g, 1) > 0)) return CC_EINVAL;
+    st = FN(conv_impl)[s->id].bwd(dy, x, wrun, &p.g, work, work_elems, B, n_threads, gemm, dx, dwrun);
+    if (st == CC_OK && p.cropped && dw) FN(crop_dw_expand)(dwrun, dy, g, &p.g, p.kh0, p.kw0, n_threads, dw);
+    return st;
+}
+
+#undef CC_DB_SUMS

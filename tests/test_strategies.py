@@ -1,0 +1,278 @@
+"""Every convolution strategy, the kernel crop and measured plans.
+
+Each strategy is forced (CONVCORE_CONV_STRATEGY) on geometries where it
+applies, including the crop's cases (1x1 and 2x2 maps, odd sizes at stride
+2, 1-4 input channels), and checked against PyTorch (float64) and the
+independent loops of tests/reference.py.
+"""
+import json
+import warnings
+
+import numpy as np
+import pytest
+
+import convcore as cc
+from convcore import _config, _plan
+from convcore._core import _conv
+from convcore.backends import cpu
+from reference import conv2d_backward_naive, conv2d_naive
+
+torch = pytest.importorskip("torch")
+
+# (N, C, H, W, K, kernel, stride, padding, groups)
+GEOMS = [
+    (2, 3, 1, 1, 5, 3, 1, 1, 1),     # 1x1 map: only the centre tap
+    (2, 4, 2, 2, 6, 3, 1, 1, 1),     # 2x2 map: every tap meets some position
+    (2, 2, 2, 2, 5, 3, 2, 1, 1),     # 2x2 map at stride 2: first row/column dead
+    (3, 1, 7, 9, 4, 3, 2, 1, 1),     # odd sizes, stride 2, one channel
+    (2, 3, 5, 5, 4, 5, 1, 2, 1),     # 5x5
+    (1, 4, 1, 1, 3, 7, 2, 3, 1),     # 7x7/2 stem on a 1x1 map
+    (2, 2, 1, 3, 4, 3, 1, 1, 1),     # 1x3 map: rows cropped, columns not
+    (2, 32, 2, 2, 32, 3, 1, 1, 1),   # (WINOGRAD's channel counts)
+    (2, 4, 1, 1, 4, 3, 1, 1, 4),     # depthwise on a 1x1 map
+    (2, 3, 6, 5, 6, 3, 2, 1, 3),     # grouped, odd sizes, stride 2
+]
+NAMES = ["tiles", "batched", "winograd", "direct", "depthwise"]
+
+
+def _geom(N, C, H, W, K, k, s, p, groups):
+    OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    return (N, C, H, W, K, k, k, s, s, p, p, 1, 1, OH, OW, groups)
+
+
+def _torch(x, w, b, dy, s, p, groups):
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    bt = torch.tensor(b, dtype=torch.float64, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, bt, stride=s, padding=p, groups=groups)
+    yt.backward(torch.tensor(dy, dtype=torch.float64))
+    return [t.detach().numpy() for t in (yt, xt.grad, wt.grad, bt.grad)]
+
+
+def _close(got, ref, dtype):
+    tol = 1e-12 if dtype == np.float64 else 2e-5   # relative norm error
+    err = np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30)
+    assert err < tol, f"relative error {err:.3g} (tolerance {tol})"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("case", GEOMS, ids=lambda c: "x".join(map(str, c)))
+def test_every_strategy_matches_pytorch(case, name, dtype, monkeypatch, rng):
+    N, C, H, W, K, k, s, p, groups = case
+    geom = _geom(*case)
+    ran = _conv.plan(geom, dtype, name).split("+")[0]
+    if ran != name:
+        pytest.skip(f"{name} does not apply here (runs {ran})")
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", name)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C // groups, k, k)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = cc.conv2d(x, w, b, stride=s, padding=p, groups=groups)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    got = (y,) + tuple(cc.conv2d_backward(dy, x, w, stride=s, padding=p, groups=groups))
+    for g, r in zip(got, _torch(x, w, b, dy, s, p, groups)):
+        assert g.dtype == dtype
+        _close(g, r, dtype)
+
+
+@pytest.mark.parametrize("case", [GEOMS[0], GEOMS[2], GEOMS[5], GEOMS[6], GEOMS[8]])
+def test_dead_taps_are_cropped_and_match_the_loops(case, rng):
+    N, C, H, W, K, k, s, p, groups = case
+    geom = _geom(*case)
+    assert _conv.plan(geom, np.float64).endswith("+crop")
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C // groups, k, k))
+    y = cc.conv2d(x, w, stride=s, padding=p, groups=groups)
+    np.testing.assert_allclose(y, conv2d_naive(x, w, None, (s, s), (p, p), (1, 1), groups),
+                               rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, stride=s, padding=p, groups=groups)
+    dx_ref, dw_ref, _ = conv2d_backward_naive(dy, x, w, (s, s), (p, p), (1, 1), groups)
+    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_no_crop_where_every_tap_meets_the_input():
+    assert not _conv.plan(_geom(*GEOMS[1]), np.float32).endswith("+crop")
+    assert not _conv.plan(_geom(2, 3, 7, 7, 4, 3, 2, 1, 1), np.float32).endswith("+crop")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_inf_and_nan_in_dead_taps_keep_the_reference_pattern(dtype, rng):
+    # a dead tap meets only padding: w * 0 is NaN for an Inf/NaN weight, and
+    # the dead tap's gradient sum(dy * 0) is NaN where dy holds an Inf
+    x = rng.standard_normal((2, 3, 1, 1)).astype(dtype)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(dtype)
+    w[1, 2, 0, 0] = np.inf
+    w[3, 0, 2, 1] = np.nan
+    y = cc.conv2d(x, w, padding=1)
+    with np.errstate(invalid="ignore"):
+        ref = conv2d_naive(x, w, None, (1, 1), (1, 1))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    assert np.isnan(y[:, 1]).all() and np.isnan(y[:, 3]).all() and np.isfinite(y[:, 0]).all()
+    w[1, 2, 0, 0] = w[3, 0, 2, 1] = 0.5
+    dy = rng.standard_normal((2, 4, 1, 1)).astype(dtype)
+    dy[1, 2, 0, 0] = np.inf
+    dx, dw, _ = cc.conv2d_backward(dy, x, w, padding=1)
+    with np.errstate(invalid="ignore"):
+        dx_ref, dw_ref, _ = conv2d_backward_naive(dy, x, w, (1, 1), (1, 1))
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(dw_ref))
+    np.testing.assert_array_equal(np.isnan(dx), np.isnan(dx_ref))
+    np.testing.assert_array_equal(dw[0, :, 0, 0], 0)   # dead, finite dy: exactly zero
+
+
+@pytest.mark.parametrize("name", ["auto"] + NAMES)
+@pytest.mark.parametrize("case", [GEOMS[0], GEOMS[3], GEOMS[7], (8, 16, 12, 12, 24, 3, 1, 1, 1)])
+def test_every_strategy_stays_within_the_workspace_limit(case, name):
+    geom = _geom(*case)
+    req = _conv.AUTO if name == "auto" else _conv.STRATEGIES[name]
+    for itemsize in (4, 8):
+        one = _conv.plan_workspace(geom, itemsize, req, 0)   # one image: the least
+        for limit in (0, 1, 4096, 65536, 1 << 20, 1 << 30):
+            total = _conv.plan_workspace(geom, itemsize, req, limit // itemsize)
+            assert total <= max(limit // itemsize, one)
+
+
+def test_results_hold_under_a_tiny_workspace_limit(rng):
+    x = rng.standard_normal((6, 8, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((16, 8, 3, 3)).astype(np.float32)
+    old = _config.get_workspace_limit()
+    try:
+        cc.set_workspace_limit(1)
+        y = cc.conv2d(x, w, padding=1, stride=2)
+    finally:
+        cc.set_workspace_limit(old)
+    _close(y, conv2d_naive(x, w, None, (2, 2), (1, 1)), np.float32)
+
+
+def test_plan_names_the_strategy():
+    assert _conv.plan(_geom(*GEOMS[8]), np.float32) == "depthwise+crop"
+    body = _geom(2, 64, 14, 14, 64, 3, 1, 1, 1)
+    assert _conv.plan(body, np.float32) == "winograd"
+    assert _conv.plan(body, np.float64) == "batched"   # float64: never unasked
+    assert _conv.plan(body, np.float64, "tiles") == "tiles"
+    # batch 1: the forward pass through the GEMM, the backward by Winograd
+    one = _geom(1, 64, 14, 14, 64, 3, 1, 1, 1)
+    assert _conv.plan(one, np.float32) == "batched"
+    assert _conv.plan(one, np.float32, backward=True) == "winograd"
+    # maps of under 3x3 Winograd tiles: the GEMM both ways
+    assert _conv.plan(_geom(*GEOMS[7]), np.float32) == "batched"
+    assert _conv.plan(_geom(*GEOMS[7]), np.float32, backward=True) == "batched"
+    with pytest.raises(ValueError, match="strategy must be"):
+        _conv.plan(_geom(*GEOMS[7]), np.float32, "fastest")
+
+
+@pytest.fixture
+def no_plan():
+    _plan.clear_plan()
+    yield
+    _plan.clear_plan()
+
+
+def test_plan_round_trips_and_is_used(tmp_path, no_plan, rng):
+    geom = _geom(*GEOMS[3])
+    threads = cc.get_num_threads()
+    entry = {"geom": list(geom), "dtype": "float32", "threads": threads,
+             "forward": "tiles", "backward": "direct"}
+    _plan.set_entries([entry])
+    path = tmp_path / "plan.json"
+    cc.save_plan(path)
+    _plan.clear_plan()
+    assert cpu._strategy(geom, 4, False) == _conv.AUTO
+    assert cc.load_plan(path) is True
+    assert cpu._strategy(geom, 4, False) == _conv.TILES
+    assert cpu._strategy(geom, 4, True) == _conv.DIRECT
+    assert cpu._strategy(geom, 8, False) == _conv.AUTO         # other dtype: heuristics
+    doc = json.loads(path.read_text())
+    assert doc["entries"] == [entry] and doc["cpu"] == _plan.cpu_model()
+    # results with the plan match PyTorch
+    N, C, H, W, K, k, s, p, groups = GEOMS[3]
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = rng.standard_normal((K, C, k, k)).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    y = cc.conv2d(x, w, b, stride=s, padding=p)
+    dy = rng.standard_normal(y.shape).astype(np.float32)
+    got = (y,) + tuple(cc.conv2d_backward(dy, x, w, stride=s, padding=p))
+    for g, r in zip(got, _torch(x, w, b, dy, s, p, 1)):
+        _close(g, r, np.float32)
+
+
+def test_plan_from_another_machine_is_ignored_with_a_warning(tmp_path, no_plan):
+    geom = _geom(*GEOMS[3])
+    doc = {"format": _plan.FORMAT, "version": _plan.VERSION, "cpu": "Some Other CPU 9000",
+           "entries": [{"geom": list(geom), "dtype": "float32",
+                        "threads": cc.get_num_threads(), "forward": "tiles",
+                        "backward": "tiles"}]}
+    path = tmp_path / "other.json"
+    path.write_text(json.dumps(doc))
+    with pytest.warns(RuntimeWarning, match="not on this machine"):
+        assert cc.load_plan(path) is False
+    assert not _plan.active
+
+
+@pytest.mark.parametrize("text, match", [
+    ("not json", "invalid JSON"),
+    ('{"format": "something else"}', "not a convcore plan"),
+    ('{"format": "convcore-conv-plan", "version": 99}', "version"),
+])
+def test_malformed_plan_files_raise_valueerror(tmp_path, text, match, no_plan):
+    path = tmp_path / "bad.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=match):
+        cc.load_plan(path)
+
+
+def test_plan_entries_for_other_thread_counts_stay_unused(no_plan):
+    geom = _geom(*GEOMS[3])
+    _plan.set_entries([{"geom": list(geom), "dtype": "float32",
+                        "threads": cc.get_num_threads() + 1, "forward": "tiles",
+                        "backward": "tiles"}])
+    assert cpu._strategy(geom, 4, False) == _conv.AUTO
+
+
+def test_tune_measures_a_small_network_and_the_cli_writes_the_plan(tmp_path, no_plan,
+                                                                   capsys):
+    from convcore import cli
+    entries = cc.tune("lenet5", (2, 1, 28, 28), repeat=1)
+    assert entries and all(e["forward"] in e["times"]["forward"] for e in entries)
+    for e in entries:
+        assert cpu._strategy(tuple(e["geom"]), 4, False) == _conv.STRATEGIES[e["forward"]]
+    out = tmp_path / "p.json"
+    assert cli.main(["tune", "lenet5", "--input", "1,1,28,28", "--repeat", "1",
+                     "--forward-only", "--out", str(out)]) == 0
+    assert json.loads(out.read_text())["format"] == _plan.FORMAT
+    assert "plan written" in capsys.readouterr().out
+
+
+def test_convcore_plan_environment_variable_loads_at_import(tmp_path, no_plan):
+    import os
+    import subprocess
+    import sys
+    geom = _geom(*GEOMS[3])
+    _plan.set_entries([{"geom": list(geom), "dtype": "float32", "threads": 1,
+                        "forward": "tiles", "backward": "tiles"}])
+    path = tmp_path / "env.json"
+    cc.save_plan(path)
+    env = dict(os.environ, CONVCORE_PLAN=str(path))
+    out = subprocess.run([sys.executable, "-c", "from convcore import _plan; "
+                          "print(len(_plan.active))"], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "2"
+
+
+def test_dead_tap_checks_hold_for_large_kernels_on_every_thread_count(rng):
+    # (enough weights for the checks to run in a team)
+    x = rng.standard_normal((2, 96, 1, 1)).astype(np.float32)
+    w = rng.standard_normal((96, 96, 3, 3)).astype(np.float32)
+    w[50, 7, 2, 2] = np.nan
+    before = cc.get_num_threads()
+    try:
+        for n in (1, 2, 3):
+            cc.set_num_threads(n)
+            y = cc.conv2d(x, w, padding=1)
+            assert np.isnan(y[:, 50]).all()
+            assert np.isfinite(np.delete(y, 50, axis=1)).all()
+    finally:
+        cc.set_num_threads(before)
