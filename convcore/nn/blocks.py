@@ -193,17 +193,71 @@ class Inception(Module):
         return [self.branch1, self.branch2, self.branch3, self.branch4]
 
     def forward(self, x):
-        outs = [b(x) for b in self._branches()]
-        self._splits = [o.shape[1] for o in outs]
-        return backend_for(x).xp.concatenate(outs, axis=1)
+        # The concatenated output is the only copy of the branches' results:
+        # each branch's last ReLU writes into its slice of it and keeps that
+        # slice as its mask, so no branch holds an output of its own.
+        xp = backend_for(x).xp
+        out, splits, start, fused = None, [], 0, True
+        for b in self._branches():
+            mods = list(b)
+            last = mods[-1] if mods else None
+            h = x
+            for m in (mods[:-1] if isinstance(last, ReLU) else mods):
+                h = m(h)
+            c = int(h.shape[-3])
+            if out is None:
+                # the output's channel count: each branch's last convolution
+                total = sum(self._branch_channels(br) for br in self._branches())
+                out = xp.empty(tuple(h.shape[:-3]) + (total,) + tuple(h.shape[-2:]), h.dtype)
+            if start + c > out.shape[-3] or tuple(h.shape[-2:]) != tuple(out.shape[-2:]):
+                raise ValueError(f"Inception: branch outputs {tuple(h.shape)} do not fit "
+                                 f"the concatenation {tuple(out.shape)}")
+            view = out[..., start:start + c, :, :]
+            if isinstance(last, ReLU):
+                last._forward_into(h, view)
+            else:
+                view[...] = h
+                fused = False
+            del h
+            splits.append(c)
+            start += c
+        if start != out.shape[-3]:
+            raise ValueError(f"Inception: the branches give {start} channels, expected "
+                             f"{out.shape[-3]}")
+        self._splits = splits
+        self._fused = fused
+        self._out = out if fused else None
+        return out
+
+    @staticmethod
+    def _branch_channels(branch):
+        for m in reversed(list(branch)):
+            if isinstance(m, Conv2d):
+                return m.out_channels
+        raise ValueError("Inception: every branch needs a convolution")
 
     def backward(self, grad_output):
         if self._splits is None:
             raise _not_ready(self)
+        if self._fused:
+            # every branch ends in a ReLU whose mask is its slice of the
+            # output: one ReLU backward over the whole concatenation
+            g_all = F.relu_backward(grad_output, self._out)
         gx, start = None, 0
         for b, c in zip(self._branches(), self._splits):
-            g = b.backward(grad_output[:, start:start + c])
-            gx = g if gx is None else gx + g
+            if self._fused:
+                g = g_all[..., start:start + c, :, :]
+                for m in reversed(list(b)[:-1]):
+                    g = m.backward(g)
+            else:
+                g = b.backward(grad_output[..., start:start + c, :, :])
+            if g is not None:
+                if gx is None:
+                    gx = g
+                elif g.dtype == gx.dtype and gx.base is None and getattr(gx.flags, "writeable", True):
+                    gx += g          # a branch's own fresh gradient: added in place
+                else:
+                    gx = gx + g
             start += c
         return gx
 
