@@ -197,7 +197,7 @@ class Inception(Module):
         # each branch's last ReLU writes into its slice of it and keeps that
         # slice as its mask, so no branch holds an output of its own.
         xp = backend_for(x).xp
-        out, splits, start, fused = None, [], 0, True
+        out, splits, start = None, [], 0
         for b in self._branches():
             mods = list(b)
             last = mods[-1] if mods else None
@@ -217,7 +217,6 @@ class Inception(Module):
                 last._forward_into(h, view)
             else:
                 view[...] = h
-                fused = False
             del h
             splits.append(c)
             start += c
@@ -225,8 +224,6 @@ class Inception(Module):
             raise ValueError(f"Inception: the branches give {start} channels, expected "
                              f"{out.shape[-3]}")
         self._splits = splits
-        self._fused = fused
-        self._out = out if fused else None
         return out
 
     @staticmethod
@@ -239,18 +236,12 @@ class Inception(Module):
     def backward(self, grad_output):
         if self._splits is None:
             raise _not_ready(self)
-        if self._fused:
-            # every branch ends in a ReLU whose mask is its slice of the
-            # output: one ReLU backward over the whole concatenation
-            g_all = F.relu_backward(grad_output, self._out)
+        # branch by branch on its slice of the gradient (each last ReLU's
+        # mask is its slice of the output): only one branch's gradients are
+        # alive at a time besides the running sum
         gx, start = None, 0
         for b, c in zip(self._branches(), self._splits):
-            if self._fused:
-                g = g_all[..., start:start + c, :, :]
-                for m in reversed(list(b)[:-1]):
-                    g = m.backward(g)
-            else:
-                g = b.backward(grad_output[..., start:start + c, :, :])
+            g = b.backward(grad_output[..., start:start + c, :, :])
             if g is not None:
                 if gx is None:
                     gx = g
@@ -258,6 +249,7 @@ class Inception(Module):
                     gx += g          # a branch's own fresh gradient: added in place
                 else:
                     gx = gx + g
+            del g
             start += c
         return gx
 
