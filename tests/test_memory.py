@@ -126,6 +126,36 @@ def test_layer_falls_back_to_int64_for_planes_past_the_limit(monkeypatch, rng):
     assert layer._cache[0].dtype == np.int32
 
 
+# ------------------------------------------- ReLU before a pooling layer
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64])
+@pytest.mark.parametrize("pool", [lambda: nn.MaxPool2d(2), lambda: nn.AvgPool2d(2),
+                                  lambda: nn.AdaptiveAvgPool2d(1)])
+def test_relu_before_a_pool_keeps_a_bool_mask_with_the_same_gradient(pool, dt, rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(dt)
+    x[0, 0, 0, :3] = [0.0, -0.0, np.nan]
+    net = nn.Sequential(nn.ReLU(), pool())
+    y = net(x)
+    assert net[0]._x.dtype == bool and net[0]._x.nbytes * x.itemsize == x.nbytes
+    g = rng.standard_normal(y.shape).astype(dt)
+    gx = net.backward(g)
+    # against the layers one by one, the ReLU keeping its output
+    relu, p = nn.ReLU(), pool()
+    p(relu(x))
+    ref = relu.backward(p.backward(g))
+    assert relu._x.dtype == dt and gx.dtype == dt
+    np.testing.assert_array_equal(gx, ref)
+    # a NaN or Inf gradient gives exactly 0 where the output was not positive
+    bad = np.full(x.shape, np.nan, dt)
+    got = net[0].backward(bad)
+    want = cc.relu_backward(bad, np.maximum(x, 0))
+    np.testing.assert_array_equal(got, want)
+    # followed by a layer that keeps its input, the ReLU keeps its output
+    net2 = nn.Sequential(nn.ReLU(), nn.Conv2d(3, 2, 1, rng=0).astype(dt))
+    net2(x)
+    assert net2[0]._x.dtype == dt
+
+
 # ------------------------------------------------------------- Inception
 
 def _old_inception_forward(m, x):
@@ -234,8 +264,11 @@ def _resnet_saved(rows):
     # convolution's input too; max pooling keeps int32 indices, one per
     # output element (the bytes of a float32 output); the classifier keeps
     # its input (the pooled features)
-    return (_by(rows, "BatchNorm2d") + _by(rows, "ReLU", "Add+ReLU") + _by(rows, "MaxPool2d")
-            + _by(rows, "AdaptiveAvgPool2d"))
+    # -- except the stem's ReLU, whose output only the max pool reads: it
+    # keeps a bool mask (a quarter of its float32 output)
+    stem = [r for r in rows if r["name"] == "relu"][0]["activation_bytes"]
+    return (_by(rows, "BatchNorm2d") + _by(rows, "ReLU", "Add+ReLU") - stem + stem // 4
+            + _by(rows, "MaxPool2d") + _by(rows, "AdaptiveAvgPool2d"))
 
 
 def _inception_saved(rows):
@@ -243,8 +276,11 @@ def _inception_saved(rows):
     # and freed; every ReLU keeps its output (the last one of each branch
     # inside the concatenated output, which is not counted again); every max
     # pool's output is kept by the convolutions after it, plus its int32
-    # indices; the classifier keeps the pooled features
-    return _by(rows, "ReLU") + 2 * _by(rows, "MaxPool2d") + _by(rows, "AdaptiveAvgPool2d")
+    # indices; the classifier keeps the pooled features.  The first ReLU's
+    # output is read by a max pool only: a bool mask, a quarter of its bytes
+    first = [r for r in rows if r["name"] == "1"][0]["activation_bytes"]
+    return (_by(rows, "ReLU") - first + first // 4 + 2 * _by(rows, "MaxPool2d")
+            + _by(rows, "AdaptiveAvgPool2d"))
 
 
 def _inception_net():

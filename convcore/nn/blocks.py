@@ -76,7 +76,12 @@ class _Residual(Module):
             g = conv.backward(bn.backward(g))
             if i > 0:
                 g = F.relu_backward(g, post[i - 1])
-        return g + (g_sum if self.downsample is None else self.downsample.backward(g_sum))
+        s = g_sum if self.downsample is None else self.downsample.backward(g_sum)
+        if (g is not None and g is not s and g.base is None and g.dtype == s.dtype
+                and g.shape == s.shape and getattr(g.flags, "writeable", True)):
+            g += s                  # the first convolution's fresh input gradient
+            return g
+        return g + s
 
     def _summary(self, input_shape, prefix, rows):
         shape = tuple(input_shape)
@@ -245,7 +250,8 @@ class Inception(Module):
             if g is not None:
                 if gx is None:
                     gx = g
-                elif g.dtype == gx.dtype and gx.base is None and getattr(gx.flags, "writeable", True):
+                elif (g.dtype == gx.dtype and gx.base is None
+                      and getattr(gx.flags, "writeable", True)):
                     gx += g          # a branch's own fresh gradient: added in place
                 else:
                     gx = gx + g

@@ -193,6 +193,12 @@ class ReLU(Module):
     (:mod:`convcore.nn.fold`).
     """
 
+    #: Set by a :class:`Sequential` when the next module keeps nothing of
+    #: this ReLU's output (a pooling layer): the backward pass needs only the
+    #: output's sign, then kept as a bool mask (a quarter of a float32
+    #: output) instead of the output itself.
+    _mask_only = False
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = _flag(inplace, "inplace")
@@ -201,16 +207,16 @@ class ReLU(Module):
     def forward(self, x):
         fold = self._fold
         if fold is not None and fold.active():
-            self._x = x                    # already max(z, 0): the same mask
-            return x
-        if self.inplace:
+            y = x                          # already max(z, 0)
+        elif self.inplace:
             xp = backend_for(x).xp
             float_dtype(x, "x")
             xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
-            self._x = x                    # the output: its sign is the mask
-            return x
-        y = F.relu(x)
-        self._x = y      # the output's sign is the mask: the input can be freed
+            y = x
+        else:
+            y = F.relu(x)
+        # the output's sign is the mask: the input can be freed
+        self._x = (y > 0) if self._mask_only else y
         return y
 
     def _forward_into(self, x, out):
@@ -233,7 +239,17 @@ class ReLU(Module):
     def backward(self, grad_output):
         if self._x is None:
             raise _not_ready(self)
-        return F.relu_backward(grad_output, self._x)
+        mask = self._x
+        if mask.dtype == bool:
+            float_dtype(grad_output, "grad_output")
+            if tuple(grad_output.shape) != tuple(mask.shape):
+                raise ValueError(f"grad_output must have shape {tuple(mask.shape)}, got "
+                                 f"{tuple(grad_output.shape)}")
+            xp = backend_for(grad_output).xp
+            # exactly 0 where the output was not positive, even for a NaN or
+            # Inf gradient (as relu_backward)
+            return xp.where(mask, grad_output, xp.zeros((), grad_output.dtype))
+        return F.relu_backward(grad_output, mask)
 
 
 class Flatten(Module):
@@ -557,7 +573,13 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for m in self._modules.values():
+        mods = list(self._modules.values())
+        for m, nxt in zip(mods, mods[1:]):
+            if type(m) is ReLU:
+                # a pooling layer keeps none of its input: the ReLU before it
+                # keeps its output's sign only
+                m._mask_only = isinstance(nxt, (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d))
+        for m in mods:
             x = m(x)
         return x
 
