@@ -188,7 +188,9 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     grad_output : ndarray, shape (N, C, OH, OW) or (C, OH, OW)
         Upstream gradient dL/dy.
     indices : ndarray of int64, shape of `grad_output`
-        As returned by ``max_pool2d(..., return_indices=True)``.
+        As returned by ``max_pool2d(..., return_indices=True)``.  int32
+        indices (the compact copy :class:`convcore.nn.MaxPool2d` keeps) are
+        taken as they are; other integer types are converted to int64.
     input_shape : tuple of int
         Shape of the forward input, (N, C, H, W) or (C, H, W).
 
