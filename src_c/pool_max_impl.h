@@ -146,7 +146,7 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
     P = g->N * g->C;
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
-    if (idx && HW - 1 > (int64_t)IDX_LIMIT) return CC_EINVAL;   /* an index would not fit */
+    if (idx && HW > (int64_t)IDX_LIMIT) return CC_EINVAL;   /* a plane too large for IDX_T */
     n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
@@ -166,7 +166,7 @@ int MAX_BWD(const REAL *dy, const IDX_T *idx, int64_t N, int64_t C, int64_t H, i
     if (N > 0 && (!dy || !idx)) return CC_EINVAL;
     P = N * C;
     HW = H * W;
-    if (HW - 1 > (int64_t)IDX_LIMIT) return CC_EINVAL;
+    if (HW > (int64_t)IDX_LIMIT) return CC_EINVAL;
     OHW = OH * OW;
     n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
