@@ -297,6 +297,23 @@ def _inception_net():
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 10, rng=4))
 
 
+def _classifier_saved(rows):
+    # the ReLU before the max pool keeps a bool mask; the pool keeps int32
+    # indices; each linear layer keeps its input (the pooled features, seen
+    # through Flatten, and the hidden ReLU's output, which is also its mask)
+    relu1 = [r for r in rows if r["name"] == "1"][0]["activation_bytes"]
+    hidden = [r for r in rows if r["name"] == "5"][0]["activation_bytes"]
+    return relu1 // 4 + 2 * _by(rows, "MaxPool2d") + hidden
+
+
+def _classifier_net():
+    # a large fully connected layer (8 MiB of weights) on small activations:
+    # a weight-sized temporary in Linear.backward stands out
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, rng=0), nn.ReLU(), nn.MaxPool2d(2), nn.Flatten(),
+        nn.Linear(8 * 16 * 16, 1024, rng=1), nn.ReLU(), nn.Linear(1024, 10, rng=2))
+
+
 def _budget(net, shape, saved_rule):
     rows = cc.summary(net, shape).rows
     saved = saved_rule(rows)
@@ -337,6 +354,7 @@ STEPS = {
     "resnet18": (lambda: models.resnet18(num_classes=10, rng=0), (8, 3, 64, 64),
                  _resnet_saved),
     "inception": (_inception_net, (4, 3, 32, 32), _inception_saved),
+    "classifier": (_classifier_net, (4, 3, 32, 32), _classifier_saved),
 }
 
 
