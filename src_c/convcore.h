@@ -268,6 +268,22 @@ int cc_max_pool2d_bwd_f64(const double *dy, const int64_t *idx, int64_t N, int64
                           int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
                           double *dx);
 
+/* Max pooling with int32_t indices (half the memory of int64_t): as
+ * cc_max_pool2d_fwd / cc_max_pool2d_bwd, the same maxima and the same index
+ * values, for planes of fewer than 2**31 elements (H*W <= INT32_MAX; CC_EINVAL
+ * otherwise).  The layers keep these for their backward pass; the public
+ * functional API speaks int64_t, as PyTorch. */
+int cc_max_pool2d_i32_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads,
+                              float *y, int32_t *idx);
+int cc_max_pool2d_i32_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads,
+                              double *y, int32_t *idx);
+int cc_max_pool2d_i32_bwd_f32(const float *dy, const int32_t *idx, int64_t N, int64_t C,
+                              int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                              float *dx);
+int cc_max_pool2d_i32_bwd_f64(const double *dy, const int32_t *idx, int64_t N, int64_t C,
+                              int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
+                              double *dx);
+
 /* Average-pool forward, NCHW.
  *   x (N, C, H, W)    [in]
  *   y (N, C, OH, OW)  [out, overwritten]

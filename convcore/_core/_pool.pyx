@@ -6,7 +6,7 @@ validated every argument and allocated every output.  The C core is called
 with the GIL released; its status code becomes an exception afterwards.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int32_t, int64_t
 
 cdef extern from "convcore.h" nogil:
     ctypedef struct cc_pool_geom:
@@ -26,6 +26,16 @@ cdef extern from "convcore.h" nogil:
     int cc_max_pool2d_bwd_f64(const double *dy, const int64_t *idx, int64_t N, int64_t C,
                               int64_t H, int64_t W, int64_t OH, int64_t OW, int n_threads,
                               double *dx)
+    int cc_max_pool2d_i32_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads,
+                                  float *y, int32_t *idx)
+    int cc_max_pool2d_i32_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads,
+                                  double *y, int32_t *idx)
+    int cc_max_pool2d_i32_bwd_f32(const float *dy, const int32_t *idx, int64_t N, int64_t C,
+                                  int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                  int n_threads, float *dx)
+    int cc_max_pool2d_i32_bwd_f64(const double *dy, const int32_t *idx, int64_t N, int64_t C,
+                                  int64_t H, int64_t W, int64_t OH, int64_t OW,
+                                  int n_threads, double *dx)
     int cc_avg_pool2d_fwd_f32(const float *x, const cc_pool_geom *g, int n_threads, float *y)
     int cc_avg_pool2d_fwd_f64(const double *x, const cc_pool_geom *g, int n_threads, double *y)
     int cc_avg_pool2d_bwd_f32(const float *dy, const cc_pool_geom *g, int n_threads, float *dx)
@@ -59,6 +69,12 @@ cdef cc_pool_geom _geom(tuple t, int kind) except *:
 
 include "_common.pxi"
 
+# Indices: int64 (PyTorch's, the functional API) or int32 (the layers' compact
+# copy, for planes of fewer than 2**31 elements).
+ctypedef fused index_t:
+    int32_t
+    int64_t
+
 
 def geom_ok(tuple geom, bint average):
     """Whether the C core accepts this geometry (see cc_pool_geom_check)."""
@@ -69,28 +85,39 @@ def geom_ok(tuple geom, bint average):
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
-                       int64_t[:, :, :, ::1] idx, bint with_indices, tuple geom,
+                       index_t[:, :, :, ::1] idx, bint with_indices, tuple geom,
                        int n_threads):
     cdef cc_pool_geom g = _geom(geom, CC_POOL_MAX)
-    cdef int64_t *ip = NULL
+    cdef index_t *ip = NULL
     cdef int st
     _need(x.size, g.N * g.C * g.H * g.W, "x")
     _need(y.size, g.N * g.C * g.OH * g.OW, "y")
     if with_indices:
         _need(idx.size, y.size, "indices")
+        if index_t is int32_t and g.H * g.W > 2147483647:
+            raise ValueError(f"int32 indices need planes of fewer than 2**31 elements, got "
+                             f"{g.H}x{g.W}")
     if g.N == 0:
         return
     if with_indices:
         ip = &idx[0, 0, 0, 0]
     with nogil:
-        if floating is float:
-            st = cc_max_pool2d_fwd_f32(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0], ip)
+        if index_t is int64_t:
+            if floating is float:
+                st = cc_max_pool2d_fwd_f32(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0], ip)
+            else:
+                st = cc_max_pool2d_fwd_f64(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0], ip)
         else:
-            st = cc_max_pool2d_fwd_f64(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0], ip)
+            if floating is float:
+                st = cc_max_pool2d_i32_fwd_f32(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0],
+                                               ip)
+            else:
+                st = cc_max_pool2d_i32_fwd_f64(&x[0, 0, 0, 0], &g, n_threads, &y[0, 0, 0, 0],
+                                               ip)
     _raise(st, "max_pool2d forward")
 
 
-def max_pool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, ::1] idx,
+def max_pool2d_backward(const floating[:, :, :, ::1] dy, const index_t[:, :, :, ::1] idx,
                         floating[:, :, :, ::1] dx, int n_threads):
     cdef int64_t N = dx.shape[0], C = dx.shape[1], H = dx.shape[2], W = dx.shape[3]
     cdef int64_t OH = dy.shape[2], OW = dy.shape[3]
@@ -98,15 +125,26 @@ def max_pool2d_backward(const floating[:, :, :, ::1] dy, const int64_t[:, :, :, 
     if dy.shape[0] != N or dy.shape[1] != C:
         raise ValueError("grad_output and grad_input disagree on (N, C)")
     _need(idx.size, dy.size, "indices")
+    if index_t is int32_t and H * W > 2147483647:
+        raise ValueError(f"int32 indices need planes of fewer than 2**31 elements, got "
+                         f"{H}x{W}")
     if N == 0:
         return
     with nogil:
-        if floating is float:
-            st = cc_max_pool2d_bwd_f32(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W, OH, OW,
-                                       n_threads, &dx[0, 0, 0, 0])
+        if index_t is int64_t:
+            if floating is float:
+                st = cc_max_pool2d_bwd_f32(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W, OH,
+                                           OW, n_threads, &dx[0, 0, 0, 0])
+            else:
+                st = cc_max_pool2d_bwd_f64(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W, OH,
+                                           OW, n_threads, &dx[0, 0, 0, 0])
         else:
-            st = cc_max_pool2d_bwd_f64(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W, OH, OW,
-                                       n_threads, &dx[0, 0, 0, 0])
+            if floating is float:
+                st = cc_max_pool2d_i32_bwd_f32(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W,
+                                               OH, OW, n_threads, &dx[0, 0, 0, 0])
+            else:
+                st = cc_max_pool2d_i32_bwd_f64(&dy[0, 0, 0, 0], &idx[0, 0, 0, 0], N, C, H, W,
+                                               OH, OW, n_threads, &dx[0, 0, 0, 0])
     if st == CC_EINVAL:
         raise ValueError(f"indices must lie in [0, H*W) = [0, {H * W}) for input planes "
                          f"of {H}x{W}; got an index outside that range")

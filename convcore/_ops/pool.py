@@ -188,7 +188,9 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     grad_output : ndarray, shape (N, C, OH, OW) or (C, OH, OW)
         Upstream gradient dL/dy.
     indices : ndarray of int64, shape of `grad_output`
-        As returned by ``max_pool2d(..., return_indices=True)``.
+        As returned by ``max_pool2d(..., return_indices=True)``.  int32
+        indices (the compact copy :class:`convcore.nn.MaxPool2d` keeps) are
+        taken as they are; other integer types are converted to int64.
     input_shape : tuple of int
         Shape of the forward input, (N, C, H, W) or (C, H, W).
 
@@ -236,9 +238,43 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     check_elems(shape4, "grad_input")
     dx = be.empty(shape4, dt)
     if N > 0:
-        be.max_pool2d_backward(contiguous(be, dy), contiguous(be, idx.astype(np.int64, copy=False)),
+        # int32 indices (the layers' compact copy) go to the C core as they are
+        keep = be.name == "cpu" and idx.dtype == np.int32
+        be.max_pool2d_backward(contiguous(be, dy),
+                               contiguous(be, idx if keep else idx.astype(np.int64, copy=False)),
                                dx)
     return dx[0] if unbatched else dx
+
+
+# Largest plane (H * W elements) whose flat indices fit in int32.
+_INT32_PLANE = 2**31 - 1
+
+
+def _index_dtype(be, H: int, W: int):
+    """The dtype of the indices a layer keeps for its backward pass: int32
+    (half of int64's memory) on the CPU backend when every index of an H x W
+    plane fits, else int64."""
+    if be.name == "cpu" and int(H) * int(W) <= _INT32_PLANE:
+        return np.dtype(np.int32)
+    return np.dtype(np.int64)
+
+
+def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, dilation=1,
+                        ceil_mode=False):
+    """:func:`max_pool2d` with indices, for a layer's backward pass: the same
+    output and the same index values, as int32 where :func:`_index_dtype`
+    allows (:func:`max_pool2d_backward` takes them as they are)."""
+    be, dt, x4, unbatched, shape = _planes(x)
+    geom = _window_geom(shape, kernel_size, stride, padding, dilation, ceil_mode,
+                        "max_pool2d", average=False)
+    N, C, OH, OW = shape[0], shape[1], geom[12], geom[13]
+    y = be.empty((N, C, OH, OW), dt)
+    idx = be.empty((N, C, OH, OW), _index_dtype(be, shape[2], shape[3]))
+    if N > 0:
+        be.max_pool2d_forward(contiguous(be, x4), y, idx, geom)
+    if unbatched:
+        y, idx = y[0], idx[0]
+    return y, idx
 
 
 def avg_pool2d(x, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,

@@ -102,8 +102,9 @@ def _buffer(nelems, dtype, budget):
     nbytes = nelems * np.dtype(dtype).itemsize
     buf = getattr(_reuse, "buf", None)
     if buf is None or buf.nbytes < nbytes or buf.nbytes > max(budget, nbytes):
-        # (the old one is freed before the new one is made)
-        _reuse.buf = _reuse.last = None
+        # (the old one is freed before the new one is made: no reference,
+        # this local one included, may keep both alive at once)
+        _reuse.buf = _reuse.last = buf = None
         buf = _reuse.buf = np.empty(nbytes, dtype=np.uint8)
     return buf[:nbytes].view(dtype)
 
@@ -124,6 +125,7 @@ def _workspace(geom, dtype, strategy):
     if (last is not None and last[0] is geom and last[1] is dtype and last[2] == strategy
             and last[3] == limit):
         return last[4]
+    last = None                         # (lets _buffer free the old buffer first)
     work = _workspace_for(geom, dtype, strategy, limit)
     _reuse.last = (geom, dtype, strategy, limit, work)
     return work

@@ -78,7 +78,12 @@ class _Residual(Module):
             g = conv.backward(bn.backward(g))
             if i > 0:
                 g = F.relu_backward(g, post[i - 1])
-        return g + (g_sum if self.downsample is None else self.downsample.backward(g_sum))
+        s = g_sum if self.downsample is None else self.downsample.backward(g_sum)
+        if (g is not None and g is not s and g.base is None and g.dtype == s.dtype
+                and g.shape == s.shape and getattr(g.flags, "writeable", True)):
+            g += s                  # the first convolution's fresh input gradient
+            return g
+        return g + s
 
     def _summary(self, input_shape, prefix, rows):
         shape = tuple(input_shape)
@@ -195,17 +200,64 @@ class Inception(Module):
         return [self.branch1, self.branch2, self.branch3, self.branch4]
 
     def forward(self, x):
-        outs = [b(x) for b in self._branches()]
-        self._splits = [o.shape[1] for o in outs]
-        return backend_for(x).xp.concatenate(outs, axis=1)
+        # The concatenated output is the only copy of the branches' results:
+        # each branch's last ReLU writes into its slice of it and keeps that
+        # slice as its mask, so no branch holds an output of its own.
+        xp = backend_for(x).xp
+        out, splits, start = None, [], 0
+        for b in self._branches():
+            mods = list(b)
+            last = mods[-1] if mods else None
+            h = x
+            for m in (mods[:-1] if isinstance(last, ReLU) else mods):
+                h = m(h)
+            c = int(h.shape[-3])
+            if out is None:
+                # the output's channel count: each branch's last convolution
+                total = sum(self._branch_channels(br) for br in self._branches())
+                out = xp.empty(tuple(h.shape[:-3]) + (total,) + tuple(h.shape[-2:]), h.dtype)
+            if start + c > out.shape[-3] or tuple(h.shape[-2:]) != tuple(out.shape[-2:]):
+                raise ValueError(f"Inception: branch outputs {tuple(h.shape)} do not fit "
+                                 f"the concatenation {tuple(out.shape)}")
+            view = out[..., start:start + c, :, :]
+            if isinstance(last, ReLU):
+                last._forward_into(h, view)
+            else:
+                view[...] = h
+            del h
+            splits.append(c)
+            start += c
+        if start != out.shape[-3]:
+            raise ValueError(f"Inception: the branches give {start} channels, expected "
+                             f"{out.shape[-3]}")
+        self._splits = splits
+        return out
+
+    @staticmethod
+    def _branch_channels(branch):
+        for m in reversed(list(branch)):
+            if isinstance(m, Conv2d):
+                return m.out_channels
+        raise ValueError("Inception: every branch needs a convolution")
 
     def backward(self, grad_output):
         if self._splits is None:
             raise _not_ready(self)
+        # branch by branch on its slice of the gradient (each last ReLU's
+        # mask is its slice of the output): only one branch's gradients are
+        # alive at a time besides the running sum
         gx, start = None, 0
         for b, c in zip(self._branches(), self._splits):
-            g = b.backward(grad_output[:, start:start + c])
-            gx = g if gx is None else gx + g
+            g = b.backward(grad_output[..., start:start + c, :, :])
+            if g is not None:
+                if gx is None:
+                    gx = g
+                elif (g.dtype == gx.dtype and gx.base is None
+                      and getattr(gx.flags, "writeable", True)):
+                    gx += g          # a branch's own fresh gradient: added in place
+                else:
+                    gx = gx + g
+            del g
             start += c
         return gx
 

@@ -9,6 +9,7 @@ import numpy as np
 from convcore import functional as F
 from convcore._ops.conv import _padding
 from convcore._ops.layers import _float, linear_backward_accumulate
+from convcore._ops.pool import _max_pool2d_compact
 from convcore._validate import as_int, backend_for, float_dtype, out_size, pair
 from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
 
@@ -195,6 +196,12 @@ class ReLU(Module):
     (:mod:`convcore.nn.fold`).
     """
 
+    #: Set by a :class:`Sequential` when the next module keeps nothing of
+    #: this ReLU's output (a pooling layer): the backward pass needs only the
+    #: output's sign, then kept as a bool mask (a quarter of a float32
+    #: output) instead of the output itself.
+    _mask_only = False
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = _flag(inplace, "inplace")
@@ -203,22 +210,49 @@ class ReLU(Module):
     def forward(self, x):
         fold = self._fold
         if fold is not None and fold.active():
-            self._x = x                    # already max(z, 0): the same mask
-            return x
-        if self.inplace:
+            y = x                          # already max(z, 0)
+        elif self.inplace:
             xp = backend_for(x).xp
             float_dtype(x, "x")
             xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
-            self._x = x                    # the output: its sign is the mask
-            return x
-        y = F.relu(x)
-        self._x = y      # the output's sign is the mask: the input can be freed
+            y = x
+        else:
+            y = F.relu(x)
+        # the output's sign is the mask: the input can be freed
+        self._x = (y > 0) if self._mask_only else y
         return y
+
+    def _forward_into(self, x, out):
+        """The forward pass written into ``out`` (an array or a view of x's
+        shape and dtype, e.g. a block's slice of a concatenation), which is
+        kept as the mask: no array of the ReLU's own.  x is not changed."""
+        if tuple(out.shape) != tuple(x.shape) or out.dtype != x.dtype:
+            raise ValueError(f"ReLU: out must have the input's shape {tuple(x.shape)} and "
+                             f"dtype {x.dtype}, got {tuple(out.shape)} {out.dtype}")
+        fold = self._fold
+        xp = backend_for(x).xp
+        if fold is not None and fold.active():
+            out[...] = x                   # already max(z, 0)
+        else:
+            float_dtype(x, "x")
+            xp.maximum(x, xp.zeros((), x.dtype), out=out)   # NaN propagates
+        self._x = out
+        return out
 
     def backward(self, grad_output):
         if self._x is None:
             raise _not_ready(self)
-        return F.relu_backward(grad_output, self._x)
+        mask = self._x
+        if mask.dtype == bool:
+            float_dtype(grad_output, "grad_output")
+            if tuple(grad_output.shape) != tuple(mask.shape):
+                raise ValueError(f"grad_output must have shape {tuple(mask.shape)}, got "
+                                 f"{tuple(grad_output.shape)}")
+            xp = backend_for(grad_output).xp
+            # exactly 0 where the output was not positive, even for a NaN or
+            # Inf gradient (as relu_backward)
+            return xp.where(mask, grad_output, xp.zeros((), grad_output.dtype))
+        return F.relu_backward(grad_output, mask)
 
 
 class Flatten(Module):
@@ -377,7 +411,13 @@ class LocalResponseNorm(Module):
 
 
 class MaxPool2d(Module):
-    """Max pooling (as ``torch.nn.MaxPool2d``; ``stride`` defaults to the kernel)."""
+    """Max pooling (as ``torch.nn.MaxPool2d``; ``stride`` defaults to the kernel).
+
+    The positions of the maxima are kept for the backward pass as int32 (half
+    the memory of PyTorch's int64) when every input plane has fewer than
+    2**31 elements; with ``return_indices=True`` the caller gets int64
+    indices, as from :func:`convcore.max_pool2d`.
+    """
 
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
@@ -396,8 +436,12 @@ class MaxPool2d(Module):
         self._cache = None
 
     def forward(self, x):
-        y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding, self.dilation,
-                              self.ceil_mode, return_indices=True)
+        if self.return_indices:     # the caller gets PyTorch's int64 indices
+            y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                  self.dilation, self.ceil_mode, return_indices=True)
+        else:                       # kept for backward only: int32 where they fit
+            y, idx = _max_pool2d_compact(x, self.kernel_size, self.stride, self.padding,
+                                         self.dilation, self.ceil_mode)
         self._cache = (idx, tuple(x.shape))
         return (y, idx) if self.return_indices else y
 
@@ -532,7 +576,13 @@ class Sequential(Module):
         return self
 
     def forward(self, x):
-        for m in self._modules.values():
+        mods = list(self._modules.values())
+        for m, nxt in zip(mods, mods[1:]):
+            if type(m) is ReLU:
+                # a pooling layer keeps none of its input: the ReLU before it
+                # keeps its output's sign only
+                m._mask_only = isinstance(nxt, (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d))
+        for m in mods:
             x = m(x)
         return x
 

@@ -446,6 +446,44 @@ static void check_pool(const cc_pool_geom *g, uint64_t *seed)
                 for (i = 0; i < g->OH * g->OW; ++i)
                     ref[p * g->H * g->W + idx[p * g->OH * g->OW + i]] += dy[p * g->OH * g->OW + i];
             CHECK(maxdiff(dx, ref, nx) == 0, "%s: max backward differs", tag);
+            /* int32 indices: the same maxima, index values and gradient bits,
+             * in float64 and (converted input) float32 */
+            {
+                int32_t *i32 = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *i32);
+                int64_t *i64 = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *i64);
+                double *y32 = rand_buf(ny, seed), *dx32 = rand_buf(nx, seed);
+                float *xf = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *xf);
+                float *yf = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *yf);
+                float *yf32 = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *yf32);
+                float *dyf = malloc((size_t)(ny > 0 ? ny : 1) * sizeof *dyf);
+                float *dxf = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *dxf);
+                float *dxf32 = malloc((size_t)(nx > 0 ? nx : 1) * sizeof *dxf32);
+                int same = 1;
+                st = cc_max_pool2d_i32_fwd_f64(x, &q, t, y32, i32);
+                CHECK(st == CC_OK, "%s: max int32 status %d", tag, st);
+                for (i = 0; i < ny; ++i) same &= y32[i] == y[i] && (int64_t)i32[i] == idx[i];
+                CHECK(same, "%s generic %d: int32 indices differ from int64", tag, pass);
+                st = cc_max_pool2d_i32_bwd_f64(dy, i32, g->N, g->C, g->H, g->W, g->OH, g->OW,
+                                               t, dx32);
+                CHECK(st == CC_OK && maxdiff(dx32, dx, nx) == 0,
+                      "%s: int32 max backward differs (status %d)", tag, st);
+                for (i = 0; i < nx; ++i) xf[i] = (float)x[i];
+                for (i = 0; i < ny; ++i) dyf[i] = (float)dy[i];
+                st = cc_max_pool2d_fwd_f32(xf, &q, t, yf, i64);
+                st |= cc_max_pool2d_i32_fwd_f32(xf, &q, t, yf32, i32);
+                CHECK(st == CC_OK, "%s: max f32 status %d", tag, st);
+                same = 1;
+                for (i = 0; i < ny; ++i) same &= yf32[i] == yf[i] && (int64_t)i32[i] == i64[i];
+                CHECK(same, "%s generic %d: f32 int32 indices differ from int64", tag, pass);
+                st = cc_max_pool2d_bwd_f32(dyf, i64, g->N, g->C, g->H, g->W, g->OH, g->OW, t,
+                                           dxf);
+                st |= cc_max_pool2d_i32_bwd_f32(dyf, i32, g->N, g->C, g->H, g->W, g->OH,
+                                                g->OW, t, dxf32);
+                CHECK(st == CC_OK && memcmp(dxf, dxf32, sizeof(float) * (size_t)nx) == 0,
+                      "%s: f32 int32 max backward differs (status %d)", tag, st);
+                free(i32); free(i64); free(y32); free(dx32); free(xf); free(yf); free(yf32);
+                free(dyf); free(dxf); free(dxf32);
+            }
             if (g->DH == 1 && g->DW == 1) {
                 double lhs = 0, rhs = 0;
                 st = cc_avg_pool2d_fwd_f64(x, &q, t, y);
@@ -524,6 +562,16 @@ static void check_pool_refusals(void)
     PREFUSED(cc_adaptive_avg_pool2d_bwd_f64(buf, 1, 1, INT64_MAX, 4, 2, 2, 1, buf),
              "adaptive H huge");
     PREFUSED(cc_max_pool2d_bwd_f64(buf, ibuf, 1, 1, 4, 4, 5, 5, 0, buf), "max bwd 0 threads");
+    {
+        /* int32 indices only for planes of fewer than 2**31 elements (refused
+         * before anything is read or written) */
+        int32_t i32buf[4] = {0};
+        b = pgeom(1, 1, 65536, 32768, 2, 2, 0, 1, 0, 1, 0);   /* 2**31 elements */
+        CHECK(cc_pool_geom_check(&b, CC_POOL_MAX) == CC_OK, "pool: 2**31 plane refused");
+        PREFUSED(cc_max_pool2d_i32_fwd_f64(buf, &b, 1, buf, i32buf), "int32, 2**31 plane");
+        PREFUSED(cc_max_pool2d_i32_bwd_f64(buf, i32buf, 1, 1, 65536, 32768, 32768, 16384, 1, buf),
+                 "int32 backward, 2**31 plane");
+    }
     CHECK(cc_pool_out_size(5, 3, 0, 0, 1, 0) == -1 && cc_pool_out_size(INT64_MAX, 3, 1,
           INT64_MAX, 1, 1) == -1 && cc_pool_out_size(2, INT64_MAX, 1, 0, INT64_MAX, 0) == -1,
           "pool: out size overflow not reported");

@@ -1,0 +1,189 @@
+/* Max pooling's row kernels, planes, forward and backward, included by
+ * pool_impl.h once per element type (REAL, SFX) and index type:
+ *   IDX_T      int64_t or int32_t, the type of the saved indices
+ *   IDX_LIMIT  its largest value: a plane of more elements is refused
+ *   IFN(name)  the name of a static helper for this pair of types
+ *   MAX_FWD, MAX_BWD  the names of the public forward and backward.
+ * Both index types run the same expressions in the same order: identical
+ * maxima and identical index values. */
+
+/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row;
+ * r0 points at the top-left input element of output lo, base is its flat index.
+ * With indices, a first loop (all in REAL-wide lanes, so it vectorizes)
+ * finds each maximum and a code row<<2|col of its position, a second loop
+ * turns the codes into flat indices; CC_CHUNK outputs at a time. */
+#define CC_CHUNK 256
+CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                         int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                         IDX_T *CC_RESTRICT idx)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    int64_t j, j0;
+    CODE_T code[CC_CHUNK];
+    if (!idx) {
+        for (j = lo; j < hi; ++j) {
+            REAL m = r0[2 * j], v;
+            v = r0[2 * j + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[2 * j];     m = CC_TAKES(v, m) ? v : m;
+            v = r1[2 * j + 1]; m = CC_TAKES(v, m) ? v : m;
+            y[j] = m;
+        }
+        return;
+    }
+    for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
+        const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
+        REAL *CC_RESTRICT yc = y + j0;
+        const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
+        IDX_T *CC_RESTRICT ic = idx + j0;
+        for (j = 0; j < n; ++j) {
+            REAL m = a[2 * j], v;
+            CODE_T k = 0, t;
+            v = a[2 * j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
+            v = b[2 * j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
+            v = b[2 * j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
+            yc[j] = m;
+            code[j] = k;
+        }
+        for (j = 0; j < n; ++j)
+            ic[j] = (IDX_T)(base + 2 * (j0 + j) + (int64_t)(code[j] & 3) +
+                           (int64_t)(code[j] >> 2) * W);
+    }
+}
+
+/* Interior windows of a 3x3 / stride 2 max pool (as max2_row). */
+CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                         int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                         IDX_T *CC_RESTRICT idx)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    const REAL *CC_RESTRICT r2 = r1 + W;
+    int64_t j, j0;
+    CODE_T code[CC_CHUNK];
+    if (!idx) {
+        for (j = lo; j < hi; ++j) {
+            const int64_t c = 2 * j;
+            REAL m = r0[c], v;
+            v = r0[c + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r0[c + 2]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[c];     m = CC_TAKES(v, m) ? v : m;
+            v = r1[c + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[c + 2]; m = CC_TAKES(v, m) ? v : m;
+            v = r2[c];     m = CC_TAKES(v, m) ? v : m;
+            v = r2[c + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r2[c + 2]; m = CC_TAKES(v, m) ? v : m;
+            y[j] = m;
+        }
+        return;
+    }
+    for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
+        const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
+        REAL *CC_RESTRICT yc = y + j0;
+        const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
+        const REAL *CC_RESTRICT d = r2 + 2 * j0;
+        IDX_T *CC_RESTRICT ic = idx + j0;
+        for (j = 0; j < n; ++j) {
+            const int64_t c = 2 * j;
+            REAL m = a[c], v;
+            CODE_T k = 0, t;
+            v = a[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
+            v = a[c + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 2 : k;
+            v = b[c];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
+            v = b[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
+            v = b[c + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 6 : k;
+            v = d[c];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 8 : k;
+            v = d[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 9 : k;
+            v = d[c + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 10 : k;
+            yc[j] = m;
+            code[j] = k;
+        }
+        for (j = 0; j < n; ++j)
+            ic[j] = (IDX_T)(base + 2 * (j0 + j) + (int64_t)(code[j] & 3) +
+                           (int64_t)(code[j] >> 2) * W);
+    }
+}
+
+/* One plane of max pooling: x (H, W) -> y (OH, OW), idx (OH, OW) or NULL. */
+static void IFN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
+                          REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx)
+{
+    const int64_t W = g->W, OH = g->OH, OW = g->OW;
+    int64_t kfast = 0, hlo = 0, hhi = 0, wlo = 0, whi = 0, oh, ow, arg;
+    if (!g->generic && g->SH == 2 && g->SW == 2 && g->DH == 1 && g->DW == 1 &&
+        g->KH == g->KW && (g->KH == 2 || g->KH == 3)) {
+        kfast = g->KH;
+        inner_range(g->H, OH, 2, g->PH, kfast, &hlo, &hhi);
+        inner_range(W, OW, 2, g->PW, kfast, &wlo, &whi);
+    }
+    for (oh = 0; oh < OH; ++oh) {
+        REAL *yr = y + oh * OW;
+        IDX_T *ir = idx ? idx + oh * OW : NULL;
+        const int fast = kfast && oh >= hlo && oh < hhi && wlo < whi;
+        const int64_t a = fast ? wlo : OW, b = fast ? whi : OW;
+        for (ow = 0; ow < a; ++ow) {
+            yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
+            if (ir) ir[ow] = (IDX_T)arg;
+        }
+        if (fast) {
+            /* flat index of the first interior window's top-left element */
+            const int64_t base = (oh * 2 - g->PH) * W + 2 * a - g->PW;
+            if (kfast == 2)
+                IFN(max2_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
+            else
+                IFN(max3_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
+        }
+        for (ow = b; ow < OW; ++ow) {
+            yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
+            if (ir) ir[ow] = (IDX_T)arg;
+        }
+    }
+}
+
+int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T *idx)
+{
+    int64_t P, HW, OHW, i;
+    if (!x || !y || n_threads < 1 || cc_pool_geom_check(g, CC_POOL_MAX) != CC_OK)
+        return CC_EINVAL;
+    P = g->N * g->C;
+    HW = g->H * g->W;
+    OHW = g->OH * g->OW;
+    if (idx && HW > (int64_t)IDX_LIMIT) return CC_EINVAL;   /* a plane too large for IDX_T */
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    for (i = 0; i < P; ++i)
+        IFN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
+    return CC_OK;
+}
+
+int MAX_BWD(const REAL *dy, const IDX_T *idx, int64_t N, int64_t C, int64_t H, int64_t W,
+            int64_t OH, int64_t OW, int n_threads, REAL *dx)
+{
+    /* forward: y[o] = x[idx[o]]  =>  dx[idx[o]] += dy[o], one plane per thread */
+    int64_t P, HW, OHW, i, t;
+    int bad = 0;
+    if (!dx || n_threads < 1 || N < 0 || C <= 0 || H <= 0 || W <= 0 || OH <= 0 || OW <= 0)
+        return CC_EINVAL;
+    if (!cc_prod4_ok(N, C, H, W, &t) || !cc_prod4_ok(N, C, OH, OW, &t)) return CC_EINVAL;
+    if (N > 0 && (!dy || !idx)) return CC_EINVAL;
+    P = N * C;
+    HW = H * W;
+    if (HW > (int64_t)IDX_LIMIT) return CC_EINVAL;
+    OHW = OH * OW;
+    n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
+    for (i = 0; i < P; ++i) {
+        const REAL *CC_RESTRICT d = dy + i * OHW;
+        const IDX_T *CC_RESTRICT k = idx + i * OHW;
+        REAL *CC_RESTRICT out = dx + i * HW;
+        int64_t o;
+        memset(out, 0, (size_t)HW * sizeof(REAL));
+        for (o = 0; o < OHW; ++o) {
+            const int64_t j = k[o];
+            if ((uint64_t)j >= (uint64_t)HW) {
+                bad = 1;
+                break;
+            }
+            out[j] += d[o];
+        }
+    }
+    return bad ? CC_EINVAL : CC_OK;
+}
