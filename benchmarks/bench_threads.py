@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGS = {
     "default": {},
     "spin 10k": {"GOMP_SPINCOUNT": "10000"},
+    "spin 30k": {"GOMP_SPINCOUNT": "30000"},
     "spin 100k": {"GOMP_SPINCOUNT": "100000"},
     "spin 300k": {"GOMP_SPINCOUNT": "300000"},
     "spin 1M": {"GOMP_SPINCOUNT": "1000000"},

@@ -1,19 +1,20 @@
 """Compiled bindings of the C core.
 
-Before the extensions load the OpenMP runtime, ask it to wait for work
-briefly instead of spinning for long: between parallel regions the C core
-hands control back to Python (NumPy, a training loop, another library's
-thread pool), and on a machine with few cores a team that keeps spinning
-steals those cores.  Measured on a 2-core machine, training a BatchNorm CNN
-ran 2 to 5 times faster with a short spin.  A user's own OMP_WAIT_POLICY,
-GOMP_SPINCOUNT or KMP_BLOCKTIME wins; nothing changes if an OpenMP runtime
-was already loaded by another library (it read its settings then).
+Before the extensions load the OpenMP runtime, set how long the team's
+threads spin between parallel regions before they sleep (unless the user
+set it).  A long spin keeps back-to-back layers from paying a thread
+wake-up each (a network at batch 1 runs hundreds of short regions); a
+short one gives the cores back sooner to the user's own code between calls.
+``benchmarks/bench_threads.py`` measures the choice (docs: Threads and
+memory).  A user's own OMP_WAIT_POLICY, GOMP_SPINCOUNT or KMP_BLOCKTIME
+wins; nothing changes if an OpenMP runtime was already loaded by another
+library (it read its settings then).
 """
 import os as _os
 
 if not any(k in _os.environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")):
-    _os.environ["GOMP_SPINCOUNT"] = "10000"      # GNU OpenMP: spins before sleeping
-    _os.environ["KMP_BLOCKTIME"] = "1"           # LLVM/Intel OpenMP: milliseconds
+    _os.environ["GOMP_SPINCOUNT"] = "100000"     # GNU OpenMP: spins before sleeping
+    _os.environ["KMP_BLOCKTIME"] = "2"           # LLVM/Intel OpenMP: milliseconds
 
 
 def _check_built():
