@@ -20,16 +20,18 @@ from reference import conv2d_backward_naive, conv2d_naive
 torch = pytest.importorskip("torch")
 
 # (N, C, H, W, K, kernel, stride, padding, groups)
+# (the crop's cases have batches large enough for the crop to pay, see
+# test_no_crop_where_it_would_not_pay)
 GEOMS = [
-    (2, 3, 1, 1, 5, 3, 1, 1, 1),     # 1x1 map: only the centre tap
+    (20, 3, 1, 1, 5, 3, 1, 1, 1),    # 1x1 map: only the centre tap
     (2, 4, 2, 2, 6, 3, 1, 1, 1),     # 2x2 map: every tap meets some position
-    (2, 2, 2, 2, 5, 3, 2, 1, 1),     # 2x2 map at stride 2: first row/column dead
+    (32, 2, 2, 2, 5, 3, 2, 1, 1),    # 2x2 map at stride 2: first row/column dead
     (3, 1, 7, 9, 4, 3, 2, 1, 1),     # odd sizes, stride 2, one channel
     (2, 3, 5, 5, 4, 5, 1, 2, 1),     # 5x5
-    (1, 4, 1, 1, 3, 7, 2, 3, 1),     # 7x7/2 stem on a 1x1 map
-    (2, 2, 1, 3, 4, 3, 1, 1, 1),     # 1x3 map: rows cropped, columns not
+    (17, 4, 1, 1, 3, 7, 2, 3, 1),    # 7x7/2 stem on a 1x1 map
+    (8, 2, 1, 3, 4, 3, 1, 1, 1),     # 1x3 map: rows cropped, columns not
     (2, 32, 2, 2, 32, 3, 1, 1, 1),   # (WINOGRAD's channel counts)
-    (2, 4, 1, 1, 4, 3, 1, 1, 4),     # depthwise on a 1x1 map
+    (20, 4, 1, 1, 4, 3, 1, 1, 4),    # depthwise on a 1x1 map
     (2, 3, 6, 5, 6, 3, 2, 1, 3),     # grouped, odd sizes, stride 2
 ]
 NAMES = ["tiles", "batched", "winograd", "direct", "depthwise"]
@@ -91,6 +93,19 @@ def test_dead_taps_are_cropped_and_match_the_loops(case, rng):
     dx_ref, dw_ref, _ = conv2d_backward_naive(dy, x, w, (s, s), (p, p), (1, 1), groups)
     np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_no_crop_where_it_would_not_pay():
+    # batch 1 on a 1x1 map: one pass over the weights would cost more than the
+    # eight dead taps' products; from 18 images on, the crop pays
+    assert not _conv.plan(_geom(1, 512, 1, 1, 512, 3, 1, 1, 1), np.float32).endswith("+crop")
+    assert not _conv.plan(_geom(17, 8, 1, 1, 8, 3, 1, 1, 1), np.float32).endswith("+crop")
+    assert _conv.plan(_geom(18, 8, 1, 1, 8, 3, 1, 1, 1), np.float32).endswith("+crop")
+    x = np.random.default_rng(0).standard_normal((1, 6, 1, 1))
+    w = np.random.default_rng(1).standard_normal((5, 6, 3, 3))
+    np.testing.assert_allclose(cc.conv2d(x, w, padding=1),
+                               conv2d_naive(x, w, None, (1, 1), (1, 1), (1, 1), 1),
+                               rtol=1e-12, atol=1e-12)
 
 
 def test_no_crop_where_every_tap_meets_the_input():
