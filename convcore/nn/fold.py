@@ -28,6 +28,8 @@ import numpy as np
 
 from convcore.backends import get_backend
 
+__all__ = ["Fold", "plan", "clear", "sequence_groups"]
+
 
 class Fold:
     """One planned fold: ``conv`` then ``bn`` (or None) then ``relu`` (or None)."""
