@@ -50,7 +50,11 @@ def _compile_nvrtc(nvrtc, dtype):
         opts = [o.encode() for o in cuda.NVRTC_OPTIONS] + [f"--gpu-architecture={ARCH}".encode()]
         err = nvrtc.nvrtcCompileProgram(prog, len(opts), opts)[0]
         size = _check(nvrtc, nvrtc.nvrtcGetProgramLogSize(prog))
-        log = b" " * size
+        # the binding writes the log into this object's buffer: it must be a
+        # fresh one, never a length-0/1 bytes (CPython shares those, and an
+        # empty log's terminating NUL once turned every b" " of the process
+        # into b"\x00")
+        log = b" " * (size + 2)
         nvrtc.nvrtcGetProgramLog(prog, log)
         log = log.decode(errors="replace").strip("\x00 \n")
         assert err == nvrtc.nvrtcResult.NVRTC_SUCCESS, f"NVRTC compile failed:\n{log}"
