@@ -15,8 +15,11 @@ SCRIPT = os.path.join(ROOT, "scripts", "check_docs.py")
 
 chromium = next((shutil.which(n) for n in ("chromium", "chromium-browser")
                  if shutil.which(n)), None)
-pytestmark = pytest.mark.skipif(chromium is None,
-                                reason="needs chromium (apt-get install chromium)")
+pytestmark = [
+    pytest.mark.skipif(chromium is None, reason="needs chromium (apt-get install chromium)"),
+    pytest.mark.skipif(not os.path.isfile(SCRIPT),
+                       reason="needs the source tree's scripts/ (not in the wheel check)"),
+]
 
 
 def _mathjax_dir():
