@@ -65,7 +65,10 @@ def _conv_setup(x, weight, bias, stride, padding, dilation, groups):
     return out
 
 
-def _conv_setup_checked(x, weight, bias, stride, padding, dilation, groups):
+def _check_arrays(x, weight, bias, layout):
+    """The checks a convolution and a transposed convolution share: the
+    backend, float dtypes, a 4-D weight of ``layout``.  Returns (be, dt, x4,
+    unbatched)."""
     be = backend_for(x, weight, bias)
     dt = float_dtype(x, "x")
     if weight is None:
@@ -74,8 +77,13 @@ def _conv_setup_checked(x, weight, bias, stride, padding, dilation, groups):
     same_dtype(x, "x", bias, "bias")
     x4, unbatched = batched(x)
     if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D (out_channels, in_channels/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
+        raise ValueError(f"weight must be 4-D ({layout}), got shape {tuple(weight.shape)}")
+    return be, dt, x4, unbatched
+
+
+def _conv_setup_checked(x, weight, bias, stride, padding, dilation, groups):
+    be, dt, x4, unbatched = _check_arrays(x, weight, bias,
+                                          "out_channels, in_channels/groups, kH, kW")
     groups = as_int(groups, "groups", minimum=1)
     stride = pair(stride, "stride")
     dilation = pair(dilation, "dilation")

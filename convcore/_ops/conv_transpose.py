@@ -19,9 +19,10 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from convcore._validate import (MAX_HYPER, as_int, backend_for, batched, check_elems,
-                                check_index32, contiguous, float_dtype, out_size, pair,
-                                same_dtype)
+from convcore._validate import (MAX_HYPER, as_int, backend_for, check_elems, check_index32,
+                                contiguous, out_size, pair, same_dtype)
+
+from convcore._ops.conv import _check_arrays
 
 IntOrPair = Union[int, Tuple[int, int]]
 
@@ -32,16 +33,8 @@ def _setup(x, weight, bias, stride, padding, output_padding, groups, dilation,
            name="conv_transpose2d"):
     """Validate in the transposed convolution's own terms; return
     (be, dt, x4, unbatched, geom, xpad_rows, xpad_cols, H_out, W_out)."""
-    be = backend_for(x, weight, bias)
-    dt = float_dtype(x, "x")
-    if weight is None:
-        raise TypeError("weight must be an array, got None")
-    same_dtype(x, "x", weight, "weight")
-    same_dtype(x, "x", bias, "bias")
-    x4, unbatched = batched(x)
-    if weight.ndim != 4:
-        raise ValueError(f"weight must be 4-D (in_channels, out_channels/groups, kH, kW), "
-                         f"got shape {tuple(weight.shape)}")
+    be, dt, x4, unbatched = _check_arrays(x, weight, bias,
+                                          "in_channels, out_channels/groups, kH, kW")
     if isinstance(padding, str):
         raise ValueError(f"{name}: padding must be an int or a pair of ints (no 'same' or "
                          f"'valid' for a transposed convolution), got {padding!r}")

@@ -8,7 +8,7 @@ from convcore import functional as F
 from convcore._ops.layers import _float
 from convcore._ops.upsample import _geometry
 from convcore._validate import as_int, pair
-from convcore.nn.layers import _dtype, _flag, _prod, _spatial
+from convcore.nn.layers import _DropoutBase, _dtype, _flag, _prod, _spatial
 from convcore.nn.module import Module, _not_ready, as_rng, kaiming_uniform
 
 __all__ = ["ConvTranspose2d", "Identity", "Softmax", "LogSoftmax", "Dropout2d", "Upsample",
@@ -180,31 +180,13 @@ class LogSoftmax(_SoftmaxBase):
         return F.log_softmax_backward(grad_output, self._y, self._d(self._y.ndim))
 
 
-class Dropout2d(Module):
+class Dropout2d(_DropoutBase):
     """Channel dropout: each feature map is zeroed with probability ``p``
     (as ``torch.nn.Dropout2d``); identity in eval mode.  ``rng`` (None, seed
     or Generator) makes the masks reproducible."""
 
-    def __init__(self, p=0.5, inplace=False, rng=None):
-        super().__init__()
-        self.p = _float(p, "p", minimum=0.0, maximum=1.0)
-        self.inplace = _flag(inplace, "inplace")
-        self.rng = as_rng(rng)
-        self._mask = None
-        self._ready = False
-
-    def forward(self, x):
-        y, self._mask = F.dropout2d(x, self.p, self.training, self.rng, return_mask=True)
-        self._ready = True
-        return y
-
-    def backward(self, grad_output):
-        if not self._ready:
-            raise _not_ready(self)
-        return F.dropout2d_backward(grad_output, self._mask, self.p)
-
-    def extra_repr(self):
-        return f"p={self.p}"
+    _drop = staticmethod(F.dropout2d)
+    _undrop = staticmethod(F.dropout2d_backward)
 
 
 class Upsample(Module):

@@ -282,11 +282,14 @@ class Flatten(Module):
         return grad_output.reshape(self._shape)
 
 
-class Dropout(Module):
-    """Inverted dropout with probability ``p`` (identity in eval mode).
+class _DropoutBase(Module):
+    """Dropout with probability ``p`` (identity in eval mode) through a
+    functional pair: ``_drop(x, p, training, rng, return_mask=True)`` and
+    ``_undrop(grad, mask, p)``.  ``rng`` (None, seed or Generator) makes the
+    masks reproducible."""
 
-    ``rng`` (None, seed or Generator) makes the masks reproducible.
-    """
+    _drop = staticmethod(F.dropout)
+    _undrop = staticmethod(F.dropout_backward)
 
     def __init__(self, p=0.5, inplace=False, rng=None):
         super().__init__()
@@ -297,17 +300,24 @@ class Dropout(Module):
         self._ready = False
 
     def forward(self, x):
-        y, self._mask = F.dropout(x, self.p, self.training, self.rng, return_mask=True)
+        y, self._mask = self._drop(x, self.p, self.training, self.rng, return_mask=True)
         self._ready = True
         return y
 
     def backward(self, grad_output):
         if not self._ready:
             raise _not_ready(self)
-        return F.dropout_backward(grad_output, self._mask, self.p)
+        return self._undrop(grad_output, self._mask, self.p)
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+class Dropout(_DropoutBase):
+    """Inverted dropout with probability ``p`` (identity in eval mode).
+
+    ``rng`` (None, seed or Generator) makes the masks reproducible.
+    """
 
 
 class BatchNorm2d(Module):
