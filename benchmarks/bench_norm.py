@@ -102,7 +102,7 @@ def convcore_child(p):
 def numpy_child(p):
     """convcore's NumPy expressions for batch norm and ReLU (no C kernels)."""
     import convcore as cc
-    from convcore._ops import layers as L
+    from convcore.backends import _expr
     cc.set_num_threads(p["threads"])
     out = {}
     for case in p["cases"]:
@@ -112,16 +112,16 @@ def numpy_child(p):
         x, g = d["x"], d["g"]
         if case["op"] == "batch_norm":
             w, b = d["w"], d["b"]
-            axes, bshape = L._bn_check(x, None, None, w, b, 1e-5)
 
             def fb():
-                L._batch_norm_xp(x, axes, bshape, None, None, w, b, True, 0.1, 1e-5)
-                L._batch_norm_backward_xp(g, x, axes, bshape, None, None, w, True, 1e-5)
-            fns = {"fwd": lambda: L._batch_norm_xp(x, axes, bshape, None, None, w, b, True,
-                                                   0.1, 1e-5), "fwd+bwd": fb}
+                _expr.batch_norm(np, x, w, b, None, None, True, 1e-5)
+                _expr.batch_norm_backward(np, g, x, w, None, None, True, 1e-5)
+            fns = {"fwd": lambda: _expr.batch_norm(np, x, w, b, None, None, True, 1e-5),
+                   "fwd+bwd": fb}
         else:
-            y = L._relu_xp(np, x)
-            fns = {"fwd": lambda: L._relu_xp(np, x), "bwd": lambda: L._relu_backward_xp(np, g, y)}
+            y = _expr.relu(np, x)
+            fns = {"fwd": lambda: _expr.relu(np, x),
+                   "bwd": lambda: _expr.relu_backward(np, g, y)}
         for name, fn in fns.items():
             out[f"{case['id']}|{name}"] = measure(fn, p["reps"], p.get("warmup", 2),
                                                   p.get("min_time", 0.005))

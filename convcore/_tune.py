@@ -130,7 +130,7 @@ def tune(model, input_shape, dtype=np.float32, repeat=3, backward=True, verbose=
     entries = []
     for geom in geoms:
         N, C, H, W, K, KH, KW = geom[:7]
-        OH, OW, groups = geom[13], geom[14], geom[15]
+        OH, OW, groups = geom.OH, geom.OW, geom.groups
         names = _candidates(geom, dtype)
         if len(names) < 2:
             continue
@@ -144,7 +144,8 @@ def tune(model, input_shape, dtype=np.float32, repeat=3, backward=True, verbose=
         times = {"forward": {}, "backward": {}}
         for name in names:
             s = _conv.STRATEGIES[name]
-            work = np.array(cpu._workspace_for(geom, dtype, s, limit))
+            work = np.empty(_conv.make_plan(geom, dtype.itemsize, s, False,
+                                            limit // dtype.itemsize)[3], dtype)
             times["forward"][name] = _time(
                 lambda: _conv.conv2d_forward(x, w, b, True, s, work, y, geom, threads), repeat)
             if backward:

@@ -9,18 +9,12 @@ import numbers
 
 import numpy as np
 
-from convcore.backends import get_backend
-
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # Hyper-parameters above this are refused before any arithmetic: no real
 # image has a side of 2**31, and it keeps every size product far from int64.
 MAX_HYPER = 2**31 - 1
 # Largest element count of any buffer we allocate.
 MAX_ELEMS = 2**62 // 16
-
-
-def backend_for(*arrays):
-    return get_backend(*arrays)
 
 
 _F32, _F64 = FLOAT_DTYPES
@@ -71,6 +65,40 @@ def as_int(v, name: str, minimum: int | None = None, maximum: int = MAX_HYPER) -
     if v > maximum:
         raise ValueError(f"{name} must be <= {maximum}, got {v}")
     return v
+
+
+def as_float(v, name: str, minimum=None, maximum=None, incl_max: bool = True) -> float:
+    """A finite real number within [minimum, maximum] (or [minimum, maximum))."""
+    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
+    v = float(v)
+    if not np.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {v}")
+    if minimum is not None and v < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+    if maximum is not None and (v > maximum or (not incl_max and v == maximum)):
+        raise ValueError(f"{name} must be {'<=' if incl_max else '<'} {maximum}, got {v}")
+    return v
+
+
+def flag(v, name: str) -> bool:
+    """A bool (Python's or NumPy's), or the integers 0 and 1."""
+    if isinstance(v, (bool, np.bool_)):
+        return bool(v)
+    if isinstance(v, numbers.Integral) and int(v) in (0, 1):
+        return bool(v)
+    raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+
+
+def axis(dim, ndim: int, name: str = "dim") -> int:
+    """An axis of an ndim-D array, negative ones counted from the end."""
+    d = as_int(dim, name, minimum=-ndim, maximum=max(ndim - 1, 0))
+    return d % ndim if ndim else 0
+
+
+def shape_eq(a, shape, name: str) -> None:
+    if tuple(a.shape) != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
 
 
 def pair(v, name: str, minimum: int | None = 1) -> tuple[int, int]:
@@ -138,7 +166,3 @@ def check_index32(name: str, **counts: int) -> None:
             raise ValueError(f"{name}: {what} = {int(v)} exceeds the supported "
                              f"{INT32_MAX} (BLAS sizes are 32-bit); split the input")
 
-
-def contiguous(be, a):
-    """C-contiguous view or copy (no copy for an already C-contiguous array)."""
-    return be.ascontiguous(a)

@@ -115,7 +115,8 @@ int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
 }
 
 int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
-                       int64_t budget, int *strategy, int *cropped, int64_t *work_elems)
+                       int64_t budget, int *strategy, int *cropped, int64_t *chunk_out,
+                       int64_t *work_elems)
 {
     /* the workspace for as many images as `budget` elements hold (at least
      * one), halving the chunk where a size would overflow */
@@ -130,6 +131,7 @@ int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int ba
     if (fixed < 0 || per < 0) return CC_EINVAL;
     per -= fixed;
     if (per <= 0 && fixed == 0) {
+        if (chunk_out) *chunk_out = CC_MAX(g->N, 1);
         *work_elems = 0;
         return CC_OK;
     }
@@ -138,6 +140,7 @@ int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int ba
     while (chunk > 1 && cc_conv_layer_workspace(g, request, elem_size, chunk) < 0) chunk /= 2;
     total = cc_conv_layer_workspace(g, request, elem_size, chunk);
     if (total < 0) return CC_EINVAL;
+    if (chunk_out) *chunk_out = chunk;
     *work_elems = total;
     return CC_OK;
 }

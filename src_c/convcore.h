@@ -145,11 +145,14 @@ int cc_conv_request_ok(int request);
 /* The planner's answer for a call with elements of elem_size bytes (4 or
  * 8): the strategy its forward (backward = 0) or backward pass runs
  * (*strategy; for WINOGRAD, unless the data send it to BATCHED), whether
- * its kernel is cropped (*cropped), and the workspace for either pass for as
- * many images as `budget` elements hold, at least one (*work_elems).
- * CC_EINVAL where one image's workspace overflows. */
+ * its kernel is cropped (*cropped), how many images one chunk holds
+ * (*chunk: as many as `budget` elements of workspace hold, at least one, at
+ * most N) and the workspace for either pass of that chunk (*work_elems).
+ * strategy, cropped and chunk may be NULL.  CC_EINVAL where one image's
+ * workspace overflows. */
 int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
-                       int64_t budget, int *strategy, int *cropped, int64_t *work_elems);
+                       int64_t budget, int *strategy, int *cropped, int64_t *chunk,
+                       int64_t *work_elems);
 
 /* "tiles", "batched", "winograd", "direct", "depthwise", "auto", or "". */
 const char *cc_conv_strategy_name(int id);

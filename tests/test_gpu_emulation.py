@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import convcore as cc
+from convcore._geometry import PoolGeom
 from convcore.backends import cuda
 
 gpu_emu = pytest.importorskip("gpu_emu")
@@ -57,8 +58,8 @@ def _ops_modules():
 def _route_ops_to_cuda(monkeypatch):
     """Every functional op picks the cuda backend, whatever its arrays."""
     for mod in _ops_modules():
-        if hasattr(mod, "backend_for"):
-            monkeypatch.setattr(mod, "backend_for", lambda *a: cuda)
+        if hasattr(mod, "get_backend"):
+            monkeypatch.setattr(mod, "get_backend", lambda *a: cuda)
 
 
 # ---------------------------------------------------------------- conv
@@ -85,16 +86,16 @@ def _case(rng, dtype, case):
 
 def _cpu_call(fn, *args, **kw):
     """Runs a functional op on the C core (the backend patch bypassed)."""
-    from convcore._validate import backend_for
-    mods = [m for m in _ops_modules() if hasattr(m, "backend_for")]
-    saved = [m.backend_for for m in mods]
+    from convcore.backends import get_backend
+    mods = [m for m in _ops_modules() if hasattr(m, "get_backend")]
+    saved = [m.get_backend for m in mods]
     for m in mods:
-        m.backend_for = backend_for
+        m.get_backend = get_backend
     try:
         return fn(*args, **kw)
     finally:
         for m, f in zip(mods, saved):
-            m.backend_for = f
+            m.get_backend = f
 
 
 def _tol(dtype):
@@ -215,8 +216,8 @@ def pool_geom(shape, k, s, p, d=(1, 1), ceil_mode=False, count_include_pad=True,
     N, C, H, W = shape
     OH = out_len(H, k[0], s[0], p[0], d[0], ceil_mode)
     OW = out_len(W, k[1], s[1], p[1], d[1], ceil_mode)
-    return (N, C, H, W, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], OH, OW,
-            int(ceil_mode), int(count_include_pad), divisor_override or 0, 0)
+    return PoolGeom(N, C, H, W, k[0], k[1], s[0], s[1], p[0], p[1], d[0], d[1], OH, OW,
+                    int(ceil_mode), int(count_include_pad), divisor_override or 0, 0)
 
 
 def max_pool_naive(x, g):

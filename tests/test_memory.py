@@ -99,22 +99,20 @@ def test_int32_indices_out_of_range_are_refused(rng):
 
 
 def test_index_dtype_rule_int32_only_while_every_plane_index_fits():
-    from convcore.backends import cpu
-
-    class Other:
-        name = "cuda"
+    from convcore.backends import cpu, cuda
 
     side = 46340                          # 46340**2 < 2**31 <= 46341**2
-    assert pool_ops._index_dtype(cpu, side, side) == np.int32
-    assert pool_ops._index_dtype(cpu, side + 1, side + 1) == np.int64
-    assert pool_ops._index_dtype(cpu, 2**31 - 1, 1) == np.int32
-    assert pool_ops._index_dtype(cpu, 1, 2**31) == np.int64
-    assert pool_ops._index_dtype(Other, 4, 4) == np.int64     # the GPU keeps int64
+    assert cpu.index_dtype(side * side) == np.int32
+    assert cpu.index_dtype((side + 1) * (side + 1)) == np.int64
+    assert cpu.index_dtype((2**31 - 1) * 1) == np.int32
+    assert cpu.index_dtype(1 * 2**31) == np.int64
+    assert cuda.index_dtype(4 * 4) == np.int64     # the GPU keeps int64
 
 
 def test_layer_falls_back_to_int64_for_planes_past_the_limit(monkeypatch, rng):
+    from convcore.backends import cpu
     # the rule, not a 2**31-element plane: lower the limit to 15 elements
-    monkeypatch.setattr(pool_ops, "_INT32_PLANE", 15)
+    monkeypatch.setattr(cpu, "INT32_PLANE", 15)
     x = rng.standard_normal((2, 2, 4, 4))
     layer = nn.MaxPool2d(2)
     y = layer(x)

@@ -143,10 +143,11 @@ def test_every_strategy_stays_within_the_workspace_limit(case, name):
     geom = _geom(*case)
     req = _conv.AUTO if name == "auto" else _conv.STRATEGIES[name]
     for itemsize in (4, 8):
-        one = _conv.plan_workspace(geom, itemsize, req, 0)   # one image: the least
+        one = _conv.make_plan(geom, itemsize, req, False, 0)[3]   # one image: the least
         for limit in (0, 1, 4096, 65536, 1 << 20, 1 << 30):
-            total = _conv.plan_workspace(geom, itemsize, req, limit // itemsize)
+            _, _, chunk, total = _conv.make_plan(geom, itemsize, req, False, limit // itemsize)
             assert total <= max(limit // itemsize, one)
+            assert 1 <= chunk <= geom[0]
 
 
 def test_results_hold_under_a_tiny_workspace_limit(rng):
@@ -194,11 +195,11 @@ def test_plan_round_trips_and_is_used(tmp_path, no_plan, rng):
     path = tmp_path / "plan.json"
     cc.save_plan(path)
     _plan.clear_plan()
-    assert cpu._strategy(geom, 4, False) == _conv.AUTO
+    assert cpu._request(geom, 4, False) == _conv.AUTO
     assert cc.load_plan(path) is True
-    assert cpu._strategy(geom, 4, False) == _conv.TILES
-    assert cpu._strategy(geom, 4, True) == _conv.DIRECT
-    assert cpu._strategy(geom, 8, False) == _conv.AUTO         # other dtype: heuristics
+    assert cpu._request(geom, 4, False) == _conv.TILES
+    assert cpu._request(geom, 4, True) == _conv.DIRECT
+    assert cpu._request(geom, 8, False) == _conv.AUTO         # other dtype: heuristics
     doc = json.loads(path.read_text())
     assert doc["entries"] == [entry] and doc["cpu"] == _plan.cpu_model()
     # results with the plan match PyTorch
@@ -243,7 +244,7 @@ def test_plan_entries_for_other_thread_counts_stay_unused(no_plan):
     _plan.set_entries([{"geom": list(geom), "dtype": "float32",
                         "threads": cc.get_num_threads() + 1, "forward": "tiles",
                         "backward": "tiles"}])
-    assert cpu._strategy(geom, 4, False) == _conv.AUTO
+    assert cpu._request(geom, 4, False) == _conv.AUTO
 
 
 def test_tune_measures_a_small_network_and_the_cli_writes_the_plan(tmp_path, no_plan,
@@ -252,7 +253,7 @@ def test_tune_measures_a_small_network_and_the_cli_writes_the_plan(tmp_path, no_
     entries = cc.tune("lenet5", (2, 1, 28, 28), repeat=1)
     assert entries and all(e["forward"] in e["times"]["forward"] for e in entries)
     for e in entries:
-        assert cpu._strategy(tuple(e["geom"]), 4, False) == _conv.STRATEGIES[e["forward"]]
+        assert cpu._request(tuple(e["geom"]), 4, False) == _conv.STRATEGIES[e["forward"]]
     out = tmp_path / "p.json"
     assert cli.main(["tune", "lenet5", "--input", "1,1,28,28", "--repeat", "1",
                      "--forward-only", "--out", str(out)]) == 0

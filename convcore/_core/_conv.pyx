@@ -26,13 +26,10 @@ cdef extern from "convcore.h" nogil:
     int CC_CONV_DEPTHWISE
     int cc_conv_request_ok(int request)
     int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
-                           int64_t budget, int *strategy, int *cropped, int64_t *work_elems)
+                           int64_t budget, int *strategy, int *cropped, int64_t *chunk,
+                           int64_t *work_elems)
     const char *cc_conv_strategy_name(int id)
-    int cc_conv_auto_strategy(const cc_conv_geom *g, int backward)
     int cc_conv_geom_check(const cc_conv_geom *g)
-    int64_t cc_conv_workspace_elems(const cc_conv_geom *g, int64_t chunk, int strategy)
-    int cc_conv_is_pointwise(const cc_conv_geom *g)
-    int cc_conv_is_depthwise(const cc_conv_geom *g)
     int cc_im2col_f32(const float *x, const cc_conv_geom *g, int n_threads, float *cols)
     int cc_im2col_f64(const double *x, const cc_conv_geom *g, int n_threads, double *cols)
     int cc_col2im_f32(const float *cols, const cc_conv_geom *g, int n_threads, float *x)
@@ -103,12 +100,19 @@ cdef void _blas_exit() noexcept:
         _blas_set(_blas_saved)
 
 
-cdef cc_conv_geom _geom(tuple g) except *:
+cdef cc_conv_geom _geom(object geom) except *:
+    """The C struct of a ConvGeom (or any 16-tuple in its field order)."""
     cdef cc_conv_geom c
-    (c.N, c.C, c.H, c.W, c.K, c.KH, c.KW, c.SH, c.SW,
-     c.PH, c.PW, c.DH, c.DW, c.OH, c.OW, c.groups) = g
+    cdef tuple g
+    if not isinstance(geom, tuple) or len(<tuple>geom) != 16:
+        raise TypeError(f"expected a ConvGeom, got {geom!r}")
+    g = <tuple>geom
+    c.N, c.C, c.H, c.W = g[0], g[1], g[2], g[3]
+    c.K, c.KH, c.KW, c.SH, c.SW = g[4], g[5], g[6], g[7], g[8]
+    c.PH, c.PW, c.DH, c.DW = g[9], g[10], g[11], g[12]
+    c.OH, c.OW, c.groups = g[13], g[14], g[15]
     if cc_conv_geom_check(&c) != CC_OK:
-        raise ValueError(f"inconsistent or oversized convolution geometry {g}")
+        raise ValueError(f"inconsistent or oversized convolution geometry {geom}")
     return c
 
 
@@ -154,43 +158,38 @@ def env_strategy():
     return CC_CONV_AUTO
 
 
-def workspace_elems(tuple geom, int64_t chunk, int strategy):
-    """Workspace elements needed to process `chunk` images at once with
-    `strategy` (0: none, -1: too large for the strategy)."""
-    cdef cc_conv_geom g = _geom(geom)
-    return cc_conv_workspace_elems(&g, chunk, strategy)
-
-
-def plan_workspace(tuple geom, int itemsize, int strategy, int64_t budget):
-    """The planner's workspace (elements) for a call on `geom` with elements
-    of `itemsize` bytes and the strategy request `strategy`: enough for as
-    many images as `budget` elements hold, at least one.  ValueError where
-    one image's workspace is too large."""
+def make_plan(geom, int itemsize, int request, bint backward, int64_t budget):
+    """The planner's decision for a call on `geom` (a ConvGeom) with elements
+    of `itemsize` bytes and the strategy request `request` (AUTO or one of
+    STRATEGIES' values): ``(strategy, cropped, chunk, work_elems)`` -- the
+    strategy the forward pass (or the backward with `backward`) runs, whether
+    kernel taps that meet only padding are cropped away, and the workspace
+    (elements) for `chunk` images at once, as many as `budget` elements
+    hold, at least one.  (WINOGRAD still runs BATCHED when the data hold
+    Inf, NaN or huge values.)  ValueError where one image's workspace is
+    too large."""
     cdef cc_conv_geom g = _geom(geom)
     cdef int s = 0, cropped = 0
-    cdef int64_t total = 0
-    if not cc_conv_request_ok(strategy):
-        raise ValueError(f"unknown convolution strategy {strategy}")
-    if cc_conv_plan_query(&g, strategy, itemsize, 0, budget, &s, &cropped, &total) != CC_OK:
+    cdef int64_t chunk = 0, total = 0
+    if not cc_conv_request_ok(request) or itemsize not in (4, 8):
+        raise ValueError(f"unknown convolution strategy {request} or element size {itemsize}")
+    if cc_conv_plan_query(&g, request, itemsize, backward, budget, &s, &cropped, &chunk,
+                          &total) != CC_OK:
         raise ValueError(f"convolution too large for one image: geometry {geom}")
-    return total
+    return s, bool(cropped), chunk, total
 
 
-def plan(tuple geom, dtype="float32", strategy=CC_CONV_AUTO, bint backward=False):
-    """The strategy a convolution call on `geom` runs (a name, e.g.
-    'batched') for the forward pass (or the backward with `backward`), as
-    the planner decides it from the shape, the dtype and the request
-    `strategy` (a name, a number or AUTO), with '+crop' appended
-    where kernel rows or columns that meet only padding are cropped away.
-    (WINOGRAD still runs BATCHED when the data hold Inf, NaN or huge values.)
+def strategy_name(int strategy):
+    """'tiles', 'batched', 'winograd', 'direct', 'depthwise' or 'auto'."""
+    return cc_conv_strategy_name(strategy).decode()
 
-    geom = (N, C, H, W, K, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, groups)."""
-    cdef cc_conv_geom g = _geom(geom)
-    cdef int s = 0, cropped = 0
-    cdef int64_t total = 0
-    cdef int req
+
+def plan(geom, dtype="float32", strategy="auto", bint backward=False):
+    """The name of the strategy a call on `geom` runs (e.g. 'batched'), with
+    '+crop' appended where kernel taps that meet only padding are cropped
+    away: :func:`make_plan` for a dtype and a strategy named as
+    CONVCORE_CONV_STRATEGY names it ('auto' or a key of STRATEGIES)."""
     import numpy as _np
-    itemsize = _np.dtype(dtype).itemsize
     if isinstance(strategy, str):
         if strategy != "auto" and strategy not in STRATEGIES:
             raise ValueError(f"strategy must be 'auto' or one of {sorted(STRATEGIES)}, "
@@ -198,20 +197,12 @@ def plan(tuple geom, dtype="float32", strategy=CC_CONV_AUTO, bint backward=False
         req = CC_CONV_AUTO if strategy == "auto" else STRATEGIES[strategy]
     else:
         req = strategy
-    if not cc_conv_request_ok(req) or itemsize not in (4, 8):
-        raise ValueError(f"unknown strategy {strategy!r} or dtype {dtype!r}")
-    if cc_conv_plan_query(&g, req, itemsize, backward, 0, &s, &cropped, &total) != CC_OK:
-        raise ValueError(f"convolution too large for one image: geometry {geom}")
-    name = cc_conv_strategy_name(s).decode()
+    s, cropped, _, _ = make_plan(geom, _np.dtype(dtype).itemsize, req, backward, 0)
+    name = strategy_name(s)
     return name + "+crop" if cropped else name
 
 
-def is_depthwise(tuple geom):
-    cdef cc_conv_geom g = _geom(geom)
-    return bool(cc_conv_is_depthwise(&g))
-
-
-def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple geom,
+def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, geom,
            int n_threads):
     cdef cc_conv_geom g = _geom(geom)
     cdef int st
@@ -227,7 +218,7 @@ def im2col(const floating[:, :, :, ::1] x, floating[:, :, ::1] cols, tuple geom,
     _raise(st, "im2col")
 
 
-def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geom,
+def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, geom,
            int n_threads):
     cdef cc_conv_geom g = _geom(geom)
     cdef int st
@@ -245,7 +236,7 @@ def col2im(const floating[:, :, ::1] cols, floating[:, :, :, ::1] x, tuple geom,
 
 def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
                    const floating[::1] b, bint has_bias, int strategy, floating[::1] work,
-                   floating[:, :, :, ::1] y, tuple geom, int n_threads):
+                   floating[:, :, :, ::1] y, geom, int n_threads):
     cdef cc_conv_geom g = _geom(geom)
     cdef const floating *bp = NULL
     cdef floating *wp = NULL
@@ -275,7 +266,7 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,
                     const floating[:, :, :, ::1] w, int strategy, floating[::1] work,
                     floating[:, :, :, ::1] dx, floating[:, :, :, ::1] dw,
-                    floating[::1] db, tuple geom, int n_threads):
+                    floating[::1] db, geom, int n_threads):
     """dx, dw, db may each be None: that gradient is not computed."""
     cdef cc_conv_geom g = _geom(geom)
     cdef floating *wp = NULL

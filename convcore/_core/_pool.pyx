@@ -54,16 +54,22 @@ cdef extern from "convcore.h" nogil:
                                        int64_t W, int64_t OH, int64_t OW, int n_threads,
                                        double *dx)
 
-# geometry tuple: (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
-#                  ceil_mode, count_include_pad, divisor, generic)
+# the geometry: a convcore._geometry.PoolGeom
 
 
-cdef cc_pool_geom _geom(tuple t, int kind) except *:
+cdef cc_pool_geom _geom(object geom, int kind) except *:
+    """The C struct of a PoolGeom (or any 18-tuple in its field order)."""
     cdef cc_pool_geom g
-    (g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.OH, g.OW,
-     g.ceil_mode, g.count_include_pad, g.divisor, g.generic) = t
+    cdef tuple t
+    if not isinstance(geom, tuple) or len(<tuple>geom) != 18:
+        raise TypeError(f"expected a PoolGeom, got {geom!r}")
+    t = <tuple>geom
+    g.N, g.C, g.H, g.W = t[0], t[1], t[2], t[3]
+    g.KH, g.KW, g.SH, g.SW, g.PH, g.PW = t[4], t[5], t[6], t[7], t[8], t[9]
+    g.DH, g.DW, g.OH, g.OW = t[10], t[11], t[12], t[13]
+    g.ceil_mode, g.count_include_pad, g.divisor, g.generic = t[14], t[15], t[16], t[17]
     if cc_pool_geom_check(&g, kind) != CC_OK:
-        raise ValueError(f"inconsistent or oversized pooling geometry {t}")
+        raise ValueError(f"inconsistent or oversized pooling geometry {geom}")
     return g
 
 
@@ -76,7 +82,7 @@ ctypedef fused index_t:
     int64_t
 
 
-def geom_ok(tuple geom, bint average):
+def geom_ok(geom, bint average):
     """Whether the C core accepts this geometry (see cc_pool_geom_check)."""
     cdef cc_pool_geom g
     (g.N, g.C, g.H, g.W, g.KH, g.KW, g.SH, g.SW, g.PH, g.PW, g.DH, g.DW, g.OH, g.OW,
@@ -85,7 +91,7 @@ def geom_ok(tuple geom, bint average):
 
 
 def max_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
-                       index_t[:, :, :, ::1] idx, bint with_indices, tuple geom,
+                       index_t[:, :, :, ::1] idx, bint with_indices, geom,
                        int n_threads):
     cdef cc_pool_geom g = _geom(geom, CC_POOL_MAX)
     cdef index_t *ip = NULL
@@ -152,7 +158,7 @@ def max_pool2d_backward(const floating[:, :, :, ::1] dy, const index_t[:, :, :, 
 
 
 def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
-                       tuple geom, int n_threads):
+                       geom, int n_threads):
     cdef cc_pool_geom g = _geom(geom, CC_POOL_AVG)
     cdef int st
     _need(x.size, g.N * g.C * g.H * g.W, "x")
@@ -168,7 +174,7 @@ def avg_pool2d_forward(const floating[:, :, :, ::1] x, floating[:, :, :, ::1] y,
 
 
 def avg_pool2d_backward(const floating[:, :, :, ::1] dy, floating[:, :, :, ::1] dx,
-                        tuple geom, int n_threads):
+                        geom, int n_threads):
     cdef cc_pool_geom g = _geom(geom, CC_POOL_AVG)
     cdef int st
     _need(dy.size, g.N * g.C * g.OH * g.OW, "grad_output")

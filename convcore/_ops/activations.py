@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from convcore._ops.layers import _float, _rng, _shape_eq, _xp
-from convcore._validate import float_dtype
+from convcore._ops.layers import _rng, _xp
+from convcore._validate import as_float, float_dtype, shape_eq
 
 __all__ = ["tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "leaky_relu",
            "leaky_relu_backward", "dropout2d", "dropout2d_backward"]
@@ -42,7 +42,7 @@ def tanh_backward(grad_output, output):
     _xp(grad_output, output)
     float_dtype(output, "output")
     float_dtype(grad_output, "grad_output")
-    _shape_eq(grad_output, output.shape, "grad_output")
+    shape_eq(grad_output, output.shape, "grad_output")
     one = output.dtype.type(1)
     return grad_output * (one - output * output)
 
@@ -76,13 +76,13 @@ def sigmoid_backward(grad_output, output):
     _xp(grad_output, output)
     float_dtype(output, "output")
     float_dtype(grad_output, "grad_output")
-    _shape_eq(grad_output, output.shape, "grad_output")
+    shape_eq(grad_output, output.shape, "grad_output")
     one = output.dtype.type(1)
     return grad_output * output * (one - output)
 
 
 def _slope(negative_slope):
-    return _float(negative_slope, "negative_slope")
+    return as_float(negative_slope, "negative_slope")
 
 
 def leaky_relu(x, negative_slope=0.01):
@@ -114,7 +114,7 @@ def leaky_relu_backward(grad_output, x, negative_slope=0.01):
     xp = _xp(grad_output, x)
     float_dtype(x, "x")
     float_dtype(grad_output, "grad_output")
-    _shape_eq(grad_output, x.shape, "grad_output")
+    shape_eq(grad_output, x.shape, "grad_output")
     a = grad_output.dtype.type(_slope(negative_slope))
     return xp.where(x > 0, grad_output, grad_output * a)
 
@@ -149,7 +149,7 @@ def dropout2d(x, p=0.5, training=True, rng=None, return_mask=False):
     xp = _xp(x)
     float_dtype(x, "x")
     shape = _channel_mask_shape(x)
-    p = _float(p, "p", minimum=0.0, maximum=1.0)
+    p = as_float(p, "p", minimum=0.0, maximum=1.0)
     if not training or p == 0.0:
         return (x, None) if return_mask else x
     mask = _rng(rng).random(shape) >= p
@@ -172,10 +172,10 @@ def dropout2d_backward(grad_output, mask, p=0.5):
     """
     _xp(grad_output)
     float_dtype(grad_output, "grad_output")
-    p = _float(p, "p", minimum=0.0, maximum=1.0)
+    p = as_float(p, "p", minimum=0.0, maximum=1.0)
     if mask is None:
         return grad_output
     want = _channel_mask_shape(grad_output)
-    _shape_eq(mask, want, "mask")
+    shape_eq(mask, want, "mask")
     scale = grad_output.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
     return grad_output * (mask * scale).astype(grad_output.dtype)

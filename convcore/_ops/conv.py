@@ -5,8 +5,10 @@ from typing import Optional, Tuple, Union
 
 import numpy as np
 
-from convcore._validate import (as_int, backend_for, batched, check_elems, check_index32,
-                                contiguous, float_dtype, out_size, pair, same_dtype)
+from convcore._geometry import ConvGeom
+from convcore._validate import (as_int, batched, check_elems, check_index32, float_dtype,
+                                out_size, pair, same_dtype)
+from convcore.backends import get_backend
 
 IntOrPair = Union[int, Tuple[int, int]]
 Padding = Union[int, Tuple[int, int], str]
@@ -69,7 +71,7 @@ def _check_arrays(x, weight, bias, layout):
     """The checks a convolution and a transposed convolution share: the
     backend, float dtypes, a 4-D weight of ``layout``.  Returns (be, dt, x4,
     unbatched)."""
-    be = backend_for(x, weight, bias)
+    be = get_backend(x, weight, bias)
     dt = float_dtype(x, "x")
     if weight is None:
         raise TypeError("weight must be an array, got None")
@@ -117,8 +119,8 @@ def _conv_setup_checked(x, weight, bias, stride, padding, dilation, groups):
     check_elems((C, KH, KW, OH, OW), "conv2d column matrix of one image")
     check_index32("conv2d", **{"H*W": H * W, "OH*OW": OH * OW, "C*KH*KW": C * KH * KW,
                                "out_channels": K})
-    geom = (N, C, H, W, K, KH, KW, stride[0], stride[1], PH, PW,
-            dilation[0], dilation[1], OH, OW, groups)
+    geom = ConvGeom(N, C, H, W, K, KH, KW, stride[0], stride[1], PH, PW,
+                    dilation[0], dilation[1], OH, OW, groups)
     return be, dt, x4, unbatched, extra, geom
 
 
@@ -171,11 +173,11 @@ def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
     """
     be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, bias, stride, padding,
                                                      dilation, groups)
-    N, K, OH, OW = geom[0], geom[4], geom[13], geom[14]
-    y = be.empty((N, K, OH, OW), dt)
+    N = geom.N
+    y = be.empty((N, geom.K, geom.OH, geom.OW), dt)
     if N > 0:
-        be.conv2d_forward(contiguous(be, x4), contiguous(be, weight),
-                          None if bias is None else contiguous(be, bias), y, geom)
+        asc = be.ascontiguous
+        be.conv2d_forward(asc(x4), asc(weight), None if bias is None else asc(bias), y, geom)
     return y[0] if unbatched else y
 
 
@@ -228,9 +230,9 @@ def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padd
                                                      dilation, groups)
     if grad_output is None:
         raise TypeError("grad_output must be an array, got None")
-    backend_for(x, grad_output)
+    get_backend(x, grad_output)
     same_dtype(x, "x", grad_output, "grad_output")
-    N, C, H, W, K, OH, OW = geom[0], geom[1], geom[2], geom[3], geom[4], geom[13], geom[14]
+    N, C, H, W, K, OH, OW = geom.N, geom.C, geom.H, geom.W, geom.K, geom.OH, geom.OW
     want = (K, OH, OW) if unbatched else (N, K, OH, OW)
     if tuple(grad_output.shape) != want:
         raise ValueError(f"grad_output must have shape {want} (the conv2d output), got "
@@ -244,8 +246,8 @@ def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padd
     dw = be.empty(tuple(weight.shape), dt) if want_dw else None
     db = be.empty((K,), dt) if want_db else None
     if want_dx or want_dw or want_db:
-        be.conv2d_backward(contiguous(be, dy), contiguous(be, x4), contiguous(be, weight),
-                           dx, dw, db, geom)
+        asc = be.ascontiguous
+        be.conv2d_backward(asc(dy), asc(x4), asc(weight), dx, dw, db, geom)
     if dx is not None:
         if extra != (0, 0):
             dx = dx[:, :, :H - extra[0], :W - extra[1]]
@@ -264,8 +266,8 @@ def _unfold_geom(N, C, H, W, kernel_size, stride, padding, dilation):
     check_elems((N, C, KH, KW, OH, OW), "column matrix")
     check_index32("im2col/col2im", **{"H*W": H * W, "OH*OW": OH * OW,
                                       "C*KH*KW": C * KH * KW})
-    return (N, C, H, W, 1, KH, KW, stride[0], stride[1], PH, PW,
-            dilation[0], dilation[1], OH, OW, 1)
+    return ConvGeom(N, C, H, W, 1, KH, KW, stride[0], stride[1], PH, PW,
+                    dilation[0], dilation[1], OH, OW, 1)
 
 
 def im2col(x, kernel_size: IntOrPair, stride: IntOrPair = 1, padding: IntOrPair = 0,
@@ -292,7 +294,7 @@ def im2col(x, kernel_size: IntOrPair, stride: IntOrPair = 1, padding: IntOrPair 
            [3., 4., 6., 7.],
            [4., 5., 7., 8.]])
     """
-    be = backend_for(x)
+    be = get_backend(x)
     dt = float_dtype(x, "x")
     x4, unbatched = batched(x)
     N, C, H, W = (int(s) for s in x4.shape)
@@ -300,10 +302,9 @@ def im2col(x, kernel_size: IntOrPair, stride: IntOrPair = 1, padding: IntOrPair 
         raise ValueError(f"x must have non-zero channels, height and width, got shape "
                          f"{tuple(x.shape)}")
     geom = _unfold_geom(N, C, H, W, kernel_size, stride, padding, dilation)
-    KH, KW, OH, OW = geom[5], geom[6], geom[13], geom[14]
-    cols = be.empty((N, C * KH * KW, OH * OW), dt)
+    cols = be.empty((N, C * geom.KH * geom.KW, geom.OH * geom.OW), dt)
     if N > 0:
-        be.im2col(contiguous(be, x4), cols, geom)
+        be.im2col(be.ascontiguous(x4), cols, geom)
     return cols[0] if unbatched else cols
 
 
@@ -330,7 +331,7 @@ def col2im(cols, output_size: IntOrPair, kernel_size: IntOrPair, stride: IntOrPa
             [2., 4., 2.],
             [1., 2., 1.]]])
     """
-    be = backend_for(cols)
+    be = get_backend(cols)
     dt = float_dtype(cols, "cols")
     if cols.ndim == 2:
         cols3, unbatched = cols[None], True
@@ -347,12 +348,12 @@ def col2im(cols, output_size: IntOrPair, kernel_size: IntOrPair, stride: IntOrPa
                          f"product {KH * KW}, got {R}")
     C = R // (KH * KW)
     geom = _unfold_geom(N, C, H, W, (KH, KW), stride, padding, dilation)
-    OH, OW = geom[13], geom[14]
+    OH, OW = geom.OH, geom.OW
     if L != OH * OW:
         raise ValueError(f"cols.shape[-1] must be {OH * OW} (= {OH}x{OW} windows for "
                          f"output_size {(H, W)}), got {L}")
     check_elems((N, C, H, W), "col2im output")
     x = be.empty((N, C, H, W), dt)
     if N > 0:
-        be.col2im(contiguous(be, cols3), x, geom)
+        be.col2im(be.ascontiguous(cols3), x, geom)
     return x[0] if unbatched else x

@@ -19,8 +19,10 @@ from typing import Tuple, Union
 
 import numpy as np
 
-from convcore._validate import (MAX_HYPER, as_int, backend_for, check_elems, check_index32,
-                                contiguous, out_size, pair, same_dtype)
+from convcore._geometry import ConvGeom
+from convcore._validate import (MAX_HYPER, as_int, check_elems, check_index32, out_size, pair,
+                                same_dtype)
+from convcore.backends import get_backend
 
 from convcore._ops.conv import _check_arrays
 
@@ -81,7 +83,7 @@ def _setup(x, weight, bias, stride, padding, output_padding, groups, dilation,
     check_elems((K, KH, KW, OH, OW), f"{name} column matrix of one image")
     check_index32(name, **{"H_out*W_out": HO * WO, "H*W": OH * OW,
                            "C_out*KH*KW": K * KH * KW, "in_channels": C})
-    geom = (N, K, HO, WO, C, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, groups)
+    geom = ConvGeom(N, K, HO, WO, C, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, groups)
     return be, dt, x4, unbatched, geom, OH - H, OW - W, HO, WO
 
 
@@ -137,16 +139,11 @@ def conv_transpose2d(x, weight, bias=None, stride: IntOrPair = 1, padding: IntOr
     """
     be, dt, x4, unbatched, geom, er, ec, HO, WO = _setup(x, weight, bias, stride, padding,
                                                          output_padding, groups, dilation)
-    N, K = geom[0], geom[1]
+    N, K = geom.N, geom.C
     y = be.empty((N, K, HO, WO), dt)
     if N > 0:
-        dy = contiguous(be, _pad_end(be, x4, er, ec))
-        # conv2d's backward reads its input only for the weight gradient, and
-        # on the CPU for the strategy choice (which looks at magnitudes):
-        # zeros of the right shape (calloc'd, so untouched pages cost no
-        # memory) keep that choice deterministic.  The GPU path never reads it.
-        z = be.zeros((N, K, HO, WO), dt) if be.name == "cpu" else y
-        be.conv2d_backward(dy, z, contiguous(be, weight), y, None, None, geom)
+        be.conv2d_backward_input(be.ascontiguous(_pad_end(be, x4, er, ec)),
+                                 be.ascontiguous(weight), y, geom)
         if bias is not None:
             y += bias.reshape(1, K, 1, 1)
     return y[0] if unbatched else y
@@ -191,9 +188,9 @@ def conv_transpose2d_backward(grad_output, x, weight, stride: IntOrPair = 1,
         name="conv_transpose2d_backward")
     if grad_output is None:
         raise TypeError("grad_output must be an array, got None")
-    backend_for(x, grad_output)
+    get_backend(x, grad_output)
     same_dtype(x, "x", grad_output, "grad_output")
-    N, C, K = geom[0], int(x4.shape[1]), geom[1]
+    N, C, K = geom.N, int(x4.shape[1]), geom.C
     H, W = int(x4.shape[2]), int(x4.shape[3])
     want = (K, HO, WO) if unbatched else (N, K, HO, WO)
     if tuple(grad_output.shape) != want:
@@ -206,18 +203,18 @@ def conv_transpose2d_backward(grad_output, x, weight, stride: IntOrPair = 1,
     g4 = grad_output[None] if unbatched else grad_output
     gx = gw = gb = None
     if want_dx:
-        OH, OW = geom[13], geom[14]
+        OH, OW = geom.OH, geom.OW
         out = be.empty((N, C, OH, OW), dt)
         if N > 0:
-            be.conv2d_forward(contiguous(be, g4), contiguous(be, weight), None, out, geom)
+            be.conv2d_forward(be.ascontiguous(g4), be.ascontiguous(weight), None, out, geom)
         gx = out[:, :, :H, :W] if (er or ec) else out
         if unbatched:
             gx = gx[0]
     if want_dw:
         gw = be.empty(tuple(weight.shape), dt)
         if N > 0:
-            be.conv2d_backward(contiguous(be, _pad_end(be, x4, er, ec)), contiguous(be, g4),
-                               contiguous(be, weight), None, gw, None, geom)
+            be.conv2d_backward(be.ascontiguous(_pad_end(be, x4, er, ec)), be.ascontiguous(g4),
+                               be.ascontiguous(weight), None, gw, None, geom)
         else:
             gw.fill(0)
     if want_db:

@@ -2,57 +2,30 @@
 local_response_norm, dropout, softmax, log_softmax, cross_entropy, each with its
 backward pass.
 
-For NumPy arrays, relu and batch_norm (forward and backward) run in the C core
-(threaded, the same bits for every thread count); the rest, and every op on
-CuPy arrays, are NumPy (or CuPy) expressions.  Names and parameters mirror
-``torch.nn.functional``.
+Linear, relu, batch_norm and cross_entropy are computed by the arrays'
+backend (on NumPy arrays the C core: threaded, the same bits for every thread
+count); the rest are NumPy (or CuPy) expressions written here.  Names and
+parameters mirror ``torch.nn.functional``.
 """
 from __future__ import annotations
 
-import math
 import numbers
 
 import numpy as np
 
-from convcore._validate import as_int, backend_for, float_dtype, require, same_dtype
+from convcore._validate import (as_float, as_int, axis, float_dtype, require, same_dtype,
+                                shape_eq)
+from convcore.backends import get_backend
 
 
 def _xp(*arrays):
-    return backend_for(*arrays).xp
-
-
-def _c_core(be, *arrays):
-    """Whether the C core takes these arrays: the CPU backend, and none 0-d."""
-    return be.name == "cpu" and all(a.ndim for a in arrays)
-
-
-def _shape_eq(a, shape, name):
-    if tuple(a.shape) != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}, got {tuple(a.shape)}")
-
-
-def _float(v, name, minimum=None, maximum=None, incl_max=True):
-    if isinstance(v, (bool, np.bool_)) or not isinstance(v, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(v).__name__} {v!r}")
-    v = float(v)
-    if not np.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v}")
-    if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
-    if maximum is not None and (v > maximum or (not incl_max and v == maximum)):
-        raise ValueError(f"{name} must be {'<=' if incl_max else '<'} {maximum}, got {v}")
-    return v
-
-
-def _dim(dim, ndim, name="dim"):
-    d = as_int(dim, name, minimum=-ndim, maximum=max(ndim - 1, 0))
-    return d % ndim if ndim else 0
+    return get_backend(*arrays).xp
 
 
 # ----------------------------------------------------------------------- linear
 def _linear_check(x, weight, bias):
     require(x=x, weight=weight)
-    be = backend_for(x, weight, bias)
+    be = get_backend(x, weight, bias)
     float_dtype(x, "x")
     same_dtype(x, "x", weight, "weight")
     same_dtype(x, "x", bias, "bias")
@@ -63,7 +36,7 @@ def _linear_check(x, weight, bias):
         raise ValueError(f"x must have last dimension in_features={weight.shape[1]}, got "
                          f"shape {tuple(x.shape)}")
     if bias is not None:
-        _shape_eq(bias, (weight.shape[0],), "bias")
+        shape_eq(bias, (weight.shape[0],), "bias")
     return be
 
 
@@ -104,13 +77,13 @@ def linear(x, weight, bias=None):
 
 def _linear_backward_check(grad_output, x, weight):
     require(grad_output=grad_output, x=x, weight=weight)
-    be = backend_for(grad_output, x, weight)
+    be = get_backend(grad_output, x, weight)
     float_dtype(x, "x")
     same_dtype(x, "x", weight, "weight")
     same_dtype(x, "x", grad_output, "grad_output")
     if weight.ndim != 2 or x.ndim < 1 or x.shape[-1] != weight.shape[1]:
         raise ValueError(f"x {tuple(x.shape)} and weight {tuple(weight.shape)} do not match")
-    _shape_eq(grad_output, tuple(x.shape[:-1]) + (weight.shape[0],), "grad_output")
+    shape_eq(grad_output, tuple(x.shape[:-1]) + (weight.shape[0],), "grad_output")
     return be
 
 
@@ -144,10 +117,10 @@ def linear_backward_accumulate(grad_output, x, weight, grad_weight, grad_bias=No
     parameter-sized temporary, and returns dx (None unless ``need_input``)."""
     be = _linear_backward_check(grad_output, x, weight)
     n_out, n_in = weight.shape
-    _shape_eq(grad_weight, (n_out, n_in), "grad_weight")
+    shape_eq(grad_weight, (n_out, n_in), "grad_weight")
     same_dtype(x, "x", grad_weight, "grad_weight")
     if grad_bias is not None:
-        _shape_eq(grad_bias, (n_out,), "grad_bias")
+        shape_eq(grad_bias, (n_out,), "grad_bias")
         same_dtype(x, "x", grad_bias, "grad_bias")
     if not all(g is None or g.flags.c_contiguous for g in (grad_weight, grad_bias)):
         # a gradient array the user set to a strided view: add temporaries
@@ -164,11 +137,6 @@ def linear_backward_accumulate(grad_output, x, weight, grad_weight, grad_bias=No
 
 
 # ------------------------------------------------------------------------- relu
-# Up to this many elements one NumPy expression costs less than entering the
-# C core (buffer acquisition and a team of one); the results are the same.
-_RELU_SMALL = 2048
-
-
 def relu(x):
     """Rectified linear unit ``max(x, 0)`` (NaN propagates).
 
@@ -178,18 +146,9 @@ def relu(x):
     >>> cc.relu(np.array([-1., 0., 2.]))
     array([0., 0., 2.])
     """
-    be = backend_for(x)
+    be = get_backend(x)
     float_dtype(x, "x")
-    if _c_core(be, x) and x.flags.c_contiguous and x.size > _RELU_SMALL:
-        y = np.empty(x.shape, dtype=x.dtype)
-        be.relu_forward(x.reshape(-1), y.reshape(-1))
-        return y
-    return _relu_xp(be.xp, x)
-
-
-def _relu_xp(xp, x):
-    # maximum propagates NaN and is one pass (a masked select is ~10x slower)
-    return xp.maximum(x, xp.zeros((), x.dtype))
+    return be.relu(x)
 
 
 def relu_backward(grad_output, x):
@@ -202,29 +161,16 @@ def relu_backward(grad_output, x):
     array([0., 0., 1.])
     """
     require(grad_output=grad_output, x=x)
-    be = backend_for(grad_output, x)
+    be = get_backend(grad_output, x)
     float_dtype(x, "x")
     same_dtype(x, "x", grad_output, "grad_output")
-    _shape_eq(grad_output, x.shape, "grad_output")
-    if (_c_core(be, x) and x.flags.c_contiguous and grad_output.flags.c_contiguous
-            and x.size > _RELU_SMALL):
-        gx = np.empty(x.shape, dtype=x.dtype)
-        be.relu_backward(grad_output.reshape(-1), x.reshape(-1), gx.reshape(-1))
-        return gx
-    return _relu_backward_xp(be.xp, grad_output, x)
-
-
-def _relu_backward_xp(xp, grad_output, x):
-    gx = grad_output * (x > 0)
-    if not bool(xp.isfinite(grad_output).all()):
-        # a NaN or Inf gradient where x <= 0 must still give exactly 0
-        gx = xp.where(x > 0, grad_output, xp.zeros((), grad_output.dtype))
-    return gx.astype(grad_output.dtype, copy=False)
+    shape_eq(grad_output, x.shape, "grad_output")
+    return be.relu_backward(grad_output, x)
 
 
 # ------------------------------------------------------------------- batch norm
 def _bn_check(x, running_mean, running_var, weight, bias, eps):
-    _xp(x, running_mean, running_var, weight, bias)
+    be = get_backend(x, running_mean, running_var, weight, bias)
     float_dtype(x, "x")
     if x.ndim < 2:
         raise ValueError(f"x must be at least 2-D (N, C, ...), got shape {tuple(x.shape)}")
@@ -233,11 +179,8 @@ def _bn_check(x, running_mean, running_var, weight, bias, eps):
                  (weight, "weight"), (bias, "bias")):
         if a is not None:
             same_dtype(x, "x", a, n)
-            _shape_eq(a, (C,), n)
-    _float(eps, "eps", minimum=0.0)
-    axes = (0,) + tuple(range(2, x.ndim))
-    bshape = (1, C) + (1,) * (x.ndim - 2)
-    return axes, bshape
+            shape_eq(a, (C,), n)
+    return be, as_float(eps, "eps", minimum=0.0)
 
 
 def _bn_values(x, running_mean, running_var, training):
@@ -254,13 +197,6 @@ def _bn_values(x, running_mean, running_var, training):
     return None
 
 
-def _bn_stats(x, axes, running_mean, running_var, training):
-    m = _bn_values(x, running_mean, running_var, training)
-    if training:
-        return x.mean(axis=axes), x.var(axis=axes), m
-    return running_mean, running_var, None
-
-
 def _bn_update_running(running_mean, running_var, mean, var, m, momentum):
     """``running = (1 - momentum) * running + momentum * batch``, in place,
     with the unbiased batch variance."""
@@ -270,16 +206,6 @@ def _bn_update_running(running_mean, running_var, mean, var, m, momentum):
     if running_var is not None:
         running_var *= (1 - momentum)
         running_var += momentum * var * (m / (m - 1))
-
-
-def _ncl(a):
-    """a as a C-contiguous (N, C, L) array (a copy only when a is not C-contiguous)."""
-    a = np.ascontiguousarray(a)
-    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
-
-
-def _vec(a):
-    return None if a is None else np.ascontiguousarray(a)
 
 
 def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
@@ -300,40 +226,14 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     >>> cc.batch_norm(x, training=True, eps=0.0).ravel()
     array([-1.,  1.])
     """
-    axes, bshape = _bn_check(x, running_mean, running_var, weight, bias, eps)
-    momentum = _float(momentum, "momentum", minimum=0.0, maximum=1.0)
-    be = backend_for(x)
-    if not _c_core(be, x):
-        return _batch_norm_xp(x, axes, bshape, running_mean, running_var, weight, bias,
-                              training, momentum, eps)
+    be, eps = _bn_check(x, running_mean, running_var, weight, bias, eps)
+    momentum = as_float(momentum, "momentum", minimum=0.0, maximum=1.0)
+    training = bool(training)
     m = _bn_values(x, running_mean, running_var, training)
-    x3 = _ncl(x)
-    y = np.empty(x.shape, dtype=x.dtype)
-    mean = np.empty(x.shape[1], dtype=np.float64)
-    var = np.empty(x.shape[1], dtype=np.float64)
-    be.batch_norm_forward(x3, _vec(weight), _vec(bias),
-                          None if training else _vec(running_mean),
-                          None if training else _vec(running_var), bool(training),
-                          float(eps), y.reshape(x3.shape), mean, var)
-    if training:
-        # the same expressions, in x's dtype, as the NumPy path
-        _bn_update_running(running_mean, running_var, mean.astype(x.dtype),
-                           var.astype(x.dtype), m, momentum)
-    return y
-
-
-def _batch_norm_xp(x, axes, bshape, running_mean, running_var, weight, bias, training,
-                   momentum, eps):
-    """batch_norm as NumPy/CuPy expressions (the path of CuPy arrays)."""
-    mean, var, m = _bn_stats(x, axes, running_mean, running_var, training)
+    y, mean, var = be.batch_norm(x, weight, bias, running_mean, running_var, training, eps)
     if training:
         _bn_update_running(running_mean, running_var, mean, var, m, momentum)
-    invstd = 1.0 / (var + eps) ** 0.5
-    scale = invstd if weight is None else invstd * weight
-    y = (x - mean.reshape(bshape)) * scale.reshape(bshape).astype(x.dtype, copy=False)
-    if bias is not None:
-        y += bias.reshape(bshape)
-    return y.astype(x.dtype, copy=False)
+    return y
 
 
 def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, weight=None,
@@ -356,45 +256,14 @@ def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, wei
     (True, array([2.]))
     """
     require(grad_output=grad_output, x=x)
-    axes, bshape = _bn_check(x, running_mean, running_var, weight, None, eps)
+    _, eps = _bn_check(x, running_mean, running_var, weight, None, eps)
     same_dtype(x, "x", grad_output, "grad_output")
-    _shape_eq(grad_output, x.shape, "grad_output")
-    be = backend_for(grad_output, x)
-    if not _c_core(be, x):
-        return _batch_norm_backward_xp(grad_output, x, axes, bshape, running_mean,
-                                       running_var, weight, training, eps)
+    shape_eq(grad_output, x.shape, "grad_output")
+    be = get_backend(grad_output, x)
+    training = bool(training)
     _bn_values(x, running_mean, running_var, training)
-    x3, dy3 = _ncl(x), _ncl(grad_output)
-    C = x.shape[1]
-    gx = np.empty(x.shape, dtype=x.dtype)
-    gw, gb = np.empty(C, dtype=x.dtype), np.empty(C, dtype=x.dtype)
-    be.batch_norm_backward(dy3, x3, _vec(weight), None if training else _vec(running_mean),
-                           None if training else _vec(running_var), bool(training),
-                           float(eps), gx.reshape(x3.shape), gw, gb)
-    return gx, gw, gb
-
-
-def _batch_norm_backward_xp(grad_output, x, axes, bshape, running_mean, running_var, weight,
-                            training, eps):
-    """batch_norm_backward as NumPy/CuPy expressions (the path of CuPy arrays)."""
-    mean, var, m = _bn_stats(x, axes, running_mean, running_var, training)
-    invstd = (1.0 / (var + eps) ** 0.5).astype(x.dtype, copy=False)
-    xhat = (x - mean.reshape(bshape)) * invstd.reshape(bshape)
-    grad_bias = grad_output.sum(axis=axes)
-    grad_weight = (grad_output * xhat).sum(axis=axes)
-    # with g = dy * weight: sum g = weight * grad_bias, sum g xhat = weight * grad_weight
-    scale = invstd if weight is None else invstd * weight.astype(x.dtype, copy=False)
-    if training:
-        gb = grad_bias.reshape(bshape).astype(x.dtype, copy=False)
-        gw = grad_weight.reshape(bshape).astype(x.dtype, copy=False)
-        gx = xhat * gw
-        gx += gb
-        gx *= -1.0 / m
-        gx += grad_output
-        gx *= scale.reshape(bshape)
-    else:
-        gx = grad_output * scale.reshape(bshape)
-    return gx.astype(x.dtype, copy=False), grad_weight, grad_bias
+    return be.batch_norm_backward(grad_output, x, weight, running_mean, running_var,
+                                  training, eps)
 
 
 # ------------------------------------------------------ local response norm
@@ -417,7 +286,7 @@ def _lrn_check(x, size, alpha, beta, k):
     if x.ndim < 3:
         raise ValueError(f"x must be at least 3-D (N, C, ...), got shape {tuple(x.shape)}")
     size = as_int(size, "size", minimum=1)
-    return xp, size, _float(alpha, "alpha"), _float(beta, "beta"), _float(k, "k")
+    return xp, size, as_float(alpha, "alpha"), as_float(beta, "beta"), as_float(k, "k")
 
 
 def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
@@ -456,7 +325,7 @@ def local_response_norm_backward(grad_output, x, size, alpha=1e-4, beta=0.75, k=
     require(grad_output=grad_output, x=x)
     xp, size, alpha, beta, k = _lrn_check(x, size, alpha, beta, k)
     same_dtype(x, "x", grad_output, "grad_output")
-    _shape_eq(grad_output, x.shape, "grad_output")
+    shape_eq(grad_output, x.shape, "grad_output")
     before, after = size // 2, (size - 1) // 2
     d = k + (alpha / size) * _channel_window_sum(xp, x * x, before, after)
     t = grad_output * x * d ** (-beta - 1)
@@ -498,7 +367,7 @@ def dropout(x, p=0.5, training=True, rng=None, return_mask=False):
     """
     xp = _xp(x)
     float_dtype(x, "x")
-    p = _float(p, "p", minimum=0.0, maximum=1.0)
+    p = as_float(p, "p", minimum=0.0, maximum=1.0)
     if not training or p == 0.0:
         return (x, None) if return_mask else x
     gen = _rng(rng)
@@ -521,10 +390,10 @@ def dropout_backward(grad_output, mask, p=0.5):
     """
     xp = _xp(grad_output)
     float_dtype(grad_output, "grad_output")
-    p = _float(p, "p", minimum=0.0, maximum=1.0)
+    p = as_float(p, "p", minimum=0.0, maximum=1.0)
     if mask is None:
         return grad_output
-    _shape_eq(mask, grad_output.shape, "mask")
+    shape_eq(mask, grad_output.shape, "mask")
     scale = grad_output.dtype.type(0.0 if p == 1.0 else 1.0 / (1.0 - p))
     return xp.where(mask, grad_output * scale, xp.zeros((), grad_output.dtype))
 
@@ -541,7 +410,7 @@ def softmax(x, dim=-1):
     """
     xp = _xp(x)
     float_dtype(x, "x")
-    d = _dim(dim, x.ndim)
+    d = axis(dim, x.ndim)
     e = xp.exp(x - x.max(axis=d, keepdims=True))
     return e / e.sum(axis=d, keepdims=True)
 
@@ -559,8 +428,8 @@ def softmax_backward(grad_output, output, dim=-1):
     _xp(grad_output, output)
     float_dtype(output, "output")
     same_dtype(output, "output", grad_output, "grad_output")
-    _shape_eq(grad_output, output.shape, "grad_output")
-    d = _dim(dim, output.ndim)
+    shape_eq(grad_output, output.shape, "grad_output")
+    d = axis(dim, output.ndim)
     return output * (grad_output - (grad_output * output).sum(axis=d, keepdims=True))
 
 
@@ -575,7 +444,7 @@ def log_softmax(x, dim=-1):
     """
     xp = _xp(x)
     float_dtype(x, "x")
-    d = _dim(dim, x.ndim)
+    d = axis(dim, x.ndim)
     z = x - x.max(axis=d, keepdims=True)
     return z - xp.log(xp.exp(z).sum(axis=d, keepdims=True))
 
@@ -593,8 +462,8 @@ def log_softmax_backward(grad_output, output, dim=-1):
     xp = _xp(grad_output, output)
     float_dtype(output, "output")
     same_dtype(output, "output", grad_output, "grad_output")
-    _shape_eq(grad_output, output.shape, "grad_output")
-    d = _dim(dim, output.ndim)
+    shape_eq(grad_output, output.shape, "grad_output")
+    d = axis(dim, output.ndim)
     return grad_output - xp.exp(output) * grad_output.sum(axis=d, keepdims=True)
 
 
@@ -603,7 +472,7 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 def _ce_check(logits, target, reduction):
     require(logits=logits, target=target)
-    xp = _xp(logits, target)
+    be = get_backend(logits, target)
     float_dtype(logits, "logits")
     if logits.ndim != 2:
         raise ValueError(f"logits must be 2-D (N, num_classes), got shape "
@@ -615,25 +484,12 @@ def _ce_check(logits, target, reduction):
                          f"{tuple(target.shape)}")
     if reduction not in _REDUCTIONS:
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
-    return xp
+    return be
 
 
 def _ce_target_error(logits, target):
     return ValueError(f"target values must lie in [0, {logits.shape[1] - 1}], got "
                       f"[{int(target.min())}, {int(target.max())}]")
-
-
-def _ce_check_targets(logits, target):
-    if target.size and (int(target.min()) < 0 or int(target.max()) >= logits.shape[1]):
-        raise _ce_target_error(logits, target)
-
-
-def _ce_c_core(logits, target, scale, scale0, loss, grad):
-    """The fused C kernel (CPU arrays): per-row losses and/or the gradient."""
-    be = backend_for(logits)
-    t = np.ascontiguousarray(target, dtype=np.int64)   # uint64 past int64 turns negative
-    if not be.cross_entropy(be.ascontiguous(logits), t, scale, scale0, loss, grad):
-        raise _ce_target_error(logits, target)
 
 
 def cross_entropy(logits, target, reduction="mean"):
@@ -647,24 +503,11 @@ def cross_entropy(logits, target, reduction="mean"):
     >>> float(cc.cross_entropy(np.zeros((2, 4)), np.array([0, 3])))  # log(4)
     1.3862943611198906
     """
-    xp = _ce_check(logits, target, reduction)
-    if _c_core(backend_for(logits), logits):
-        per64 = np.empty(logits.shape[0], np.float64)    # rows summed in double
-        _ce_c_core(logits, target, None, 0.0, per64, None)
-        if reduction == "none":
-            return per64.astype(logits.dtype)
-        total = np.add.reduce(per64)     # (ndarray.mean costs more than the kernel)
-        if reduction == "sum":
-            return logits.dtype.type(total)
-        return logits.dtype.type(total / per64.size if per64.size else np.nan)
-    _ce_check_targets(logits, target)
-    lp = log_softmax(logits, dim=1)
-    per = -lp[xp.arange(logits.shape[0]), target]
-    if reduction == "none":
-        return per
-    if reduction == "sum":
-        return per.sum()
-    return per.mean() if per.size else per.sum() * np.nan
+    be = _ce_check(logits, target, reduction)
+    loss = be.cross_entropy(logits, target, reduction)
+    if loss is None:
+        raise _ce_target_error(logits, target)
+    return loss
 
 
 def cross_entropy_backward(logits, target, reduction="mean", grad_output=1.0):
@@ -678,29 +521,12 @@ def cross_entropy_backward(logits, target, reduction="mean", grad_output=1.0):
     >>> cc.cross_entropy_backward(np.zeros((1, 2)), np.array([1]))
     array([[ 0.5, -0.5]])
     """
-    xp = _ce_check(logits, target, reduction)
-    N = logits.shape[0]
-    if _c_core(backend_for(logits), logits):
-        g = np.empty(logits.shape, logits.dtype)
-        scale = None
-        if reduction == "none":
-            go = np.asarray(grad_output, dtype=np.float64)
-            if go.ndim:
-                _shape_eq(go, (N,), "grad_output")
-                scale = np.ascontiguousarray(go)
-            scale0 = float(go) if not go.ndim else 0.0
-        else:
-            scale0 = float(grad_output) / (N if reduction == "mean" and N else 1)
-        _ce_c_core(logits, target, scale, scale0, None, g)
-        return g
-    _ce_check_targets(logits, target)
-    g = softmax(logits, dim=1)
-    g[xp.arange(N), target] -= 1
+    be = _ce_check(logits, target, reduction)
     if reduction == "none":
-        go = xp.asarray(grad_output, dtype=logits.dtype)
+        go = be.xp.asarray(grad_output)
         if go.ndim:
-            _shape_eq(go, (N,), "grad_output")
-            go = go[:, None]
-        return g * go
-    scale = float(grad_output) / (N if reduction == "mean" and N else 1)
-    return g * logits.dtype.type(scale)
+            shape_eq(go, (logits.shape[0],), "grad_output")
+    g = be.cross_entropy_backward(logits, target, reduction, grad_output)
+    if g is None:
+        raise _ce_target_error(logits, target)
+    return g

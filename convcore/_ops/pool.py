@@ -1,13 +1,14 @@
 """Max, average and adaptive average pooling, forward and backward."""
 from __future__ import annotations
 
-import numbers
 from typing import Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from convcore._validate import (as_int, backend_for, batched, check_elems, contiguous,
-                                float_dtype, out_size, pair, same_dtype)
+from convcore._geometry import PoolGeom
+from convcore._validate import (as_int, batched, check_elems, flag, float_dtype, out_size, pair,
+                                same_dtype)
+from convcore.backends import get_backend
 
 IntOrPair = Union[int, Tuple[int, int]]
 
@@ -17,7 +18,7 @@ _cpu = None
 
 
 def _backend(*arrays):
-    """backend_for, short-cut for plain NumPy arrays: global pooling of a small
+    """get_backend, short-cut for plain NumPy arrays: global pooling of a small
     feature map takes ~100 us, and the general look-up was a tenth of that."""
     global _cpu
     if all(type(a) is np.ndarray for a in arrays):
@@ -25,15 +26,7 @@ def _backend(*arrays):
             from convcore.backends import cpu
             _cpu = cpu
         return _cpu
-    return backend_for(*arrays)
-
-
-def _flag(v, name: str) -> bool:
-    if isinstance(v, (bool, np.bool_)):
-        return bool(v)
-    if isinstance(v, numbers.Integral) and int(v) in (0, 1):
-        return bool(v)
-    raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
+    return get_backend(*arrays)
 
 
 def _planes(x, name: str = "x"):
@@ -71,7 +64,7 @@ def _input_shape(input_shape, grad_output):
 
 def _window_geom(x_shape, kernel_size, stride, padding, dilation, ceil_mode, what,
                  average, count_include_pad=True, divisor_override=None):
-    """The C core's geometry tuple for a max or average pooling."""
+    """The PoolGeom of a max or average pooling."""
     N, C, H, W = x_shape
     KH, KW = pair(kernel_size, "kernel_size")
     if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0):
@@ -80,7 +73,7 @@ def _window_geom(x_shape, kernel_size, stride, padding, dilation, ceil_mode, wha
         SH, SW = pair(stride, "stride")
     PH, PW = pair(padding, "padding", minimum=0)
     DH, DW = pair(dilation, "dilation")
-    ceil_mode = _flag(ceil_mode, "ceil_mode")
+    ceil_mode = flag(ceil_mode, "ceil_mode")
     if PH > KH // 2 or PW > KW // 2:
         raise ValueError(f"{what}: padding must be at most half the kernel size "
                          f"(kernel_size {(KH, KW)} allows at most {(KH // 2, KW // 2)}), "
@@ -108,9 +101,9 @@ def _window_geom(x_shape, kernel_size, stride, padding, dilation, ceil_mode, wha
     if divisor_override is not None:
         divisor = as_int(divisor_override, "divisor_override", minimum=1)
     check_elems((N, C, OH, OW), f"{what} output")
-    return (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, int(ceil_mode),
-            int(_flag(count_include_pad, "count_include_pad")), divisor,
-            int(bool(_FORCE_GENERIC)))
+    return PoolGeom(N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW, int(ceil_mode),
+                    int(flag(count_include_pad, "count_include_pad")), divisor,
+                    int(bool(_FORCE_GENERIC)))
 
 
 def max_pool2d(x, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
@@ -166,14 +159,14 @@ def max_pool2d(x, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
     (200.0, 0)
     """
     be, dt, x4, unbatched, shape = _planes(x)
-    return_indices = _flag(return_indices, "return_indices")
+    return_indices = flag(return_indices, "return_indices")
     geom = _window_geom(shape, kernel_size, stride, padding, dilation, ceil_mode,
                         "max_pool2d", average=False)
-    N, C, OH, OW = shape[0], shape[1], geom[12], geom[13]
+    N, C, OH, OW = shape[0], shape[1], geom.OH, geom.OW
     y = be.empty((N, C, OH, OW), dt)
     idx = be.empty((N, C, OH, OW), np.int64) if return_indices else None
     if N > 0:
-        be.max_pool2d_forward(contiguous(be, x4), y, idx, geom)
+        be.max_pool2d_forward(be.ascontiguous(x4), y, idx, geom)
     if unbatched:
         y = y[0]
         idx = None if idx is None else idx[0]
@@ -238,40 +231,23 @@ def max_pool2d_backward(grad_output, indices, input_shape):
     check_elems(shape4, "grad_input")
     dx = be.empty(shape4, dt)
     if N > 0:
-        # int32 indices (the layers' compact copy) go to the C core as they are
-        keep = be.name == "cpu" and idx.dtype == np.int32
-        be.max_pool2d_backward(contiguous(be, dy),
-                               contiguous(be, idx if keep else idx.astype(np.int64, copy=False)),
-                               dx)
+        be.max_pool2d_backward(be.ascontiguous(dy), idx, dx)
     return dx[0] if unbatched else dx
-
-
-# Largest plane (H * W elements) whose flat indices fit in int32.
-_INT32_PLANE = 2**31 - 1
-
-
-def _index_dtype(be, H: int, W: int):
-    """The dtype of the indices a layer keeps for its backward pass: int32
-    (half of int64's memory) on the CPU backend when every index of an H x W
-    plane fits, else int64."""
-    if be.name == "cpu" and int(H) * int(W) <= _INT32_PLANE:
-        return np.dtype(np.int32)
-    return np.dtype(np.int64)
 
 
 def _max_pool2d_compact(x, kernel_size, stride=None, padding=0, dilation=1,
                         ceil_mode=False):
     """:func:`max_pool2d` with indices, for a layer's backward pass: the same
-    output and the same index values, as int32 where :func:`_index_dtype`
-    allows (:func:`max_pool2d_backward` takes them as they are)."""
+    output and the same index values, in the backend's compact index dtype
+    (``index_dtype``) (:func:`max_pool2d_backward` takes them as they are)."""
     be, dt, x4, unbatched, shape = _planes(x)
     geom = _window_geom(shape, kernel_size, stride, padding, dilation, ceil_mode,
                         "max_pool2d", average=False)
-    N, C, OH, OW = shape[0], shape[1], geom[12], geom[13]
+    N, C, OH, OW = shape[0], shape[1], geom.OH, geom.OW
     y = be.empty((N, C, OH, OW), dt)
-    idx = be.empty((N, C, OH, OW), _index_dtype(be, shape[2], shape[3]))
+    idx = be.empty((N, C, OH, OW), be.index_dtype(shape[2] * shape[3]))
     if N > 0:
-        be.max_pool2d_forward(contiguous(be, x4), y, idx, geom)
+        be.max_pool2d_forward(be.ascontiguous(x4), y, idx, geom)
     if unbatched:
         y, idx = y[0], idx[0]
     return y, idx
@@ -325,10 +301,10 @@ def avg_pool2d(x, kernel_size: IntOrPair, stride: Optional[IntOrPair] = None,
     geom = _window_geom(shape, kernel_size, stride, padding, 1, ceil_mode, "avg_pool2d",
                         average=True, count_include_pad=count_include_pad,
                         divisor_override=divisor_override)
-    N, C, OH, OW = shape[0], shape[1], geom[12], geom[13]
+    N, C, OH, OW = shape[0], shape[1], geom.OH, geom.OW
     y = be.empty((N, C, OH, OW), dt)
     if N > 0:
-        be.avg_pool2d_forward(contiguous(be, x4), y, geom)
+        be.avg_pool2d_forward(be.ascontiguous(x4), y, geom)
     return y[0] if unbatched else y
 
 
@@ -368,7 +344,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair,
                         average=True, count_include_pad=count_include_pad,
                         divisor_override=divisor_override)
     N, C, H, W = shape4
-    want = (N, C, geom[12], geom[13])
+    want = (N, C, geom.OH, geom.OW)
     dy = grad_output[None] if unbatched else grad_output
     if tuple(dy.shape) != want:
         raise ValueError(f"grad_output must have shape {want[1:] if unbatched else want} "
@@ -376,7 +352,7 @@ def avg_pool2d_backward(grad_output, input_shape, kernel_size: IntOrPair,
     check_elems(shape4, "grad_input")
     dx = be.empty(shape4, dt)
     if N > 0:
-        be.avg_pool2d_backward(contiguous(be, dy), dx, geom)
+        be.avg_pool2d_backward(be.ascontiguous(dy), dx, geom)
     return dx[0] if unbatched else dx
 
 
@@ -430,7 +406,7 @@ def adaptive_avg_pool2d(x, output_size):
         # the kernel's sum from zero gives it, which also turns -0 into +0)
         be.xp.add(x4, be.xp.zeros((), dt), out=y)
     elif N > 0:
-        be.adaptive_avg_pool2d_forward(contiguous(be, x4), y)
+        be.adaptive_avg_pool2d_forward(be.ascontiguous(x4), y)
     return y[0] if unbatched else y
 
 
@@ -472,5 +448,5 @@ def adaptive_avg_pool2d_backward(grad_output, input_shape):
     if N > 0 and tuple(dy.shape[2:]) == tuple(shape4[2:]):
         be.xp.add(dy, be.xp.zeros((), dt), out=dx)        # the identity, as above
     elif N > 0:
-        be.adaptive_avg_pool2d_backward(contiguous(be, dy), dx)
+        be.adaptive_avg_pool2d_backward(be.ascontiguous(dy), dx)
     return dx[0] if unbatched else dx

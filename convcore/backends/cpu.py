@@ -7,12 +7,15 @@ afterwards (by the binding itself, see ``_bind_blas_threads``).
 """
 from __future__ import annotations
 
+import math
 import threading
+from typing import NamedTuple
 
 import numpy as np
 
 from convcore import _config, _plan
 from convcore._core import _conv, _linear, _norm, _pool
+from convcore.backends import _expr
 
 name = "cpu"
 xp = np
@@ -76,103 +79,116 @@ def _blas_context():
     return _blas_fallback[0]
 
 
-def _strategy(geom=None, itemsize=0, backward=False) -> int:
-    """The C core picks its strategy from the shape and dtype;
-    CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd', 'direct' or 'depthwise')
-    forces one, for benchmarks and for users who want the direct sum's
-    rounding in float32.  Otherwise a measured plan (convcore.tune) names one
-    where it has an entry for the call."""
+def _request(geom, itemsize, backward) -> int:
+    """The strategy asked of the C planner: AUTO (it picks from the shape and
+    dtype) unless CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd',
+    'direct' or 'depthwise') forces one -- for benchmarks, and for users who
+    want the direct sum's rounding in float32 -- or a measured plan
+    (convcore.tune) names one for the call."""
     s = _conv.env_strategy()
     if s == _conv.AUTO and _plan.active:
         s = _plan.active.get((geom, itemsize, backward, _config.get_num_threads()), s)
     return s
 
 
+class ConvPlan(NamedTuple):
+    """What the C planner decided for one call (see ``_conv.make_plan``)."""
+    request: int      # the strategy asked for (AUTO unless forced or tuned)
+    strategy: int     # the strategy that runs
+    cropped: bool     # kernel taps that meet only padding are cropped away
+    chunk: int        # images per chunk
+    work_elems: int   # workspace elements for one chunk (either pass)
+
+
+# The plans of recent calls, keyed by value: the geometry, the element size,
+# the pass, the request and the workspace limit.  A network asks for the same
+# few dozen again and again.
+_plans: dict = {}
+
+
+def plan(geom, dtype, backward=False) -> ConvPlan:
+    """The plan of a convolution call on `geom` in `dtype` (cached)."""
+    return _cached_plan(geom, np.dtype(dtype).itemsize, backward, _config.get_workspace_limit())
+
+
+def _cached_plan(geom, itemsize, backward, limit):
+    request = _request(geom, itemsize, backward)
+    key = (geom, itemsize, backward, request, limit)
+    p = _plans.get(key)
+    if p is None:
+        p = ConvPlan(request, *_conv.make_plan(geom, itemsize, request, backward,
+                                               limit // itemsize))
+        if len(_plans) >= 512:
+            _plans.clear()
+        _plans[key] = p
+    return p
+
+
 _reuse = threading.local()
 
 
-def _buffer(nelems, dtype, budget):
+def _workspace(nelems, dtype, limit):
     """nelems elements of workspace, reused by the calls of this thread.
 
     A fresh buffer of tens of megabytes is mapped and faulted in page by page
     on every call (about a tenth of a large layer's time); one kept per
-    thread is not.  It is at most the budget (or one image's need, if that
-    is larger), and a lower budget gives it up on the next call.
+    thread is not.  It is at most the workspace limit (or one chunk's need,
+    if that is larger), and a lower limit gives it up on the next call.
     """
-    nbytes = nelems * np.dtype(dtype).itemsize
+    if nelems == 0:
+        return _NOTHING[dtype.char]
+    nbytes = nelems * dtype.itemsize
     buf = getattr(_reuse, "buf", None)
-    if buf is None or buf.nbytes < nbytes or buf.nbytes > max(budget, nbytes):
+    if buf is None or buf.nbytes < nbytes or buf.nbytes > max(limit, nbytes):
         # (the old one is freed before the new one is made: no reference,
         # this local one included, may keep both alive at once)
-        _reuse.buf = _reuse.last = buf = None
+        _reuse.buf = buf = None
         buf = _reuse.buf = np.empty(nbytes, dtype=np.uint8)
     return buf[:nbytes].view(dtype)
 
 
-_sizes: dict = {}
-
-
-def _workspace(geom, dtype, strategy):
-    """Workspace for as many images as the budget allows (at least one).
-
-    The size depends on the geometry, dtype, strategy and budget alone; it is
-    remembered for the last few hundred of those (a network's layers), which
-    saves the size computations on every call; a call that repeats this
-    thread's last one (the same geometry object, as the functional layer's
-    memo hands out) gets the last buffer straight back."""
-    limit = _config.get_workspace_limit()
-    last = getattr(_reuse, "last", None)
-    if (last is not None and last[0] is geom and last[1] is dtype and last[2] == strategy
-            and last[3] == limit):
-        return last[4]
-    last = None                         # (lets _buffer free the old buffer first)
-    work = _workspace_for(geom, dtype, strategy, limit)
-    _reuse.last = (geom, dtype, strategy, limit, work)
-    return work
-
-
-def _workspace_for(geom, dtype, strategy, limit):
-    itemsize = np.dtype(dtype).itemsize
-    key = (geom, itemsize, strategy, limit)
-    total = _sizes.get(key)
-    if total is None:
-        total = _workspace_elems(geom, itemsize, strategy, limit)
-        if len(_sizes) >= 512:
-            _sizes.clear()
-        _sizes[key] = total
-    if total == 0:
-        return np.empty(0, dtype=dtype)
-    return _buffer(total, dtype, limit // itemsize * itemsize)
-
-
-def _workspace_elems(geom, itemsize, strategy, limit):
-    # the C planner decides strategy, kernel crop, chunk and workspace
-    return _conv.plan_workspace(geom, itemsize, strategy, limit // itemsize)
+# empty arrays standing for "no workspace" and "no bias" (never written)
+_NOTHING = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
 
 
 def conv2d_forward(x, w, b, y, geom):
-    strategy = _strategy(geom, x.itemsize, False)
-    work = _workspace(geom, x.dtype, strategy)
-    bias = b if b is not None else np.empty(0, dtype=x.dtype)
+    dt = x.dtype
+    limit = _config.get_workspace_limit()
+    p = _cached_plan(geom, dt.itemsize, False, limit)
+    work = _workspace(p.work_elems, dt, limit)
     n = _config.get_num_threads()
     fb = _blas_context()
+    has_bias = b is not None
+    if not has_bias:
+        b = _NOTHING[dt.char]
     if fb is None:
-        _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
+        _conv.conv2d_forward(x, w, b, has_bias, p.request, work, y, geom, n)
         return
     with fb():
-        _conv.conv2d_forward(x, w, bias, b is not None, strategy, work, y, geom, n)
+        _conv.conv2d_forward(x, w, b, has_bias, p.request, work, y, geom, n)
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
-    strategy = _strategy(geom, x.itemsize, True)
-    work = _workspace(geom, x.dtype, strategy)
+    dt = x.dtype
+    limit = _config.get_workspace_limit()
+    p = _cached_plan(geom, dt.itemsize, True, limit)
+    work = _workspace(p.work_elems, dt, limit)
     n = _config.get_num_threads()
     fb = _blas_context()
     if fb is None:
-        _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
+        _conv.conv2d_backward(dy, x, w, p.request, work, dx, dw, db, geom, n)
         return
     with fb():
-        _conv.conv2d_backward(dy, x, w, strategy, work, dx, dw, db, geom, n)
+        _conv.conv2d_backward(dy, x, w, p.request, work, dx, dw, db, geom, n)
+
+
+def conv2d_backward_input(dy, w, dx, geom):
+    """The input gradient alone (a transposed convolution's forward pass).
+    The planner's data check looks at the input's magnitudes: zeros of its
+    shape (calloc'd, so untouched pages cost no memory) keep the strategy
+    choice deterministic."""
+    x = np.zeros((geom.N, geom.C, geom.H, geom.W), dtype=dy.dtype)
+    conv2d_backward(dy, x, w, dx, None, None, geom)
 
 
 def im2col(x, cols, geom):
@@ -184,8 +200,7 @@ def col2im(cols, x, geom):
 
 
 # ------------------------------------------------------------------ pooling
-# geom = (N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW,
-#         ceil_mode, count_include_pad, divisor_override or 0, generic)
+# geom: a convcore._geometry.PoolGeom
 _NO_INDICES = np.empty((0, 0, 0, 0), dtype=np.int64)
 
 
@@ -194,8 +209,22 @@ def max_pool2d_forward(x, y, idx, geom):
                              geom, _config.get_num_threads())
 
 
+# Largest plane (H * W elements) whose flat indices fit in int32.
+INT32_PLANE = 2**31 - 1
+
+
+def index_dtype(plane):
+    """The dtype of the max-pooling indices a layer keeps for its backward
+    pass: int32 (half of int64's memory) while every index of a plane of
+    `plane` elements fits, else int64."""
+    return np.dtype(np.int32) if plane <= INT32_PLANE else np.dtype(np.int64)
+
+
 def max_pool2d_backward(dy, idx, dx):
-    _pool.max_pool2d_backward(dy, idx, dx, _config.get_num_threads())
+    # int32 indices (the layers' compact copy) go to the C core as they are
+    if idx.dtype != np.int32 and idx.dtype != np.int64:
+        idx = idx.astype(np.int64)
+    _pool.max_pool2d_backward(dy, np.ascontiguousarray(idx), dx, _config.get_num_threads())
 
 
 def avg_pool2d_forward(x, y, geom):
@@ -214,46 +243,115 @@ def adaptive_avg_pool2d_backward(dy, dx):
     _pool.adaptive_avg_pool2d_backward(dy, dx, _config.get_num_threads())
 
 
-# ------------------------------------------------------- batch norm and relu
-# Batch-norm tensors come as C-contiguous (N, C, L) views; absent per-channel
-# arrays as None.  mean and var (float64, C) receive the statistics used.
-def _or_empty(a, dtype):
-    return np.empty(0, dtype=dtype) if a is None else a
+# ------------------------------------------- batch norm, relu, cross-entropy
+# Up to this many elements one NumPy expression costs less than entering the
+# C core (buffer acquisition and a team of one); the results are the same.
+RELU_SMALL = 2048
 
 
-def _bn_work(x):
+def relu(x):
+    if x.ndim and x.flags.c_contiguous and x.size > RELU_SMALL:
+        y = np.empty(x.shape, dtype=x.dtype)
+        _norm.relu_forward(x.reshape(-1), y.reshape(-1), _config.get_num_threads())
+        return y
+    return _expr.relu(np, x)
+
+
+def relu_backward(dy, x):
+    if x.ndim and x.flags.c_contiguous and dy.flags.c_contiguous and x.size > RELU_SMALL:
+        dx = np.empty(x.shape, dtype=x.dtype)
+        _norm.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1),
+                            _config.get_num_threads())
+        return dx
+    return _expr.relu_backward(np, dy, x)
+
+
+def _ncl(a):
+    """a as a C-contiguous (N, C, L) array (a copy only when a is not C-contiguous)."""
+    a = np.ascontiguousarray(a)
+    return a.reshape(a.shape[0], a.shape[1], math.prod(a.shape[2:]))
+
+
+def _vec(a, dtype):
+    return np.empty(0, dtype=dtype) if a is None else np.ascontiguousarray(a)
+
+
+def _bn_work(x3):
     """Workspace for the per-chunk moments (a few percent of x's size)."""
-    if x.shape[1] == 0:   # no channels: nothing to compute
+    if x3.shape[1] == 0:   # no channels: nothing to compute
         return np.empty(0, dtype=np.float64)
-    return np.empty(_norm.workspace_elems(*x.shape), dtype=np.float64)
+    return np.empty(_norm.workspace_elems(*x3.shape), dtype=np.float64)
 
 
-def batch_norm_forward(x, w, b, rmean, rvar, training, eps, y, mean, var):
+def batch_norm(x, weight, bias, mean, var, training, eps):
+    """(y, mean, var) for an (N, C, ...) array: with `training` the batch
+    statistics (biased variance, in x's dtype) are computed and returned;
+    otherwise `mean` and `var` (the running statistics) are used."""
     dt = x.dtype
-    _norm.batch_norm_forward(x, _or_empty(w, dt), _or_empty(b, dt), _or_empty(rmean, dt),
-                             _or_empty(rvar, dt), w is not None, b is not None, training,
-                             eps, _bn_work(x), y, mean, var, _config.get_num_threads())
+    x3 = _ncl(x)
+    y = np.empty(x.shape, dtype=dt)
+    m64 = np.empty(x.shape[1], dtype=np.float64)
+    v64 = np.empty(x.shape[1], dtype=np.float64)
+    _norm.batch_norm_forward(x3, _vec(weight, dt), _vec(bias, dt),
+                             _vec(None if training else mean, dt),
+                             _vec(None if training else var, dt), weight is not None,
+                             bias is not None, training, eps, _bn_work(x3), y.reshape(x3.shape),
+                             m64, v64, _config.get_num_threads())
+    if training:
+        return y, m64.astype(dt), v64.astype(dt)
+    return y, mean, var
 
 
-def batch_norm_backward(dy, x, w, rmean, rvar, training, eps, dx, dw, db):
+def batch_norm_backward(dy, x, weight, mean, var, training, eps):
+    """(grad_input, grad_weight, grad_bias); see batch_norm's `training`."""
     dt = x.dtype
-    _norm.batch_norm_backward(dy, x, _or_empty(w, dt), _or_empty(rmean, dt),
-                              _or_empty(rvar, dt), w is not None, training, eps, _bn_work(x),
-                              dx, dw, db, _config.get_num_threads())
+    x3, dy3 = _ncl(x), _ncl(dy)
+    C = x.shape[1]
+    gx = np.empty(x.shape, dtype=dt)
+    gw, gb = np.empty(C, dtype=dt), np.empty(C, dtype=dt)
+    _norm.batch_norm_backward(dy3, x3, _vec(weight, dt), _vec(None if training else mean, dt),
+                              _vec(None if training else var, dt), weight is not None,
+                              training, eps, _bn_work(x3), gx.reshape(x3.shape), gw, gb,
+                              _config.get_num_threads())
+    return gx, gw, gb
 
 
-def cross_entropy(logits, target, scale, scale0, loss, grad):
-    """Per-row losses and/or the gradient; False when a target is out of range."""
-    return _norm.cross_entropy(logits, target, scale, scale0, loss, grad,
+def _ce(logits, target, scale, scale0, loss, grad):
+    """The fused C kernel: per-row losses and/or the gradient; False when a
+    target is out of range."""
+    t = np.ascontiguousarray(target, dtype=np.int64)   # uint64 past int64 turns negative
+    return _norm.cross_entropy(np.ascontiguousarray(logits), t, scale, scale0, loss, grad,
                                _config.get_num_threads())
 
 
-def relu_forward(x, y):
-    _norm.relu_forward(x, y, _config.get_num_threads())
+def cross_entropy(logits, target, reduction):
+    """The loss of (N, num_classes) logits against integer targets, reduced by
+    'mean', 'sum' or 'none'; None where a target lies outside the classes."""
+    per64 = np.empty(logits.shape[0], np.float64)    # rows summed in double
+    if not _ce(logits, target, None, 0.0, per64, None):
+        return None
+    if reduction == "none":
+        return per64.astype(logits.dtype)
+    total = np.add.reduce(per64)     # (ndarray.mean costs more than the kernel)
+    if reduction == "sum":
+        return logits.dtype.type(total)
+    return logits.dtype.type(total / per64.size if per64.size else np.nan)
 
 
-def relu_backward(dy, x, dx):
-    _norm.relu_backward(dy, x, dx, _config.get_num_threads())
+def cross_entropy_backward(logits, target, reduction, grad_output):
+    """The loss's gradient; `grad_output` a number, or per row for 'none'.
+    None where a target lies outside the classes."""
+    N = logits.shape[0]
+    g = np.empty(logits.shape, logits.dtype)
+    scale = None
+    if reduction == "none":
+        go = np.asarray(grad_output, dtype=np.float64)
+        if go.ndim:
+            scale = np.ascontiguousarray(go)
+        scale0 = float(go) if not go.ndim else 0.0
+    else:
+        scale0 = float(grad_output) / (N if reduction == "mean" and N else 1)
+    return g if _ce(logits, target, scale, scale0, None, g) else None
 
 
 # ------------------------------------------------------------------- linear

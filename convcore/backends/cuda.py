@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from convcore.backends import _expr
+
 name = "cuda"
 
 KERNEL_DIR = Path(__file__).resolve().parent / "kernels"
@@ -243,16 +245,16 @@ def to_device(a, device=None):
 def _chunk(geom, itemsize, copies):
     """Images per chunk so that `copies` column buffers fit the budget."""
     from convcore import _config
-    N, C, KH, KW, OH, OW = geom[0], geom[1], geom[5], geom[6], geom[13], geom[14]
-    per = C * KH * KW * OH * OW * itemsize * copies
+    N = geom.N
+    per = geom.C * geom.KH * geom.KW * geom.OH * geom.OW * itemsize * copies
     if per == 0:
         return max(N, 1)
     return max(1, min(max(N, 1), _config.get_workspace_limit() // per))
 
 
 def _is_pointwise(geom):
-    KH, KW, SH, SW, PH, PW = geom[5], geom[6], geom[7], geom[8], geom[9], geom[10]
-    return KH == 1 and KW == 1 and SH == 1 and SW == 1 and PH == 0 and PW == 0
+    g = geom
+    return g.KH == 1 and g.KW == 1 and g.SH == 1 and g.SW == 1 and g.PH == 0 and g.PW == 0
 
 
 def _im2col_args(x, geom, nb, cols):
@@ -261,14 +263,14 @@ def _im2col_args(x, geom, nb, cols):
 
 
 def im2col(x, cols, geom):
-    N, C, KH, KW, OH, OW = geom[0], geom[1], geom[5], geom[6], geom[13], geom[14]
-    _launch("cc_im2col", x.dtype, N * C * KH * KW * OH * OW,
-            _im2col_args(x, geom, N, cols))
+    g = geom
+    _launch("cc_im2col", x.dtype, g.N * g.C * g.KH * g.KW * g.OH * g.OW,
+            _im2col_args(x, geom, g.N, cols))
 
 
 def col2im(cols, x, geom):
-    N, C, H, W = geom[0], geom[1], geom[2], geom[3]
-    _launch("cc_col2im", x.dtype, N * C * H * W, _im2col_args(cols, geom, N, x))
+    g = geom
+    _launch("cc_col2im", x.dtype, g.N * g.C * g.H * g.W, _im2col_args(cols, geom, g.N, x))
 
 
 def conv2d_forward(x, w, b, y, geom):
@@ -286,12 +288,17 @@ def conv2d_forward(x, w, b, y, geom):
         if pointwise:
             cols = xc.reshape(nb, G, CKKg, L)
         else:
-            im2col(xc, work[:nb], (nb,) + tuple(geom[1:]))
+            im2col(xc, work[:nb], geom.with_batch(nb))
             cols = work[:nb].reshape(nb, G, CKKg, L)
         # (G, Kg, CKKg) @ (nb, G, CKKg, L) -> (nb, G, Kg, L): one batched GEMM
         cp.matmul(wm, cols, out=y[n0:n0 + nb].reshape(nb, G, Kg, L))
     if b is not None:
         y += b.reshape(1, K, 1, 1)
+
+
+def conv2d_backward_input(dy, w, dx, geom):
+    """The input gradient alone (a transposed convolution's forward pass)."""
+    conv2d_backward(dy, dx, w, dx, None, None, geom)   # (x is read for its dtype only)
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
@@ -317,7 +324,7 @@ def conv2d_backward(dy, x, w, dx, dw, db, geom):
     work = None if pointwise else cp.empty((B, C * KH * KW, L), dtype=x.dtype)
     for n0 in range(0, N, B):
         nb = min(B, N - n0)
-        sub = (nb,) + tuple(geom[1:])
+        sub = geom.with_batch(nb)
         dyc = dy4[n0:n0 + nb]
         if dw is not None:
             xc = x[n0:n0 + nb]
@@ -342,19 +349,22 @@ def conv2d_backward(dy, x, w, dx, dw, db, geom):
 
 # --------------------------------------------------------------------------
 # pooling
-#   geometry (the C core's cc_pool_geom order): (N, C, H, W, KH, KW, SH, SW,
-#   PH, PW, DH, DW, OH, OW, ceil_mode, count_include_pad, divisor_override,
-#   generic); divisor_override 0 means none, `generic` (a CPU fast-path
-#   switch) is ignored here.  Only the first 17 entries are read.
+#   geometry: a convcore._geometry.PoolGeom; its `generic` (a CPU fast-path
+#   switch) is ignored here.
 # --------------------------------------------------------------------------
 
 def max_pool2d_forward(x, y, indices, geom):
     """y and (when `indices` is not None) the flat argmax of every window."""
-    N, C, OH, OW = geom[0], geom[1], geom[12], geom[13]
+    N, C, OH, OW = geom.N, geom.C, geom.OH, geom.OW
     if indices is None:
         indices = _cupy().empty(y.shape, dtype=np.int64)
     _launch("cc_max_pool2d_fwd", x.dtype, N * C * OH * OW,
             (x,) + _i64(*geom[:14]) + (y, indices))
+
+
+def index_dtype(plane):
+    """The dtype of the max-pooling indices a layer keeps: int64 always."""
+    return np.dtype(np.int64)
 
 
 def max_pool2d_backward(dy, indices, dx, geom=None):
@@ -367,6 +377,9 @@ def max_pool2d_backward(dy, indices, dx, geom=None):
     Raises ValueError for an index outside [0, H*W).
     """
     cp = _cupy()
+    if indices.dtype != np.int64:
+        indices = indices.astype(np.int64)
+    indices = cp.ascontiguousarray(indices)
     N, C, H, W = (int(s) for s in dx.shape)
     OH, OW = int(dy.shape[-2]), int(dy.shape[-1])
     n_in, n_out = N * C * H * W, N * C * OH * OW
@@ -396,18 +409,18 @@ def max_pool2d_backward(dy, indices, dx, geom=None):
 
 def _avg_args(geom):
     N, C, H, W, KH, KW, SH, SW, PH, PW, DH, DW, OH, OW = geom[:14]
-    cip, div = geom[15], geom[16]
+    cip, div = geom.count_include_pad, geom.divisor
     return _i64(N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW,
                 int(bool(cip)), 0 if div is None else int(div))
 
 
 def avg_pool2d_forward(x, y, geom):
-    N, C, OH, OW = geom[0], geom[1], geom[12], geom[13]
+    N, C, OH, OW = geom.N, geom.C, geom.OH, geom.OW
     _launch("cc_avg_pool2d_fwd", x.dtype, N * C * OH * OW, (x,) + _avg_args(geom) + (y,))
 
 
 def avg_pool2d_backward(dy, dx, geom):
-    N, C, H, W = geom[0], geom[1], geom[2], geom[3]
+    N, C, H, W = geom.N, geom.C, geom.H, geom.W
     _launch("cc_avg_pool2d_bwd", dx.dtype, N * C * H * W, (dy,) + _avg_args(geom) + (dx,))
 
 
@@ -448,3 +461,30 @@ def linear_backward(dy, x, w, dx, dw, db, accumulate):
             db += dy.sum(axis=0)
         else:
             dy.sum(axis=0, out=db)
+
+
+# ---------------------------------------------- relu, batch norm, cross-entropy
+# CuPy expressions (backends/_expr.py), the same ones the CPU backend's
+# fallbacks use.
+def relu(x):
+    return _expr.relu(_cupy(), x)
+
+
+def relu_backward(dy, x):
+    return _expr.relu_backward(_cupy(), dy, x)
+
+
+def batch_norm(x, weight, bias, mean, var, training, eps):
+    return _expr.batch_norm(_cupy(), x, weight, bias, mean, var, training, eps)
+
+
+def batch_norm_backward(dy, x, weight, mean, var, training, eps):
+    return _expr.batch_norm_backward(_cupy(), dy, x, weight, mean, var, training, eps)
+
+
+def cross_entropy(logits, target, reduction):
+    return _expr.cross_entropy(_cupy(), logits, target, reduction)
+
+
+def cross_entropy_backward(logits, target, reduction, grad_output):
+    return _expr.cross_entropy_backward(_cupy(), logits, target, reduction, grad_output)

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from convcore._validate import as_int, backend_for
+from convcore._validate import as_int
+from convcore.backends import get_backend
 from convcore.nn import (AdaptiveAvgPool2d, BasicBlock, BatchNorm2d, Conv2d, Flatten, Linear,
                          Module, ReLU, Sequential)
 from convcore.nn.module import _not_ready, as_rng
@@ -56,7 +57,7 @@ class PadShortcut(Module):
                              f"{tuple(x.shape)}")
         s, f = self.stride, self.front
         sub = x[:, :, ::s, ::s]
-        xp = backend_for(x).xp
+        xp = get_backend(x).xp
         y = xp.zeros((x.shape[0], self.out_channels) + sub.shape[2:], dtype=x.dtype)
         y[:, f:f + self.in_channels] = sub
         self._in_shape = tuple(x.shape)
@@ -66,7 +67,7 @@ class PadShortcut(Module):
         if self._in_shape is None:
             raise _not_ready(self)
         s, f = self.stride, self.front
-        xp = backend_for(grad_output).xp
+        xp = get_backend(grad_output).xp
         gx = xp.zeros(self._in_shape, dtype=grad_output.dtype)
         gx[:, :, ::s, ::s] = grad_output[:, f:f + self.in_channels]
         return gx

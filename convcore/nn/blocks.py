@@ -3,7 +3,8 @@ the Inception module."""
 from __future__ import annotations
 
 from convcore import functional as F
-from convcore._validate import as_int, backend_for
+from convcore._validate import as_int
+from convcore.backends import get_backend
 from convcore.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
 from convcore.nn.module import Module, _not_ready, as_rng
 
@@ -46,7 +47,7 @@ class _Residual(Module):
         post = []
         h = x
         stages = self._stages()
-        xp = backend_for(x).xp
+        xp = get_backend(x).xp
         zero = xp.zeros((), x.dtype)
         for i, (conv, bn) in enumerate(stages):
             h = bn(conv(h))
@@ -203,7 +204,7 @@ class Inception(Module):
         # The concatenated output is the only copy of the branches' results:
         # each branch's last ReLU writes into its slice of it and keeps that
         # slice as its mask, so no branch holds an output of its own.
-        xp = backend_for(x).xp
+        xp = get_backend(x).xp
         out, splits, start = None, [], 0
         for b in self._branches():
             mods = list(b)

@@ -5,10 +5,9 @@ is a call into the functional API and each backward its mirror."""
 from __future__ import annotations
 
 from convcore import functional as F
-from convcore._ops.layers import _float
 from convcore._ops.upsample import _geometry
-from convcore._validate import as_int, pair
-from convcore.nn.layers import _DropoutBase, _dtype, _flag, _prod, _spatial
+from convcore._validate import as_float, as_int, flag, pair
+from convcore.nn.layers import _DropoutBase, _dtype, _prod, _spatial
 from convcore.nn.module import Module, _not_ready, as_rng, kaiming_uniform
 
 __all__ = ["ConvTranspose2d", "Identity", "Softmax", "LogSoftmax", "Dropout2d", "Upsample",
@@ -59,7 +58,7 @@ class ConvTranspose2d(Module):
             if op >= s and op >= d:
                 raise ValueError(f"output_padding {self.output_padding} must be smaller than "
                                  f"either stride {self.stride} or dilation {self.dilation}")
-        has_bias = _flag(bias, "bias")
+        has_bias = flag(bias, "bias")
         dt = _dtype(dtype)
         rng = as_rng(rng)
         kg = self.out_channels // self.groups
@@ -276,8 +275,8 @@ class LeakyReLU(Module):
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()
-        self.negative_slope = _float(negative_slope, "negative_slope")
-        self.inplace = _flag(inplace, "inplace")
+        self.negative_slope = as_float(negative_slope, "negative_slope")
+        self.inplace = flag(inplace, "inplace")
         self._x = None
 
     def forward(self, x):

@@ -8,19 +8,14 @@ import numpy as np
 
 from convcore import functional as F
 from convcore._ops.conv import _padding
-from convcore._ops.layers import _float, linear_backward_accumulate
+from convcore._ops.layers import linear_backward_accumulate
 from convcore._ops.pool import _max_pool2d_compact
-from convcore._validate import as_int, backend_for, float_dtype, out_size, pair
+from convcore._validate import as_float, as_int, flag, float_dtype, out_size, pair
+from convcore.backends import get_backend
 from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
 
 __all__ = ["Conv2d", "Linear", "ReLU", "Flatten", "Dropout", "BatchNorm2d", "LocalResponseNorm",
            "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Sequential"]
-
-
-def _flag(v, name):
-    if not isinstance(v, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool, got {type(v).__name__} {v!r}")
-    return bool(v)
 
 
 def _dtype(dtype):
@@ -79,7 +74,7 @@ class Conv2d(Module):
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"in_channels ({self.in_channels}) and out_channels "
                              f"({self.out_channels}) must be divisible by groups ({self.groups})")
-        has_bias = _flag(bias, "bias")
+        has_bias = flag(bias, "bias")
         dt = _dtype(dtype)
         rng = as_rng(rng)
         cg = self.in_channels // self.groups
@@ -151,7 +146,7 @@ class Linear(Module):
         super().__init__()
         self.in_features = as_int(in_features, "in_features", minimum=1)
         self.out_features = as_int(out_features, "out_features", minimum=1)
-        has_bias = _flag(bias, "bias")
+        has_bias = flag(bias, "bias")
         dt = _dtype(dtype)
         rng = as_rng(rng)
         self.weight = kaiming_uniform(rng, (self.out_features, self.in_features),
@@ -204,7 +199,7 @@ class ReLU(Module):
 
     def __init__(self, inplace=False):
         super().__init__()
-        self.inplace = _flag(inplace, "inplace")
+        self.inplace = flag(inplace, "inplace")
         self._x = None
 
     def forward(self, x):
@@ -212,7 +207,7 @@ class ReLU(Module):
         if fold is not None and fold.active():
             y = x                          # already max(z, 0)
         elif self.inplace:
-            xp = backend_for(x).xp
+            xp = get_backend(x).xp
             float_dtype(x, "x")
             xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
             y = x
@@ -230,7 +225,7 @@ class ReLU(Module):
             raise ValueError(f"ReLU: out must have the input's shape {tuple(x.shape)} and "
                              f"dtype {x.dtype}, got {tuple(out.shape)} {out.dtype}")
         fold = self._fold
-        xp = backend_for(x).xp
+        xp = get_backend(x).xp
         if fold is not None and fold.active():
             out[...] = x                   # already max(z, 0)
         else:
@@ -248,7 +243,7 @@ class ReLU(Module):
             if tuple(grad_output.shape) != tuple(mask.shape):
                 raise ValueError(f"grad_output must have shape {tuple(mask.shape)}, got "
                                  f"{tuple(grad_output.shape)}")
-            xp = backend_for(grad_output).xp
+            xp = get_backend(grad_output).xp
             # exactly 0 where the output was not positive, even for a NaN or
             # Inf gradient (as relu_backward)
             return xp.where(mask, grad_output, xp.zeros((), grad_output.dtype))
@@ -293,8 +288,8 @@ class _DropoutBase(Module):
 
     def __init__(self, p=0.5, inplace=False, rng=None):
         super().__init__()
-        self.p = _float(p, "p", minimum=0.0, maximum=1.0)
-        self.inplace = _flag(inplace, "inplace")
+        self.p = as_float(p, "p", minimum=0.0, maximum=1.0)
+        self.inplace = flag(inplace, "inplace")
         self.rng = as_rng(rng)
         self._mask = None
         self._ready = False
@@ -337,10 +332,10 @@ class BatchNorm2d(Module):
                  track_running_stats=True, dtype=None):
         super().__init__()
         self.num_features = as_int(num_features, "num_features", minimum=1)
-        self.eps = _float(eps, "eps", minimum=0.0)
-        self.momentum = _float(momentum, "momentum", minimum=0.0, maximum=1.0)
-        self.affine = _flag(affine, "affine")
-        self.track_running_stats = _flag(track_running_stats, "track_running_stats")
+        self.eps = as_float(eps, "eps", minimum=0.0)
+        self.momentum = as_float(momentum, "momentum", minimum=0.0, maximum=1.0)
+        self.affine = flag(affine, "affine")
+        self.track_running_stats = flag(track_running_stats, "track_running_stats")
         dt = _dtype(dtype)
         C = self.num_features
         self.weight = Parameter(np.ones(C, dt)) if self.affine else None
@@ -401,9 +396,9 @@ class LocalResponseNorm(Module):
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
         self.size = as_int(size, "size", minimum=1)
-        self.alpha = _float(alpha, "alpha")
-        self.beta = _float(beta, "beta")
-        self.k = _float(k, "k")
+        self.alpha = as_float(alpha, "alpha")
+        self.beta = as_float(beta, "beta")
+        self.k = as_float(k, "k")
         self._x = None
 
     def forward(self, x):
@@ -436,8 +431,8 @@ class MaxPool2d(Module):
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding", minimum=0)
         self.dilation = pair(dilation, "dilation")
-        self.return_indices = _flag(return_indices, "return_indices")
-        self.ceil_mode = _flag(ceil_mode, "ceil_mode")
+        self.return_indices = flag(return_indices, "return_indices")
+        self.ceil_mode = flag(ceil_mode, "ceil_mode")
         for k, p, d in zip(self.kernel_size, self.padding, self.dilation):
             if p > (d * (k - 1) + 1) // 2:
                 raise ValueError(f"padding {self.padding} must be at most half the effective "
@@ -481,8 +476,8 @@ class AvgPool2d(Module):
         self.kernel_size = pair(kernel_size, "kernel_size")
         self.stride = self.kernel_size if stride is None else pair(stride, "stride")
         self.padding = pair(padding, "padding", minimum=0)
-        self.ceil_mode = _flag(ceil_mode, "ceil_mode")
-        self.count_include_pad = _flag(count_include_pad, "count_include_pad")
+        self.ceil_mode = flag(ceil_mode, "ceil_mode")
+        self.count_include_pad = flag(count_include_pad, "count_include_pad")
         self.divisor_override = None if divisor_override is None else \
             as_int(divisor_override, "divisor_override", minimum=1)
         for k, p in zip(self.kernel_size, self.padding):
