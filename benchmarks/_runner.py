@@ -1,4 +1,4 @@
-"""The benchmark protocol of BENCHMARKS.md: each side alone in its own process.
+"""The benchmark protocol (docs/contributing.rst): each side alone in its own process.
 
 Every benchmark script is both a parent and a child.  The parent (the script
 run by hand) never times anything: it checks that the machine is quiet, then

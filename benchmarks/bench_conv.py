@@ -4,7 +4,7 @@
                                     [--quick] [--force]
     python benchmarks/bench_conv.py --out docs/_data/conv.json     # the docs' snapshot
 
-The fixed layer set of BENCHMARKS.md (kept for continuity; ``bench_layers.py``
+The fixed layer set (kept for continuity; ``bench_layers.py``
 takes every layer from the networks themselves).  Each library runs alone in
 its own fresh process, alternating convcore, PyTorch, NumPy, convcore, ...
 (``_runner.py``): median time, GFLOP/s and the median over rounds of

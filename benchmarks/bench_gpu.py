@@ -1,6 +1,6 @@
 """convcore's CUDA path against PyTorch with cuDNN on the same GPU.
 
-The layer and pooling sets of BENCHMARKS.md, forward and forward+backward,
+The fixed layer and pooling sets, forward and forward+backward,
 timed with CUDA events, interleaved (convcore, torch, convcore, torch, ...),
 reporting the median time of each and the median of the per-pair ratios
 (torch / convcore: > 1 means convcore is faster), GFLOP/s for convolutions
@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import convcore as cc  # noqa: E402
 
-# name, N, C, H, W, K, kernel, stride, pad, groups  (BENCHMARKS.md layer set)
+# name, N, C, H, W, K, kernel, stride, pad, groups  (bench_conv.py's fixed layer set)
 LAYERS = [
     ("lenet.c1", 64, 1, 28, 28, 6, 5, 1, 2, 1),
     ("lenet.c2", 64, 6, 14, 14, 16, 5, 1, 0, 1),
@@ -242,7 +242,7 @@ def main(argv=None):
         args.reps = 3
         args.only = args.only or "lenet.c1,vgg.c1_1,pool.max2"
     elif args.reps < 7:
-        ap.error("--reps must be >= 7 (BENCHMARKS.md)")
+        ap.error("--reps must be >= 7 (the benchmark protocol, docs/contributing.rst)")
     from convcore.backends import cuda
     if not cuda.is_available():
         print("bench_gpu: needs CuPy and a CUDA device (pip install \"convcore[cuda]\")")

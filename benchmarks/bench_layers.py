@@ -6,7 +6,7 @@ list: every distinct convolution of LeNet-5 (28x28), AlexNet (227x227),
 VGG-11/16 (224x224 and 32x32), GoogLeNet (224x224) and ResNet-18/34/50
 (224x224 and 32x32), at batch 1 and at training batches (8 for 224x224;
 8 and 64 below).  Each library runs alone in its own process (``_runner.py``,
-BENCHMARKS.md).  Per layer: forward and forward+backward time against
+docs/contributing.rst).  Per layer: forward and forward+backward time against
 PyTorch, GFLOP/s, and how convcore's time grows with the batch,
 time(8)/time(1) and time(64)/time(8), flagged ``!`` above 8.5.  Per network:
 the geometric mean of the ratios and the worst layers.

@@ -10,7 +10,7 @@ both libraries checks in float64 that the logits and the input gradient
 agree; a pair that does not is refused, not timed.
 
 Each library then runs alone in its own process (``_runner.py``,
-BENCHMARKS.md), alternating, one process per side, network and round.  Each
+docs/contributing.rst), alternating, one process per side, network and round.  Each
 process also reports its peak memory: the peak RSS over building the network
 and running its steps, above the RSS after its imports.
 

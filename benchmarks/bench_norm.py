@@ -1,7 +1,7 @@
 """The ops around the convolutions: convcore vs PyTorch CPU (and convcore's NumPy path).
 
 Two sets of cases, forward and backward, each library alone in its own
-process (``_runner.py``, BENCHMARKS.md):
+process (``_runner.py``, docs/contributing.rst):
 
 * batch norm (training mode) and ReLU on the activations of
   ``models.cnn_bn_wide`` at batch 128 ((128, 32, 28, 28), (128, 64, 14, 14),

@@ -6,7 +6,7 @@ dispatch): a 3x3 convolution of a 1x1x8x8 input (forward, and backward),
 a 2x2 max pool, ReLU (forward and backward), a 16->4 Linear (forward and
 backward), and one training step of a tiny network (conv 4@3x3, ReLU, max
 pool, flatten, Linear 36->10, cross-entropy; forward and backward) at batch 1.
-Each library alone in its own process (``_runner.py``, BENCHMARKS.md).
+Each library alone in its own process (``_runner.py``, docs/contributing.rst).
 
     python benchmarks/bench_overhead.py [--quick] [--rounds 3] [--reps 7] [--threads 2] [--force]
     python benchmarks/bench_overhead.py --out docs/_data/overhead.json   # the docs' snapshot

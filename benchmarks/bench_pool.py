@@ -1,6 +1,6 @@
 """Pooling throughput: convcore against PyTorch CPU, each alone in its own process.
 
-The pooling cases of BENCHMARKS.md (kept for continuity) and, with ``--nets``
+The fixed pooling cases (kept for continuity) and, with ``--nets``
 (default: every network of ``_nets.NETWORKS``), every distinct pooling layer
 those networks contain -- max 3x3/2 and 3x3/1 on small maps, global and
 adaptive average pooling -- found by shape inference through
@@ -9,7 +9,7 @@ forward+backward; median times, the median over rounds of
 ``torch / convcore`` (> 1 means convcore is faster) and GB/s moved (every
 array read or written once), next to the machine's copy bandwidth measured
 in the same run.  Each library runs alone in its own process (``_runner.py``,
-BENCHMARKS.md); a process that imports both first checks that the forward
+docs/contributing.rst); a process that imports both first checks that the forward
 results agree.  Writes benchmarks/results/pool.json.
 
     python benchmarks/bench_pool.py [--threads 2] [--rounds 3] [--reps 7] [--quick]

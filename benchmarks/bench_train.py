@@ -7,7 +7,7 @@
 Same architecture and initial weights (convcore's ``lenet5``, its weights
 handed to a hand-written PyTorch twin by name), batch 64, SGD with momentum
 0.9, lr 0.01, the same batches in the same order.  Each library runs alone in
-its own fresh process (``_runner.py``, BENCHMARKS.md) with its defaults --
+its own fresh process (``_runner.py``, docs/contributing.rst) with its defaults --
 the user's own loop, no thread settings beyond the thread count -- warms up on
 a few batches, then trains ``--reps`` epochs and reports their median; the
 processes alternate for ``--rounds`` rounds.  Prints median seconds per

@@ -8,7 +8,7 @@
 #ifndef CC_BATCHED_SHAPE
 #define CC_BATCHED_SHAPE
 static int batched_applies(const cc_conv_geom *g) { (void)g; return 1; }
-/* AUTO's default: measured on the layer set of BENCHMARKS.md (2 threads),
+/* AUTO's default: measured on the fixed layer set of bench_conv.py (2 threads),
  * side-by-side columns were as fast as per-image tiles or faster on every
  * layer, forward and backward (per-image tiles lost most on first layers
  * and 1x1 convolutions: 0.6-0.8x). */

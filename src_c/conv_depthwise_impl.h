@@ -16,7 +16,7 @@ static int depthwise_pick(const cc_conv_geom *g, int elem_size, int backward)
 static int64_t depthwise_workspace(const cc_conv_geom *g, int64_t chunk) { (void)g; (void)chunk; return 0; }
 #endif
 
-static void FN(dw_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT wk,
+static void FN(depthwise_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_RESTRICT wk,
                              REAL bk, const cc_conv_geom *g, REAL *CC_RESTRICT yp)
 {
     const int64_t W = g->W, OH = g->OH, OW = g->OW;
@@ -73,7 +73,7 @@ static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t Kg = g->K / g->groups, KK = g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
     const int64_t total = g->N * g->K;
-    const int64_t pad = cc_dw_pad_elems(g);
+    const int64_t pad = cc_depthwise_pad_elems(g);
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && total > 1)
     {
         REAL *xp = (REAL *)malloc((size_t)pad * sizeof(REAL));
@@ -82,10 +82,11 @@ static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
         for (i = 0; i < total; ++i) {
             const int64_t n = i / g->K, k = i % g->K, c = k / Kg;
             if (xp)
-                FN(dw_fwd_plane_padded)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, xp,
-                                        y + i * L);
+                FN(depthwise_fwd_plane_padded)(x + (n * g->C + c) * HW, w + k * KK,
+                                               b ? b[k] : 0, g, xp, y + i * L);
             else
-                FN(dw_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g, y + i * L);
+                FN(depthwise_fwd_plane)(x + (n * g->C + c) * HW, w + k * KK, b ? b[k] : 0, g,
+                                        y + i * L);
         }
         free(xp);
     }
@@ -97,18 +98,18 @@ static int FN(fwd_depthwise)(const REAL *x, const REAL *w, const REAL *b,
  * complementary padding D (KH-1) - P, which gives H x W.  Needs finite taps
  * (an Inf tap would meet dy's zero padding, which the definition does not
  * have) and P <= D (K-1); returns 0 where it does not apply. */
-static int FN(dw_dx_plane_padded)(const REAL *dyp, const REAL *wk, const cc_conv_geom *g,
+static int FN(depthwise_dx_plane_padded)(const REAL *dyp, const REAL *wk, const cc_conv_geom *g,
                                   REAL *xp, REAL *dxp)
 {
-    REAL wf[CC_DW_MAX_TAPS];
+    REAL wf[CC_DEPTHWISE_MAX_TAPS];
     cc_conv_geom t = *g;
     const int64_t KK = g->KH * g->KW;
     int64_t j;
-    if (KK > CC_DW_MAX_TAPS || !FN(all_finite)(wk, KK)) return 0;
+    if (KK > CC_DEPTHWISE_MAX_TAPS || !FN(all_finite)(wk, KK)) return 0;
     for (j = 0; j < KK; ++j) wf[j] = wk[KK - 1 - j];
     t.H = g->OH, t.W = g->OW, t.OH = g->H, t.OW = g->W;
     t.PH = g->DH * (g->KH - 1) - g->PH, t.PW = g->DW * (g->KW - 1) - g->PW;
-    FN(dw_fwd_plane_padded)(dyp, wf, 0, &t, xp, dxp);
+    FN(depthwise_fwd_plane_padded)(dyp, wf, 0, &t, xp, dxp);
     return 1;
 }
 
@@ -126,7 +127,7 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
         cc_conv_geom t = *g;
         int64_t pad;
         t.H = g->OH, t.W = g->OW, t.PH = g->DH * (g->KH - 1) - g->PH, t.PW = g->DW * (g->KW - 1) - g->PW;
-        pad = cc_dw_pad_elems(&t);
+        pad = cc_depthwise_pad_elems(&t);
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && total > 1)
         {
             REAL *buf = vec ? (REAL *)malloc((size_t)pad * sizeof(REAL)) : NULL;
@@ -135,7 +136,8 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
             const int64_t n = i / g->C, c = i % g->C;
             REAL *dxp = dx + i * HW;
             int64_t j, m, kh, kw, oh, ow;
-            if (buf && FN(dw_dx_plane_padded)(dy + (n * g->K + c) * L, w + c * KK, g, buf, dxp))
+            if (buf && FN(depthwise_dx_plane_padded)(dy + (n * g->K + c) * L, w + c * KK, g, buf,
+                                                     dxp))
                 continue;
             for (j = 0; j < HW; ++j) dxp[j] = 0;
             for (m = 0; m < Kg; ++m) {
@@ -167,12 +169,12 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
             free(buf);
         }
     }
-    if (dw && g->SW == 1 && KK <= CC_DW_MAX_TAPS) {
+    if (dw && g->SW == 1 && KK <= CC_DEPTHWISE_MAX_TAPS) {
         /* vector sums over padded planes, one output channel per task; a
          * channel with any Inf/NaN in its planes sends the call to the loops
      * below, which sum only the positions inside the plane */
-        const int64_t pad = cc_dw_pad_elems(g);
-        const int64_t dyn = cc_dw_dy_rows(g) * cc_dw_dy_cols(g), OWV = cc_dw_dy_cols(g);
+        const int64_t pad = cc_depthwise_pad_elems(g);
+        const int64_t OWV = cc_depthwise_dy_cols(g), dyn = cc_depthwise_dy_rows(g) * OWV;
         int failed = 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && g->K > 1) reduction(| : failed)
         {
@@ -185,7 +187,7 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
 #pragma omp for schedule(static)
             for (k = 0; k < g->K; ++k) {
                 const int64_t c = k / Kg;
-                double part[CC_DW_MAX_TAPS];
+                double part[CC_DEPTHWISE_MAX_TAPS];
                 int64_t n, j, oh, ok = xp != NULL;
                 for (n = 0; n < g->N && ok; ++n)
                     ok = FN(all_finite)(x + (n * g->C + c) * HW, HW) &&
@@ -198,10 +200,10 @@ static int FN(bwd_depthwise)(const REAL *dy, const REAL *x, const REAL *w,
                 for (n = 0; n < g->N; ++n) {
                     const REAL *dyp = dy + (n * g->K + k) * L;
                     /* the padded input plane, and dy in rows of OWV */
-                    FN(dw_fwd_plane_pad)(x + (n * g->C + c) * HW, g, xp);
+                    FN(depthwise_fwd_plane_pad)(x + (n * g->C + c) * HW, g, xp);
                     for (oh = 0; oh < OH; ++oh)
                         memcpy(dyb + oh * OWV, dyp + oh * OW, (size_t)OW * sizeof(REAL));
-                    FN(dw_wgrad_plane)(xp, dyb, g, part);
+                    FN(depthwise_wgrad_plane)(xp, dyb, g, part);
                 }
                 for (j = 0; j < KK; ++j) dw[k * KK + j] = (REAL)part[j];
             }

@@ -1,10 +1,12 @@
 /* convcore C core: convolution, pooling and normalisation kernels for NCHW tensors.
  *
- * Conventions (see STYLE.md):
+ * Conventions (see docs/contributing.rst):
  *   - sizes: N C H W (input), K (output channels), KH KW (kernel), SH SW
  *     (stride), PH PW (padding), DH DW (dilation), OH OW (output);
  *   - argument order: const inputs, sizes and hyper-parameters, workspace,
  *     n_threads, BLAS pointer, outputs;
+ *   - gradients are d<name>: dx, dy, and dw, always the weight gradient
+ *     (depthwise convolution is spelled out: depthwise_*);
  *   - every kernel returns CC_OK or an error code; none prints or exits;
  *   - the caller validates arguments; kernels only re-check what would make
  *     them read or write out of bounds.

@@ -462,33 +462,46 @@ static int64_t FN(pw_block_positions)(void) { return CC_PWP; }
 #undef CC_PWP
 
 /* Depthwise forward of one plane through a zero-padded copy xp of
- * (H + 2PH + CC_DWR SH) x (W + 2PW + CC_DWC SW) elements (cc_dw_pad_rows/cols):
+ * (H + 2PH + CC_DEPTHWISE_ROWS SH) x (W + 2PW + CC_DEPTHWISE_COLS SW) elements
+ * (cc_depthwise_pad_rows/cols):
  * no bounds checks, and padding meets the weights as zeros (an Inf/NaN tap
- * there gives NaN, as im2col does).  A block of CC_DWR rows x CC_DWC columns
- * of outputs is CC_DWR x 2 vector accumulators, held in registers; each
+ * there gives NaN, as im2col does).  A block of CC_DEPTHWISE_ROWS rows x CC_DEPTHWISE_COLS columns
+ * of outputs is CC_DEPTHWISE_ROWS x 2 vector accumulators, held in registers; each
  * takes the bias, then every tap in order, then is stored (outputs past the
  * plane are computed from zeros and dropped). */
-#define CC_DWR 4
-#define CC_DWC (2 * CC_DKB)
+#define CC_DEPTHWISE_ROWS 4
+#define CC_DEPTHWISE_COLS (2 * CC_DKB)
 
-#ifndef CC_DW_SHAPES
-#define CC_DW_SHAPES
+#ifndef CC_DEPTHWISE_SHAPES
+#define CC_DEPTHWISE_SHAPES
 /* taps of the kernels that keep per-tap sums or a flipped copy on the stack */
-#define CC_DW_MAX_TAPS 64
-static int64_t cc_dw_pad_rows(const cc_conv_geom *g) { return g->H + 2 * g->PH + CC_DWR * g->SH; }
-static int64_t cc_dw_pad_cols(const cc_conv_geom *g) { return g->W + 2 * g->PW + CC_DWC * g->SW; }
+#define CC_DEPTHWISE_MAX_TAPS 64
+static int64_t cc_depthwise_pad_rows(const cc_conv_geom *g)
+{
+    return g->H + 2 * g->PH + CC_DEPTHWISE_ROWS * g->SH;
+}
+static int64_t cc_depthwise_pad_cols(const cc_conv_geom *g)
+{
+    return g->W + 2 * g->PW + CC_DEPTHWISE_COLS * g->SW;
+}
 /* a padded plane's buffer: the plane, then CC_DKB values of scratch */
-static int64_t cc_dw_pad_elems(const cc_conv_geom *g) { return cc_dw_pad_rows(g) * cc_dw_pad_cols(g) + CC_DKB; }
-/* dy of the weight gradient: rows rounded up to 2, columns to CC_DWC */
-static int64_t cc_dw_dy_rows(const cc_conv_geom *g) { return (g->OH + 1) / 2 * 2; }
-static int64_t cc_dw_dy_cols(const cc_conv_geom *g) { return (g->OW + CC_DWC - 1) / CC_DWC * CC_DWC; }
+static int64_t cc_depthwise_pad_elems(const cc_conv_geom *g)
+{
+    return cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g) + CC_DKB;
+}
+/* dy of the weight gradient: rows rounded up to 2, columns to CC_DEPTHWISE_COLS */
+static int64_t cc_depthwise_dy_rows(const cc_conv_geom *g) { return (g->OH + 1) / 2 * 2; }
+static int64_t cc_depthwise_dy_cols(const cc_conv_geom *g)
+{
+    return (g->OW + CC_DEPTHWISE_COLS - 1) / CC_DEPTHWISE_COLS * CC_DEPTHWISE_COLS;
+}
 #endif
 
 /* The plane xc (H x W) into xp, zero around it. */
-static void FN(dw_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_conv_geom *g,
+static void FN(depthwise_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_conv_geom *g,
                                  REAL *CC_RESTRICT xp)
 {
-    const int64_t Hp = cc_dw_pad_rows(g), Wp = cc_dw_pad_cols(g);
+    const int64_t Hp = cc_depthwise_pad_rows(g), Wp = cc_depthwise_pad_cols(g);
     int64_t h, i;
     for (i = 0; i < g->PH * Wp; ++i) xp[i] = 0;
     for (h = 0; h < g->H; ++h) {
@@ -501,7 +514,7 @@ static void FN(dw_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_conv_geom 
 }
 
 /* acc += wv * (CC_DKB values from xs, SW apart) */
-#define CC_DW_FMA(acc, wv, xs, SW)                                                \
+#define CC_DEPTHWISE_FMA(acc, wv, xs, SW)                                                \
     do {                                                                          \
         if ((SW) == 1) {                                                          \
             (acc) += (wv) * CC_VLOAD(xs);                                         \
@@ -516,15 +529,15 @@ static void FN(dw_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_conv_geom 
 
 /* The blocks of one padded plane; SW is a parameter so that the stride-1
  * call compiles to plain vector loads. */
-static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
+static inline __attribute__((always_inline)) void FN(depthwise_fwd_blocks)(
     const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT wk, REAL bk, const cc_conv_geom *g,
     const int64_t SW, REAL *CC_RESTRICT scratch, REAL *CC_RESTRICT yp)
 {
-    const int64_t Wp = cc_dw_pad_cols(g), OW = g->OW, RS = g->SH * Wp;
+    const int64_t Wp = cc_depthwise_pad_cols(g), OW = g->OW, RS = g->SH * Wp;
     int64_t kh, kw, oh0, ow0;
-    for (oh0 = 0; oh0 < g->OH; oh0 += CC_DWR) {
-        const int64_t nr = CC_MIN(CC_DWR, g->OH - oh0);
-        for (ow0 = 0; ow0 < OW; ow0 += CC_DWC) {
+    for (oh0 = 0; oh0 < g->OH; oh0 += CC_DEPTHWISE_ROWS) {
+        const int64_t nr = CC_MIN(CC_DEPTHWISE_ROWS, g->OH - oh0);
+        for (ow0 = 0; ow0 < OW; ow0 += CC_DEPTHWISE_COLS) {
             const int64_t n0 = CC_MIN(CC_DKB, OW - ow0), n1 = CC_MAX(0, CC_MIN(CC_DKB, OW - ow0 - CC_DKB));
             const FN(vk_t) zero = {0};
             FN(vk_t) a00 = zero + bk, a01, a10, a11, a20, a21, a30, a31;
@@ -535,14 +548,14 @@ static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
                 for (kw = 0; kw < g->KW; ++kw) {
                     const REAL wv = wk[kh * g->KW + kw];
                     const REAL *xs = xr + kw * g->DW, *xt = xs + CC_DKB * SW;
-                    CC_DW_FMA(a00, wv, xs, SW);
-                    CC_DW_FMA(a01, wv, xt, SW);
-                    CC_DW_FMA(a10, wv, xs + RS, SW);
-                    CC_DW_FMA(a11, wv, xt + RS, SW);
-                    CC_DW_FMA(a20, wv, xs + 2 * RS, SW);
-                    CC_DW_FMA(a21, wv, xt + 2 * RS, SW);
-                    CC_DW_FMA(a30, wv, xs + 3 * RS, SW);
-                    CC_DW_FMA(a31, wv, xt + 3 * RS, SW);
+                    CC_DEPTHWISE_FMA(a00, wv, xs, SW);
+                    CC_DEPTHWISE_FMA(a01, wv, xt, SW);
+                    CC_DEPTHWISE_FMA(a10, wv, xs + RS, SW);
+                    CC_DEPTHWISE_FMA(a11, wv, xt + RS, SW);
+                    CC_DEPTHWISE_FMA(a20, wv, xs + 2 * RS, SW);
+                    CC_DEPTHWISE_FMA(a21, wv, xt + 2 * RS, SW);
+                    CC_DEPTHWISE_FMA(a30, wv, xs + 3 * RS, SW);
+                    CC_DEPTHWISE_FMA(a31, wv, xt + 3 * RS, SW);
                 }
             }
             CC_VSTORE_N(yr, a00, n0, scratch);
@@ -563,31 +576,31 @@ static inline __attribute__((always_inline)) void FN(dw_fwd_blocks)(
     }
 }
 
-CC_CLONES_FMA static void FN(dw_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
+CC_CLONES_FMA static void FN(depthwise_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
                                                   const REAL *CC_RESTRICT wk, REAL bk,
                                                   const cc_conv_geom *g, REAL *CC_RESTRICT xp,
                                                   REAL *CC_RESTRICT yp)
 {
-    REAL *scratch = xp + cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
-    FN(dw_fwd_plane_pad)(xc, g, xp);
+    REAL *scratch = xp + cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
+    FN(depthwise_fwd_plane_pad)(xc, g, xp);
     if (g->SW == 1)
-        FN(dw_fwd_blocks)(xp, wk, bk, g, 1, scratch, yp);
+        FN(depthwise_fwd_blocks)(xp, wk, bk, g, 1, scratch, yp);
     else
-        FN(dw_fwd_blocks)(xp, wk, bk, g, g->SW, scratch, yp);
+        FN(depthwise_fwd_blocks)(xp, wk, bk, g, g->SW, scratch, yp);
 }
 
 /* Depthwise weight gradient of one (image, channel) pair, stride-1 columns:
  * part[tap] += sum over outputs of dy * x under the tap.  xp: the input plane
- * zero-padded as for the forward; dyp: dy copied into cc_dw_dy_rows(g) rows
- * of cc_dw_dy_cols(g) columns, zero past the plane (the sums then add
+ * zero-padded as for the forward; dyp: dy copied into cc_depthwise_dy_rows(g) rows
+ * of cc_depthwise_dy_cols(g) columns, zero past the plane (the sums then add
  * 0 * finite = 0).  Four vector accumulators take 2 rows x 2 column blocks in
  * a fixed order; at the end their lanes are summed in double. */
-CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp,
+CC_CLONES_FMA static void FN(depthwise_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp,
                                              const cc_conv_geom *g, double *CC_RESTRICT part)
 {
     /* (the lanes are summed through the scratch behind the padded plane) */
-    REAL *scratch = xp + cc_dw_pad_rows(g) * cc_dw_pad_cols(g);
-    const int64_t Wp = cc_dw_pad_cols(g), OHE = cc_dw_dy_rows(g), OWV = cc_dw_dy_cols(g);
+    REAL *scratch = xp + cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
+    const int64_t Wp = cc_depthwise_pad_cols(g), OHE = cc_depthwise_dy_rows(g), OWV = cc_depthwise_dy_cols(g);
     const int64_t RS = g->SH * Wp;
     int64_t kh, kw, oh, c0;
     for (kh = 0; kh < g->KH; ++kh) {
@@ -600,7 +613,7 @@ CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *C
             for (oh = 0; oh < OHE; oh += 2) {
                 const REAL *d0 = dyp + oh * OWV, *d1 = d0 + OWV;
                 const REAL *x0 = xt + oh * RS, *x1 = x0 + RS;
-                for (c0 = 0; c0 < OWV; c0 += CC_DWC) {
+                for (c0 = 0; c0 < OWV; c0 += CC_DEPTHWISE_COLS) {
                     a0 += CC_VLOAD(d0 + c0) * CC_VLOAD(x0 + c0);
                     a1 += CC_VLOAD(d0 + c0 + CC_DKB) * CC_VLOAD(x0 + c0 + CC_DKB);
                     a2 += CC_VLOAD(d1 + c0) * CC_VLOAD(x1 + c0);
@@ -613,9 +626,9 @@ CC_CLONES_FMA static void FN(dw_wgrad_plane)(REAL *CC_RESTRICT xp, const REAL *C
         }
     }
 }
-#undef CC_DWR
-#undef CC_DWC
-#undef CC_DW_FMA
+#undef CC_DEPTHWISE_ROWS
+#undef CC_DEPTHWISE_COLS
+#undef CC_DEPTHWISE_FMA
 
 /* col2im of one plane for a unit width stride (SW = 1), row by row: each
  * CC_DKB-column piece of a row of x sums, in a register, the column-matrix

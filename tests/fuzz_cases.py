@@ -92,7 +92,7 @@ def _array(shape, dtype, pattern, layout, rng):
 
 
 def _close(y, ref, bound, dtype):
-    """Same NaN/Inf pattern and the sound error bound of EDGE_CASES.md."""
+    """Same NaN/Inf pattern and the sound error bound (docs/contributing.rst)."""
     y = np.asarray(y, dtype=np.float64)
     if y.shape != ref.shape:
         return f"shape {y.shape} != {ref.shape}"

@@ -39,7 +39,7 @@ def conv2d_naive(x, w, b=None, stride=(1, 1), padding=(0, 0), dilation=(1, 1), g
 
 
 def conv2d_abs_bound(x, w, stride, padding, dilation, groups):
-    """conv(|x|, |w|): scales the sound float32 error bound of EDGE_CASES.md."""
+    """conv(|x|, |w|): scales the sound float32 error bound (docs/contributing.rst)."""
     return conv2d_naive(np.abs(x), np.abs(w), None, stride, padding, dilation, groups)
 
 

@@ -26,7 +26,7 @@ def layouts(a):
 
 
 def assert_float32_close(y, ref, bound):
-    """The sound float32 bound of EDGE_CASES.md, y and ref of the same shape."""
+    """The sound float32 bound (docs/contributing.rst), y and ref of the same shape."""
     assert y.shape == ref.shape
     err = np.abs(y.astype(np.float64) - ref)
     assert np.all(err <= bound + 1e-30), f"max excess {np.max(err - bound)}"

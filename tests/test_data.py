@@ -1,5 +1,6 @@
 """Dataset readers against files built byte by byte in tests/_synthetic.py,
-including every bad-file row of EDGE_CASES.md."""
+including every bad-file row of the edge-case catalogue
+(docs/contributing.rst)."""
 import gzip
 import io
 import os

@@ -1,4 +1,5 @@
-"""EDGE_CASES.md, row by row: inputs that broke other conv/pool libraries.
+"""The edge-case catalogue (docs/contributing.rst), row by row: inputs that
+broke other conv/pool libraries.
 
 Each test names the row it covers and checks the exact behaviour the catalog
 asks for (VE = ValueError, TE = TypeError, messages naming expected and given).

@@ -1,5 +1,6 @@
 """convcore.nn: every layer's backward against float64 central differences,
-forward and backward against PyTorch, and the layer rows of EDGE_CASES.md."""
+forward and backward against PyTorch, and the layer rows of the edge-case catalogue
+(docs/contributing.rst)."""
 import numpy as np
 import pytest
 

@@ -177,7 +177,7 @@ def test_max_pool_backward_routes_ties_to_one_input():
     assert gx.sum() == y.size          # each gradient reached exactly one input
 
 
-# ---------------------------------------------------------------- the EDGE_CASES.md table
+# ---------------------------------------------------------------- the edge-case catalogue
 @pytest.mark.parametrize("kwargs,match", [
     (dict(kernel_size=0), "kernel_size"), (dict(kernel_size=-1), "kernel_size"),
     (dict(kernel_size=(2, 0)), "kernel_size"), (dict(kernel_size=2, stride=0), "stride"),

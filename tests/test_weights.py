@@ -1,5 +1,5 @@
 """Weights on disk: .npz without pickle, validated before allocation,
-atomic writes (EDGE_CASES.md, weights rows)."""
+atomic writes (the edge-case catalogue's file rows, docs/contributing.rst)."""
 import io
 import os
 import zipfile
