@@ -134,10 +134,11 @@ def test_sync_batch_norm_without_mpi_matches_naive_batch_norm(rng):
 
 
 def test_convert_sync_batchnorm_in_one_process_is_plain_batch_norm():
-    a = W.TinyBNNet(0)
-    b = W.TinyBNNet(0)
+    from convcore import nn
+    a = W.TinyBNNet(0)                     # the plain BatchNorm: the reference
+    b = W.TinyBNNet(0, layer_bn=True)
     assert dist.convert_sync_batchnorm(b) == 1
-    assert type(b.bn).__name__ == "SyncBatchNorm2d" and isinstance(b.bn, W.BatchNorm2d)
+    assert type(b.bn).__name__ == "SyncBatchNorm2d" and isinstance(b.bn, nn.BatchNorm2d)
     assert dist.convert_sync_batchnorm(W.TinyNet(0)) == 0
     x, y = W.make_data()
     for m in (a, b):
