@@ -128,14 +128,7 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
            [1., 1.]])
     """
     params = _parameters(model)
-    as_int = True
-    if local_batch is not None:
-        if isinstance(local_batch, bool) or not isinstance(local_batch, numbers.Real):
-            raise TypeError(f"local_batch must be a number, got {type(local_batch).__name__}")
-        as_int = isinstance(local_batch, numbers.Integral)
-        local_batch = int(local_batch) if as_int else float(local_batch)
-        if not local_batch >= 0 or math.isinf(local_batch):
-            raise ValueError(f"local_batch must be a finite number >= 0, got {local_batch}")
+    local_batch, as_int = _check_local_batch(local_batch)
     comm = _state.comm
     if comm is None or comm.Get_size() == 1:
         for p in params:
@@ -148,22 +141,7 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
     MPI = _state.MPI
     total = None
     for bi, b in enumerate(plan.buckets):
-        buf = b.buf
-        scale = 1.0 if local_batch is None else float(local_batch)
-        for p, off, size in b.slots:
-            view = buf[off:off + size]
-            g = p.grad
-            if local_batch == 0 or g is None:
-                view[...] = 0
-            elif g is plan.views.get(id(p)):
-                if scale != 1.0:
-                    view *= scale
-            else:
-                if g.shape != p.data.shape:
-                    raise ValueError(f"a gradient has shape {g.shape}, its parameter {p.data.shape}")
-                np.multiply(g.reshape(-1), scale, out=view, casting="unsafe")
-        if b.buf.size > sum(s for _, _, s in b.slots):
-            buf[-1] = 0 if local_batch is None else local_batch
+        buf = _pack(b, plan.views, local_batch)
         with _Collective("allreduce_gradients"):
             comm.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
         if bi == 0 and local_batch is not None:
@@ -181,6 +159,42 @@ def allreduce_gradients(model, *, local_batch=None, bucket_bytes=_DEFAULT_BUCKET
             p.grad = view
             plan.views[id(p)] = view
     return total
+
+
+def _check_local_batch(local_batch):
+    """``(local_batch, is_int)``: the number as an int or a float, checked."""
+    if local_batch is None:
+        return None, True
+    if isinstance(local_batch, bool) or not isinstance(local_batch, numbers.Real):
+        raise TypeError(f"local_batch must be a number, got {type(local_batch).__name__}")
+    as_int = isinstance(local_batch, numbers.Integral)
+    local_batch = int(local_batch) if as_int else float(local_batch)
+    if not local_batch >= 0 or math.isinf(local_batch):
+        raise ValueError(f"local_batch must be a finite number >= 0, got {local_batch}")
+    return local_batch, as_int
+
+
+def _pack(bucket, views, local_batch):
+    """Fill ``bucket``'s buffer with its gradients times ``local_batch`` (and,
+    in the first bucket, ``local_batch`` itself last); returns the buffer.  A
+    gradient that already is its view of the buffer is scaled in place."""
+    buf = bucket.buf
+    scale = 1.0 if local_batch is None else float(local_batch)
+    for p, off, size in bucket.slots:
+        view = buf[off:off + size]
+        g = p.grad
+        if local_batch == 0 or g is None:
+            view[...] = 0
+        elif g is views.get(id(p)):
+            if scale != 1.0:
+                view *= scale
+        else:
+            if g.shape != p.data.shape:
+                raise ValueError(f"a gradient has shape {g.shape}, its parameter {p.data.shape}")
+            np.multiply(g.reshape(-1), scale, out=view, casting="unsafe")
+    if buf.size > sum(s for _, _, s in bucket.slots):
+        buf[-1] = 0 if local_batch is None else local_batch
+    return buf
 
 
 def _allreduce_inplace(arr, op_name="SUM", what="allreduce"):
