@@ -219,7 +219,8 @@ def _explicit_train_options(argv) -> set:
 def cmd_train(args) -> int:
     from convcore.train import TrainConfig, fit
     from convcore import distributed as dist
-    n = dist._launcher_world_size()
+    from convcore.distributed.runtime import _launcher_world_size
+    n = _launcher_world_size()
     if not args.distributed:
         if n is not None and n > 1 and dist.launched_by_mpi():
             raise RuntimeError(f"started by an MPI launcher with {n} processes but without "

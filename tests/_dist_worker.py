@@ -86,11 +86,17 @@ class BatchNorm2d:
 
 
 class TinyBNNet(TinyNet):
-    """TinyNet with a BatchNorm between the convolution and the ReLU."""
+    """TinyNet with a BatchNorm between the convolution and the ReLU: the
+    plain one above, or with ``layer_bn`` convcore.nn's (which
+    convert_sync_batchnorm can synchronise)."""
 
-    def __init__(self, seed, dtype=np.float64):
+    def __init__(self, seed, dtype=np.float64, layer_bn=False):
         super().__init__(seed, dtype)
-        self.bn = BatchNorm2d(4, dtype)
+        if layer_bn:
+            from convcore import nn
+            self.bn = nn.BatchNorm2d(4, dtype=dtype)
+        else:
+            self.bn = BatchNorm2d(4, dtype)
 
     def parameters(self):
         return [self.w, self.b, self.bn.weight, self.bn.bias, self.fw, self.fb]
@@ -213,7 +219,8 @@ def main():
         # Ranks other than 0 start from other weights: broadcast must fix that.
         bn = os.environ.get("TEST_BN", "")
         cls = TinyBNNet if bn else TinyNet
-        model = cls(0 if r == 0 else 100 + r, dtype)
+        model = (TinyBNNet(0 if r == 0 else 100 + r, dtype, layer_bn=True) if bn == "sync"
+                 else cls(0 if r == 0 else 100 + r, dtype))
         if bn == "sync":
             assert dist.convert_sync_batchnorm(model) == 1
         opt = SGD(model.parameters())

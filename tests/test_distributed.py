@@ -134,10 +134,11 @@ def test_sync_batch_norm_without_mpi_matches_naive_batch_norm(rng):
 
 
 def test_convert_sync_batchnorm_in_one_process_is_plain_batch_norm():
-    a = W.TinyBNNet(0)
-    b = W.TinyBNNet(0)
+    from convcore import nn
+    a = W.TinyBNNet(0)                     # the plain BatchNorm: the reference
+    b = W.TinyBNNet(0, layer_bn=True)
     assert dist.convert_sync_batchnorm(b) == 1
-    assert type(b.bn).__name__ == "SyncBatchNorm2d" and isinstance(b.bn, W.BatchNorm2d)
+    assert type(b.bn).__name__ == "SyncBatchNorm2d" and isinstance(b.bn, nn.BatchNorm2d)
     assert dist.convert_sync_batchnorm(W.TinyNet(0)) == 0
     x, y = W.make_data()
     for m in (a, b):
@@ -151,6 +152,85 @@ def test_convert_sync_batchnorm_in_one_process_is_plain_batch_norm():
     for p, q in zip(a.parameters(), b.parameters()):
         np.testing.assert_allclose(q.data, p.data, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(b.bn.running_var, a.bn.running_var, rtol=1e-12)
+
+
+def test_sync_batchnorm_layer_in_one_process_matches_torch_batch_norm(rng):
+    torch = pytest.importorskip("torch")
+    from convcore import nn
+    ours = nn.SyncBatchNorm2d(3, momentum=0.2, dtype=np.float64)
+    ours.weight.data[...] = rng.standard_normal(3)
+    ours.bias.data[...] = rng.standard_normal(3)
+    theirs = torch.nn.BatchNorm2d(3, momentum=0.2, dtype=torch.float64)
+    theirs.load_state_dict({k: torch.tensor(v) for k, v in ours.state_dict().items()})
+    for step in range(2):                                   # training mode
+        x = rng.standard_normal((4, 3, 5, 6)) * 2 + 1
+        dy = rng.standard_normal(x.shape)
+        xt = torch.tensor(x, requires_grad=True)
+        yt = theirs(xt)
+        yt.backward(torch.tensor(dy))
+        np.testing.assert_allclose(ours(x), yt.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(ours.backward(dy), xt.grad.numpy(), rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(ours.weight.grad, theirs.weight.grad.numpy(), rtol=1e-9)
+    np.testing.assert_allclose(ours.bias.grad, theirs.bias.grad.numpy(), rtol=1e-9)
+    ours_state = ours.state_dict()
+    for k, v in theirs.state_dict().items():
+        np.testing.assert_allclose(ours_state[k], v.numpy(), rtol=1e-12, err_msg=k)
+    ours.eval(), theirs.eval()                               # eval: running statistics
+    x = rng.standard_normal((2, 3, 4, 4))
+    np.testing.assert_allclose(ours(x), theirs(torch.tensor(x)).detach().numpy(), rtol=1e-12)
+
+
+def _bn_net(rng=0):
+    from convcore import nn
+    return nn.Sequential(nn.Conv2d(2, 3, 3, padding=1, rng=rng), nn.BatchNorm2d(3), nn.ReLU(),
+                         nn.Sequential(nn.Conv2d(3, 3, 1, rng=rng), nn.BatchNorm2d(3)))
+
+
+def test_convert_sync_batchnorm_swaps_layers_keeping_names_and_parameters():
+    from convcore import nn
+    net = _bn_net()
+    keys, params = list(net.state_dict()), list(net.parameters())
+    assert nn.convert_sync_batchnorm(net) == 2
+    assert [type(m).__name__ for m in net.modules()].count("SyncBatchNorm2d") == 2
+    assert type(net[3][1]) is nn.SyncBatchNorm2d and net[3][1] is net[3]._modules["1"]
+    assert list(net.state_dict()) == keys                  # same names, same order
+    assert all(p is q for p, q in zip(net.parameters(), params))   # optimisers keep working
+    assert nn.convert_sync_batchnorm(net) == 2             # already synchronised: kept
+    plain = _bn_net(rng=1)
+    plain.load_state_dict(net.state_dict())                # checkpoints load either way
+    net.load_state_dict(_bn_net(rng=2).state_dict())
+    with pytest.raises(TypeError, match="from_batch_norm"):
+        nn.convert_sync_batchnorm(nn.BatchNorm2d(3))
+
+
+def test_convert_sync_batchnorm_in_eval_mode_matches_torch(rng):
+    torch = pytest.importorskip("torch")
+    from convcore import nn
+    net = _bn_net()
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean[...] = rng.standard_normal(3)
+            m.running_var[...] = rng.random(3) + 0.5
+    theirs = torch.nn.Sequential(torch.nn.Conv2d(2, 3, 3, padding=1), torch.nn.BatchNorm2d(3),
+                                 torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1),
+                                                                      torch.nn.BatchNorm2d(3)))
+    theirs.load_state_dict({k: torch.tensor(np.asarray(v)) for k, v in net.state_dict().items()})
+    theirs.eval()
+    net.eval()                        # folds conv + batch norm, naming the old layers
+    nn.convert_sync_batchnorm(net)
+    x = rng.standard_normal((2, 2, 5, 5)).astype(np.float32)
+    np.testing.assert_allclose(net(x), theirs(torch.tensor(x)).detach().numpy(),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_sharding_in_the_data_loader_does_not_import_the_runtime():
+    code = ("import sys, numpy as np, convcore.data as d\n"
+            "from convcore.data.shard import ShardedBatches\n"
+            "it = d.BatchIterator(np.zeros((10, 1, 4, 4), np.float32), np.zeros(10, np.int64), 4)\n"
+            "n = [len(y) for _, y in it.epoch(0, shard=(1, 2))]\n"
+            "m = [len(i) for i in ShardedBatches(10, 4, rank=1, world_size=2)]\n"
+            "print(n, m, sorted(k for k in ('convcore.distributed', 'mpi4py') if k in sys.modules))\n")
+    assert _run_python(code).strip() == "[2, 2, 1] [2, 2, 1] []"
 
 
 def _naive_bn(x, dy, wt, bs, eps):

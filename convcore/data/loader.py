@@ -5,6 +5,8 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from convcore.data.shard import shard_bounds
+
 __all__ = ["BatchIterator", "channel_stats"]
 
 
@@ -122,7 +124,7 @@ class BatchIterator:
         """Yield (x float, y int64) batches of epoch `epoch`.
 
         ``shard=(rank, world_size)`` yields only that rank's contiguous share
-        of each batch (see ``convcore.distributed.shard_bounds``), with the
+        of each batch (see :func:`convcore.data.shard.shard_bounds`), with the
         same augmentation its images get in a single-process run; every rank
         yields the same number of batches, some possibly empty."""
         order = self.order(epoch)
@@ -133,7 +135,6 @@ class BatchIterator:
             idx = order[s:s + bs]
             a, b = 0, len(idx)
             if shard is not None:
-                from convcore.distributed import shard_bounds
                 a, b = shard_bounds(len(idx), *shard)
             x = self.normalize(self.images[idx[a:b]])
             if self.lighting is not None:   # drawn for the whole batch, as the crops
