@@ -25,6 +25,11 @@
 #define CC_LINEAR_ALIGN 16
 /* Columns of the bias gradient summed at once (a row's piece stays in L1). */
 #define CC_LINEAR_DB 256
+/* Forward passes of at most this many rows read W once, without BLAS
+ * (fwd_few), in this many partial sums per dot product. */
+#define CC_LINEAR_FEW 8
+#define CC_LINEAR_LANES 16
+#define CC_LINEAR_CLONES CC_TARGETS_FMA("avx512f", "arch=haswell", "default")
 
 /* Threads for an M x N x K product: one below CC_LINEAR_SERIAL_MACS, else at
  * most one per CC_LINEAR_ALIGN slice of the dimension being split. */

@@ -28,11 +28,74 @@ static void FN(fwd_part)(const REAL *x, const REAL *w, const REAL *b, int64_t N,
          y + m0 * N + n0, &ldn);
 }
 
+/* y[0:M, n] = x[0:M]·W[n] (+ b[n]) for n in [n0, n1), with M a constant
+ * after inlining (1 to CC_LINEAR_FEW): every weight is read once and meets
+ * the M rows of x in registers; R rows of W (4 / M, then 2, then 1) are
+ * read side by side
+ * (more streams in flight for the memory system).  Each sum runs in
+ * CC_LINEAR_LANES partial sums (k mod CC_LINEAR_LANES) added pairwise at
+ * the end: an order fixed by K alone. */
+static inline __attribute__((always_inline)) void FN(few_rows)(
+    const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT w, const REAL *CC_RESTRICT b, int64_t N,
+    int64_t K, int64_t n0, int64_t n1, REAL *CC_RESTRICT y, const int M)
+{
+    const int R = M <= 2 ? 4 / M : M <= 4 ? 2 : 1;
+    int64_t n, k;
+    int m, l, h, r, rr;
+    for (n = n0; n < n1; n += R) {
+        REAL acc[8][CC_LINEAR_LANES];
+        const int nr = (int)CC_MIN((int64_t)R, n1 - n);
+        for (r = 0; r < R * M; ++r)
+            for (l = 0; l < CC_LINEAR_LANES; ++l) acc[r][l] = 0;
+        if (nr == R) {
+            for (k = 0; k + CC_LINEAR_LANES <= K; k += CC_LINEAR_LANES)
+                for (r = 0; r < R; ++r)
+                    for (m = 0; m < M; ++m)
+                        for (l = 0; l < CC_LINEAR_LANES; ++l)
+                            acc[r * M + m][l] += w[(n + r) * K + k + l] * x[m * K + k + l];
+        } else {
+            for (k = 0; k + CC_LINEAR_LANES <= K; k += CC_LINEAR_LANES)
+                for (r = 0; r < nr; ++r)
+                    for (m = 0; m < M; ++m)
+                        for (l = 0; l < CC_LINEAR_LANES; ++l)
+                            acc[r * M + m][l] += w[(n + r) * K + k + l] * x[m * K + k + l];
+        }
+        for (l = 0; k + l < K; ++l)
+            for (r = 0; r < nr; ++r)
+                for (m = 0; m < M; ++m)
+                    acc[r * M + m][l] += w[(n + r) * K + k + l] * x[m * K + k + l];
+        for (r = 0; r < nr; ++r)
+            for (m = 0; m < M; ++m) {
+                rr = r * M + m;
+                for (h = CC_LINEAR_LANES / 2; h > 0; h /= 2)
+                    for (l = 0; l < h; ++l) acc[rr][l] += acc[rr][l + h];
+                y[m * N + n + r] = b ? acc[rr][0] + b[n + r] : acc[rr][0];
+            }
+    }
+}
+
+CC_LINEAR_CLONES static void FN(fwd_few)(const REAL *x, const REAL *w, const REAL *b, int64_t M,
+                                         int64_t N, int64_t K, int64_t n0, int64_t n1, REAL *y)
+{
+    switch (M) {
+    case 1: FN(few_rows)(x, w, b, N, K, n0, n1, y, 1); break;
+    case 2: FN(few_rows)(x, w, b, N, K, n0, n1, y, 2); break;
+    case 3: FN(few_rows)(x, w, b, N, K, n0, n1, y, 3); break;
+    case 4: FN(few_rows)(x, w, b, N, K, n0, n1, y, 4); break;
+    case 5: FN(few_rows)(x, w, b, N, K, n0, n1, y, 5); break;
+    case 6: FN(few_rows)(x, w, b, N, K, n0, n1, y, 6); break;
+    case 7: FN(few_rows)(x, w, b, N, K, n0, n1, y, 7); break;
+    default: FN(few_rows)(x, w, b, N, K, n0, n1, y, 8); break;
+    }
+}
+
 /* Linear forward.
  *   x (M, K) [in], w (N, K) [in], b (N) or NULL [in]
  *   y (M, N) [out, overwritten]: y = x·Wᵀ + b
- * Split over the rows of x when there are enough of them, else over the
- * output features (batch 1). */
+ * Up to CC_LINEAR_FEW rows of x (batch 1 inference) take fwd_few, split over
+ * the output features: a GEMM would first pack all of W, a copy that costs
+ * several times the product itself.  Otherwise one GEMM per part, split over
+ * the rows of x when there are enough of them, else over the features. */
 int FN(cc_linear_fwd)(const REAL *x, const REAL *w, const REAL *b, int64_t M, int64_t N,
                       int64_t K, int n_threads, GEMM_T gemm, REAL *y)
 {
@@ -40,6 +103,20 @@ int FN(cc_linear_fwd)(const REAL *x, const REAL *w, const REAL *b, int64_t M, in
     if (st != CC_OK) return st;
     if (M == 0) return CC_OK;
     if (!x || !w || !y || !gemm) return CC_EINVAL;
+    if (M <= CC_LINEAR_FEW) {
+        team = linear_team(n_threads, M, N, K, N);
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (team > 1)
+#endif
+        {
+            int64_t lo = 0, hi = N;
+#ifdef _OPENMP
+            linear_part(N, omp_get_thread_num(), omp_get_num_threads(), &lo, &hi);
+#endif
+            FN(fwd_few)(x, w, b, M, N, K, lo, hi, y);
+        }
+        return CC_OK;
+    }
     by_rows = M >= (int64_t)CC_LINEAR_ALIGN * n_threads;
     team = linear_team(n_threads, M, N, K, by_rows ? M : N);
     if (team == 1) {

@@ -10,10 +10,13 @@ import convcore as cc
 from convcore import nn
 from convcore._ops.layers import linear_backward_accumulate
 
-# (rows, in_features, out_features): batch 1 (split over the features), rows
-# below and above one aligned slice per thread, VGG-like wide rows, empty
-SHAPES = [(1, 300, 257), (3, 5, 7), (17, 33, 65), (64, 400, 120), (130, 96, 10),
-          (2, 2048, 64), (0, 4, 3), (1, 1, 1)]
+# (rows, in_features, out_features): batch 1 to 8 (the few-rows kernel: every
+# row count, features that are not a multiple of its lanes or of its row
+# blocks), the first GEMM-sized batch, rows below and above one aligned slice
+# per thread, VGG-like wide rows, empty
+SHAPES = [(1, 300, 257), (2, 2049, 130), (3, 5, 7), (4, 17, 9), (5, 16, 33), (6, 47, 5),
+          (7, 1000, 19), (8, 31, 66), (9, 31, 20), (17, 33, 65), (64, 400, 120),
+          (130, 96, 10), (2, 2048, 64), (0, 4, 3), (1, 1, 1)]
 
 
 def _ref(x, w, b, dy):
@@ -116,6 +119,25 @@ def test_linear_gives_the_same_bits_for_every_thread_count(rng):
     for o in outs[1:]:
         for a, r in zip(o, outs[0]):
             np.testing.assert_allclose(a, r, rtol=2e-6, atol=2e-6 * np.abs(r).max())
+
+
+@pytest.mark.parametrize("rows", [1, 3, 8])
+def test_linear_few_rows_give_the_same_bits_for_every_thread_count(rng, rows):
+    # the few-rows forward splits the output features only: each sum is the
+    # same sequence of operations whatever the team
+    x = rng.standard_normal((rows, 1000)).astype(np.float32)
+    w = rng.standard_normal((333, 1000)).astype(np.float32)
+    b = rng.standard_normal(333).astype(np.float32)
+    old = cc.get_num_threads()
+    outs = []
+    try:
+        for t in (1, 2, 3):
+            cc.set_num_threads(t)
+            outs.append(cc.linear(x, w, b))
+    finally:
+        cc.set_num_threads(old)
+    for o in outs[1:]:
+        assert o.tobytes() == outs[0].tobytes()
 
 
 def test_linear_leaves_every_blas_thread_setting_as_it_was(rng):
