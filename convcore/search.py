@@ -26,7 +26,7 @@ import numpy as np
 from convcore._validate import as_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
                          ReLU, Sequential)
-from convcore.nn.module import as_rng
+from convcore._rng import as_rng
 
 __all__ = ["SPACE", "block_net", "mutate", "random_genome", "evolve", "search_run",
            "parse_budget"]

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from convcore._rng import as_rng
 from convcore._validate import as_int
 from convcore.nn import (AdaptiveAvgPool2d, BasicBlock, BatchNorm2d, Bottleneck, Conv2d,
                          Dropout, Flatten, Inception, Linear, LocalResponseNorm, MaxPool2d,
                          Module, ReLU, Sequential)
-from convcore.nn.module import _not_ready, as_rng
+from convcore.nn.module import _not_ready
 from convcore.models._act import activation_layer, check_activation
 
 __all__ = ["lenet5", "alexnet", "vgg", "vgg11", "vgg13", "vgg16", "vgg19", "VGG_CONFIGS",

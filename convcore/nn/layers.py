@@ -11,7 +11,9 @@ from convcore._ops.conv import _padding
 from convcore._ops.layers import _float, linear_backward_accumulate
 from convcore._ops.pool import _max_pool2d_compact
 from convcore._validate import as_int, backend_for, float_dtype, out_size, pair
-from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
+from convcore._rng import as_rng
+from convcore.nn.init import kaiming_uniform
+from convcore.nn.module import Module, Parameter, _not_ready
 
 __all__ = ["Conv2d", "Linear", "ReLU", "Flatten", "Dropout", "BatchNorm2d", "LocalResponseNorm",
            "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Sequential"]
