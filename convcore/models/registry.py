@@ -6,6 +6,8 @@ plan) is looked up in; ``vgg-<column>`` names any column of
 """
 from __future__ import annotations
 
+import functools
+
 from convcore.models._cnn import cnn_bn, cnn_bn_wide
 from convcore.models.alexnet import alexnet
 from convcore.models.googlenet import googlenet
@@ -23,12 +25,21 @@ MODELS = {"lenet5": lenet5, "alexnet": alexnet, "vgg11": vgg11, "vgg13": vgg13,
           "resnet44": resnet44, "resnet56": resnet56, "resnet110": resnet110}
 
 
-def get_model(name, **kwargs):
-    """Build a model by name (``'vgg16'``, ``'vgg-A-LRN'``, ``'resnet18'``, ...)."""
+def constructor(name):
+    """The constructor registered under `name` (any case; ``vgg-<column>``
+    for a column of the configuration table), or None."""
     key = str(name).lower()
     if key in MODELS:
-        return MODELS[key](**kwargs)
+        return MODELS[key]
     if key.startswith("vgg-") and key[4:].upper() in VGG_CONFIGS:
-        return vgg(key[4:].upper(), **kwargs)
-    raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} or "
-                     f"vgg-<A|A-LRN|B|C|D|E>")
+        return functools.partial(vgg, key[4:].upper())
+    return None
+
+
+def get_model(name, **kwargs):
+    """Build a model by name (``'vgg16'``, ``'vgg-A-LRN'``, ``'resnet18'``, ...)."""
+    fn = constructor(name)
+    if fn is None:
+        raise ValueError(f"unknown model {name!r}; choose one of {sorted(MODELS)} or "
+                         f"vgg-<A|A-LRN|B|C|D|E>")
+    return fn(**kwargs)
