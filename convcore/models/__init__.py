@@ -5,6 +5,11 @@ Every constructor takes ``num_classes``, ``in_channels``, ``dtype`` and
 ``rng`` (None, a seed or a ``numpy.random.Generator``: the same seed gives
 the same weights).  VGG and ResNet use torchvision's module names, so their
 ``state_dict()`` keys and shapes match torchvision's.
+
+One module per family, as torchvision lays them out (``lenet``, ``alexnet``,
+``vgg``, ``googlenet``, ``resnet``, ``resnet_cifar``); the name table that
+``get_model`` and the training checkpoints look names up in is in
+``registry``.  Everything is imported from here.
 """
 from convcore.models.lenet import lenet5
 from convcore.models.alexnet import alexnet

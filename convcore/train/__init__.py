@@ -5,12 +5,12 @@ A run is fully determined by its configuration, its seed and its thread
 count, and a checkpoint holds every piece of its state, so stopping after
 epoch k and resuming ends with the same weights as an uninterrupted run.
 
-One module per job: :mod:`~convcore.train.config` (the run configuration),
-:mod:`~convcore.train.build` (model, data, loss and optimizer from a
-configuration), :mod:`~convcore.train.checkpoint` (checkpoint files and
-random states), :mod:`~convcore.train.loop` (the training loop),
-:mod:`~convcore.train.report` (progress, log lines, metrics, plots) and
-:mod:`~convcore.train.evaluate`.  Every name is re-exported here, where
+One module per job (under ``convcore/train/``): ``config`` (the run configuration),
+``build`` (model, data, loss and optimizer from a
+configuration), ``checkpoint`` (checkpoint files and
+random states), ``loop`` (the training loop),
+``report`` (progress, log lines, metrics, plots) and
+``evaluate``.  Every name is re-exported here, where
 users import them from.
 """
 from convcore.train.config import (ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES,  # noqa: F401
