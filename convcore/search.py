@@ -204,7 +204,7 @@ def search_run(dataset="fashion-mnist", data_dir=None, budget="8", epochs=1, tra
     from convcore import data as _data
     from convcore._summary import summary
     from convcore.prune import fine_tune
-    from convcore.train import _forward_batches, accuracy_from_confusion
+    from convcore.train.evaluate import _forward_batches, accuracy_from_confusion
     n_evals, secs = parse_budget(budget)
     train_images = as_int(train_images, "train_images", minimum=1)
     val_images = as_int(val_images, "val_images", minimum=1)
