@@ -1,7 +1,6 @@
 """Process-wide settings: thread count and the im2col workspace budget."""
 from __future__ import annotations
 
-import numbers
 import os
 import threading
 
@@ -30,17 +29,6 @@ def _default_threads() -> int:
     return min(MAX_THREADS, max(1, _conv.max_threads()))
 
 
-def _check_count(n, name: str, minimum: int = 1, maximum: int | None = None) -> int:
-    if isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(n).__name__}")
-    n = int(n)
-    if n < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {n}")
-    if maximum is not None and n > maximum:
-        raise ValueError(f"{name} must be <= {maximum}, got {n}")
-    return n
-
-
 def set_num_threads(n: int) -> None:
     """Set the number of threads convcore's kernels use (OpenMP teams and the
     GEMM tiles run inside them): an int from 1 to ``MAX_THREADS`` (1024).
@@ -48,7 +36,8 @@ def set_num_threads(n: int) -> None:
     The default is ``$CONVCORE_NUM_THREADS`` when set (an integer in the
     same range), else the number of cores OpenMP reports.
     """
-    n = _check_count(n, "n", 1, MAX_THREADS)
+    from convcore._validate import as_int   # not at import: _validate imports the backends
+    n = as_int(n, "n", 1, MAX_THREADS)
     with _lock:
         _state["threads"] = n
 
@@ -72,7 +61,8 @@ def set_workspace_limit(nbytes: int) -> None:
     Each thread keeps its workspace for the next call; a lower limit gives it
     up on that thread's next call.  ``nbytes`` is an int from 1 to 2**62.
     """
-    nbytes = _check_count(nbytes, "nbytes", 1, 2**62)
+    from convcore._validate import as_int
+    nbytes = as_int(nbytes, "nbytes", 1, 2**62)
     with _lock:
         _state["workspace_bytes"] = nbytes
 

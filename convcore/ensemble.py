@@ -56,26 +56,29 @@ def load_run(path: str, in_channels: int, image_size: int, device: Optional[str]
     The run's model is looked up in ``convcore.models``; a run of a custom
     model is rebuilt only when the caller names that model (``model``,
     ``module:function``): a checkpoint never makes convcore import code."""
-    from convcore import train as _train
-    meta, arrays = checkpoint if checkpoint is not None else _train.read_checkpoint(path)
-    cfg = _train.TrainConfig(**meta["config"])
+    from convcore.train.build import _to_device, build_model
+    from convcore.train.checkpoint import _split, read_checkpoint
+    from convcore.train.config import TrainConfig
+    meta, arrays = checkpoint if checkpoint is not None else read_checkpoint(path)
+    cfg = TrainConfig(**meta["config"])
     # a name read from a file is imported only when the caller named it
-    net = _train.build_model(cfg.model, in_channels, len(meta["classes"]), image_size,
-                             cfg.seed, allow_import=model is not None and model == cfg.model,
-                             activation=cfg.activation)
-    state = _train._split(arrays, "model/")
+    net = build_model(cfg.model, in_channels, len(meta["classes"]), image_size,
+                      cfg.seed, allow_import=model is not None and model == cfg.model,
+                      activation=cfg.activation)
+    state = _split(arrays, "model/")
     if meta.get("pruned_channels"):
         from convcore.prune import resize_to_state
         resize_to_state(net, state)
     net.load_state_dict(state)
-    net = _train._to_device(net, device or cfg.device)
+    net = _to_device(net, device or cfg.device)
     net.eval()
     return net, meta
 
 
 def _probabilities(model, meta, test_set, batch=500):
     from convcore import data as _data
-    from convcore.train import _host, _xp_of
+    from convcore.train.build import _xp_of
+    from convcore.train.checkpoint import _host
     xp = _xp_of(model)
     it = _data.BatchIterator(test_set.images, test_set.labels, batch, shuffle=False,
                              mean=meta["mean"], std=meta["std"])

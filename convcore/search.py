@@ -26,7 +26,7 @@ import numpy as np
 from convcore._validate import as_int
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d,
                          ReLU, Sequential)
-from convcore.nn.module import as_rng
+from convcore._rng import as_rng
 
 __all__ = ["SPACE", "block_net", "mutate", "random_genome", "evolve", "search_run",
            "parse_budget"]
@@ -204,7 +204,7 @@ def search_run(dataset="fashion-mnist", data_dir=None, budget="8", epochs=1, tra
     from convcore import data as _data
     from convcore._summary import summary
     from convcore.prune import fine_tune
-    from convcore.train import _forward_batches, accuracy_from_confusion
+    from convcore.train.evaluate import _forward_batches, accuracy_from_confusion
     n_evals, secs = parse_budget(budget)
     train_images = as_int(train_images, "train_images", minimum=1)
     val_images = as_int(val_images, "val_images", minimum=1)

@@ -13,6 +13,7 @@ import numbers
 
 import numpy as np
 
+from convcore._rng import as_rng as _rng
 from convcore._validate import (as_float, as_int, axis, float_dtype, require, same_dtype,
                                 shape_eq)
 from convcore.backends import get_backend
@@ -335,17 +336,6 @@ def local_response_norm_backward(grad_output, x, size, alpha=1e-4, beta=0.75, k=
 
 
 # ---------------------------------------------------------------------- dropout
-def _rng(rng):
-    if rng is None:
-        return np.random.default_rng()
-    if isinstance(rng, np.random.Generator):
-        return rng
-    if isinstance(rng, (numbers.Integral, np.random.SeedSequence)) and not isinstance(rng, bool):
-        return np.random.default_rng(rng)
-    raise TypeError(f"rng must be None, an int seed or a numpy.random.Generator, got "
-                    f"{type(rng).__name__}")
-
-
 def dropout(x, p=0.5, training=True, rng=None, return_mask=False):
     """Inverted dropout: zero each element with probability ``p``, scale the
     rest by ``1 / (1 - p)``.  Identity when not ``training``.

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from convcore._rng import as_rng
 from convcore._validate import as_int
 from convcore.models._act import activation_layer, check_activation
 from convcore.nn import (AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Dropout, Flatten, Linear,
                          MaxPool2d, Sequential)
-from convcore.nn.module import as_rng
 
 
 def cnn_bn(num_classes=10, in_channels=1, widths=(16, 32, 64), dropout=0.2, dtype=None,

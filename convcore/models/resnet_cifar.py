@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
+from convcore._rng import as_rng
 from convcore._validate import as_int
 from convcore.backends import get_backend
 from convcore.nn import (AdaptiveAvgPool2d, BasicBlock, BatchNorm2d, Conv2d, Flatten, Linear,
                          Module, ReLU, Sequential)
-from convcore.nn.module import _not_ready, as_rng
+from convcore.nn.module import _not_ready
 
 __all__ = ["PadShortcut", "resnet_cifar", "resnet20", "resnet32", "resnet44", "resnet56",
            "resnet110"]

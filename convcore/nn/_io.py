@@ -19,8 +19,6 @@ import zipfile
 
 import numpy as np
 
-from convcore.nn.module import check_state
-
 # A version 1.0 header is at most 65535 bytes; later versions allow 4 GiB,
 # which no honest file of numeric arrays needs.
 MAX_HEADER_BYTES = 2**16
@@ -32,6 +30,30 @@ _MAGIC = b"\x93NUMPY"
 # Deflate cannot compress better than about 1032:1; a member claiming more
 # uncompressed bytes than that lies about its size.
 _MAX_RATIO = 1100
+
+
+# ------------------------------------------------------------------ checking
+
+def check_state(expected, given, strict=True):
+    """Every problem between an expected and a given state dict, one line each."""
+    errors = []
+    for key, arr in expected.items():
+        if key not in given:
+            errors.append(f"missing key {key!r} (expected shape {tuple(arr.shape)}, "
+                          f"dtype {arr.dtype})")
+            continue
+        v = given[key]
+        shape = tuple(getattr(v, "shape", ()))
+        dtype = getattr(v, "dtype", None)
+        if shape != tuple(arr.shape):
+            errors.append(f"{key!r}: expected shape {tuple(arr.shape)}, got {shape}")
+        if dtype is None or np.dtype(dtype) != np.dtype(arr.dtype):
+            errors.append(f"{key!r}: expected dtype {arr.dtype}, got {dtype}")
+    if strict:
+        for key in given:
+            if key not in expected:
+                errors.append(f"unexpected key {key!r}")
+    return errors
 
 
 # ------------------------------------------------------------------ writing

@@ -3,10 +3,11 @@ the Inception module."""
 from __future__ import annotations
 
 from convcore import functional as F
+from convcore._rng import as_rng
 from convcore._validate import as_int
 from convcore.backends import get_backend
 from convcore.nn.layers import BatchNorm2d, Conv2d, MaxPool2d, ReLU, Sequential
-from convcore.nn.module import Module, _not_ready, as_rng
+from convcore.nn.module import Module, _not_ready
 
 __all__ = ["BasicBlock", "Bottleneck", "Inception"]
 

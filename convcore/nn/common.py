@@ -6,9 +6,11 @@ from __future__ import annotations
 
 from convcore import functional as F
 from convcore._ops.upsample import _geometry
+from convcore._rng import as_rng
 from convcore._validate import as_float, as_int, flag, pair
+from convcore.nn.init import kaiming_uniform
 from convcore.nn.layers import _DropoutBase, _dtype, _prod, _spatial
-from convcore.nn.module import Module, _not_ready, as_rng, kaiming_uniform
+from convcore.nn.module import Module, _not_ready
 
 __all__ = ["ConvTranspose2d", "Identity", "Softmax", "LogSoftmax", "Dropout2d", "Upsample",
            "Tanh", "Sigmoid", "LeakyReLU"]

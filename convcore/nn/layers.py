@@ -10,9 +10,11 @@ from convcore import functional as F
 from convcore._ops.conv import _padding
 from convcore._ops.layers import linear_backward_accumulate
 from convcore._ops.pool import _max_pool2d_compact
+from convcore._rng import as_rng
 from convcore._validate import as_float, as_int, flag, float_dtype, out_size, pair
 from convcore.backends import get_backend
-from convcore.nn.module import Module, Parameter, _not_ready, as_rng, kaiming_uniform
+from convcore.nn.init import kaiming_uniform
+from convcore.nn.module import Module, Parameter, _not_ready
 
 __all__ = ["Conv2d", "Linear", "ReLU", "Flatten", "Dropout", "BatchNorm2d", "LocalResponseNorm",
            "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d", "Sequential"]

@@ -8,10 +8,11 @@ to the input and adds (``+=``) the parameter gradients into ``.grad``.
 from __future__ import annotations
 
 import copy
-import math
 from collections import OrderedDict
 
 import numpy as np
+
+from convcore.nn._io import check_state, load_state_dict_file, save_state_dict
 
 __all__ = ["Module", "Parameter"]
 
@@ -20,7 +21,7 @@ class Parameter:
     """A trainable array (``.data``) and its accumulated gradient (``.grad``).
 
     ``.grad`` is allocated (zeros, same shape and dtype) on first use.  A
-    parameter made by :func:`uniform_parameter` draws its values on first
+    parameter made by :func:`convcore.nn.init.kaiming_uniform` draws its values on first
     access to ``.data`` from its own seed, so counting the parameters of a
     full-size network (or printing its summary) allocates nothing, and the
     values do not depend on the order in which parameters are touched.
@@ -260,12 +261,10 @@ class Module:
 
     def save(self, path):
         """Write the state dict to ``path`` as ``.npz`` (atomically, no pickle)."""
-        from convcore.nn._io import save_state_dict
         save_state_dict(self.state_dict(), path)
 
     def load(self, path):
         """Read a ``.npz`` written by :meth:`save`, validated against this module."""
-        from convcore.nn._io import load_state_dict_file
         self.load_state_dict(load_state_dict_file(path, self.state_dict()))
         return self
 
@@ -340,50 +339,3 @@ class Module:
 
     def copy(self):
         return copy.deepcopy(self)
-
-
-def check_state(expected, given, strict=True):
-    """Every problem between an expected and a given state dict, one line each."""
-    errors = []
-    for key, arr in expected.items():
-        if key not in given:
-            errors.append(f"missing key {key!r} (expected shape {tuple(arr.shape)}, "
-                          f"dtype {arr.dtype})")
-            continue
-        v = given[key]
-        shape = tuple(getattr(v, "shape", ()))
-        dtype = getattr(v, "dtype", None)
-        if shape != tuple(arr.shape):
-            errors.append(f"{key!r}: expected shape {tuple(arr.shape)}, got {shape}")
-        if dtype is None or np.dtype(dtype) != np.dtype(arr.dtype):
-            errors.append(f"{key!r}: expected dtype {arr.dtype}, got {dtype}")
-    if strict:
-        for key in given:
-            if key not in expected:
-                errors.append(f"unexpected key {key!r}")
-    return errors
-
-
-def as_rng(rng):
-    """A numpy Generator from None, an int seed or a Generator."""
-    from convcore._ops.layers import _rng
-    return _rng(rng)
-
-
-def kaiming_uniform(rng, shape, fan_in, dtype):
-    """A :class:`Parameter` with torch.nn's default init: U(-b, b) with
-    b = 1 / sqrt(fan_in) (Kaiming-uniform with a = sqrt(5)), drawn lazily from
-    a seed taken from ``rng`` now."""
-    bound = 1.0 / math.sqrt(fan_in) if fan_in > 0 else 0.0
-    seed = int(rng.integers(0, 2**63 - 1))
-    dt = np.dtype(dtype)
-    shape = tuple(int(s) for s in shape)
-
-    def make():
-        a = np.random.default_rng(seed).random(shape, dtype=dt.type)
-        a *= 2 * bound
-        a -= bound
-        return a
-    p = Parameter(None)
-    p._lazy = (shape, dt, make)
-    return p

@@ -20,7 +20,7 @@ def fine_tune(model, train_it, epochs, lr=0.01, masks=None, momentum=0.9, weight
     Returns the history: one dict per epoch (train loss and accuracy; test
     accuracy when ``test_it`` is given)."""
     from convcore import losses, optim
-    from convcore.train import _forward_batches, accuracy_from_confusion
+    from convcore.train.evaluate import _forward_batches, accuracy_from_confusion
     params = list(model.parameters())
     opt = optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = optim.CosineAnnealingLR(opt, max(int(epochs), 1))
@@ -63,7 +63,7 @@ def fine_tune(model, train_it, epochs, lr=0.01, masks=None, momentum=0.9, weight
 # ------------------------------------------------------------------ a whole run
 
 def _measure(model, input_shape, test_it, num_classes):
-    from convcore.train import _forward_batches, accuracy_from_confusion
+    from convcore.train.evaluate import _forward_batches, accuracy_from_confusion
     nz, tot = count_nonzero(model)
     sparse_macs, dense_macs = _sparse_macs(model, input_shape)
     t0 = time.perf_counter()

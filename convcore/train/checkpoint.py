@@ -1,6 +1,8 @@
 """Training checkpoints on disk: one ``.npz`` (no pickle) holding the model,
 optimizer and schedule states, the random states and a JSON metadata string,
-written atomically and checked field by field when read."""
+written atomically and checked field by field when read; the random states
+(NumPy's global generator and each module's own) that make a resumed run
+end with the same weights as an uninterrupted one."""
 from __future__ import annotations
 
 import json
@@ -9,8 +11,9 @@ import os
 
 import numpy as np
 
-from convcore._modelspec import _shown
-from convcore._trainconfig import TrainConfig, check_config, field_kinds
+from convcore.nn._io import read_npz, write_npz_atomic
+from convcore.train.build import _shown
+from convcore.train.config import TrainConfig, check_config, field_kinds
 
 CHECKPOINT = "checkpoint.npz"
 FORMAT_VERSION = 1
@@ -82,13 +85,42 @@ def set_module_rng_states(model, states) -> None:
 def save_checkpoint(path: str, model, opt, sched, meta: dict) -> None:
     """Write a checkpoint atomically: a temporary file in the same directory,
     flushed and fsynced, then renamed over `path`. Plain ``.npz``, no pickle."""
-    from convcore.nn._io import write_npz_atomic
     arrays = _state_arrays(model, opt, sched)
     arrays.update(_rng_state())
     meta = dict(meta, module_rngs=module_rng_states(model))
     arrays["meta"] = np.array(json.dumps(meta))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     write_npz_atomic(path, arrays)
+
+
+def _split(arrays, prefix):
+    n = len(prefix)
+    return {k[n:]: v for k, v in arrays.items() if k.startswith(prefix)}
+
+
+def restore_model(model, arrays, path) -> None:
+    """Load the checkpoint's ``model/`` arrays into `model`; ValueError naming `path`."""
+    try:
+        model.load_state_dict(_split(arrays, "model/"))
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def restore_training_state(arrays, module_rngs, path, model, opt, sched) -> None:
+    """Load the optimizer, schedule and random states of a checkpoint (read
+    from `path`) for resuming; ValueError naming `path` when one is unusable."""
+    try:
+        opt.load_state_dict(_split(arrays, "optim/"))
+        if sched is not None:
+            sched.load_state_dict(_split(arrays, "sched/"))
+        _set_rng_state(arrays)
+    except (ValueError, TypeError, KeyError, IndexError, OverflowError) as e:
+        raise ValueError(f"{path}: its optimizer, schedule or random state cannot be "
+                         f"restored: {e}") from None
+    try:
+        set_module_rng_states(model, module_rngs)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
 
 
 def _checkpoint_path(path) -> str:
@@ -104,7 +136,6 @@ def read_checkpoint(path: str):
     """(meta dict, arrays dict) of a checkpoint; ValueError naming the file and
     what is wrong when it is not a well-formed one (object arrays are
     refused, never unpickled; the metadata is checked field by field)."""
-    from convcore.nn._io import read_npz
     path = _checkpoint_path(path)
     arrays = read_npz(path)
     if "meta" not in arrays:

@@ -1,15 +1,21 @@
-"""Which model a name means: the registry of ``convcore.models`` for names
-read from files, ``module:function`` imports only for names the caller gives,
-and a check that the data's images are large enough for the network."""
+"""Building a run from its configuration: the model (which model a name
+means -- the registry of ``convcore.models`` for names read from files,
+``module:function`` imports only for names the caller gives -- and a check
+that the data's images are large enough for it), the data and its batch
+iterators, the loss, the optimizer and its schedule, and the device."""
 from __future__ import annotations
 
 import difflib
-import functools
 import inspect
 import re
 from typing import Optional
 
 import numpy as np
+
+from convcore import data as _data
+from convcore import losses as _losses
+from convcore import optim as _optim
+from convcore.train.config import TrainConfig
 
 _SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
 
@@ -21,14 +27,13 @@ def model_names() -> list:
 
 
 def _registry_model(name):
+    from convcore.models.registry import constructor
+    fn = constructor(name)
+    if fn is not None:
+        return fn
     from convcore import models
-    key = name.lower()
-    if key in models.MODELS:
-        return models.MODELS[key]
-    if key.startswith("vgg-") and key[4:].upper() in models.VGG_CONFIGS:
-        return functools.partial(models.vgg, key[4:].upper())
     names = model_names()
-    close = difflib.get_close_matches(key, names, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(name.lower(), names, n=3, cutoff=0.6)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     raise ValueError(f"unknown model {_shown(name)}{hint} (available: "
                      f"{', '.join(sorted(models.MODELS))}, vgg-<A|A-LRN|B|C|D|E>, or "
@@ -146,3 +151,104 @@ def check_input_size(model, name, shape, dataset) -> None:
     finally:
         if was_training:
             model.train()
+
+
+def load_data(cfg: TrainConfig):
+    train, test = _data.load_dataset(cfg.dataset, cfg.data_dir)
+    if cfg.limit_train:
+        train = train.subset(np.arange(min(cfg.limit_train, len(train))))
+    if cfg.limit_test:
+        test = test.subset(np.arange(min(cfg.limit_test, len(test))))
+    if cfg.imbalance_ratio > 1:
+        train = train.subset(_data.long_tailed_indices(train.labels, cfg.imbalance_ratio,
+                                                       train.num_classes, cfg.seed))
+    return train, test
+
+
+class Data:
+    """The data of a run: both sets, the training set's channel statistics and
+    class counts, and the batch iterators (training: shuffled from the seed,
+    augmented; evaluation: this rank's block of the test set, in order)."""
+
+    def __init__(self, cfg: TrainConfig, dist=None):
+        self.train_set, self.test_set = load_data(cfg)
+        self.num_classes = self.train_set.num_classes
+        images = self.train_set.images
+        self.mean, self.std = _data.channel_stats(images)
+        augment = cfg.augment if cfg.augment is not None else cfg.dataset == "cifar10"
+        augment, lighting = _data.training_augmentation(augment, images, cfg.dataset)
+        self.train_it = _data.BatchIterator(images, self.train_set.labels, cfg.batch_size,
+                                            shuffle=True, seed=cfg.seed, mean=self.mean,
+                                            std=self.std, augment=augment, lighting=lighting)
+        eval_set = self.test_set
+        if dist is not None:   # evaluation is sharded: each rank a contiguous block
+            a, b = dist.shard_bounds(len(self.test_set))
+            eval_set = self.test_set.subset(np.arange(a, b))
+        self.test_it = _data.BatchIterator(eval_set.images, eval_set.labels, 500,
+                                           shuffle=False, mean=self.mean, std=self.std)
+        self.counts = np.bincount(self.train_set.labels, minlength=self.num_classes)
+
+
+def build_loss(cfg: TrainConfig, counts: np.ndarray):
+    if cfg.loss in ("cb-ce", "cb-focal"):
+        w = _losses.class_balanced_weights(counts, cfg.beta)
+    else:
+        w = None
+    if cfg.loss in ("ce", "cb-ce"):
+        return _losses.CrossEntropyLoss(weight=w, label_smoothing=cfg.label_smoothing)
+    return _losses.FocalLoss(gamma=cfg.gamma, alpha=w)
+
+
+def build_optimizer(cfg: TrainConfig, model):
+    params = list(model.parameters())
+    lr = cfg.resolved_lr()
+    if cfg.optimizer == "sgd":
+        opt = _optim.SGD(params, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov,
+                         weight_decay=cfg.weight_decay)
+    elif cfg.optimizer == "adam":
+        opt = _optim.Adam(params, lr=lr, weight_decay=cfg.weight_decay)
+    else:
+        opt = _optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    if cfg.schedule == "step":
+        sched = _optim.StepLR(opt, cfg.step_size, 0.1)
+    elif cfg.schedule == "cosine":
+        sched = _optim.CosineAnnealingLR(opt, cfg.epochs)
+    else:
+        sched = None
+    return opt, sched
+
+
+def skip_first_input_grad(model) -> None:
+    """In training the data needs no gradient: tell the first layer met in a
+    chain of ``Sequential`` containers, when it is a ``Conv2d``, not to compute
+    one (LeNet's first layer then skips its dX, about a tenth of its
+    convolution time)."""
+    from convcore.nn import Conv2d, Sequential
+    m = model
+    while isinstance(m, Sequential) and len(m._modules):
+        m = next(iter(m._modules.values()))
+    if isinstance(m, Conv2d):
+        m.needs_input_grad = False
+
+
+def _to_device(model, device: str):
+    if device == "cpu":
+        return model
+    try:
+        import cupy  # noqa: F401
+    except ImportError:
+        raise RuntimeError(f"--device {device} needs CuPy and an NVIDIA GPU: "
+                           f"pip install \"convcore[cuda]\"") from None
+    if not hasattr(model, "to"):
+        raise RuntimeError(f"this model has no .to(); it cannot move to {device}")
+    return model.to(device) or model
+
+
+def _xp_of(model):
+    for p in model.parameters():
+        mod = type(p.data).__module__
+        if mod.startswith("cupy"):
+            import cupy
+            return cupy
+        break
+    return np
