@@ -124,7 +124,11 @@ def _cached_plan(geom, itemsize, backward, limit):
     return p
 
 
-_reuse = threading.local()
+class _Reuse(threading.local):
+    buf = None      # this thread's workspace buffer (bytes)
+
+
+_reuse = _Reuse()
 
 
 def _workspace(nelems, dtype, limit):
@@ -138,8 +142,8 @@ def _workspace(nelems, dtype, limit):
     if nelems == 0:
         return _NOTHING[dtype.char]
     nbytes = nelems * dtype.itemsize
-    buf = getattr(_reuse, "buf", None)
-    if buf is None or buf.nbytes < nbytes or buf.nbytes > max(limit, nbytes):
+    buf = _reuse.buf
+    if buf is None or buf.nbytes < nbytes or buf.nbytes > (limit if limit > nbytes else nbytes):
         # (the old one is freed before the new one is made: no reference,
         # this local one included, may keep both alive at once)
         _reuse.buf = buf = None
