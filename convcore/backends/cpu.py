@@ -79,6 +79,15 @@ def _blas_context():
     return _blas_fallback[0]
 
 
+def _with_sequential_blas(fn, *args):
+    fb = _blas_context()
+    if fb is None:
+        fn(*args)
+        return
+    with fb():
+        fn(*args)
+
+
 def _request(geom, itemsize, backward) -> int:
     """The strategy asked of the C planner: AUTO (it picks from the shape and
     dtype) unless CONVCORE_CONV_STRATEGY ('tiles', 'batched', 'winograd',
@@ -155,35 +164,24 @@ def _workspace(nelems, dtype, limit):
 _NOTHING = {"f": np.empty(0, np.float32), "d": np.empty(0, np.float64)}
 
 
-def conv2d_forward(x, w, b, y, geom):
-    dt = x.dtype
+def _prepare(dtype, geom, backward):
+    """(strategy request, workspace, threads) of a convolution call."""
     limit = _config.get_workspace_limit()
-    p = _cached_plan(geom, dt.itemsize, False, limit)
-    work = _workspace(p.work_elems, dt, limit)
-    n = _config.get_num_threads()
-    fb = _blas_context()
+    p = _cached_plan(geom, dtype.itemsize, backward, limit)
+    return p.request, _workspace(p.work_elems, dtype, limit), _config.get_num_threads()
+
+
+def conv2d_forward(x, w, b, y, geom):
+    request, work, n = _prepare(x.dtype, geom, False)
     has_bias = b is not None
     if not has_bias:
-        b = _NOTHING[dt.char]
-    if fb is None:
-        _conv.conv2d_forward(x, w, b, has_bias, p.request, work, y, geom, n)
-        return
-    with fb():
-        _conv.conv2d_forward(x, w, b, has_bias, p.request, work, y, geom, n)
+        b = _NOTHING[x.dtype.char]
+    _with_sequential_blas(_conv.conv2d_forward, x, w, b, has_bias, request, work, y, geom, n)
 
 
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
-    dt = x.dtype
-    limit = _config.get_workspace_limit()
-    p = _cached_plan(geom, dt.itemsize, True, limit)
-    work = _workspace(p.work_elems, dt, limit)
-    n = _config.get_num_threads()
-    fb = _blas_context()
-    if fb is None:
-        _conv.conv2d_backward(dy, x, w, p.request, work, dx, dw, db, geom, n)
-        return
-    with fb():
-        _conv.conv2d_backward(dy, x, w, p.request, work, dx, dw, db, geom, n)
+    request, work, n = _prepare(x.dtype, geom, True)
+    _with_sequential_blas(_conv.conv2d_backward, dy, x, w, request, work, dx, dw, db, geom, n)
 
 
 def conv2d_backward_input(dy, w, dx, geom):
@@ -362,15 +360,6 @@ def cross_entropy_backward(logits, target, reduction, grad_output):
 # 2-D C-contiguous operands: x (M, K), w (N, K), y (M, N).  The products run in
 # the core's OpenMP team with SciPy's BLAS held sequential inside it, so a
 # linear layer never wakes NumPy's BLAS thread pool.
-def _with_sequential_blas(fn, *args):
-    fb = _blas_context()
-    if fb is None:
-        fn(*args)
-        return
-    with fb():
-        fn(*args)
-
-
 def linear_forward(x, w, b, y):
     _with_sequential_blas(_linear.linear_forward, x, w, b, y, _config.get_num_threads())
 
