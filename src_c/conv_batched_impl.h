@@ -49,7 +49,6 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
     const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
-    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
     int64_t n0;
     if (G == 1 && cc_conv_product_ok(g)) {
         /* few weights: the product kernel, no BLAS packing; it builds each
@@ -64,10 +63,25 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
     }
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
-        const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
-        const int64_t ntiles = G * nmb * nkb;
+        int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+        int64_t ntiles;
         REAL *cols = work, *T = work + CKK * nbL;
         int64_t i;
+        if (G * nmb * nkb < CC_MIN_GEMM_TILES) {
+            /* a batch-1 layer whose positions and channels each fit one tile
+             * would multiply on one thread: cut the longer side (each tile
+             * packs the other side's operand whole) */
+            const int64_t want = (CC_MIN_GEMM_TILES + G - 1) / G;
+            if (nbL >= Kg) {
+                mbs = cc_cut_block(nbL, want);
+                nmb = (nbL + mbs - 1) / mbs;
+            } else {
+                kbs = cc_cut_block(Kg, want);
+                nkb = (Kg + kbs - 1) / kbs;
+            }
+        }
+        ntiles = G * nmb * nkb;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
 #pragma omp for schedule(static)

@@ -85,6 +85,19 @@ static inline int64_t cc_split_block(int64_t n, int64_t tiles_other, int64_t max
     return bs < n ? bs : n;
 }
 
+/* Fewest GEMM tiles a forward product is cut into where its shape allows
+ * (shape-only, so the same for every thread count). */
+#define CC_MIN_GEMM_TILES 4
+
+/* Block size (a multiple of 16, at most n) that cuts n into about `want`
+ * blocks. */
+static inline int64_t cc_cut_block(int64_t n, int64_t want)
+{
+    int64_t bs = (n + want - 1) / want;
+    bs = (bs + 15) / 16 * 16;
+    return bs < n ? bs : n;
+}
+
 /* Segments the batched dW reduction over nbL columns is cut into: more than
  * one only when the output gives too few tiles (small C*KH*KW and K, as in a
  * first layer) and the reduction is long.  Shape-only, so deterministic. */

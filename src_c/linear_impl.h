@@ -45,7 +45,7 @@ static inline __attribute__((always_inline)) void FN(few_rows)(
     for (n = n0; n < n1; n += R) {
         REAL acc[8][CC_LINEAR_LANES];
         const int nr = (int)CC_MIN((int64_t)R, n1 - n);
-        for (r = 0; r < R * M; ++r)
+        for (r = 0; r < 8; ++r)
             for (l = 0; l < CC_LINEAR_LANES; ++l) acc[r][l] = 0;
         if (nr == R) {
             for (k = 0; k + CC_LINEAR_LANES <= K; k += CC_LINEAR_LANES)
