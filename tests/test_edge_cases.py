@@ -15,7 +15,7 @@ import pytest
 
 import convcore as cc
 from convcore.backends import cpu as cpu_backend
-from reference import conv2d_backward_naive, conv2d_naive
+from reference.conv import conv2d_backward_naive, conv2d_naive
 
 X = np.ones((1, 3, 5, 5))
 W = np.ones((2, 3, 3, 3))
@@ -390,7 +390,7 @@ def test_conv_row_grad_output_of_wrong_shape_is_value_error(dy_shape, no_work):
 
 # ---- Pooling ----------------------------------------------------------------------
 
-from pool_reference import avg_pool_naive, max_pool_naive  # noqa: E402
+from reference.pool import avg_pool_naive, max_pool_naive  # noqa: E402
 
 XP = np.arange(36.0).reshape(1, 1, 6, 6)
 

@@ -1,6 +1,6 @@
 """Property tests: random shapes (0 and 1 included) and random options, valid or not.
 
-Every property is checked against the independent oracles in reference.py.
+Every property is checked against the independent oracles in tests/reference/.
 The hypothesis profile (tests/conftest.py) is derandomized when CI is set.
 Calls whose options are arbitrary (possibly huge, negative, wrong types) run in
 a child Python (crashsafe.py), so a crash names its input instead of killing
@@ -17,7 +17,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 import convcore as cc  # noqa: E402
 from crashsafe import run_cases  # noqa: E402
-from reference import (col2im_naive, conv2d_backward_naive, conv2d_naive,  # noqa: E402
+from reference.conv import (col2im_naive, conv2d_backward_naive, conv2d_naive,  # noqa: E402
                        im2col_naive, out_len)
 
 DTYPES = [np.float32, np.float64]
@@ -185,7 +185,7 @@ def _thread_check(g, dtype, threads, seed):
 
 # ---- pooling -------------------------------------------------------------------
 
-from pool_reference import (adaptive_avg_backward_naive, adaptive_avg_naive,  # noqa: E402
+from reference.pool import (adaptive_avg_backward_naive, adaptive_avg_naive,  # noqa: E402
                             avg_pool_naive, max_pool_backward_naive, max_pool_naive,
                             pool_out)
 
