@@ -1,5 +1,5 @@
 """Thread safety of every op family: concurrent Python threads (convolution,
-im2col/col2im, the pools) get exactly the serial results, and the GIL is
+im2col/col2im, the pools, batch norm, ReLU and LRN) get exactly the serial results, and the GIL is
 released while the C core works.  The ops are a table per family (OPS); the
 property is written once and parametrised over it.
 
@@ -63,10 +63,25 @@ def _adaptive_pool_ops(x, w, opts):
     return (gp, gdx)
 
 
+def _batch_norm_ops(x, w, opts):
+    # training mode without running statistics: nothing shared is written
+    c = x.shape[1]
+    gamma = np.linspace(0.5, 1.5, c).astype(x.dtype)
+    beta = np.linspace(-1.0, 1.0, c).astype(x.dtype)
+    y = cc.batch_norm(x, None, None, gamma, beta, training=True)
+    return (y,) + tuple(cc.batch_norm_backward(y, x, None, None, gamma, training=True))
+
+
+def _relu_lrn_ops(x, w, opts):
+    r = cc.relu(x - 0.25)
+    return (r, cc.relu_backward(x, x - 0.25), cc.local_response_norm(r, 3))
+
+
 # family -> the ops each job runs (forward and backward), in this order
 OPS = {
     "conv": [_conv_ops, _unfold_ops],
     "pool": [_max_pool_ops, _avg_pool_ops, _adaptive_pool_ops],
+    "norm": [_batch_norm_ops, _relu_lrn_ops],
 }
 
 
