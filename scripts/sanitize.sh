@@ -3,7 +3,7 @@
 # run the C-core tests under it; exits non-zero on any sanitizer report.
 #
 #   scripts/sanitize.sh                 # C test program + the C-core pytest files
-#   SANITIZE_TESTS="tests/test_conv.py" scripts/sanitize.sh   # a chosen subset
+#   SANITIZE_TESTS="tests/conv/test_conv.py" scripts/sanitize.sh   # a chosen subset
 #
 # The instrumented extension is built in a copy of the source tree
 # (build/sanitize/src), so the normal in-place build is left untouched.
@@ -17,7 +17,12 @@ ROOT=$(pwd)
 PY=${PYTHON:-python3}
 OUT=${SANITIZE_DIR:-$ROOT/build/sanitize}
 CC=${CC:-gcc}
-TESTS=${SANITIZE_TESTS:-"tests/test_conv.py tests/test_winograd.py tests/test_depthwise.py tests/test_edge_cases.py tests/test_properties.py tests/test_norm_kernels.py tests/test_linear.py tests/test_cross_entropy.py $(ls tests/test_pool*.py 2>/dev/null | tr "\n" " " || true)"}
+TESTS=${SANITIZE_TESTS:-"tests/conv/test_conv.py tests/conv/test_winograd.py tests/conv/test_depthwise.py
+  tests/conv/test_edge_cases.py tests/pool/test_edge_cases.py tests/nn/test_edge_cases.py
+  tests/data/test_edge_cases.py tests/conv/test_properties.py tests/pool/test_properties.py
+  tests/every_op/test_arbitrary_options.py tests/nn/test_corrupt_files.py
+  tests/data/test_corrupt_files.py tests/norm/test_norm_kernels.py tests/norm/test_linear.py
+  tests/norm/test_cross_entropy.py tests/pool/test_pool.py"}
 FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
 
 libasan=$($CC -print-file-name=libasan.so)

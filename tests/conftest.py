@@ -22,6 +22,18 @@ _child_pythons_import_this_convcore()
 
 
 @pytest.fixture
+def no_work(monkeypatch):
+    """Fails the test if the backend is asked to allocate or compute anything
+    (the edge-case tests of the conv and pool families: validation comes first)."""
+    from convcore.backends import cpu as cpu_backend
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the backend was called before validation finished")
+    for name in ("empty", "zeros", "conv2d_forward", "conv2d_backward", "im2col", "col2im"):
+        monkeypatch.setattr(cpu_backend, name, refuse)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

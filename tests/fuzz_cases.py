@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from reference import col2im_naive, conv2d_naive, im2col_naive, out_len
+from reference.conv import col2im_naive, conv2d_naive, im2col_naive, out_len
 
 try:  # pooling oracles (independent loops in tests/)
-    from pool_reference import (adaptive_avg_naive, avg_pool_naive, max_pool_naive,
+    from reference.pool import (adaptive_avg_naive, avg_pool_naive, max_pool_naive,
                                 pool_out)
 except ImportError:  # pragma: no cover - before pooling existed
     pool_out = None

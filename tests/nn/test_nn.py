@@ -6,7 +6,7 @@ import pytest
 
 import convcore as cc
 from convcore import nn
-from nn_reference import numeric_grad, one_thread  # noqa: F401 (fixture)
+from reference.nn import numeric_grad, one_thread  # noqa: F401 (fixture)
 
 
 def distinct(rng, *shape):

@@ -8,7 +8,7 @@ import pytest
 
 import convcore as cc
 from convcore import models
-from nn_reference import one_thread  # noqa: F401 (fixture)
+from reference.nn import one_thread  # noqa: F401 (fixture)
 
 
 # ------------------------------------------------------------ parameter counts

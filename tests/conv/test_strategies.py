@@ -3,7 +3,7 @@
 Each strategy is forced (CONVCORE_CONV_STRATEGY) on geometries where it
 applies, including the crop's cases (1x1 and 2x2 maps, odd sizes at stride
 2, 1-4 input channels), and checked against PyTorch (float64) and the
-independent loops of tests/reference.py.
+independent loops of tests/reference/conv.py.
 """
 import json
 import warnings
@@ -15,7 +15,7 @@ import convcore as cc
 from convcore import _config, _plan
 from convcore._core import _conv
 from convcore.backends import cpu
-from reference import conv2d_backward_naive, conv2d_naive
+from reference.conv import conv2d_backward_naive, conv2d_naive
 
 torch = pytest.importorskip("torch")
 

@@ -6,7 +6,7 @@ import pytest
 
 import convcore as cc
 from convcore._ops import pool as pool_ops
-from pool_reference import (adaptive_avg_backward_naive, adaptive_avg_naive,
+from reference.pool import (adaptive_avg_backward_naive, adaptive_avg_naive,
                             avg_pool_backward_naive, avg_pool_naive, max_pool_backward_naive,
                             max_pool_naive, pool_out)
 

@@ -16,7 +16,7 @@ import convcore as cc
 from convcore._geometry import PoolGeom
 from convcore.backends import cuda
 
-gpu_emu = pytest.importorskip("gpu_emu")
+gpu_emu = pytest.importorskip("gpu.gpu_emu")
 
 # (library, grid): the backend's own grid and tiny ones with 32-bit index
 # bodies, and a small grid with the 64-bit bodies forced

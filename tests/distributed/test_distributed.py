@@ -18,7 +18,7 @@ import pytest
 
 import convcore
 import convcore.distributed as dist
-import _dist_worker as W
+from distributed import _dist_worker as W
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WORKER = os.path.join(HERE, "_dist_worker.py")

@@ -1,5 +1,7 @@
-"""No leaks: after a warm-up, many calls of each op (and of each error path that
-raises after allocating) leave the resident set size where it was.
+"""No leaks in any op family: after a warm-up, many calls of each op (and of each
+error path that raises after allocating) leave the resident set size where it
+was.  The cases are a table per family (FAMILIES); the property is written once
+and parametrised over all of them (ids ``family-case``).
 
 The default run makes 500 calls per case; `pytest -m slow` makes 10,000.
 A leak of one small buffer per call (a few hundred bytes and up) shows as
@@ -57,7 +59,7 @@ def _raises(exc, f):
     return call
 
 
-def cases():
+def _conv_cases():
     x, w, b, dy = _inputs()
     xd, wd, bd, dyd = _inputs(np.float64)
     cols = cc.im2col(x, 3, padding=1)
@@ -70,12 +72,38 @@ def cases():
     yield "conv2d_backward f64", lambda: cc.conv2d_backward(dyd, xd, wd, padding=1)
     yield "im2col", lambda: cc.im2col(x, 3, padding=1)
     yield "col2im", lambda: cc.col2im(cols, 12, 3, padding=1)
+    # error paths that raise after something was allocated
+    yield "backward, 'same' even kernel (x padded), wrong grad_output", _raises(
+        ValueError, lambda: cc.conv2d_backward(dy[:, :, :5], x, w[:, :, :2, :2],
+                                               padding="same"))
+    yield "binding: geometry refused after outputs exist", _raises(
+        ValueError, lambda: _conv.im2col(x, np.empty((2, 27, 144), np.float32),
+                                         geom[:7] + (0,) + geom[8:], 1))
+    yield "binding: buffer size mismatch", _raises(
+        ValueError, lambda: _conv.col2im(cols[:, :, :-1].copy(), np.empty_like(x), geom, 1))
+    yield "validation errors", _raises(
+        (ValueError, TypeError), lambda: cc.conv2d(x, w, stride=0))
+
+
+def _pool_cases():
+    x, w, b, dy = _inputs()
     yield "max_pool2d + backward", lambda: cc.max_pool2d_backward(
         *cc.max_pool2d(x, 3, 2, 1, return_indices=True), x.shape)
     yield "avg_pool2d + backward", lambda: cc.avg_pool2d_backward(
         cc.avg_pool2d(x, 3, 2, 1, ceil_mode=True), x.shape, 3, 2, 1, ceil_mode=True)
     yield "adaptive_avg_pool2d + backward", lambda: cc.adaptive_avg_pool2d_backward(
         cc.adaptive_avg_pool2d(x, (5, 3)), x.shape)
+    # an error path that raises after something was allocated
+    bad_idx = cc.max_pool2d(x, 2, return_indices=True)[1].copy()
+    bad_idx[0, 0, 0, 0] = 10**6
+    yield "max_pool2d_backward, index out of range (C refuses after dx exists)", _raises(
+        ValueError, lambda: cc.max_pool2d_backward(np.ones(bad_idx.shape, np.float32),
+                                                   bad_idx, x.shape))
+
+
+def _norm_cases():
+    x, w, b, dy = _inputs()
+    xd, wd, bd, dyd = _inputs(np.float64)
     rm, rv = np.zeros(3, np.float32), np.ones(3, np.float32)
     yield "batch_norm + backward, training", lambda: cc.batch_norm_backward(
         cc.batch_norm(x, rm, rv, b[:3], b[:3], training=True), x, None, None, b[:3],
@@ -84,27 +112,22 @@ def cases():
         cc.batch_norm(xd[..., ::-1], rm.astype(np.float64), rv.astype(np.float64)), xd,
         rm.astype(np.float64), rv.astype(np.float64))
     yield "relu + backward", lambda: cc.relu_backward(cc.relu(x), x)
-    # error paths that raise after something was allocated
-    yield "backward, 'same' even kernel (x padded), wrong grad_output", _raises(
-        ValueError, lambda: cc.conv2d_backward(dy[:, :, :5], x, w[:, :, :2, :2],
-                                               padding="same"))
-    yield "binding: geometry refused after outputs exist", _raises(
-        ValueError, lambda: _conv.im2col(x, np.empty((2, 27, 144), np.float32),
-                                         geom[:7] + (0,) + geom[8:], 1))
+    # an error path that raises after something was allocated
     e = np.empty(0)
     yield "binding: batch-norm workspace too short", _raises(
         ValueError, lambda: _norm.batch_norm_forward(
             xd.reshape(2, 3, -1), e, e, e, e, False, False, True, 1e-5, np.empty(3),
             np.empty((2, 3, 144)), np.empty(3), np.empty(3), 1))
-    yield "binding: buffer size mismatch", _raises(
-        ValueError, lambda: _conv.col2im(cols[:, :, :-1].copy(), np.empty_like(x), geom, 1))
-    bad_idx = cc.max_pool2d(x, 2, return_indices=True)[1].copy()
-    bad_idx[0, 0, 0, 0] = 10**6
-    yield "max_pool2d_backward, index out of range (C refuses after dx exists)", _raises(
-        ValueError, lambda: cc.max_pool2d_backward(np.ones(bad_idx.shape, np.float32),
-                                                   bad_idx, x.shape))
-    yield "validation errors", _raises(
-        (ValueError, TypeError), lambda: cc.conv2d(x, w, stride=0))
+
+
+# family -> its cases (name, call)
+FAMILIES = {"conv": _conv_cases, "pool": _pool_cases, "norm": _norm_cases}
+
+
+def cases():
+    for family, family_cases in FAMILIES.items():
+        for name, call in family_cases():
+            yield f"{family}-{name}", call
 
 
 CASES = list(cases())

@@ -7,7 +7,7 @@ import pytest
 from scipy import signal
 
 import convcore as cc
-from reference import (col2im_naive, conv2d_abs_bound, conv2d_backward_naive, conv2d_naive,
+from reference.conv import (col2im_naive, conv2d_abs_bound, conv2d_backward_naive, conv2d_naive,
                        im2col_naive)
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import convcore as cc
-from nn_reference import (batch_norm_train_naive, lrn_naive, numeric_grad,  # noqa: F401
+from reference.nn import (batch_norm_train_naive, lrn_naive, numeric_grad,  # noqa: F401
                           one_thread)
 
 

@@ -7,14 +7,14 @@ stride-1 columns.  Everything else (strides in dX, channel multipliers, Inf or
 NaN) takes the bounds-checked loops.  The shapes below reach every one of
 those branches: column tails, row tails, planes wider than one block, planes
 larger than the old stack buffer, dilation, asymmetric and over-wide padding.
-References are float64 loops (tests/reference.py), compared under the sound
+References are float64 loops (tests/reference/conv.py), compared under the sound
 float32 bound: (number of terms) x 2^-24 x the sums of absolute values.
 """
 import numpy as np
 import pytest
 
 import convcore as cc
-from reference import conv2d_backward_naive, conv2d_naive
+from reference.conv import conv2d_backward_naive, conv2d_naive
 
 U32 = 2.0 ** -24
 

@@ -14,7 +14,7 @@ import convcore as cc
 from convcore import models
 from convcore.cli import main
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NOTES = os.path.join(ROOT, "..", "shared", "seed", "000_6f98e25b9753d42a.txt")
 
 

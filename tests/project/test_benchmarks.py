@@ -10,7 +10,8 @@ import pytest
 
 from convcore import nn
 
-BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                     "benchmarks")
 if not os.path.isdir(BENCH):   # tests copied next to an installed wheel
     pytest.skip("the benchmarks/ folder of a source tree is not here",
                 allow_module_level=True)

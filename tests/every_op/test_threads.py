@@ -1,6 +1,7 @@
-"""Thread safety: concurrent Python threads (conv, im2col/col2im and the pools)
-get exactly the serial results, and
-the GIL is released while the C core works.
+"""Thread safety of every op family: concurrent Python threads (convolution,
+im2col/col2im, the pools, batch norm, ReLU and LRN) get exactly the serial results, and the GIL is
+released while the C core works.  The ops are a table per family (OPS); the
+property is written once and parametrised over it.
 
 The speed-up of two threads over one doing both jobs is measured and printed
 (run with ``-s``), never asserted: timings on a shared machine are reported,
@@ -30,25 +31,71 @@ def _jobs(dtype, count):
     return jobs
 
 
-def _run(job):
-    x, w, opts = job
+def _conv_ops(x, w, opts):
     y = cc.conv2d(x, w, **opts)
     grads = cc.conv2d_backward(np.ones_like(y) * 0.5 + y, x, w, **opts)
+    return (y,) + tuple(grads)
+
+
+def _unfold_ops(x, w, opts):
     cols = cc.im2col(x, w.shape[2:], **opts)
     back = cc.col2im(cols, x.shape[2:], w.shape[2:], **opts)
+    return (cols, back)
+
+
+def _max_pool_ops(x, w, opts):
     k = (2, 3)
     mp, idx = cc.max_pool2d(x, k, 1, 1, ceil_mode=True, return_indices=True)
     mdx = cc.max_pool2d_backward(mp, idx, x.shape)
+    return (mp, idx, mdx)
+
+
+def _avg_pool_ops(x, w, opts):
     ap = cc.avg_pool2d(x, 3, 2, 1, ceil_mode=True, count_include_pad=False)
     adx = cc.avg_pool2d_backward(ap, x.shape, 3, 2, 1, ceil_mode=True,
                                  count_include_pad=False)
+    return (ap, adx)
+
+
+def _adaptive_pool_ops(x, w, opts):
     gp = cc.adaptive_avg_pool2d(x, (3, 2))
     gdx = cc.adaptive_avg_pool2d_backward(gp, x.shape)
-    return (y,) + tuple(grads) + (cols, back, mp, idx, mdx, ap, adx, gp, gdx)
+    return (gp, gdx)
+
+
+def _batch_norm_ops(x, w, opts):
+    # training mode without running statistics: nothing shared is written
+    c = x.shape[1]
+    gamma = np.linspace(0.5, 1.5, c).astype(x.dtype)
+    beta = np.linspace(-1.0, 1.0, c).astype(x.dtype)
+    y = cc.batch_norm(x, None, None, gamma, beta, training=True)
+    return (y,) + tuple(cc.batch_norm_backward(y, x, None, None, gamma, training=True))
+
+
+def _relu_lrn_ops(x, w, opts):
+    r = cc.relu(x - 0.25)
+    return (r, cc.relu_backward(x, x - 0.25), cc.local_response_norm(r, 3))
+
+
+# family -> the ops each job runs (forward and backward), in this order
+OPS = {
+    "conv": [_conv_ops, _unfold_ops],
+    "pool": [_max_pool_ops, _avg_pool_ops, _adaptive_pool_ops],
+    "norm": [_batch_norm_ops, _relu_lrn_ops],
+}
+
+
+def _runner(family):
+    def run(job):
+        x, w, opts = job
+        return tuple(out for op in OPS[family] for out in op(x, w, opts))
+    return run
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_eight_threads_give_the_serial_results(dtype):
+@pytest.mark.parametrize("family", list(OPS))
+def test_eight_threads_give_the_serial_results(family, dtype):
+    _run = _runner(family)
     jobs = _jobs(dtype, 24)
     serial = [_run(j) for j in jobs]
     results = [[None] * len(jobs) for _ in range(N_THREADS)]

@@ -22,7 +22,7 @@ import convcore  # noqa: E402
 from convcore.cli import main  # noqa: E402
 from convcore.train import read_checkpoint  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # tests/: _tiny_model.py
 sys.path.insert(0, HERE)
 from _synthetic import write_idx_dataset  # noqa: E402
 

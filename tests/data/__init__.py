@@ -1,0 +1,3 @@
+"""Tests of the dataset readers and loaders, and of reading files from elsewhere
+safely.
+"""

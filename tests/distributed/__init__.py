@@ -1,0 +1,3 @@
+"""Tests of data-parallel training over MPI (_dist_worker.py holds the programs the
+ranks run).
+"""

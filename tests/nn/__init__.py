@@ -1,0 +1,3 @@
+"""Tests of the layers, modules and models: nn, folding, weights and saving, summary,
+memory.
+"""

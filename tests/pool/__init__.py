@@ -1,0 +1,1 @@
+"""Tests of the pooling family: max, average and adaptive average pooling."""
