@@ -77,7 +77,8 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *   CC_CONV_AUTO     chosen from the shape, dtype and pass by the planner's
  *                    heuristics (cc_conv_auto_strategy); for float32 also
  *                    WINOGRAD where its heuristic says it pays (not on maps
- *                    of under 3x3 tiles, nor for a batch-1 3x3 forward).
+ *                    of under 3x3 tiles, nor for a batch-1 forward
+ *                    of a small plane with many channels).
  *                    float64 never uses WINOGRAD unless asked. */
 #define CC_CONV_AUTO (-1)
 #define CC_CONV_TILES 0

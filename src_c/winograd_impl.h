@@ -1247,21 +1247,31 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 }
 
 
-/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice) */
+/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice; at
+ * batch 1, the fewest for layers of more than CC_WG_B1_MAX_WEIGHTS channel
+ * pairs) */
 #define CC_WG_MIN_PLANE_TILES 9
+#define CC_WG_B1_MIN_TILES 25
+#define CC_WG_B1_MAX_WEIGHTS (256 * 256)
 
 static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
     /* float64 never takes it unless asked: its rounding is a float32 trade */
     if (elem_size != (int)sizeof(float) || !cc_conv_winograd_auto(g)) return 0;
     if (g->KH == 3 && g->SH == 1) {
+        const int64_t tiles = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
         /* Measured (3x3, stride 1, 2 threads, against BATCHED): on maps of
          * under 3x3 tiles (2x2 and 4x4 outputs) 1.15-1.3x slower both ways,
-         * the border tiles being most of the work; at batch 1 the forward
-         * pass 1.6-2x slower (7x7 to 56x56 outputs, 64 to 512 channels)
-         * while the backward was as fast or faster (0.65-0.96x). */
-        if (((g->OH + 1) / 2) * ((g->OW + 1) / 2) < CC_WG_MIN_PLANE_TILES) return 0;
-        if (!backward && g->N < 2) return 0;
+         * the border tiles being most of the work. */
+        if (tiles < CC_WG_MIN_PLANE_TILES) return 0;
+        /* Batch 1, forward (each side alone, 2 threads, against BATCHED with
+         * its product cut into 4 tiles): 1.1-1.8x faster on 8x8 to 56x56
+         * outputs with 32 to 512 channels, but 1.6-1.8x slower on 7x7 ones
+         * with 512: the transformed weights (16 K C values, 16 MiB there)
+         * are written and read for 16 tiles' worth of products. */
+        if (!backward && g->N < 2 && tiles < CC_WG_B1_MIN_TILES &&
+            g->K * g->C > CC_WG_B1_MAX_WEIGHTS)
+            return 0;
     }
     return 1;
 }

@@ -168,10 +168,17 @@ def test_plan_names_the_strategy():
     assert _conv.plan(body, np.float32) == "winograd"
     assert _conv.plan(body, np.float64) == "batched"   # float64: never unasked
     assert _conv.plan(body, np.float64, "tiles") == "tiles"
-    # batch 1: the forward pass through the GEMM, the backward by Winograd
+    # batch 1: Winograd both ways, except the forward pass of a wide layer on
+    # a small plane (its transformed weights cost more than they save)
     one = _geom(1, 64, 14, 14, 64, 3, 1, 1, 1)
-    assert _conv.plan(one, np.float32) == "batched"
+    assert _conv.plan(one, np.float32) == "winograd"
     assert _conv.plan(one, np.float32, backward=True) == "winograd"
+    wide7 = _geom(1, 512, 7, 7, 512, 3, 1, 1, 1)
+    assert _conv.plan(wide7, np.float32) == "batched"
+    assert _conv.plan(wide7, np.float32, backward=True) == "winograd"
+    assert _conv.plan(_geom(2, 512, 7, 7, 512, 3, 1, 1, 1), np.float32) == "winograd"
+    assert _conv.plan(_geom(1, 512, 14, 14, 512, 3, 1, 1, 1), np.float32) == "winograd"
+    assert _conv.plan(_geom(1, 256, 8, 8, 256, 3, 1, 1, 1), np.float32) == "winograd"
     # maps of under 3x3 Winograd tiles: the GEMM both ways
     assert _conv.plan(_geom(*GEOMS[7]), np.float32) == "batched"
     assert _conv.plan(_geom(*GEOMS[7]), np.float32, backward=True) == "batched"
