@@ -85,10 +85,8 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
 #pragma omp for schedule(static)
-            for (i = 0; i < nb * CKK; ++i) {
-                const int64_t r = i / nb, n = i % nb;
-                FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
-            }
+            for (i = 0; i < FN(im2col_ntasks)(g, nb); ++i)
+                FN(im2col_task)(x + n0 * g->C * HW, g, i, nb, nbL, L, cols);
 #pragma omp for schedule(dynamic, 1)
             for (i = 0; i < ntiles; ++i) {
                 const int64_t kb = i % nkb, mb = (i / nkb) % nmb, gi = i / (nkb * nmb);
@@ -212,10 +210,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
             }
             if (dw) {
 #pragma omp for schedule(static)
-                for (i = 0; i < nb * CKK; ++i) {
-                    const int64_t r = i / nb, n = i % nb;
-                    FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, nbL, cols + n * L);
-                }
+                for (i = 0; i < FN(im2col_ntasks)(g, nb); ++i)
+                    FN(im2col_task)(x + n0 * g->C * HW, g, i, nb, nbL, L, cols);
                 /* dW_gᵀ (CKKg x Kg) (+)= cols_g (CKKg x nbL) . T_gᵀ, chunks in order.
                  * With few output tiles and a long reduction, the reduction is cut
                  * into nsplit segments at fixed columns, each into its own partial

@@ -53,3 +53,77 @@ static void FN(im2col_rows)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
     FN(im2col_span)(x, g, r0, r1, 0, g->OH * g->OW, ldc, col);
 }
 
+
+#ifndef CC_I2C_PLANE_SHAPE
+#define CC_I2C_PLANE_SHAPE
+/* Elements of a zero-padded plane im2col_plane copies to its stack. */
+#define CC_I2C_PLANE_MAX 4096
+/* Whether a plane's im2col goes through its padded copy: planes that fit,
+ * with outputs narrower than CC_I2C_PLANE_MAX_OW (on wider rows the spans'
+ * block copies are as fast, without the extra pass). */
+#define CC_I2C_PLANE_MAX_OW 32
+static int cc_im2col_by_plane(const cc_conv_geom *g)
+{
+    return (g->H + 2 * g->PH) * (g->W + 2 * g->PW) <= CC_I2C_PLANE_MAX && g->OW < CC_I2C_PLANE_MAX_OW;
+}
+#endif
+
+/* im2col of channel c of one image, all its KH*KW rows (row (c*KH + kh)*KW
+ * + kw at col + row*ldc), through a zero-padded copy of the plane: no bounds
+ * checks and no library calls per output row, which on small maps cost more
+ * than the copies.  xc is the channel's plane; needs cc_im2col_by_plane. */
+#if defined(__GNUC__) && !defined(__clang__)
+__attribute__((optimize("no-tree-loop-distribute-patterns")))
+#endif
+static void FN(im2col_plane)(const REAL *CC_RESTRICT xc, const cc_conv_geom *g, int64_t c,
+                             int64_t ldc, REAL *CC_RESTRICT col)
+{
+    REAL pad[CC_I2C_PLANE_MAX];
+    const int64_t H = g->H, W = g->W, PH = g->PH, PW = g->PW, Wp = W + 2 * PW, Hp = H + 2 * PH;
+    const int64_t OH = g->OH, OW = g->OW, SH = g->SH, SW = g->SW;
+    int64_t i, j, kh, kw, oh, ow;
+    for (i = 0; i < Hp; ++i) {
+        REAL *d = pad + i * Wp;
+        if (i < PH || i >= PH + H) {
+            for (j = 0; j < Wp; ++j) d[j] = 0;
+            continue;
+        }
+        for (j = 0; j < PW; ++j) d[j] = 0;
+        for (j = 0; j < W; ++j) d[PW + j] = xc[(i - PH) * W + j];
+        for (j = PW + W; j < Wp; ++j) d[j] = 0;
+    }
+    for (kh = 0; kh < g->KH; ++kh)
+        for (kw = 0; kw < g->KW; ++kw) {
+            REAL *row = col + ((c * g->KH + kh) * g->KW + kw) * ldc;
+            for (oh = 0; oh < OH; ++oh) {
+                const REAL *s = pad + (oh * SH + kh * g->DH) * Wp + kw * g->DW;
+                REAL *d = row + oh * OW;
+                if (SW == 1)
+                    for (ow = 0; ow < OW; ++ow) d[ow] = s[ow];
+                else
+                    for (ow = 0; ow < OW; ++ow) d[ow] = s[ow * SW];
+            }
+        }
+}
+
+/* The im2col of nb images cut into tasks for a parallel loop: a plane each
+ * where cc_im2col_by_plane, else a row each. */
+static int64_t FN(im2col_ntasks)(const cc_conv_geom *g, int64_t nb)
+{
+    return nb * (cc_im2col_by_plane(g) ? g->C : g->C * g->KH * g->KW);
+}
+
+/* Task i of FN(im2col_ntasks): image n = i % nb of x (n at x + n*C*H*W),
+ * whose columns start at cols + n*nstride, row r at r*ldc from there. */
+static void FN(im2col_task)(const REAL *x, const cc_conv_geom *g, int64_t i, int64_t nb,
+                            int64_t ldc, int64_t nstride, REAL *cols)
+{
+    const int64_t n = i % nb, HW = g->H * g->W;
+    if (cc_im2col_by_plane(g)) {
+        const int64_t c = i / nb;
+        FN(im2col_plane)(x + (n * g->C + c) * HW, g, c, ldc, cols + n * nstride);
+    } else {
+        const int64_t r = i / nb;
+        FN(im2col_rows)(x + n * g->C * HW, g, r, r + 1, ldc, cols + n * nstride);
+    }
+}

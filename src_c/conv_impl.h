@@ -10,6 +10,8 @@
  *   conv_depthwise_impl.h  DEPTHWISE  one input channel per group: direct loops
  *   winograd_impl.h        WINOGRAD   3x3 (stride 1, 2) and 5x5: fewer products
  *   conv_direct_impl.h     DIRECT     small layers: register-blocked loops
+ *   conv_regions_impl.h    REGIONS    small maps: a GEMM per region of the
+ *                                     plane over its live taps only
  *   conv_batched_impl.h    BATCHED    im2col of a chunk of images + GEMM tiles
  *   conv_tiles_impl.h      TILES      im2col per image + GEMM tiles
  *   conv_crop_impl.h       (before any of them) kernel rows/columns that meet
@@ -58,6 +60,7 @@ static int64_t cc_conv_chunk(const cc_conv_geom *g, int64_t (*need)(const cc_con
 #include "conv_depthwise_impl.h"
 #include "conv_direct_impl.h"
 #include "winograd_impl.h"
+#include "conv_regions_impl.h"
 #include "conv_crop_impl.h"
 #include "conv_plan_impl.h"
 

@@ -29,6 +29,7 @@ static const cc_conv_strategy cc_conv_strategies[] = {
     {CC_CONV_WINOGRAD, "winograd", cc_conv_winograd_ok, winograd_pick, wg_workspace,
      winograd_workspace, winograd_cap},
     {CC_CONV_DIRECT, "direct", cc_conv_direct_ok, direct_pick, direct_need, direct_workspace, NULL},
+    {CC_CONV_REGIONS, "regions", regions_applies, regions_pick, rg_need, regions_workspace, NULL},
     {CC_CONV_BATCHED, "batched", batched_applies, batched_pick, batched_workspace,
      batched_workspace, NULL},
     {CC_CONV_TILES, "tiles", tiles_applies, tiles_pick, tiles_workspace, tiles_workspace, NULL},
@@ -169,6 +170,7 @@ static const struct {
     [CC_CONV_WINOGRAD] = {FN(winograd_fwd), FN(winograd_bwd)},
     [CC_CONV_DIRECT] = {FN(direct_fwd), FN(direct_bwd)},
     [CC_CONV_DEPTHWISE] = {FN(depthwise_fwd), FN(depthwise_bwd)},
+    [CC_CONV_REGIONS] = {FN(regions_fwd), FN(regions_bwd)},
 };
 
 /* WINOGRAD runs BATCHED where the inputs are not tame (see wg_tame): Inf or
@@ -179,6 +181,12 @@ static const cc_conv_strategy *FN(data_check)(const cc_conv_strategy *s, const R
                                               int64_t nc, int n_threads)
 {
     double ma = 0, mb = 0, mc = 0;
+    if (s->id == CC_CONV_REGIONS) {
+        /* dW's dy * 0 at a dead tap is NaN for an Inf or NaN gradient
+         * (backward: a holds dy; the forward checks its weights itself) */
+        if (!c || FN(rg_finite)(a, na, n_threads)) return s;
+        return cc_conv_strategy_of(CC_CONV_BATCHED);
+    }
     if (s->id != CC_CONV_WINOGRAD) return s;
     if (!FN(wg_tame)(a, na, n_threads, &ma) || !FN(wg_tame)(b, nb, n_threads, &mb) ||
         (c && !FN(wg_tame)(c, nc, n_threads, &mc)))

@@ -44,10 +44,8 @@ static int FN(fwd_tiles)(const REAL *x, const REAL *w, const REAL *b,
         {
             if (!pointwise) {
 #pragma omp for schedule(static)
-                for (i = 0; i < nb * CKK; ++i) {
-                    const int64_t n = i / CKK, r = i % CKK;
-                    FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, L, work + n * CKK * L);
-                }
+                for (i = 0; i < FN(im2col_ntasks)(g, nb); ++i)
+                    FN(im2col_task)(x + n0 * g->C * HW, g, i, nb, L, CKK * L, work);
             }
 #pragma omp for schedule(dynamic, 1)
             for (i = 0; i < ntiles; ++i) {
@@ -101,10 +99,8 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
                 const int64_t ntiles = G * nkb * ncb;
                 if (!pointwise) {
 #pragma omp for schedule(static)
-                    for (i = 0; i < nb * CKK; ++i) {
-                        const int64_t n = i / CKK, r = i % CKK;
-                        FN(im2col_rows)(x + (n0 + n) * g->C * HW, g, r, r + 1, L, work + n * CKK * L);
-                    }
+                    for (i = 0; i < FN(im2col_ntasks)(g, nb); ++i)
+                        FN(im2col_task)(x + n0 * g->C * HW, g, i, nb, L, CKK * L, work);
                 }
 #pragma omp for schedule(dynamic, 1)
                 for (i = 0; i < ntiles; ++i) {

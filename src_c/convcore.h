@@ -99,7 +99,14 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  * with padding 1 of a 1x1 map runs as a 1x1 one.  The cropped kernel and
  * its gradient take the front of the workspace. */
 #define CC_CONV_DEPTHWISE 4
-#define CC_CONV_NSTRATEGIES 5
+/*   CC_CONV_REGIONS  small maps (groups 1): the output plane cut into regions
+ *                    whose positions see the same live taps, each a GEMM over
+ *                    the columns of those taps only, so no product meets the
+ *                    padding.  Sums of the direct convolution in another
+ *                    order; weights (forward) or dy (backward) holding Inf or
+ *                    NaN take the BATCHED path, whose dead taps make NaN. */
+#define CC_CONV_REGIONS 5
+#define CC_CONV_NSTRATEGIES 6
 
 /* Limits of the direct path: groups 1, a padded image of at most
  * CC_DIRECT_MAX_PAD elements (a per-thread stack buffer), at most

@@ -1247,10 +1247,11 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 }
 
 
-/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice; at
- * batch 1, the fewest for layers of more than CC_WG_B1_MAX_WEIGHTS channel
- * pairs) */
+/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice, or
+ * the whole batch on smaller planes; at batch 1, the fewest for layers of
+ * more than CC_WG_B1_MAX_WEIGHTS channel pairs) */
 #define CC_WG_MIN_PLANE_TILES 9
+#define CC_WG_MIN_BATCH_TILES 64
 #define CC_WG_B1_MIN_TILES 25
 #define CC_WG_B1_MAX_WEIGHTS (256 * 256)
 
@@ -1261,9 +1262,13 @@ static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
     if (g->KH == 3 && g->SH == 1) {
         const int64_t tiles = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
         /* Measured (3x3, stride 1, 2 threads, against BATCHED): on maps of
-         * under 3x3 tiles (2x2 and 4x4 outputs) 1.15-1.3x slower both ways,
-         * the border tiles being most of the work. */
-        if (tiles < CC_WG_MIN_PLANE_TILES) return 0;
+         * under 3x3 tiles (2x2 and 4x4 outputs) 1.15-1.3x slower both ways
+         * at batch 8 or less, the border tiles being most of the work; but
+         * from 64 tiles in all (4x4 and 2x2 maps at batch 64, 128 to 512
+         * channels; each side alone, with BATCHED's columns built from
+         * padded planes) 1.1-1.8x faster both ways: the GEMMs are long
+         * enough again. */
+        if (tiles < CC_WG_MIN_PLANE_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) return 0;
         /* Batch 1, forward (each side alone, 2 threads, against BATCHED with
          * its product cut into 4 tiles): 1.1-1.8x faster on 8x8 to 56x56
          * outputs with 32 to 512 channels, but 1.6-1.8x slower on 7x7 ones

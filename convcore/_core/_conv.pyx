@@ -24,6 +24,7 @@ cdef extern from "convcore.h" nogil:
                                 const int *)
     int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_WINOGRAD, CC_CONV_DIRECT
     int CC_CONV_DEPTHWISE
+    int CC_CONV_REGIONS
     int cc_conv_request_ok(int request)
     int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
                            int64_t budget, int *strategy, int *cropped, int64_t *chunk,
@@ -133,9 +134,11 @@ BATCHED = CC_CONV_BATCHED
 WINOGRAD = CC_CONV_WINOGRAD
 DIRECT = CC_CONV_DIRECT
 DEPTHWISE = CC_CONV_DEPTHWISE
+REGIONS = CC_CONV_REGIONS
 #: the strategies by name, in the planner's priority order
 STRATEGIES = {"depthwise": CC_CONV_DEPTHWISE, "winograd": CC_CONV_WINOGRAD,
-              "direct": CC_CONV_DIRECT, "batched": CC_CONV_BATCHED, "tiles": CC_CONV_TILES}
+              "direct": CC_CONV_DIRECT, "regions": CC_CONV_REGIONS, "batched": CC_CONV_BATCHED,
+              "tiles": CC_CONV_TILES}
 
 
 def env_strategy():
@@ -155,6 +158,8 @@ def env_strategy():
         return CC_CONV_DIRECT
     if strcmp(v, b"depthwise") == 0:
         return CC_CONV_DEPTHWISE
+    if strcmp(v, b"regions") == 0:
+        return CC_CONV_REGIONS
     return CC_CONV_AUTO
 
 
@@ -180,7 +185,7 @@ def make_plan(geom, int itemsize, int request, bint backward, int64_t budget):
 
 
 def strategy_name(int strategy):
-    """'tiles', 'batched', 'winograd', 'direct', 'depthwise' or 'auto'."""
+    """'tiles', 'batched', 'winograd', 'direct', 'depthwise', 'regions' or 'auto'."""
     return cc_conv_strategy_name(strategy).decode()
 
 

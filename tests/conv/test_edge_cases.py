@@ -237,7 +237,7 @@ def _reference_pattern_check(y, ref):
     np.testing.assert_array_equal(np.isneginf(y), np.isneginf(ref))
 
 
-@pytest.mark.parametrize("strategy", ["", "tiles", "batched", "winograd", "direct"])
+@pytest.mark.parametrize("strategy", ["", "tiles", "batched", "winograd", "direct", "regions"])
 @pytest.mark.parametrize("groups", [1, 3])          # 3: depthwise, its own C path
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("where", ["x", "w", "both"])
