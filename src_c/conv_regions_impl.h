@@ -111,12 +111,13 @@ static int regions_applies(const cc_conv_geom *g)
     return rg_map(g, &m) && m.live < g->KH * g->KW * g->OH * g->OW;
 }
 
-/* AUTO's rule: the forward pass, where at least a quarter of the window
+/* AUTO's rule: the forward pass at stride 1, where at least a quarter of the window
  * taps are dead, from 16 input channels (each GEMM reduces over C) and
  * 256 positions in all.  Measured (each side alone, 2 threads, against
  * BATCHED with its columns from padded planes): 1.2-1.4x faster forward on
  * 2x2 and 4x4 maps at batch 64 with 256-512 channels, 0.7-1.0x at batch 8;
- * the backward pass 0.65-1.07x (its dW is a GEMM per tap), never picked.
+ * the backward pass 0.65-1.07x (its dW is a GEMM per tap), and stride 2
+ * (2x2 outputs: four regions of short GEMMs) 0.6-0.8x, never picked.
  * For float32 WINOGRAD comes first in the list where it applies. */
 #define CC_RG_MIN_DEAD 0.25
 #define CC_RG_MIN_C 16
@@ -126,8 +127,8 @@ static int regions_pick(const cc_conv_geom *g, int elem_size, int backward)
     cc_rg_map m;
     double total;
     (void)elem_size;
-    if (backward || g->C < CC_RG_MIN_C || g->N * g->OH * g->OW < CC_RG_MIN_POSITIONS ||
-        !rg_map(g, &m))
+    if (backward || g->SH != 1 || g->SW != 1 || g->C < CC_RG_MIN_C ||
+        g->N * g->OH * g->OW < CC_RG_MIN_POSITIONS || !rg_map(g, &m))
         return 0;
     total = (double)(g->KH * g->KW) * (double)(g->OH * g->OW);
     return (double)m.live <= (1.0 - CC_RG_MIN_DEAD) * total;

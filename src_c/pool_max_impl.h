@@ -102,17 +102,75 @@ CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     }
 }
 
+/* Interior windows of a 3x3 / stride 1 max pool (as max2_row; the
+ * Inception blocks' pooling branch).  The same comparisons in the same
+ * (row-major) order as the generic window, so ties and NaN resolve alike. */
+CC_CLONES static void IFN(max3s1_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                           int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                           IDX_T *CC_RESTRICT idx)
+{
+    const REAL *CC_RESTRICT r1 = r0 + W;
+    const REAL *CC_RESTRICT r2 = r1 + W;
+    int64_t j, j0;
+    CODE_T code[CC_CHUNK];
+    if (!idx) {
+        for (j = lo; j < hi; ++j) {
+            REAL m = r0[j], v;
+            v = r0[j + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r0[j + 2]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[j];     m = CC_TAKES(v, m) ? v : m;
+            v = r1[j + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r1[j + 2]; m = CC_TAKES(v, m) ? v : m;
+            v = r2[j];     m = CC_TAKES(v, m) ? v : m;
+            v = r2[j + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r2[j + 2]; m = CC_TAKES(v, m) ? v : m;
+            y[j] = m;
+        }
+        return;
+    }
+    for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
+        const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
+        REAL *CC_RESTRICT yc = y + j0;
+        const REAL *CC_RESTRICT a = r0 + j0, *CC_RESTRICT b = r1 + j0;
+        const REAL *CC_RESTRICT d = r2 + j0;
+        IDX_T *CC_RESTRICT ic = idx + j0;
+        for (j = 0; j < n; ++j) {
+            REAL m = a[j], v;
+            CODE_T k = 0, t;
+            v = a[j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
+            v = a[j + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 2 : k;
+            v = b[j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
+            v = b[j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
+            v = b[j + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 6 : k;
+            v = d[j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 8 : k;
+            v = d[j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 9 : k;
+            v = d[j + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 10 : k;
+            yc[j] = m;
+            code[j] = k;
+        }
+        for (j = 0; j < n; ++j)
+            ic[j] = (IDX_T)(base + (j0 + j) + (int64_t)(code[j] & 3) +
+                           (int64_t)(code[j] >> 2) * W);
+    }
+}
+
 /* One plane of max pooling: x (H, W) -> y (OH, OW), idx (OH, OW) or NULL. */
 static void IFN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
                           REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx)
 {
     const int64_t W = g->W, OH = g->OH, OW = g->OW;
-    int64_t kfast = 0, hlo = 0, hhi = 0, wlo = 0, whi = 0, oh, ow, arg;
+    int64_t kfast = 0, sfast = 2, hlo = 0, hhi = 0, wlo = 0, whi = 0, oh, ow, arg;
     if (!g->generic && g->SH == 2 && g->SW == 2 && g->DH == 1 && g->DW == 1 &&
         g->KH == g->KW && (g->KH == 2 || g->KH == 3)) {
         kfast = g->KH;
         inner_range(g->H, OH, 2, g->PH, kfast, &hlo, &hhi);
         inner_range(W, OW, 2, g->PW, kfast, &wlo, &whi);
+    } else if (!g->generic && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
+               g->KH == 3 && g->KW == 3) {
+        kfast = 3;
+        sfast = 1;
+        inner_range(g->H, OH, 1, g->PH, kfast, &hlo, &hhi);
+        inner_range(W, OW, 1, g->PW, kfast, &wlo, &whi);
     }
     for (oh = 0; oh < OH; ++oh) {
         REAL *yr = y + oh * OW;
@@ -125,8 +183,10 @@ static void IFN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
         }
         if (fast) {
             /* flat index of the first interior window's top-left element */
-            const int64_t base = (oh * 2 - g->PH) * W + 2 * a - g->PW;
-            if (kfast == 2)
+            const int64_t base = (oh * sfast - g->PH) * W + sfast * a - g->PW;
+            if (sfast == 1)
+                IFN(max3s1_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
+            else if (kfast == 2)
                 IFN(max2_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
             else
                 IFN(max3_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);

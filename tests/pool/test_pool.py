@@ -131,10 +131,11 @@ def test_max_pool_matches_reference_for_every_option(dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1), ((2, 3), 2, 1)])
+@pytest.mark.parametrize("k,s,p", [(2, 2, 0), (2, 2, 1), (3, 2, 0), (3, 2, 1), ((2, 3), 2, 1),
+                                   (3, 1, 1), (3, 1, 0), ((3, 2), 1, 1)])
 @pytest.mark.parametrize("ceil", [False, True])
 def test_max_pool_fast_paths_give_the_generic_bits(dtype, k, s, p, ceil, rng, monkeypatch):
-    """2x2/2 and 3x3/2 have fast paths; they must give the generic loop's bits,
+    """2x2/2, 3x3/2 and 3x3/1 have fast paths; they must give the generic loop's bits,
     NaN, -inf and ties included, on sizes that exercise their border handling."""
     for H, W in [(9, 11), (10, 12), (5, 300), (300, 7)]:
         x = rng.integers(-3, 4, size=(2, 3, H, W)).astype(dtype)
