@@ -408,6 +408,23 @@ int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);
 int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx);
 int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
 
+/* Local response normalisation across channels (PyTorch's formula), x and y
+ * (N, C, L) contiguous:
+ *   d_c = k + alpha/size * sum of x^2 over channels c - size/2 .. c + (size-1)/2
+ *   y_c = x_c d_c^-beta
+ * and its gradient dx_i = dy_i d_i^-beta - 2 beta alpha/size x_i
+ * sum_{c : i in window(c)} dy_c x_c d_c^(-beta-1).  d^-0.75 is computed by
+ * square roots (a few ulp from pow).  CC_ENOMEM if a thread's buffers
+ * (2 C x 64 values) cannot be had. */
+int cc_lrn_fwd_f32(const float *x, int64_t N, int64_t C, int64_t L, int64_t size, double alpha,
+                   double beta, double k, int n_threads, float *y);
+int cc_lrn_fwd_f64(const double *x, int64_t N, int64_t C, int64_t L, int64_t size, double alpha,
+                   double beta, double k, int n_threads, double *y);
+int cc_lrn_bwd_f32(const float *dy, const float *x, int64_t N, int64_t C, int64_t L, int64_t size,
+                   double alpha, double beta, double k, int n_threads, float *dx);
+int cc_lrn_bwd_f64(const double *dy, const double *x, int64_t N, int64_t C, int64_t L,
+                   int64_t size, double alpha, double beta, double k, int n_threads, double *dx);
+
 /* Cross-entropy of logits (N, K) against class indices (N) in [0, K):
  * per-row losses (double) and/or the gradient (softmax - onehot) * scale[n]
  * (scale NULL: scale0 for every row); CC_EINVAL for a target out of range. */

@@ -1,9 +1,11 @@
-/* Normalisation family: batch normalisation and ReLU, forward and backward,
+/* Normalisation family: batch normalisation, local response normalisation and
+ * ReLU, forward and backward,
  * instantiated for float32 and float64 from norm_impl.h. */
 #include "convcore.h"
 #include "internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The streaming loops are compiled twice on x86-64 with GCC: for the baseline
@@ -207,12 +209,20 @@ static int bn_check(const void *x, const void *rmean, const void *rvar, int64_t 
 
 #define REAL float
 #define SFX f32
+#define CC_SQRT sqrtf
+#define CC_POW powf
 #include "norm_impl.h"
 #undef REAL
 #undef SFX
+#undef CC_SQRT
+#undef CC_POW
 
 #define REAL double
 #define SFX f64
+#define CC_SQRT sqrt
+#define CC_POW pow
 #include "norm_impl.h"
 #undef REAL
 #undef SFX
+#undef CC_SQRT
+#undef CC_POW

@@ -575,6 +575,142 @@ int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REA
     return CC_OK;
 }
 
+/* ---------------------------------------------------- local response norm */
+
+/* Positions of one image a task takes: a task's rows of every channel (its
+ * d^-beta and, backward, its t) stay in a core's L1/L2. */
+#define CC_LRN_BLOCK 64
+
+/* p[j] = d[j]^-beta for n values; beta 0.75 (AlexNet's and GoogLeNet's) as
+ * 1 / (sqrt(d) sqrt(sqrt(d))), which vectorises (pow does not) and is
+ * within a few ulp of it; d = 0 gives Inf and a negative d NaN, as pow does. */
+CC_CLONES static void FN(lrn_pow)(const REAL *CC_RESTRICT d, int64_t n, REAL beta,
+                                  REAL *CC_RESTRICT p)
+{
+    int64_t j;
+    if (beta == (REAL)0.75) {
+        for (j = 0; j < n; ++j) {
+            const REAL r = CC_SQRT(d[j]);
+            p[j] = (REAL)1 / (r * CC_SQRT(r));
+        }
+    } else {
+        for (j = 0; j < n; ++j) p[j] = CC_POW(d[j], -beta);
+    }
+}
+
+/* d (C x nl, row c at d + c*nl) = k + alpha/size * the sum of x^2 over
+ * channels c - before .. c + after (zeros outside), for nl positions of one
+ * image whose channel c starts at x + c*L. */
+CC_CLONES static void FN(lrn_base)(const REAL *CC_RESTRICT x, int64_t C, int64_t L, int64_t nl,
+                                   int64_t before, int64_t after, REAL scale, REAL k,
+                                   REAL *CC_RESTRICT d)
+{
+    int64_t c, q, j;
+    for (c = 0; c < C; ++c) {
+        const int64_t lo = CC_MAX(0, c - before), hi = CC_MIN(C - 1, c + after);
+        REAL *CC_RESTRICT dc = d + c * nl;
+        for (j = 0; j < nl; ++j) dc[j] = 0;
+        for (q = lo; q <= hi; ++q) {
+            const REAL *CC_RESTRICT xq = x + q * L;
+            for (j = 0; j < nl; ++j) dc[j] += xq[j] * xq[j];
+        }
+        for (j = 0; j < nl; ++j) dc[j] = k + scale * dc[j];
+    }
+}
+
+/* Per-thread buffers of a task: 2 (C x CC_LRN_BLOCK). */
+static REAL *FN(lrn_buffers)(int64_t C)
+{
+    int64_t t;
+    if (!cc_mul_ok(2 * C, CC_LRN_BLOCK, &t)) return NULL;
+    return (REAL *)malloc((size_t)t * sizeof(REAL));
+}
+
+int FN(cc_lrn_fwd)(const REAL *x, int64_t N, int64_t C, int64_t L, int64_t size, double alpha,
+                   double beta, double k, int n_threads, REAL *y)
+{
+    const int64_t before = size / 2, after = (size - 1) / 2;
+    int64_t nlb, ntask, t, e;
+    int team, fail = 0;
+    if (n_threads < 1 || N < 0 || C < 0 || L < 0 || size < 1) return CC_EINVAL;
+    if (!cc_prod4_ok(N, C, L, 1, &e)) return CC_EINVAL;
+    if (e == 0) return CC_OK;
+    if (!x || !y) return CC_EINVAL;
+    nlb = (L + CC_LRN_BLOCK - 1) / CC_LRN_BLOCK;
+    ntask = N * nlb;
+    team = norm_team(n_threads, e, 2 + size, sizeof(REAL));
+#pragma omp parallel num_threads(team) if (team > 1 && ntask > 1) reduction(| : fail)
+    {
+        REAL *d = FN(lrn_buffers)(C), *p = d ? d + C * CC_LRN_BLOCK : NULL;
+        if (!d) fail = 1;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            const int64_t n = t / nlb, l0 = (t % nlb) * CC_LRN_BLOCK;
+            const int64_t nl = CC_MIN(CC_LRN_BLOCK, L - l0);
+            const REAL *xn = x + n * C * L + l0;
+            REAL *yn = y + n * C * L + l0;
+            int64_t c, j;
+            if (!d) continue;
+            FN(lrn_base)(xn, C, L, nl, before, after, (REAL)(alpha / (double)size), (REAL)k, d);
+            FN(lrn_pow)(d, C * nl, (REAL)beta, p);
+            for (c = 0; c < C; ++c)
+                for (j = 0; j < nl; ++j) yn[c * L + j] = xn[c * L + j] * p[c * nl + j];
+        }
+        free(d);
+    }
+    return fail ? CC_ENOMEM : CC_OK;
+}
+
+int FN(cc_lrn_bwd)(const REAL *dy, const REAL *x, int64_t N, int64_t C, int64_t L, int64_t size,
+                   double alpha, double beta, double k, int n_threads, REAL *dx)
+{
+    const int64_t before = size / 2, after = (size - 1) / 2;
+    const REAL coef = (REAL)(2.0 * beta * alpha / (double)size);
+    int64_t nlb, ntask, t, e;
+    int team, fail = 0;
+    if (n_threads < 1 || N < 0 || C < 0 || L < 0 || size < 1) return CC_EINVAL;
+    if (!cc_prod4_ok(N, C, L, 1, &e)) return CC_EINVAL;
+    if (e == 0) return CC_OK;
+    if (!dy || !x || !dx) return CC_EINVAL;
+    nlb = (L + CC_LRN_BLOCK - 1) / CC_LRN_BLOCK;
+    ntask = N * nlb;
+    team = norm_team(n_threads, e, 4 + 2 * size, sizeof(REAL));
+#pragma omp parallel num_threads(team) if (team > 1 && ntask > 1) reduction(| : fail)
+    {
+        REAL *d = FN(lrn_buffers)(C), *p = d ? d + C * CC_LRN_BLOCK : NULL;
+        if (!d) fail = 1;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            const int64_t n = t / nlb, l0 = (t % nlb) * CC_LRN_BLOCK;
+            const int64_t nl = CC_MIN(CC_LRN_BLOCK, L - l0);
+            const REAL *xn = x + n * C * L + l0, *gn = dy + n * C * L + l0;
+            REAL *out = dx + n * C * L + l0;
+            int64_t c, q, j;
+            if (!d) continue;
+            /* p = d^-beta, then d becomes t = dy x d^-beta / d */
+            FN(lrn_base)(xn, C, L, nl, before, after, (REAL)(alpha / (double)size), (REAL)k, d);
+            FN(lrn_pow)(d, C * nl, (REAL)beta, p);
+            for (c = 0; c < C; ++c)
+                for (j = 0; j < nl; ++j)
+                    d[c * nl + j] = gn[c * L + j] * xn[c * L + j] * (p[c * nl + j] / d[c * nl + j]);
+            /* dx_i = dy_i p_i - coef x_i (sum of t over channels i - after .. i + before) */
+            for (c = 0; c < C; ++c) {
+                const int64_t lo = CC_MAX(0, c - after), hi = CC_MIN(C - 1, c + before);
+                REAL *CC_RESTRICT o = out + c * L;
+                const REAL *CC_RESTRICT xc = xn + c * L, *CC_RESTRICT gc = gn + c * L;
+                const REAL *CC_RESTRICT pc = p + c * nl;
+                REAL acc[CC_LRN_BLOCK];
+                for (j = 0; j < nl; ++j) acc[j] = 0;
+                for (q = lo; q <= hi; ++q)
+                    for (j = 0; j < nl; ++j) acc[j] += d[q * nl + j];
+                for (j = 0; j < nl; ++j) o[j] = gc[j] * pc[j] - coef * xc[j] * acc[j];
+            }
+        }
+        free(d);
+    }
+    return fail ? CC_ENOMEM : CC_OK;
+}
+
 /* --------------------------------------------------------- cross-entropy */
 
 /* One row of logits: its log-sum-exp in double, from the row's maximum

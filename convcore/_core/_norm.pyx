@@ -38,6 +38,16 @@ cdef extern from "convcore.h" nogil:
     int cc_cross_entropy_f64(const double *logits, const int64_t *target, int64_t N,
                              int64_t K, const double *scale, double scale0, int n_threads,
                              double *loss, double *grad)
+    int cc_lrn_fwd_f32(const float *x, int64_t N, int64_t C, int64_t L, int64_t size,
+                       double alpha, double beta, double k, int n_threads, float *y)
+    int cc_lrn_fwd_f64(const double *x, int64_t N, int64_t C, int64_t L, int64_t size,
+                       double alpha, double beta, double k, int n_threads, double *y)
+    int cc_lrn_bwd_f32(const float *dy, const float *x, int64_t N, int64_t C, int64_t L,
+                       int64_t size, double alpha, double beta, double k, int n_threads,
+                       float *dx)
+    int cc_lrn_bwd_f64(const double *dy, const double *x, int64_t N, int64_t C, int64_t L,
+                       int64_t size, double alpha, double beta, double k, int n_threads,
+                       double *dx)
     int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y)
     int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y)
     int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx)
@@ -145,6 +155,46 @@ def batch_norm_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] 
             st = cc_batch_norm_bwd_f64(gp, xp, wp, mp, vp, N, C, L, eps, training, wk,
                                        work.shape[0], n_threads, op, &dw[0], &db[0])
     _raise(st, "batch_norm backward")
+
+
+def lrn_forward(const floating[:, :, ::1] x, floating[:, :, ::1] y, int64_t size, double alpha,
+                double beta, double k, int n_threads):
+    """Local response normalisation of x (N, C, L) into y."""
+    cdef int64_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef int st
+    if y.shape[0] != N or y.shape[1] != C or y.shape[2] != L:
+        raise ValueError("x and y disagree on their shape")
+    if N * C * L == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_lrn_fwd_f32(&x[0, 0, 0], N, C, L, size, alpha, beta, k, n_threads,
+                                &y[0, 0, 0])
+        else:
+            st = cc_lrn_fwd_f64(&x[0, 0, 0], N, C, L, size, alpha, beta, k, n_threads,
+                                &y[0, 0, 0])
+    _raise(st, "local response norm forward")
+
+
+def lrn_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
+                 floating[:, :, ::1] dx, int64_t size, double alpha, double beta, double k,
+                 int n_threads):
+    """The gradient of lrn_forward with respect to x, into dx."""
+    cdef int64_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
+    cdef int st
+    if (dy.shape[0] != N or dy.shape[1] != C or dy.shape[2] != L or dx.shape[0] != N
+            or dx.shape[1] != C or dx.shape[2] != L):
+        raise ValueError("x, grad_output and grad_input disagree on their shape")
+    if N * C * L == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_lrn_bwd_f32(&dy[0, 0, 0], &x[0, 0, 0], N, C, L, size, alpha, beta, k,
+                                n_threads, &dx[0, 0, 0])
+        else:
+            st = cc_lrn_bwd_f64(&dy[0, 0, 0], &x[0, 0, 0], N, C, L, size, alpha, beta, k,
+                                n_threads, &dx[0, 0, 0])
+    _raise(st, "local response norm backward")
 
 
 def relu_forward(const floating[::1] x, floating[::1] y, int n_threads):

@@ -268,19 +268,6 @@ def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, wei
 
 
 # ------------------------------------------------------ local response norm
-def _channel_window_sum(xp, a, before, after):
-    """s[:, c] = sum of a[:, c-before .. c+after] (zeros outside)."""
-    pad = [(0, 0)] * a.ndim
-    pad[1] = (before + 1, after)
-    cs = xp.cumsum(xp.pad(a, pad), axis=1)
-    C = a.shape[1]
-    hi = [slice(None)] * a.ndim
-    lo = [slice(None)] * a.ndim
-    hi[1] = slice(before + after + 1, before + after + 1 + C)
-    lo[1] = slice(0, C)
-    return cs[tuple(hi)] - cs[tuple(lo)]
-
-
 def _lrn_check(x, size, alpha, beta, k):
     xp = _xp(x)
     float_dtype(x, "x")
@@ -304,9 +291,8 @@ def local_response_norm(x, size, alpha=1e-4, beta=0.75, k=1.0):
     >>> cc.local_response_norm(x, size=3, alpha=3.0, beta=1.0, k=0.0).ravel()
     array([0.5       , 0.33333333, 0.5       ])
     """
-    xp, size, alpha, beta, k = _lrn_check(x, size, alpha, beta, k)
-    d = k + (alpha / size) * _channel_window_sum(xp, x * x, size // 2, (size - 1) // 2)
-    return (x * d ** (-beta)).astype(x.dtype, copy=False)
+    _, size, alpha, beta, k = _lrn_check(x, size, alpha, beta, k)
+    return get_backend(x).local_response_norm(x, size, alpha, beta, k)
 
 
 def local_response_norm_backward(grad_output, x, size, alpha=1e-4, beta=0.75, k=1.0):
@@ -324,15 +310,11 @@ def local_response_norm_backward(grad_output, x, size, alpha=1e-4, beta=0.75, k=
     0.0
     """
     require(grad_output=grad_output, x=x)
-    xp, size, alpha, beta, k = _lrn_check(x, size, alpha, beta, k)
+    _, size, alpha, beta, k = _lrn_check(x, size, alpha, beta, k)
     same_dtype(x, "x", grad_output, "grad_output")
     shape_eq(grad_output, x.shape, "grad_output")
-    before, after = size // 2, (size - 1) // 2
-    d = k + (alpha / size) * _channel_window_sum(xp, x * x, before, after)
-    t = grad_output * x * d ** (-beta - 1)
-    s = _channel_window_sum(xp, t, after, before)
-    gx = grad_output * d ** (-beta) - (2 * beta * alpha / size) * x * s
-    return gx.astype(x.dtype, copy=False)
+    return get_backend(grad_output, x).local_response_norm_backward(grad_output, x, size, alpha,
+                                                                   beta, k)
 
 
 # ---------------------------------------------------------------------- dropout

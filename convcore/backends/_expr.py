@@ -1,9 +1,9 @@
 """Array expressions a backend may compute an op with: written once for any
 module with NumPy's interface (``xp``: NumPy or CuPy).
 
-The CUDA backend computes ReLU, batch normalisation and cross-entropy with
-them; the CPU backend takes the ReLU ones for arrays too small to be worth
-entering the C core.
+The CUDA backend computes ReLU, batch normalisation, local response
+normalisation and cross-entropy with them; the CPU backend takes the ReLU ones
+for arrays too small to be worth entering the C core.
 """
 from __future__ import annotations
 
@@ -100,3 +100,30 @@ def cross_entropy_backward(xp, logits, target, reduction, grad_output):
         return g * (go[:, None] if go.ndim else go)
     scale = float(grad_output) / (N if reduction == "mean" and N else 1)
     return g * logits.dtype.type(scale)
+
+
+def _channel_window_sum(xp, a, before, after):
+    """s[:, c] = sum of a[:, c-before .. c+after] (zeros outside)."""
+    pad = [(0, 0)] * a.ndim
+    pad[1] = (before + 1, after)
+    cs = xp.cumsum(xp.pad(a, pad), axis=1)
+    C = a.shape[1]
+    hi = [slice(None)] * a.ndim
+    lo = [slice(None)] * a.ndim
+    hi[1] = slice(before + after + 1, before + after + 1 + C)
+    lo[1] = slice(0, C)
+    return cs[tuple(hi)] - cs[tuple(lo)]
+
+
+def local_response_norm(xp, x, size, alpha, beta, k):
+    d = k + (alpha / size) * _channel_window_sum(xp, x * x, size // 2, (size - 1) // 2)
+    return (x * d ** (-beta)).astype(x.dtype, copy=False)
+
+
+def local_response_norm_backward(xp, grad_output, x, size, alpha, beta, k):
+    before, after = size // 2, (size - 1) // 2
+    d = k + (alpha / size) * _channel_window_sum(xp, x * x, before, after)
+    t = grad_output * x * d ** (-beta - 1)
+    s = _channel_window_sum(xp, t, after, before)
+    gx = grad_output * d ** (-beta) - (2 * beta * alpha / size) * x * s
+    return gx.astype(x.dtype, copy=False)

@@ -318,6 +318,22 @@ def batch_norm_backward(dy, x, weight, mean, var, training, eps):
     return gx, gw, gb
 
 
+def local_response_norm(x, size, alpha, beta, k):
+    x3 = _ncl(x)
+    y = np.empty(x.shape, dtype=x.dtype)
+    _norm.lrn_forward(x3, y.reshape(x3.shape), size, alpha, beta, k,
+                      _config.get_num_threads())
+    return y
+
+
+def local_response_norm_backward(dy, x, size, alpha, beta, k):
+    x3, dy3 = _ncl(x), _ncl(dy)
+    dx = np.empty(x.shape, dtype=x.dtype)
+    _norm.lrn_backward(dy3, x3, dx.reshape(x3.shape), size, alpha, beta, k,
+                       _config.get_num_threads())
+    return dx
+
+
 def _ce(logits, target, scale, scale0, loss, grad):
     """The fused C kernel: per-row losses and/or the gradient; False when a
     target is out of range."""

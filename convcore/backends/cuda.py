@@ -482,6 +482,14 @@ def batch_norm_backward(dy, x, weight, mean, var, training, eps):
     return _expr.batch_norm_backward(_cupy(), dy, x, weight, mean, var, training, eps)
 
 
+def local_response_norm(x, size, alpha, beta, k):
+    return _expr.local_response_norm(_cupy(), x, size, alpha, beta, k)
+
+
+def local_response_norm_backward(dy, x, size, alpha, beta, k):
+    return _expr.local_response_norm_backward(_cupy(), dy, x, size, alpha, beta, k)
+
+
 def cross_entropy(logits, target, reduction):
     return _expr.cross_entropy(_cupy(), logits, target, reduction)
 

@@ -80,6 +80,45 @@ def test_local_response_norm_backward_matches_finite_differences(rng, size):
                                numeric_grad(L, x), atol=1e-7)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape, size, beta", [
+    ((2, 7, 9, 9), 5, 0.75),        # 81 positions: two blocks of the C kernel
+    ((3, 20, 130), 3, 0.5),         # (N, C, L), another beta: through pow
+    ((1, 4, 2, 3, 5), 4, 1.25),     # 5-D
+    ((2, 1, 3, 3), 5, 0.75),        # one channel, window wider than C
+])
+def test_local_response_norm_matches_torch_and_the_loops(shape, size, beta, dtype, rng):
+    torch = pytest.importorskip("torch")
+    x = (rng.standard_normal(shape) * 3).astype(dtype)
+    g = rng.standard_normal(shape).astype(dtype)
+    y = cc.local_response_norm(x, size, 0.05, beta, 1.5)
+    gx = cc.local_response_norm_backward(g, x, size, 0.05, beta, 1.5)
+    assert y.dtype == dtype and gx.dtype == dtype
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    yt = torch.nn.functional.local_response_norm(xt, size, 0.05, beta, 1.5)
+    yt.backward(torch.tensor(g, dtype=torch.float64))
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    np.testing.assert_allclose(y, yt.detach().numpy(), rtol=tol, atol=tol)
+    np.testing.assert_allclose(y, lrn_naive(x.astype(np.float64), size, 0.05, beta, 1.5),
+                               rtol=tol, atol=tol)
+    np.testing.assert_allclose(gx, xt.grad.numpy(), rtol=10 * tol, atol=10 * tol)
+    # a strided view gives the same as its copy
+    xs = np.repeat(x, 2, axis=-1)[..., ::2]
+    np.testing.assert_array_equal(cc.local_response_norm(xs, size, 0.05, beta, 1.5), y)
+
+
+def test_local_response_norm_special_values_follow_the_formula():
+    # k = 0 and x = 0: the base is 0, 0 * 0^-beta is NaN, as the formula in floats gives
+    x = np.zeros((1, 3, 2, 2))
+    x[0, 1, 0, 0] = np.inf
+    x[0, 2, 1, 1] = np.nan
+    with np.errstate(all="ignore"):
+        ref = lrn_naive(x, 3, 1.0, 0.75, 0.0)
+        y = cc.local_response_norm(x, 3, 1.0, 0.75, 0.0)
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(y[np.isfinite(ref)], ref[np.isfinite(ref)])
+
+
 def test_dropout_is_reproducible_scaled_and_its_backward_uses_the_mask():
     x = np.ones((200, 50))
     y1, m1 = cc.dropout(x, 0.3, rng=7, return_mask=True)

@@ -33,7 +33,7 @@ def test_cpu_and_cuda_backends_offer_the_same_functions():
         sorted(_functions(cpu) ^ _functions(cuda)))
     for name in ("relu", "relu_backward", "batch_norm", "batch_norm_backward",
                  "cross_entropy", "cross_entropy_backward", "conv2d_backward_input",
-                 "index_dtype"):
+                 "index_dtype", "local_response_norm", "local_response_norm_backward"):
         assert (inspect.signature(getattr(cpu, name)).parameters.keys()
                 == inspect.signature(getattr(cuda, name)).parameters.keys()), name
 
