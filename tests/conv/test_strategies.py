@@ -179,6 +179,10 @@ def test_plan_names_the_strategy():
     assert _conv.plan(_geom(2, 512, 7, 7, 512, 3, 1, 1, 1), np.float32) == "winograd"
     assert _conv.plan(_geom(1, 512, 14, 14, 512, 3, 1, 1, 1), np.float32) == "winograd"
     assert _conv.plan(_geom(1, 256, 8, 8, 256, 3, 1, 1, 1), np.float32) == "winograd"
+    # 5x5: from 64 channels a side, or from 32 inputs on planes of 28x28 outputs
+    assert _conv.plan(_geom(8, 32, 28, 28, 96, 5, 1, 2, 1), np.float32) == "winograd"
+    assert _conv.plan(_geom(8, 32, 14, 14, 128, 5, 1, 2, 1), np.float32) == "batched"
+    assert _conv.plan(_geom(8, 16, 28, 28, 32, 5, 1, 2, 1), np.float32) == "batched"
     # maps of under 3x3 Winograd tiles: the GEMM both ways
     assert _conv.plan(_geom(*GEOMS[7]), np.float32) == "batched"
     assert _conv.plan(_geom(*GEOMS[7]), np.float32, backward=True) == "batched"
