@@ -40,6 +40,23 @@ static int64_t batched_workspace(const cc_conv_geom *g, int64_t chunk)
     if (chunk * g->OH * g->OW > INT_MAX) return -1;
     return t + fixed;
 }
+
+/* The workspace of a strategy that may fall back to BATCHED (on the data,
+ * after the plan is made): room for either run, the larger fixed part plus
+ * the larger per-image part (both affine in chunk); -1 on overflow. */
+static int64_t batched_or(const cc_conv_geom *g, int64_t chunk,
+                          int64_t (*need)(const cc_conv_geom *, int64_t))
+{
+    const int64_t b0 = batched_workspace(g, 0), b1 = batched_workspace(g, 1);
+    const int64_t s0 = need(g, 0), s1 = need(g, 1);
+    int64_t fixed, per, t;
+    if (b0 < 0 || b1 < 0 || s0 < 0 || s1 < 0) return -1;
+    if (batched_workspace(g, chunk) < 0 || need(g, chunk) < 0) return -1;
+    fixed = CC_MAX(b0, s0);
+    per = CC_MAX(b1 - b0, s1 - s0);
+    if (!cc_mul_ok(chunk, per, &t) || t > CC_SIZE_MAX - fixed) return -1;
+    return t + fixed;
+}
 #endif
 
 static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,

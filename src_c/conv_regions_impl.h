@@ -155,15 +155,7 @@ static int64_t rg_need(const cc_conv_geom *g, int64_t chunk)
  * the larger per-image part) */
 static int64_t regions_workspace(const cc_conv_geom *g, int64_t chunk)
 {
-    const int64_t b0 = batched_workspace(g, 0), b1 = batched_workspace(g, 1);
-    const int64_t r0 = rg_need(g, 0), r1 = rg_need(g, 1);
-    int64_t fixed, per, t;
-    if (b0 < 0 || b1 < 0 || r0 < 0 || r1 < 0) return -1;
-    if (batched_workspace(g, chunk) < 0 || rg_need(g, chunk) < 0) return -1;
-    fixed = CC_MAX(b0, r0);
-    per = CC_MAX(b1 - b0, r1 - r0);
-    if (!cc_mul_ok(chunk, per, &t) || t > CC_SIZE_MAX - fixed) return -1;
-    return t + fixed;
+    return batched_or(g, chunk, rg_need);
 }
 
 /* Where each region's columns and T start for nb images, and the prefix

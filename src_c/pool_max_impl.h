@@ -50,10 +50,15 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     }
 }
 
-/* Interior windows of a 3x3 / stride 2 max pool (as max2_row). */
-CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
-                         int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
-                         IDX_T *CC_RESTRICT idx)
+/* Interior windows of a 3x3 max pool at stride S (1 or 2; as max2_row):
+ * the generic window's comparisons in its (row-major) order, so ties and
+ * NaN resolve alike.  Inlined into each stride's clones, S a constant. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                                  int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                                  IDX_T *CC_RESTRICT idx, const int64_t S)
 {
     const REAL *CC_RESTRICT r1 = r0 + W;
     const REAL *CC_RESTRICT r2 = r1 + W;
@@ -61,7 +66,7 @@ CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     CODE_T code[CC_CHUNK];
     if (!idx) {
         for (j = lo; j < hi; ++j) {
-            const int64_t c = 2 * j;
+            const int64_t c = S * j;
             REAL m = r0[c], v;
             v = r0[c + 1]; m = CC_TAKES(v, m) ? v : m;
             v = r0[c + 2]; m = CC_TAKES(v, m) ? v : m;
@@ -78,11 +83,11 @@ CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
         const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
         REAL *CC_RESTRICT yc = y + j0;
-        const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
-        const REAL *CC_RESTRICT d = r2 + 2 * j0;
+        const REAL *CC_RESTRICT a = r0 + S * j0, *CC_RESTRICT b = r1 + S * j0;
+        const REAL *CC_RESTRICT d = r2 + S * j0;
         IDX_T *CC_RESTRICT ic = idx + j0;
         for (j = 0; j < n; ++j) {
-            const int64_t c = 2 * j;
+            const int64_t c = S * j;
             REAL m = a[c], v;
             CODE_T k = 0, t;
             v = a[c + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
@@ -97,61 +102,25 @@ CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
             code[j] = k;
         }
         for (j = 0; j < n; ++j)
-            ic[j] = (IDX_T)(base + 2 * (j0 + j) + (int64_t)(code[j] & 3) +
+            ic[j] = (IDX_T)(base + S * (j0 + j) + (int64_t)(code[j] & 3) +
                            (int64_t)(code[j] >> 2) * W);
     }
 }
 
-/* Interior windows of a 3x3 / stride 1 max pool (as max2_row; the
- * Inception blocks' pooling branch).  The same comparisons in the same
- * (row-major) order as the generic window, so ties and NaN resolve alike. */
+/* 3x3 / stride 2 (the networks' downsampling pools) */
+CC_CLONES static void IFN(max3_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                         int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
+                         IDX_T *CC_RESTRICT idx)
+{
+    IFN(max3_rows)(r0, W, base, lo, hi, y, idx, 2);
+}
+
+/* 3x3 / stride 1 (the Inception blocks' pooling branch) */
 CC_CLONES static void IFN(max3s1_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
                            int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
                            IDX_T *CC_RESTRICT idx)
 {
-    const REAL *CC_RESTRICT r1 = r0 + W;
-    const REAL *CC_RESTRICT r2 = r1 + W;
-    int64_t j, j0;
-    CODE_T code[CC_CHUNK];
-    if (!idx) {
-        for (j = lo; j < hi; ++j) {
-            REAL m = r0[j], v;
-            v = r0[j + 1]; m = CC_TAKES(v, m) ? v : m;
-            v = r0[j + 2]; m = CC_TAKES(v, m) ? v : m;
-            v = r1[j];     m = CC_TAKES(v, m) ? v : m;
-            v = r1[j + 1]; m = CC_TAKES(v, m) ? v : m;
-            v = r1[j + 2]; m = CC_TAKES(v, m) ? v : m;
-            v = r2[j];     m = CC_TAKES(v, m) ? v : m;
-            v = r2[j + 1]; m = CC_TAKES(v, m) ? v : m;
-            v = r2[j + 2]; m = CC_TAKES(v, m) ? v : m;
-            y[j] = m;
-        }
-        return;
-    }
-    for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
-        const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
-        REAL *CC_RESTRICT yc = y + j0;
-        const REAL *CC_RESTRICT a = r0 + j0, *CC_RESTRICT b = r1 + j0;
-        const REAL *CC_RESTRICT d = r2 + j0;
-        IDX_T *CC_RESTRICT ic = idx + j0;
-        for (j = 0; j < n; ++j) {
-            REAL m = a[j], v;
-            CODE_T k = 0, t;
-            v = a[j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
-            v = a[j + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 2 : k;
-            v = b[j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
-            v = b[j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
-            v = b[j + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 6 : k;
-            v = d[j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 8 : k;
-            v = d[j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 9 : k;
-            v = d[j + 2]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 10 : k;
-            yc[j] = m;
-            code[j] = k;
-        }
-        for (j = 0; j < n; ++j)
-            ic[j] = (IDX_T)(base + (j0 + j) + (int64_t)(code[j] & 3) +
-                           (int64_t)(code[j] >> 2) * W);
-    }
+    IFN(max3_rows)(r0, W, base, lo, hi, y, idx, 1);
 }
 
 /* One plane of max pooling: x (H, W) -> y (OH, OW), idx (OH, OW) or NULL. */

@@ -1353,15 +1353,7 @@ static int64_t wg_workspace(const cc_conv_geom *g, int64_t chunk)
  * part plus the larger per-image part (affine in chunk) */
 static int64_t winograd_workspace(const cc_conv_geom *g, int64_t chunk)
 {
-    const int64_t b0 = batched_workspace(g, 0), b1 = batched_workspace(g, 1);
-    const int64_t w0 = wg_workspace(g, 0), w1 = wg_workspace(g, 1);
-    int64_t fixed, per, t;
-    if (b0 < 0 || b1 < 0 || w0 < 0 || w1 < 0) return -1;
-    if (batched_workspace(g, chunk) < 0 || wg_workspace(g, chunk) < 0) return -1;
-    fixed = CC_MAX(b0, w0);
-    per = CC_MAX(b1 - b0, w1 - w0);
-    if (!cc_mul_ok(chunk, per, &t) || t > CC_SIZE_MAX - fixed) return -1;
-    return t + fixed;
+    return batched_or(g, chunk, wg_workspace);
 }
 
 /* the transforms stream through V and M: a chunk that stays in cache is
