@@ -407,6 +407,15 @@ int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);
  *   dy, x (n) [in];  dx (n) [out, overwritten] */
 int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx);
 int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
+/* The same pair with the backward pass's state as a byte mask (y > 0), a
+ * quarter of a float32 output: forward writes y (may be x: in place) and
+ * mask; backward dx = mask ? dy : 0 (dx may be dy). */
+int cc_relu_fwd_mask_f32(const float *x, int64_t n, int n_threads, float *y, uint8_t *mask);
+int cc_relu_fwd_mask_f64(const double *x, int64_t n, int n_threads, double *y, uint8_t *mask);
+int cc_relu_bwd_mask_f32(const float *dy, const uint8_t *mask, int64_t n, int n_threads,
+                         float *dx);
+int cc_relu_bwd_mask_f64(const double *dy, const uint8_t *mask, int64_t n, int n_threads,
+                         double *dx);
 
 /* Local response normalisation across channels (PyTorch's formula), x and y
  * (N, C, L) contiguous:

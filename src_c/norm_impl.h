@@ -575,6 +575,61 @@ int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REA
     return CC_OK;
 }
 
+/* y = relu(x) and mask = (y > 0) in one pass; y may be x (in place), so
+ * neither is restrict. */
+CC_CLONES static void FN(relu_mask_span)(const REAL *x, int64_t n, REAL *y,
+                                         uint8_t *CC_RESTRICT mask)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        const REAL v = x[i];
+        const int pos = v > 0;
+        y[i] = (pos | (v != v)) ? v : (REAL)0;
+        mask[i] = (uint8_t)pos;
+    }
+}
+
+/* dx = mask ? dy : 0 (exactly 0 where the mask is clear, even for a NaN or
+ * Inf dy); dx may be dy. */
+CC_CLONES static void FN(relu_bwd_mask_span)(const REAL *dy, const uint8_t *CC_RESTRICT mask,
+                                             int64_t n, REAL *dx)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) dx[i] = mask[i] ? dy[i] : (REAL)0;
+}
+
+int FN(cc_relu_fwd_mask)(const REAL *x, int64_t n, int n_threads, REAL *y, uint8_t *mask)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
+    if (n > 0 && (!x || !y || !mask)) return CC_EINVAL;
+    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, n, 2, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
+    for (i = 0; i < nb; ++i)
+        FN(relu_mask_span)(x + i * CC_RELU_BLOCK, CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK),
+                           y + i * CC_RELU_BLOCK, mask + i * CC_RELU_BLOCK);
+    return CC_OK;
+}
+
+int FN(cc_relu_bwd_mask)(const REAL *dy, const uint8_t *mask, int64_t n, int n_threads,
+                         REAL *dx)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
+    if (n > 0 && (!dy || !mask || !dx)) return CC_EINVAL;
+    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, n, 2, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
+    for (i = 0; i < nb; ++i)
+        FN(relu_bwd_mask_span)(dy + i * CC_RELU_BLOCK, mask + i * CC_RELU_BLOCK,
+                               CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK),
+                               dx + i * CC_RELU_BLOCK);
+    return CC_OK;
+}
+
 /* ---------------------------------------------------- local response norm */
 
 /* Positions of one image a task takes: a task's rows of every channel (its

@@ -7,7 +7,7 @@ with the GIL released; its status code becomes an exception afterwards.
 Batch-norm tensors arrive as (N, C, L) views, ReLU tensors flattened.
 """
 from cython cimport floating
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, uint8_t
 
 cdef extern from "convcore.h" nogil:
     int CC_OK, CC_EINVAL, CC_ENOMEM
@@ -53,6 +53,14 @@ cdef extern from "convcore.h" nogil:
     int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx)
     int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads,
                         double *dx)
+    int cc_relu_fwd_mask_f32(const float *x, int64_t n, int n_threads, float *y,
+                             uint8_t *mask)
+    int cc_relu_fwd_mask_f64(const double *x, int64_t n, int n_threads, double *y,
+                             uint8_t *mask)
+    int cc_relu_bwd_mask_f32(const float *dy, const uint8_t *mask, int64_t n, int n_threads,
+                             float *dx)
+    int cc_relu_bwd_mask_f64(const double *dy, const uint8_t *mask, int64_t n, int n_threads,
+                             double *dx)
 
 
 include "_common.pxi"
@@ -224,6 +232,40 @@ def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] d
             st = cc_relu_bwd_f32(&dy[0], &x[0], n, n_threads, &dx[0])
         else:
             st = cc_relu_bwd_f64(&dy[0], &x[0], n, n_threads, &dx[0])
+    _raise(st, "relu backward")
+
+
+def relu_forward_mask(const floating[::1] x, floating[::1] y, uint8_t[::1] mask,
+                      int n_threads):
+    """y = relu(x) (y may be x) and mask = y > 0, in one pass."""
+    cdef int64_t n = x.shape[0]
+    cdef int st
+    _need(y.shape[0], n, "y")
+    _need(mask.shape[0], n, "mask")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_relu_fwd_mask_f32(&x[0], n, n_threads, &y[0], &mask[0])
+        else:
+            st = cc_relu_fwd_mask_f64(&x[0], n, n_threads, &y[0], &mask[0])
+    _raise(st, "relu forward")
+
+
+def relu_backward_mask(const floating[::1] dy, const uint8_t[::1] mask, floating[::1] dx,
+                       int n_threads):
+    """dx = dy where mask, else exactly 0 (dx may be dy)."""
+    cdef int64_t n = mask.shape[0]
+    cdef int st
+    _need(dy.shape[0], n, "grad_output")
+    _need(dx.shape[0], n, "grad_input")
+    if n == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_relu_bwd_mask_f32(&dy[0], &mask[0], n, n_threads, &dx[0])
+        else:
+            st = cc_relu_bwd_mask_f64(&dy[0], &mask[0], n, n_threads, &dx[0])
     _raise(st, "relu backward")
 
 

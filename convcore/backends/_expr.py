@@ -21,6 +21,17 @@ def relu_backward(xp, grad_output, x):
     return gx.astype(grad_output.dtype, copy=False)
 
 
+def relu_mask(xp, x, inplace):
+    """(relu(x), its bool mask y > 0); with ``inplace`` y is x."""
+    y = xp.maximum(x, xp.zeros((), x.dtype), out=x if inplace else None)
+    return y, y > 0
+
+
+def relu_backward_mask(xp, grad_output, mask):
+    # exactly 0 where the mask is clear, even for a NaN or Inf gradient
+    return xp.where(mask, grad_output, xp.zeros((), grad_output.dtype))
+
+
 def _bn_shape(x):
     """(reduction axes, per-channel broadcast shape) of an (N, C, ...) array."""
     return (0,) + tuple(range(2, x.ndim)), (1, x.shape[1]) + (1,) * (x.ndim - 2)

@@ -268,6 +268,28 @@ def relu_backward(dy, x):
     return _expr.relu_backward(np, dy, x)
 
 
+def relu_mask(x, inplace):
+    """(relu(x), the bool mask y > 0) in one pass; with ``inplace`` y is x."""
+    if x.ndim and x.flags.c_contiguous and x.size > RELU_SMALL:
+        y = x if inplace else np.empty(x.shape, dtype=x.dtype)
+        mask = np.empty(x.shape, dtype=np.bool_)
+        _norm.relu_forward_mask(x.reshape(-1), y.reshape(-1), mask.reshape(-1).view(np.uint8),
+                                _config.get_num_threads())
+        return y, mask
+    return _expr.relu_mask(np, x, inplace)
+
+
+def relu_backward_mask(dy, mask):
+    """dy where ``mask`` (a bool array of dy's shape), else exactly 0."""
+    if (mask.ndim and mask.flags.c_contiguous and dy.flags.c_contiguous
+            and mask.size > RELU_SMALL):
+        dx = np.empty(dy.shape, dtype=dy.dtype)
+        _norm.relu_backward_mask(dy.reshape(-1), mask.reshape(-1).view(np.uint8),
+                                 dx.reshape(-1), _config.get_num_threads())
+        return dx
+    return _expr.relu_backward_mask(np, dy, mask)
+
+
 def _ncl(a):
     """a as a C-contiguous (N, C, L) array (a copy only when a is not C-contiguous)."""
     a = np.ascontiguousarray(a)

@@ -474,6 +474,14 @@ def relu_backward(dy, x):
     return _expr.relu_backward(_cupy(), dy, x)
 
 
+def relu_mask(x, inplace):
+    return _expr.relu_mask(_cupy(), x, inplace)
+
+
+def relu_backward_mask(dy, mask):
+    return _expr.relu_backward_mask(_cupy(), dy, mask)
+
+
 def batch_norm(x, weight, bias, mean, var, training, eps):
     return _expr.batch_norm(_cupy(), x, weight, bias, mean, var, training, eps)
 

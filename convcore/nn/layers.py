@@ -198,6 +198,11 @@ class ReLU(Module):
     #: output's sign, then kept as a bool mask (a quarter of a float32
     #: output) instead of the output itself.
     _mask_only = False
+    #: Set by a :class:`Sequential` when the previous module's output is a
+    #: fresh array that module does not keep (a convolution, batch norm or
+    #: Linear layer's): the ReLU may then overwrite it, as ``inplace=True``
+    #: would, without the caller seeing a difference.
+    _input_is_scratch = False
 
     def __init__(self, inplace=False):
         super().__init__()
@@ -207,16 +212,26 @@ class ReLU(Module):
     def forward(self, x):
         fold = self._fold
         if fold is not None and fold.active():
-            y = x                          # already max(z, 0)
-        elif self.inplace:
+            y = x                          # already max(z, 0), a fresh array
+            if self._mask_only:
+                y, self._x = get_backend(y).relu_mask(y, True)   # the sign, in one pass
+            else:
+                self._x = y
+            return y
+        float_dtype(x, "x")
+        inplace = self.inplace or self._input_is_scratch
+        if self._mask_only:
+            # one pass writes the output and its sign (the mask the backward
+            # pass needs): the input can be freed
+            y, self._x = get_backend(x).relu_mask(x, inplace)
+            return y
+        if inplace:
             xp = get_backend(x).xp
-            float_dtype(x, "x")
             xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
             y = x
         else:
             y = F.relu(x)
-        # the output's sign is the mask: the input can be freed
-        self._x = (y > 0) if self._mask_only else y
+        self._x = y
         return y
 
     def _forward_into(self, x, out):
@@ -245,10 +260,9 @@ class ReLU(Module):
             if tuple(grad_output.shape) != tuple(mask.shape):
                 raise ValueError(f"grad_output must have shape {tuple(mask.shape)}, got "
                                  f"{tuple(grad_output.shape)}")
-            xp = get_backend(grad_output).xp
             # exactly 0 where the output was not positive, even for a NaN or
             # Inf gradient (as relu_backward)
-            return xp.where(mask, grad_output, xp.zeros((), grad_output.dtype))
+            return get_backend(grad_output, mask).relu_backward_mask(grad_output, mask)
         return F.relu_backward(grad_output, mask)
 
 
@@ -584,11 +598,14 @@ class Sequential(Module):
 
     def forward(self, x):
         mods = list(self._modules.values())
-        for m, nxt in zip(mods, mods[1:]):
+        for prev, m, nxt in zip([None] + mods, mods, mods[1:] + [None]):
             if type(m) is ReLU:
                 # a pooling layer keeps none of its input: the ReLU before it
                 # keeps its output's sign only
                 m._mask_only = isinstance(nxt, (MaxPool2d, AvgPool2d, AdaptiveAvgPool2d))
+                # these layers return a new array and keep their input, not
+                # their output: the ReLU after them may overwrite it
+                m._input_is_scratch = type(prev) in (Conv2d, BatchNorm2d, Linear)
         for m in mods:
             x = m(x)
         return x

@@ -166,3 +166,38 @@ def test_relu_inplace_overwrites_its_input_and_backpropagates(rng):
     np.testing.assert_array_equal(r.backward(g)[1:], t.grad.numpy())
     with pytest.raises(TypeError, match="float32 or float64"):
         nn.ReLU(inplace=True)(np.ones(3, np.int64))
+
+
+def test_sequential_relus_reuse_only_arrays_no_one_else_holds(rng):
+    """A ReLU after a convolution, batch norm or Linear layer overwrites that
+    layer's fresh output; one after anything else (or first) never touches
+    its input.  Values and gradients match PyTorch either way."""
+    torch = pytest.importorskip("torch")
+    net = nn.Sequential(nn.ReLU(), nn.Conv2d(2, 3, 3, padding=1, rng=0, dtype=np.float64), nn.ReLU(),
+                        nn.MaxPool2d(2), nn.BatchNorm2d(3, dtype=np.float64), nn.ReLU(), nn.Flatten(), nn.ReLU(),
+                        nn.Linear(3 * 8 * 8, 5, rng=1, dtype=np.float64), nn.ReLU())
+    x = rng.standard_normal((4, 2, 16, 16)).astype(np.float64)
+    x0 = x.copy()
+    y = net(x)
+    np.testing.assert_array_equal(x, x0)                     # the first ReLU copied
+    assert [m._input_is_scratch for m in net if type(m) is nn.ReLU] == [False, True, True,
+                                                                      False, True]
+    tx = torch.tensor(x0, requires_grad=True)
+    tconv = torch.nn.Conv2d(2, 3, 3, padding=1).double()
+    tlin = torch.nn.Linear(3 * 8 * 8, 5).double()
+    with torch.no_grad():
+        tconv.weight.copy_(torch.tensor(net[1].weight.data))
+        tconv.bias.copy_(torch.tensor(net[1].bias.data))
+        tlin.weight.copy_(torch.tensor(net[8].weight.data))
+        tlin.bias.copy_(torch.tensor(net[8].bias.data))
+    tF = torch.nn.functional
+    h = tF.max_pool2d(tF.relu(tconv(tF.relu(tx))), 2)
+    h = tF.relu(tF.batch_norm(h, None, None, training=True, eps=1e-5))
+    ty = tF.relu(tlin(tF.relu(h.flatten(1))))
+    np.testing.assert_allclose(y, ty.detach().numpy(), rtol=1e-12, atol=1e-12)
+    g = rng.standard_normal(y.shape)
+    ty.backward(torch.tensor(g))
+    gx = net.backward(g)
+    np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(net[1].weight.grad, tconv.weight.grad.numpy(), rtol=1e-10,
+                               atol=1e-12)

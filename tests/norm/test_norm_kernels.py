@@ -335,6 +335,40 @@ def test_relu_views_scalars_and_empty_arrays_keep_their_behaviour(rng, dtype):
     np.testing.assert_array_equal(cc.relu(ro), np.maximum(x, 0))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("size", [7, 2048, 2049, 3 * 4096 + 5])   # NumPy path and C core
+@pytest.mark.parametrize("inplace", [False, True])
+def test_relu_mask_pair_against_the_definition(rng, dtype, size, inplace):
+    from convcore.backends import cpu
+    x = rng.standard_normal(size).astype(dtype)
+    x[: 3 * len(SPECIAL)] = np.array(SPECIAL * 3, dtype)[: min(size, 3 * len(SPECIAL))]
+    a = x.copy()
+    y, mask = cpu.relu_mask(a, inplace)
+    assert (y is a) == inplace and mask.dtype == np.bool_ and mask.shape == x.shape
+    ref = np.where((x > 0) | np.isnan(x), x, np.zeros((), dtype))
+    np.testing.assert_array_equal(y.view(np.uint8), ref.view(np.uint8))
+    np.testing.assert_array_equal(mask, x > 0)            # a NaN input is not positive
+    if not inplace:
+        np.testing.assert_array_equal(a.view(np.uint8), x.view(np.uint8))
+    g = np.tile(np.array(SPECIAL, dtype), size // len(SPECIAL) + 1)[:size]
+    g0 = g.copy()
+    gx = cpu.relu_backward_mask(g, mask)
+    np.testing.assert_array_equal(gx[~mask], np.zeros((~mask).sum(), dtype))
+    assert not np.signbit(gx[~mask]).any()
+    np.testing.assert_array_equal(gx[mask].view(np.uint8), g[mask].view(np.uint8))
+    np.testing.assert_array_equal(g.view(np.uint8), g0.view(np.uint8))     # dy untouched
+    # the pair agrees with relu / relu_backward on the same input
+    np.testing.assert_array_equal(gx.view(np.uint8), cc.relu_backward(g, x).view(np.uint8))
+
+
+def test_relu_mask_bindings_refuse_short_buffers():
+    x = np.ones(10, np.float32)
+    with pytest.raises(ValueError):
+        _norm.relu_forward_mask(x, np.empty(10, np.float32), np.empty(9, np.uint8), 1)
+    with pytest.raises(ValueError):
+        _norm.relu_backward_mask(x, np.empty(10, np.uint8), np.empty(9, np.float32), 1)
+
+
 # ----------------------------------------------------------------- bindings
 def test_binding_refuses_a_short_workspace():
     x = np.ones((2, 3, 4))
