@@ -2,7 +2,8 @@
 
 A training step is zero_grad, forward, the cross-entropy loss and its
 gradient, and backward (no optimiser update); inference is the forward pass
-in eval mode.  The PyTorch side runs hand-written twins (``_twins.py``) with
+in eval mode, as each library's users write it for output only
+(``convcore.no_grad()``, ``torch.inference_mode()``).  The PyTorch side runs hand-written twins (``_twins.py``) with
 convcore's weights copied by state-dict name; ONNX Runtime (inference only)
 runs the twin exported with ``torch.onnx.export``, with 2 intra-op threads
 (the run's thread count).  Before timing a network, one process that imports
@@ -196,7 +197,11 @@ def convcore_child(p):
         steps[f"train N{n}"] = step
     for n in p["infer"]:
         x, _ = _inputs(shape, n, p["seed"], ncls)
-        steps[f"infer N{n}"] = lambda x=x: net(x)
+
+        def infer(x=x):
+            with cc.no_grad():
+                net(x)
+        steps[f"infer N{n}"] = infer
     for name, fn in steps.items():
         (net.eval() if name.startswith("infer") else net.train())
         out[name] = _runner.measure(fn, p["reps"], p["warmup"])

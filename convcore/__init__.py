@@ -20,6 +20,10 @@ from convcore._gradcheck import gradcheck  # noqa: E402
 
 __all__ += ["nn", "models", "summary", "gradcheck"]
 
+from convcore._grad import no_grad, is_grad_enabled  # noqa: E402
+
+__all__ += ["no_grad", "is_grad_enabled"]
+
 from convcore._tune import tune, save_plan, load_plan  # noqa: E402
 from convcore import _plan as _plan_state  # noqa: E402
 

@@ -83,8 +83,10 @@ def _probabilities(model, meta, test_set, batch=500):
     it = _data.BatchIterator(test_set.images, test_set.labels, batch, shuffle=False,
                              mean=meta["mean"], std=meta["std"])
     out = []
+    from convcore._grad import no_grad
     for x, _ in it.epoch(0):
-        out.append(softmax(_host(model(xp.asarray(x) if xp is not np else x))))
+        with no_grad():
+            out.append(softmax(_host(model(xp.asarray(x) if xp is not np else x))))
     return np.concatenate(out) if out else np.zeros((0, len(meta["classes"])))
 
 

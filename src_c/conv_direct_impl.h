@@ -20,20 +20,41 @@ int cc_conv_direct_ok(const cc_conv_geom *g)
            hp <= CC_DIRECT_MAX_PAD && g->C * hp * wpp <= CC_DIRECT_MAX_PAD;
 }
 
-int cc_conv_direct_auto(const cc_conv_geom *g)
+/* The 16-channel kernel's rule, as first measured (2 threads): LeNet's
+ * second layer (16 channels) 2x faster than BATCHED; with fewer than 12
+ * output channels most of a 16-channel vector idles and BATCHED is as
+ * fast; wider layers are faster through BLAS.  (The backward pass's rule.) */
+static int direct_channels_auto(const cc_conv_geom *g)
 {
-    /* measured (forward, 2 threads): LeNet's second layer (16 channels)
-     * 2x faster than BATCHED; with fewer than 12 output channels most of a
-     * 16-channel vector idles and BATCHED is as fast; wider layers are
-     * faster through BLAS */
     if (cc_conv_is_pointwise(g)) return cc_conv_direct_ok(g);
     return cc_conv_direct_ok(g) && g->K >= 12 && g->K * g->C * g->KH * g->KW <= CC_DIRECT_AUTO_WEIGHTS;
 }
 
+/* Whether the forward pass runs along the output rows (fwd_planes): few
+ * output channels and rows that fill at least 3/4 of the 32 columns of a
+ * block.  Measured at batch 64 and 1000 (forward, 2 threads): LeNet's
+ * 1 -> 6 5x5 on 28x28 1.5x faster than BATCHED, 3 -> 6..8 on 32x32 1.3-1.7x;
+ * from 16 output channels, or on rows of 10-14, BATCHED was faster. */
+static int direct_rows_pick(const cc_conv_geom *g)
+{
+    return !cc_conv_is_pointwise(g) && cc_conv_direct_ok(g) && cc_direct_planes_ok(g) &&
+           g->K < 16 && g->OW >= 24;
+}
+
+int cc_conv_direct_auto(const cc_conv_geom *g)
+{
+    /* the 16-channel kernel lost to BATCHED (0.5-0.7x) on rows of 28-32
+     * with at most 27 values per column (3 -> 16..64 3x3 on 32x32, 1 -> 32
+     * 3x3 on 28x28): there the columns are cheap to build */
+    const int64_t CKK = g->C * g->KH * g->KW;
+    return direct_rows_pick(g) ||
+           (direct_channels_auto(g) && (cc_conv_is_pointwise(g) || g->OW < 24 || CKK >= 64));
+}
+
 static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
-    (void)elem_size, (void)backward;
-    return cc_conv_direct_auto(g);
+    (void)elem_size;
+    return backward ? direct_channels_auto(g) : cc_conv_direct_auto(g);
 }
 
 /* what the direct loops use: fixed, the kernel (forward) or its gradient
@@ -63,8 +84,9 @@ static int FN(direct_fwd)(const REAL *x, const REAL *w, const REAL *b, const cc_
                           GEMM_T gemm, REAL *y)
 {
     (void)work_elems, (void)B, (void)gemm;
-    return cc_conv_is_pointwise(g) ? FN(pointwise)(x, w, b, g, 0, n_threads, y)
-                                   : FN(fwd_direct)(x, w, b, g, work, n_threads, y);
+    if (cc_conv_is_pointwise(g)) return FN(pointwise)(x, w, b, g, 0, n_threads, y);
+    if (direct_rows_pick(g)) return FN(fwd_planes)(x, w, b, g, n_threads, y);
+    return FN(fwd_direct)(x, w, b, g, work, n_threads, y);
 }
 
 static int FN(direct_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc_conv_geom *g,

@@ -86,8 +86,10 @@ int cc_conv_geom_check(const cc_conv_geom *g);
 #define CC_CONV_WINOGRAD 2
 /*   CC_CONV_DIRECT   small layers only (cc_conv_direct_ok; others fall back to
  *                    BATCHED): the forward pass as direct loops over a padded
- *                    copy of each image, no im2col and no BLAS; the backward
- *                    pass is BATCHED's. */
+ *                    copy of each image, no im2col and no BLAS (vectors over
+ *                    16 output channels, or along the output rows for a
+ *                    layer of few output channels and wide rows); the
+ *                    backward pass is BATCHED's. */
 #define CC_CONV_DIRECT 3
 /*   CC_CONV_DEPTHWISE one input channel per group (groups > 1): direct loops,
  *                    no workspace.  A depthwise layer always takes it, whatever
@@ -113,7 +115,8 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  * CC_DIRECT_MAX_K output channels. */
 #define CC_DIRECT_MAX_K 64
 #define CC_DIRECT_MAX_PAD 8192
-/* AUTO takes the direct path (forward) up to this many weights (K*C*KH*KW). */
+/* AUTO takes the direct path (forward) up to this many weights (K*C*KH*KW)
+ * (cc_conv_direct_auto: the forward pass's rule). */
 #define CC_DIRECT_AUTO_WEIGHTS 4096
 /* Pointwise layers (1x1, stride 1, no padding, groups 1) take the direct
  * product kernel, forward and dX, up to this many weights (K*C); dW stays a
@@ -396,7 +399,7 @@ int cc_batch_norm_bwd_f64(const double *dy, const double *x, const double *w,
                           double *db);
 
 /* ReLU forward, any layout (n elements).
- *   x (n) [in];  y (n) [out, overwritten]
+ *   x (n) [in];  y (n) [out, overwritten; may be x itself, else not overlapping it]
  * y = x where x > 0 or x is NaN, else +0 (as max(x, 0) with NaN propagating). */
 int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y);
 int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);

@@ -527,14 +527,17 @@ static void FN(depthwise_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_con
     } while (0)
 
 
-/* The blocks of one padded plane; SW is a parameter so that the stride-1
- * call compiles to plain vector loads. */
+/* The blocks of one output plane from nc padded input planes (ps values
+ * apart; kernel wk[c][kh][kw]), the taps in the order c, kh, kw; SW is a
+ * parameter so that the stride-1 call compiles to plain vector loads. */
 static inline __attribute__((always_inline)) void FN(depthwise_fwd_blocks)(
     const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT wk, REAL bk, const cc_conv_geom *g,
-    const int64_t SW, REAL *CC_RESTRICT scratch, REAL *CC_RESTRICT yp)
+    const int64_t SW, const int64_t nc, const int64_t ps, REAL *CC_RESTRICT scratch,
+    REAL *CC_RESTRICT yp)
 {
     const int64_t Wp = cc_depthwise_pad_cols(g), OW = g->OW, RS = g->SH * Wp;
-    int64_t kh, kw, oh0, ow0;
+    const int64_t KK = g->KH * g->KW;
+    int64_t c, kh, kw, oh0, ow0;
     for (oh0 = 0; oh0 < g->OH; oh0 += CC_DEPTHWISE_ROWS) {
         const int64_t nr = CC_MIN(CC_DEPTHWISE_ROWS, g->OH - oh0);
         for (ow0 = 0; ow0 < OW; ow0 += CC_DEPTHWISE_COLS) {
@@ -543,10 +546,11 @@ static inline __attribute__((always_inline)) void FN(depthwise_fwd_blocks)(
             FN(vk_t) a00 = zero + bk, a01, a10, a11, a20, a21, a30, a31;
             REAL *yr = yp + oh0 * OW + ow0;
             a01 = a10 = a11 = a20 = a21 = a30 = a31 = a00;
+            for (c = 0; c < nc; ++c)
             for (kh = 0; kh < g->KH; ++kh) {
-                const REAL *xr = xp + (oh0 * g->SH + kh * g->DH) * Wp + ow0 * SW;
+                const REAL *xr = xp + c * ps + (oh0 * g->SH + kh * g->DH) * Wp + ow0 * SW;
                 for (kw = 0; kw < g->KW; ++kw) {
-                    const REAL wv = wk[kh * g->KW + kw];
+                    const REAL wv = wk[c * KK + kh * g->KW + kw];
                     const REAL *xs = xr + kw * g->DW, *xt = xs + CC_DKB * SW;
                     CC_DEPTHWISE_FMA(a00, wv, xs, SW);
                     CC_DEPTHWISE_FMA(a01, wv, xt, SW);
@@ -584,9 +588,58 @@ CC_CLONES_FMA static void FN(depthwise_fwd_plane_padded)(const REAL *CC_RESTRICT
     REAL *scratch = xp + cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
     FN(depthwise_fwd_plane_pad)(xc, g, xp);
     if (g->SW == 1)
-        FN(depthwise_fwd_blocks)(xp, wk, bk, g, 1, scratch, yp);
+        FN(depthwise_fwd_blocks)(xp, wk, bk, g, 1, 1, 0, scratch, yp);
     else
-        FN(depthwise_fwd_blocks)(xp, wk, bk, g, g->SW, scratch, yp);
+        FN(depthwise_fwd_blocks)(xp, wk, bk, g, g->SW, 1, 0, scratch, yp);
+}
+
+/* Forward of a layer with few input channels at width stride 1 (a first
+ * layer: LeNet's 1 -> 6): the depthwise kernel's blocks of 4 rows x 32
+ * columns of one output plane, over all C padded planes of the image, so
+ * the vectors run along the output rows instead of over 16 output channels
+ * (which such a layer does not have).  A task is an image and a range of
+ * output channels; its C planes are padded once into a stack buffer
+ * (cc_direct_planes_ok bounds it). */
+#ifndef CC_PLANES_SHAPE
+#define CC_PLANES_SHAPE
+#define CC_PLANES_BUF CC_DIRECT_MAX_PAD
+static int cc_direct_planes_ok(const cc_conv_geom *g)
+{
+    return g->groups == 1 && g->SW == 1 &&
+           g->C * cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g) + CC_DKB <= CC_PLANES_BUF;
+}
+#endif
+
+CC_CLONES_FMA static void FN(planes_task)(const REAL *CC_RESTRICT xn, const REAL *CC_RESTRICT w,
+                                          const REAL *CC_RESTRICT b, const cc_conv_geom *g,
+                                          int64_t k0, int64_t k1, REAL *CC_RESTRICT xp,
+                                          REAL *CC_RESTRICT yn)
+{
+    const int64_t ps = cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
+    const int64_t CKK = g->C * g->KH * g->KW, L = g->OH * g->OW, HW = g->H * g->W;
+    REAL *scratch = xp + g->C * ps;
+    int64_t c, k;
+    for (c = 0; c < g->C; ++c) FN(depthwise_fwd_plane_pad)(xn + c * HW, g, xp + c * ps);
+    for (k = k0; k < k1; ++k)
+        FN(depthwise_fwd_blocks)(xp, w + k * CKK, b ? b[k] : 0, g, 1, g->C, ps, scratch,
+                                 yn + k * L);
+}
+
+static int FN(fwd_planes)(const REAL *x, const REAL *w, const REAL *b, const cc_conv_geom *g,
+                          int n_threads, REAL *y)
+{
+    /* few images: split the output channels too, so each thread has work */
+    const int64_t kparts = CC_MIN(g->K, CC_MAX(1, (2 * n_threads + g->N - 1) / g->N));
+    const int64_t ntask = g->N * kparts, L = g->OH * g->OW;
+    int64_t t;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && ntask > 1) schedule(static)
+    for (t = 0; t < ntask; ++t) {
+        REAL xp[CC_PLANES_BUF];
+        const int64_t n = t / kparts, part = t % kparts;
+        const int64_t k0 = part * g->K / kparts, k1 = (part + 1) * g->K / kparts;
+        FN(planes_task)(x + n * g->C * g->H * g->W, w, b, g, k0, k1, xp, y + n * g->K * L);
+    }
+    return CC_OK;
 }
 
 /* Depthwise weight gradient of one (image, channel) pair, stride-1 columns:

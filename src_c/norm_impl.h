@@ -545,6 +545,17 @@ CC_CLONES static void FN(relu_bwd_span)(const REAL *CC_RESTRICT dy, const REAL *
     for (i = 0; i < n; ++i) dx[i] = x[i] > 0 ? dy[i] : (REAL)0;
 }
 
+/* the same, in place (one pointer: no aliasing question) */
+CC_CLONES static void FN(relu_inplace_span)(REAL *x, int64_t n)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        const REAL v = x[i];
+        x[i] = ((v > 0) | (v != v)) ? v : (REAL)0;
+    }
+}
+
+/* y = relu(x); y may be x (in place) or must not overlap it. */
 int FN(cc_relu_fwd)(const REAL *x, int64_t n, int n_threads, REAL *y)
 {
     int64_t nb, i;
@@ -554,9 +565,13 @@ int FN(cc_relu_fwd)(const REAL *x, int64_t n, int n_threads, REAL *y)
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
     team = norm_team(n_threads, n, 2, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
-    for (i = 0; i < nb; ++i)
-        FN(relu_span)(x + i * CC_RELU_BLOCK, CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK),
-                      y + i * CC_RELU_BLOCK);
+    for (i = 0; i < nb; ++i) {
+        const int64_t len = CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK);
+        if (x == y)
+            FN(relu_inplace_span)(y + i * CC_RELU_BLOCK, len);
+        else
+            FN(relu_span)(x + i * CC_RELU_BLOCK, len, y + i * CC_RELU_BLOCK);
+    }
     return CC_OK;
 }
 

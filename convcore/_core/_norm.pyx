@@ -206,11 +206,15 @@ def lrn_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] x,
 
 
 def relu_forward(const floating[::1] x, floating[::1] y, int n_threads):
+    """y = relu(x); y may be x itself (in place) but not overlap it otherwise."""
     cdef int64_t n = x.shape[0]
     cdef int st
     _need(y.shape[0], n, "y")
     if n == 0:
         return
+    if (<const void *>&x[0] != <const void *>&y[0] and <const char *>&x[0] < <const char *>&y[n - 1] + sizeof(y[0])
+            and <const char *>&y[0] < <const char *>&x[n - 1] + sizeof(x[0])):
+        raise ValueError("relu forward: y overlaps x without being x")
     with nogil:
         if floating is float:
             st = cc_relu_fwd_f32(&x[0], n, n_threads, &y[0])

@@ -21,6 +21,11 @@ def relu_backward(xp, grad_output, x):
     return gx.astype(grad_output.dtype, copy=False)
 
 
+def relu_inplace(xp, x):
+    """x = relu(x), in place; returns x."""
+    return xp.maximum(x, xp.zeros((), x.dtype), out=x)
+
+
 def relu_mask(xp, x, inplace):
     """(relu(x), its bool mask y > 0); with ``inplace`` y is x."""
     y = xp.maximum(x, xp.zeros((), x.dtype), out=x if inplace else None)

@@ -268,6 +268,15 @@ def relu_backward(dy, x):
     return _expr.relu_backward(np, dy, x)
 
 
+def relu_inplace(x):
+    """x = relu(x), in place (NaN propagates, -0 becomes +0); returns x."""
+    if x.ndim and x.flags.c_contiguous and x.flags.writeable and x.size > RELU_SMALL:
+        flat = x.reshape(-1)
+        _norm.relu_forward(flat, flat, _config.get_num_threads())
+        return x
+    return _expr.relu_inplace(np, x)
+
+
 def relu_mask(x, inplace):
     """(relu(x), the bool mask y > 0) in one pass; with ``inplace`` y is x."""
     if x.ndim and x.flags.c_contiguous and x.size > RELU_SMALL:

@@ -474,6 +474,10 @@ def relu_backward(dy, x):
     return _expr.relu_backward(_cupy(), dy, x)
 
 
+def relu_inplace(x):
+    return _expr.relu_inplace(_cupy(), x)
+
+
 def relu_mask(x, inplace):
     return _expr.relu_mask(_cupy(), x, inplace)
 

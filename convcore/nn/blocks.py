@@ -24,6 +24,8 @@ class _Residual(Module):
 
     expansion = 1
 
+    _saved_state = ("_post",)
+
     def _stages(self):
         raise NotImplementedError
 
@@ -48,12 +50,11 @@ class _Residual(Module):
         post = []
         h = x
         stages = self._stages()
-        xp = get_backend(x).xp
-        zero = xp.zeros((), x.dtype)
+        be = get_backend(x)
         for i, (conv, bn) in enumerate(stages):
             h = bn(conv(h))
             if i < len(stages) - 1:
-                h = F.relu(h) if h is x else xp.maximum(h, zero, out=h)  # NaN propagates
+                h = F.relu(h) if h is x else be.relu_inplace(h)   # NaN propagates
                 post.append(h)
         s = x if self.downsample is None else self.downsample(x)
         if s.shape != h.shape:
@@ -63,7 +64,7 @@ class _Residual(Module):
             h = h + s
         else:
             h += s                      # the main path's last output is the block's alone
-        xp.maximum(h, zero, out=h)
+        be.relu_inplace(h)
         post.append(h)
         self._post = post
         return h
@@ -183,6 +184,8 @@ class Inception(Module):
     >>> m(np.ones((1, 192, 4, 4), np.float32)).shape
     (1, 256, 4, 4)
     """
+
+    _saved_state = ("_splits",)
 
     def __init__(self, in_channels, ch1x1, ch3x3red, ch3x3, ch5x5red, ch5x5, pool_proj,
                  rng=None):

@@ -36,6 +36,8 @@ class ConvTranspose2d(Module):
     (8, 4, 3, 3)
     """
 
+    _saved_state = ("_x",)
+
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  output_padding=0, groups=1, bias=True, dilation=1, padding_mode="zeros",
                  dtype=None, rng=None):
@@ -134,6 +136,8 @@ def _implicit_dim(ndim):
 
 
 class _SoftmaxBase(Module):
+    _saved_state = ("_y",)
+
     def __init__(self, dim=None):
         super().__init__()
         self.dim = None if dim is None else as_int(dim, "dim", minimum=-(2**31))
@@ -202,6 +206,8 @@ class Upsample(Module):
     (1, 3, 8, 10)
     """
 
+    _saved_state = ("_shape",)
+
     def __init__(self, size=None, scale_factor=None, mode="nearest", align_corners=None):
         super().__init__()
         self.size = size
@@ -240,6 +246,8 @@ class Upsample(Module):
 class Tanh(Module):
     """Hyperbolic tangent (as ``torch.nn.Tanh``)."""
 
+    _saved_state = ("_y",)
+
     def __init__(self):
         super().__init__()
         self._y = None
@@ -256,6 +264,8 @@ class Tanh(Module):
 
 class Sigmoid(Module):
     """Logistic sigmoid (as ``torch.nn.Sigmoid``)."""
+
+    _saved_state = ("_y",)
 
     def __init__(self):
         super().__init__()
@@ -274,6 +284,8 @@ class Sigmoid(Module):
 class LeakyReLU(Module):
     """``max(x, 0) + negative_slope * min(x, 0)`` (as ``torch.nn.LeakyReLU``);
     ``inplace`` is accepted for compatibility and ignored."""
+
+    _saved_state = ("_x",)
 
     def __init__(self, negative_slope=0.01, inplace=False):
         super().__init__()

@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from convcore import _grad
 from convcore import functional as F
 from convcore._ops.conv import _padding
 from convcore._ops.layers import linear_backward_accumulate
@@ -56,6 +57,8 @@ class Conv2d(Module):
     >>> conv(np.zeros((2, 3, 5, 5), np.float32)).shape
     (2, 8, 5, 5)
     """
+
+    _saved_state = ("_x",)
 
     def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
                  dilation=1, groups=1, bias=True, padding_mode="zeros", dtype=None, rng=None):
@@ -144,6 +147,8 @@ class Linear(Module):
     (3, 2)
     """
 
+    _saved_state = ("_x",)
+
     def __init__(self, in_features, out_features, bias=True, dtype=None, rng=None):
         super().__init__()
         self.in_features = as_int(in_features, "in_features", minimum=1)
@@ -204,6 +209,8 @@ class ReLU(Module):
     #: would, without the caller seeing a difference.
     _input_is_scratch = False
 
+    _saved_state = ("_x",)
+
     def __init__(self, inplace=False):
         super().__init__()
         self.inplace = flag(inplace, "inplace")
@@ -211,27 +218,24 @@ class ReLU(Module):
 
     def forward(self, x):
         fold = self._fold
+        keep = _grad.is_grad_enabled()     # (under no_grad nothing is kept)
         if fold is not None and fold.active():
             y = x                          # already max(z, 0), a fresh array
-            if self._mask_only:
+            if keep and self._mask_only:
                 y, self._x = get_backend(y).relu_mask(y, True)   # the sign, in one pass
-            else:
+            elif keep:
                 self._x = y
             return y
         float_dtype(x, "x")
         inplace = self.inplace or self._input_is_scratch
-        if self._mask_only:
+        if keep and self._mask_only:
             # one pass writes the output and its sign (the mask the backward
             # pass needs): the input can be freed
             y, self._x = get_backend(x).relu_mask(x, inplace)
             return y
-        if inplace:
-            xp = get_backend(x).xp
-            xp.maximum(x, xp.zeros((), x.dtype), out=x)     # NaN propagates
-            y = x
-        else:
-            y = F.relu(x)
-        self._x = y
+        y = get_backend(x).relu_inplace(x) if inplace else F.relu(x)   # NaN propagates
+        if keep:
+            self._x = y
         return y
 
     def _forward_into(self, x, out):
@@ -269,6 +273,8 @@ class ReLU(Module):
 class Flatten(Module):
     """Flatten dimensions ``start_dim .. end_dim`` into one (as ``torch.nn.Flatten``)."""
 
+    _saved_state = ("_shape",)
+
     def __init__(self, start_dim=1, end_dim=-1):
         super().__init__()
         self.start_dim = as_int(start_dim, "start_dim", minimum=-(2**31))
@@ -301,6 +307,11 @@ class _DropoutBase(Module):
 
     _drop = staticmethod(F.dropout)
     _undrop = staticmethod(F.dropout_backward)
+
+    _saved_state = ("_mask",)
+
+    def _release_saved(self):
+        self._mask, self._ready = None, False
 
     def __init__(self, p=0.5, inplace=False, rng=None):
         super().__init__()
@@ -343,6 +354,8 @@ class BatchNorm2d(Module):
     >>> sorted(bn.state_dict())
     ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
+
+    _saved_state = ("_x",)
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=None):
@@ -409,6 +422,8 @@ class BatchNorm2d(Module):
 class LocalResponseNorm(Module):
     """Local response normalisation across channels (``torch.nn.LocalResponseNorm``)."""
 
+    _saved_state = ("_x",)
+
     def __init__(self, size, alpha=1e-4, beta=0.75, k=1.0):
         super().__init__()
         self.size = as_int(size, "size", minimum=1)
@@ -440,6 +455,8 @@ class MaxPool2d(Module):
     indices, as from :func:`convcore.max_pool2d`.
     """
 
+    _saved_state = ("_cache",)
+
     def __init__(self, kernel_size, stride=None, padding=0, dilation=1, return_indices=False,
                  ceil_mode=False):
         super().__init__()
@@ -457,6 +474,10 @@ class MaxPool2d(Module):
         self._cache = None
 
     def forward(self, x):
+        if not self.return_indices and not _grad.is_grad_enabled():
+            # no backward pass to come: the output alone, no indices
+            return F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
+                                self.dilation, self.ceil_mode)
         if self.return_indices:     # the caller gets PyTorch's int64 indices
             y, idx = F.max_pool2d(x, self.kernel_size, self.stride, self.padding,
                                   self.dilation, self.ceil_mode, return_indices=True)
@@ -485,6 +506,8 @@ class MaxPool2d(Module):
 
 class AvgPool2d(Module):
     """Average pooling (as ``torch.nn.AvgPool2d``)."""
+
+    _saved_state = ("_shape",)
 
     def __init__(self, kernel_size, stride=None, padding=0, ceil_mode=False,
                  count_include_pad=True, divisor_override=None):
@@ -527,6 +550,8 @@ class AvgPool2d(Module):
 
 class AdaptiveAvgPool2d(Module):
     """Average pooling to a fixed ``output_size`` (int, pair, None keeps a side)."""
+
+    _saved_state = ("_shape",)
 
     def __init__(self, output_size):
         super().__init__()
@@ -615,6 +640,8 @@ class Sequential(Module):
         return sequence_groups(list(self._modules.values()))
 
     def backward(self, grad_output):
+        if self.__dict__.get("_forward_without_grad"):
+            raise _not_ready(self)
         for m in reversed(list(self._modules.values())):
             grad_output = m.backward(grad_output)
         return grad_output

@@ -12,6 +12,7 @@ from collections import OrderedDict
 
 import numpy as np
 
+from convcore import _grad
 from convcore.nn._io import check_state, load_state_dict_file, save_state_dict
 
 __all__ = ["Module", "Parameter"]
@@ -88,6 +89,10 @@ class Parameter:
 
 
 def _not_ready(module):
+    if module.__dict__.get("_forward_without_grad"):
+        return RuntimeError(f"{type(module).__name__}.backward: the last forward pass ran under "
+                            f"convcore.no_grad(), which keeps nothing for a backward pass; run "
+                            f"forward again outside it first")
     return RuntimeError(f"{type(module).__name__}.backward called before forward: run "
                         f"forward (module(x)) first")
 
@@ -149,8 +154,27 @@ class Module:
     def backward(self, grad_output):
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
+    #: The attributes in which forward keeps what backward needs: under
+    #: :class:`convcore.no_grad` they are cleared after the forward pass, so
+    #: the module holds nothing and its backward raises.
+    _saved_state = ()
+
+    def _release_saved(self):
+        for name in self._saved_state:
+            object.__setattr__(self, name, None)
+
     def __call__(self, *args, **kwargs):
-        return self.forward(*args, **kwargs)
+        d = self.__dict__
+        if _grad.is_grad_enabled():
+            out = self.forward(*args, **kwargs)
+            if d.get("_forward_without_grad"):
+                d["_forward_without_grad"] = False
+            return out
+        d["_forward_without_grad"] = True   # (also if forward raises)
+        try:
+            return self.forward(*args, **kwargs)
+        finally:
+            self._release_saved()
 
     # ------------------------------------------------------------ traversal
     def children(self):

@@ -45,6 +45,7 @@ class SyncBatchNorm2d(BatchNorm2d):
     """
 
     _sync_cache = None
+    _saved_state = ("_x", "_sync_cache")
 
     @classmethod
     def from_batch_norm(cls, bn):

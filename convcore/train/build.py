@@ -15,6 +15,7 @@ import numpy as np
 from convcore import data as _data
 from convcore import losses as _losses
 from convcore import optim as _optim
+from convcore._grad import no_grad
 from convcore.train.config import TrainConfig
 
 _SPEC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z][A-Za-z0-9_]*$")
@@ -140,7 +141,8 @@ def check_input_size(model, name, shape, dataset) -> None:
     was_training = getattr(model, "training", True)
     model.eval()
     try:
-        model(np.zeros((1, C, H, W), dtype))
+        with no_grad():
+            model(np.zeros((1, C, H, W), dtype))
     except ValueError as e:
         msg = str(e)
         if re.search(r"larger than the padded input|output size|too small|must be >= 1", msg):

@@ -7,6 +7,7 @@ from typing import Optional
 import numpy as np
 
 from convcore import data as _data
+from convcore._grad import no_grad
 from convcore import losses as _losses
 from convcore.train.build import _check_stored_model, _to_device, _xp_of, build_model
 from convcore.train.checkpoint import _checkpoint_path, _host, _split, read_checkpoint
@@ -18,7 +19,8 @@ def _forward_batches(model, iterator, xp, num_classes, loss_fn=None):
     conf = np.zeros((num_classes, num_classes), np.int64)
     total_loss, n = 0.0, 0
     for x, y in iterator.epoch(0):
-        logits = _host(model(xp.asarray(x) if xp is not np else x))
+        with no_grad():             # output only: no masks, indices or saved inputs
+            logits = _host(model(xp.asarray(x) if xp is not np else x))
         if loss_fn is not None:
             total_loss += loss_fn(logits, y) * len(y)
         pred = logits.argmax(axis=1)

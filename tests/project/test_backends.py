@@ -31,7 +31,7 @@ def test_cpu_and_cuda_backends_offer_the_same_functions():
     assert shared <= _functions(cpu)
     assert _functions(cpu) - own_cpu == _functions(cuda) - own_cuda, (
         sorted(_functions(cpu) ^ _functions(cuda)))
-    for name in ("relu", "relu_backward", "relu_mask", "relu_backward_mask", "batch_norm", "batch_norm_backward",
+    for name in ("relu", "relu_backward", "relu_mask", "relu_inplace", "relu_backward_mask", "batch_norm", "batch_norm_backward",
                  "cross_entropy", "cross_entropy_backward", "conv2d_backward_input",
                  "index_dtype", "local_response_norm", "local_response_norm_backward"):
         assert (inspect.signature(getattr(cpu, name)).parameters.keys()

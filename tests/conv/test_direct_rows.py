@@ -1,0 +1,97 @@
+"""DIRECT's forward pass along the output rows (few output channels, wide
+rows: LeNet's first layer), against PyTorch and the loops of
+tests/reference/conv.py, and where AUTO takes it."""
+import numpy as np
+import pytest
+
+import convcore as cc
+from convcore._core import _conv
+from reference.conv import conv2d_naive
+
+torch = pytest.importorskip("torch")
+
+# (N, C, H, W, K, KH, KW, padding, dilation): every one runs the row kernel
+CASES = [
+    (3, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1)),   # LeNet-5's first layer
+    (1, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1)),   # one image: the channels split
+    (2, 3, 7, 30, 5, 3, 3, (1, 1), (1, 1)),    # 7 rows (a block of 4, one of 3)
+    (2, 2, 6, 41, 4, 3, 3, (1, 1), (1, 1)),    # 41 columns: a block of 32, one of 9
+    (2, 4, 9, 33, 3, 3, 5, (0, 2), (1, 1)),    # rectangular kernel, 29 columns
+    (2, 1, 12, 36, 7, 3, 3, (2, 2), (2, 2)),   # dilation
+    (5, 2, 10, 26, 15, 3, 3, (1, 0), (1, 1)),  # 15 output channels, 24 columns
+    (1, 3, 5, 64, 2, 5, 5, (2, 2), (1, 1)),    # two full column blocks, 5 rows
+]
+
+
+def _geom(N, C, H, W, K, KH, KW, pad, dil, stride=(1, 1)):
+    OH = (H + 2 * pad[0] - dil[0] * (KH - 1) - 1) // stride[0] + 1
+    OW = (W + 2 * pad[1] - dil[1] * (KW - 1) - 1) // stride[1] + 1
+    return (N, C, H, W, K, KH, KW, stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], OH, OW, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])))
+def test_rows_kernel_matches_pytorch_and_the_loops(case, dtype, rng):
+    N, C, H, W, K, KH, KW, pad, dil = case
+    assert _conv.plan(_geom(*case), dtype) == "direct"
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = cc.conv2d(x, w, b, padding=pad, dilation=dil)
+    ref = torch.nn.functional.conv2d(torch.from_numpy(x.astype(np.float64)),
+                                     torch.from_numpy(w.astype(np.float64)),
+                                     torch.from_numpy(b.astype(np.float64)),
+                                     padding=pad, dilation=dil).numpy()
+    loops = conv2d_naive(x, w, b, (1, 1), pad, dil)
+    assert y.dtype == dtype and y.shape == ref.shape
+    tol = 1e-13 if dtype == np.float64 else 3e-6
+    for r in (ref, loops):
+        err = np.abs(y - r).max() / np.abs(r).max()
+        assert err < tol, f"max relative error {err:.3g}"
+
+
+def test_rows_kernel_takes_strided_and_unbatched_input(rng):
+    x = rng.standard_normal((2, 1, 28, 56)).astype(np.float32)[:, :, :, ::2]
+    w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    y = cc.conv2d(x, w, padding=2)
+    np.testing.assert_allclose(y, conv2d_naive(x, w, None, (1, 1), (2, 2)), rtol=0, atol=1e-4)
+    np.testing.assert_array_equal(cc.conv2d(x[1], w, padding=2), y[1])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_rows_kernel_inf_and_nan_follow_the_reference(dtype, rng):
+    # an Inf/NaN weight over the zero padding gives NaN there, as the
+    # definition (and im2col) do; Inf/NaN inputs spread as in the loops
+    x = rng.standard_normal((2, 1, 28, 28)).astype(dtype)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(dtype)
+    w[1, 0, 0, 0] = np.inf
+    w[4, 0, 4, 2] = np.nan
+    x[1, 0, 10, 3] = np.inf
+    x[0, 0, 27, 27] = np.nan
+    y = cc.conv2d(x, w, padding=2)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = conv2d_naive(x, w, None, (1, 1), (2, 2))
+    np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(y), np.isinf(ref))
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(y[fin], ref[fin], rtol=1e-5 if dtype == np.float32 else 1e-12,
+                               atol=1e-5 if dtype == np.float32 else 1e-12)
+
+
+def test_where_auto_takes_the_row_kernel():
+    lenet1 = _geom(64, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1))
+    assert _conv.plan(lenet1, np.float32) == "direct"
+    assert _conv.plan(lenet1, np.float32, backward=True) == "batched"
+    # 16 output channels: BATCHED (the rows kernel would leave them to BLAS)
+    assert _conv.plan(_geom(64, 1, 28, 28, 16, 5, 5, (2, 2), (1, 1)), np.float32) == "batched"
+    # narrow rows: the 16-channel kernel (LeNet's second layer) or BATCHED
+    assert _conv.plan(_geom(64, 6, 14, 14, 16, 5, 5, (0, 0), (1, 1)), np.float32) == "direct"
+    assert _conv.plan(_geom(64, 3, 10, 10, 6, 3, 3, (1, 1), (1, 1)), np.float32) == "batched"
+    # stride 2: not along rows
+    assert _conv.plan(_geom(8, 1, 56, 56, 6, 5, 5, (2, 2), (1, 1), (2, 2)),
+                      np.float32) == "batched"
+    # a VGG first layer on 32x32: its 27-value columns are cheap, BATCHED
+    # forward (the 16-channel kernel was 2x slower); the backward pass as before
+    vgg1 = _geom(16, 3, 32, 32, 64, 3, 3, (1, 1), (1, 1))
+    assert _conv.plan(vgg1, np.float32) == "batched"
+    assert _conv.plan(vgg1, np.float32, backward=True) == "direct"
