@@ -13,6 +13,9 @@
  * finds each maximum and a code row<<2|col of its position, a second loop
  * turns the codes into flat indices; CC_CHUNK outputs at a time. */
 #define CC_CHUNK 256
+#ifndef CC_MAX_ROWS_TASK
+#define CC_MAX_ROWS_TASK 4096   /* outputs a task of whole rows takes, about */
+#endif
 CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
                          int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
                          IDX_T *CC_RESTRICT idx)
@@ -123,24 +126,48 @@ CC_CLONES static void IFN(max3s1_row)(const REAL *CC_RESTRICT r0, int64_t W, int
     IFN(max3_rows)(r0, W, base, lo, hi, y, idx, 1);
 }
 
+/* The row kernel that takes a geometry's interior windows, if any: window
+ * kfast (0: none) at stride sfast, for output rows [hlo, hhi) and columns
+ * [wlo, whi). */
+static void IFN(max_fast_kind)(const cc_pool_geom *g, int64_t *kfast, int64_t *sfast,
+                               int64_t *hlo, int64_t *hhi, int64_t *wlo, int64_t *whi)
+{
+    *kfast = 0, *sfast = 2, *hlo = *hhi = *wlo = *whi = 0;
+    if (!g->generic && g->SH == 2 && g->SW == 2 && g->DH == 1 && g->DW == 1 &&
+        g->KH == g->KW && (g->KH == 2 || g->KH == 3)) {
+        *kfast = g->KH;
+        inner_range(g->H, g->OH, 2, g->PH, *kfast, hlo, hhi);
+        inner_range(g->W, g->OW, 2, g->PW, *kfast, wlo, whi);
+    } else if (!g->generic && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
+               g->KH == 3 && g->KW == 3) {
+        *kfast = 3;
+        *sfast = 1;
+        inner_range(g->H, g->OH, 1, g->PH, *kfast, hlo, hhi);
+        inner_range(g->W, g->OW, 1, g->PW, *kfast, wlo, whi);
+    }
+}
+
+/* Output columns [0, n) of one row by the row kernel (kfast, sfast); base is
+ * the flat index of the row's first window's top-left element. */
+static void IFN(max_fast_row)(const REAL *CC_RESTRICT x, int64_t W, int64_t base, int64_t kfast,
+                              int64_t sfast, int64_t n, REAL *CC_RESTRICT yr,
+                              IDX_T *CC_RESTRICT ir)
+{
+    if (sfast == 1)
+        IFN(max3s1_row)(x + base, W, base, 0, n, yr, ir);
+    else if (kfast == 2)
+        IFN(max2_row)(x + base, W, base, 0, n, yr, ir);
+    else
+        IFN(max3_row)(x + base, W, base, 0, n, yr, ir);
+}
+
 /* One plane of max pooling: x (H, W) -> y (OH, OW), idx (OH, OW) or NULL. */
 static void IFN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
                           REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx)
 {
     const int64_t W = g->W, OH = g->OH, OW = g->OW;
-    int64_t kfast = 0, sfast = 2, hlo = 0, hhi = 0, wlo = 0, whi = 0, oh, ow, arg;
-    if (!g->generic && g->SH == 2 && g->SW == 2 && g->DH == 1 && g->DW == 1 &&
-        g->KH == g->KW && (g->KH == 2 || g->KH == 3)) {
-        kfast = g->KH;
-        inner_range(g->H, OH, 2, g->PH, kfast, &hlo, &hhi);
-        inner_range(W, OW, 2, g->PW, kfast, &wlo, &whi);
-    } else if (!g->generic && g->SH == 1 && g->SW == 1 && g->DH == 1 && g->DW == 1 &&
-               g->KH == 3 && g->KW == 3) {
-        kfast = 3;
-        sfast = 1;
-        inner_range(g->H, OH, 1, g->PH, kfast, &hlo, &hhi);
-        inner_range(W, OW, 1, g->PW, kfast, &wlo, &whi);
-    }
+    int64_t kfast, sfast, hlo, hhi, wlo, whi, oh, ow, arg;
+    IFN(max_fast_kind)(g, &kfast, &sfast, &hlo, &hhi, &wlo, &whi);
     for (oh = 0; oh < OH; ++oh) {
         REAL *yr = y + oh * OW;
         IDX_T *ir = idx ? idx + oh * OW : NULL;
@@ -153,12 +180,7 @@ static void IFN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
         if (fast) {
             /* flat index of the first interior window's top-left element */
             const int64_t base = (oh * sfast - g->PH) * W + sfast * a - g->PW;
-            if (sfast == 1)
-                IFN(max3s1_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
-            else if (kfast == 2)
-                IFN(max2_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
-            else
-                IFN(max3_row)(x + base, W, base, 0, b - a, yr + a, ir ? ir + a : NULL);
+            IFN(max_fast_row)(x, W, base, kfast, sfast, b - a, yr + a, ir ? ir + a : NULL);
         }
         for (ow = b; ow < OW; ++ow) {
             yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
@@ -177,6 +199,28 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
     OHW = g->OH * g->OW;
     if (idx && HW > (int64_t)IDX_LIMIT) return CC_EINVAL;   /* a plane too large for IDX_T */
     n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
+    {
+        int64_t kfast, sfast, hlo, hhi, wlo, whi;
+        IFN(max_fast_kind)(g, &kfast, &sfast, &hlo, &hhi, &wlo, &whi);
+        if (kfast && hlo == 0 && hhi == g->OH && wlo == 0 && whi == g->OW) {
+            /* every window is interior (no padding): the planes' output rows
+             * are one list, cut into tasks of about CC_MAX_ROWS_TASK outputs
+             * (small planes -- LeNet's 10x10 -- would otherwise cost a task
+             * and a row call or two each) */
+            const int64_t R = P * g->OH, rb = CC_MAX(1, CC_MAX_ROWS_TASK / g->OW);
+            const int64_t ntask = (R + rb - 1) / rb;
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && ntask > 1) schedule(static)
+            for (i = 0; i < ntask; ++i) {
+                int64_t r;
+                for (r = i * rb; r < CC_MIN(R, (i + 1) * rb); ++r) {
+                    const int64_t p = r / g->OH, oh = r % g->OH;
+                    IFN(max_fast_row)(x + p * HW, g->W, (oh * sfast - g->PH) * g->W - g->PW, kfast,
+                                      sfast, g->OW, y + r * g->OW, idx ? idx + r * g->OW : NULL);
+                }
+            }
+            return CC_OK;
+        }
+    }
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
     for (i = 0; i < P; ++i)
         IFN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);

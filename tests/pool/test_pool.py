@@ -153,6 +153,19 @@ def test_max_pool_fast_paths_give_the_generic_bits(dtype, k, s, p, ceil, rng, mo
     assert same_bits(fast[0][:1, :1], ry) and np.array_equal(fast[1][:1, :1], ridx)
 
 
+@pytest.mark.parametrize("k, s", [(2, 2), (3, 2), (3, 1)])
+def test_max_pool_rows_of_many_small_planes(k, s, rng):
+    """Without padding every window takes the row kernel, and the output rows
+    of all planes are cut into tasks that cross plane boundaries (LeNet's
+    16 x 10 x 10 maps at batch 64): against the loops, indices included."""
+    x = rng.standard_normal((64, 16, 10, 10)).astype(np.float32)
+    x[rng.random(x.shape) < 0.01] = np.nan
+    y, idx = cc.max_pool2d(x, k, s, return_indices=True)
+    ry, ridx = max_pool_naive(x, pair(k), pair(s), (0, 0), (1, 1), False)
+    assert same_bits(y, ry) and np.array_equal(idx, ridx)
+    assert same_bits(cc.max_pool2d(x, k, s), ry)
+
+
 def test_max_pool_backward_matches_central_differences(rng):
     # distinct values, step far below a quarter of the smallest gap
     shape = (2, 3, 9, 8)
