@@ -9,7 +9,7 @@ def config_info() -> dict:
     import numpy
     import scipy
 
-    from convcore import _config
+    from convcore import _config, _core
     from convcore._core import _conv
     from convcore._version import __version__
     info = {
@@ -22,6 +22,9 @@ def config_info() -> dict:
         "openmp": _conv.openmp_enabled(),
         "threads": _config.get_num_threads(),
         "workspace_limit_bytes": _config.get_workspace_limit(),
+        "malloc": (f"glibc keeps freed memory (trim threshold {_core.MALLOC_TRIM_THRESHOLD >> 20} "
+                   f"MiB, mmap threshold {_core.MALLOC_MMAP_THRESHOLD >> 20} MiB)"
+                   if _core.malloc_tuned else "the system's settings"),
     }
     try:
         from threadpoolctl import threadpool_info

@@ -361,6 +361,29 @@ def test_relu_mask_pair_against_the_definition(rng, dtype, size, inplace):
     np.testing.assert_array_equal(gx.view(np.uint8), cc.relu_backward(g, x).view(np.uint8))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [7, 5000, 70001])
+def test_relu_in_place_against_the_definition(rng, dtype, size):
+    from convcore.backends import cpu
+    x = rng.standard_normal(size).astype(dtype)
+    x[: 3 * len(SPECIAL)] = np.array(SPECIAL * 3, dtype)[: min(size, 3 * len(SPECIAL))]
+    ref = np.where((x > 0) | np.isnan(x), x, np.zeros((), dtype))
+    a = x.copy()
+    assert cpu.relu_inplace(a) is a
+    np.testing.assert_array_equal(a.view(np.uint8), ref.view(np.uint8))   # -0 -> +0, NaN kept
+    b = x.copy().reshape(-1, 1)[::2]                   # not contiguous: NumPy's maximum
+    assert cpu.relu_inplace(b) is b
+    np.testing.assert_array_equal(b.ravel(), ref[::2])
+
+
+def test_relu_binding_refuses_overlapping_buffers():
+    x = np.arange(-5, 5, dtype=np.float32)
+    with pytest.raises(ValueError, match="overlaps"):
+        _norm.relu_forward(x[1:], x[:-1], 1)
+    _norm.relu_forward(x, x, 1)                        # the same buffer: in place
+    np.testing.assert_array_equal(x, np.maximum(np.arange(-5, 5), 0))
+
+
 def test_relu_mask_bindings_refuse_short_buffers():
     x = np.ones(10, np.float32)
     with pytest.raises(ValueError):

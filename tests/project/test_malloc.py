@@ -1,0 +1,55 @@
+"""At import convcore asks glibc to keep freed memory for the next
+allocation (convcore/_core/__init__.py): arrays of a few MiB allocated,
+touched and freed over and over then stop page-faulting their memory in.
+Checked by counting page faults in fresh interpreters (not by timing), with
+the opt-outs as the control."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc only")
+
+LOOP = """
+import resource, numpy as np, convcore
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(3):
+    a = [np.ones(300_000) for _ in range(4)]
+    del a
+r0 = faults()
+for _ in range(20):
+    a = [np.ones(300_000) for _ in range(4)]   # 4 x 2.4 MB, every page touched
+    del a
+print((faults() - r0) / 20, convcore._core.malloc_tuned)
+"""
+
+
+def _run(**env):
+    full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")
+            and k != "CONVCORE_MALLOC"}
+    full.update(env)
+    out = subprocess.run([sys.executable, "-c", LOOP], env=full, capture_output=True, text=True,
+                         check=True, timeout=120).stdout.split()
+    return float(out[0]), out[1] == "True"
+
+
+def test_freed_arrays_are_reused_without_page_faults():
+    try:
+        import ctypes
+        ctypes.CDLL(None).gnu_get_libc_version
+    except (OSError, AttributeError):
+        pytest.skip("not glibc")
+    faults, tuned = _run()
+    assert tuned
+    # 4 x 586 pages an iteration if the memory went back to the system
+    assert faults < 100, f"{faults} page faults an iteration"
+
+
+@pytest.mark.parametrize("env", [{"CONVCORE_MALLOC": "system"},
+                                 {"MALLOC_TRIM_THRESHOLD_": "1000000"}])
+def test_the_user_can_keep_the_systems_settings(env):
+    faults, tuned = _run(**env)
+    assert not tuned
+    assert faults > 1000, f"{faults} page faults an iteration: glibc's settings were changed"
