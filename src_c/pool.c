@@ -4,6 +4,7 @@
 #include "internal.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The hot row kernels are compiled twice on x86-64 with GCC: for the baseline

@@ -189,6 +189,67 @@ static void IFN(max_plane)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
     }
 }
 
+/* Rows and columns of the -inf padded copy of a plane that holds every
+ * window of the row kernel (kfast, sfast). */
+static int64_t IFN(max_pad_rows)(const cc_pool_geom *g, int64_t kfast, int64_t sfast)
+{
+    return (g->OH - 1) * sfast + kfast;
+}
+static int64_t IFN(max_pad_cols)(const cc_pool_geom *g, int64_t kfast, int64_t sfast)
+{
+    return (g->OW - 1) * sfast + kfast;
+}
+
+/* One plane whose padding puts windows at its border (the Inception blocks'
+ * 3x3/1 pools: half the windows of a 7x7 map), all through the row kernel:
+ * the plane is copied into buf with -inf around it, which no real value
+ * loses to (the comparisons take a strictly greater value or NaN), so the
+ * maxima are the generic loop's bits.  Indices come out in the padded
+ * plane's coordinates and are mapped back; a window whose maximum is -inf
+ * may have pointed at the padding, so it is redone by the generic loop
+ * (which points at its first element inside the plane). */
+static void IFN(max_plane_padded)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
+                                  int64_t kfast, int64_t sfast, REAL *CC_RESTRICT buf,
+                                  REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx)
+{
+    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, PH = g->PH, PW = g->PW;
+    const int64_t Hp = IFN(max_pad_rows)(g, kfast, sfast), Wp = IFN(max_pad_cols)(g, kfast, sfast);
+    const int64_t ncopy = CC_MAX(0, CC_MIN(W, Wp - PW));
+    const REAL ninf = -(REAL)INFINITY;
+    int64_t r, c, oh, ow, arg;
+    for (r = 0; r < Hp; ++r) {
+        REAL *CC_RESTRICT dst = buf + r * Wp;
+        const int64_t h = r - PH;
+        if (h < 0 || h >= H) {
+            for (c = 0; c < Wp; ++c) dst[c] = ninf;
+            continue;
+        }
+        for (c = 0; c < PW; ++c) dst[c] = ninf;
+        memcpy(dst + PW, x + h * W, (size_t)ncopy * sizeof(REAL));
+        for (c = PW + ncopy; c < Wp; ++c) dst[c] = ninf;
+    }
+    for (oh = 0; oh < OH; ++oh) {
+        REAL *CC_RESTRICT yr = y + oh * OW;
+        IDX_T *CC_RESTRICT ir = idx ? idx + oh * OW : NULL;
+        IFN(max_fast_row)(buf, Wp, oh * sfast * Wp, kfast, sfast, OW, yr, ir);
+        if (!ir) continue;
+        for (ow = 0; ow < OW; ++ow) {
+            /* the maximum's row within the window by comparisons (no
+             * division, and no branch on where the maximum lies) */
+            int64_t q = (int64_t)ir[ow] - oh * sfast * Wp, dr = 0, s;
+            for (s = 1; s < kfast; ++s) dr += q >= s * Wp;
+            q -= dr * Wp;
+            dr += oh * sfast;
+            if (yr[ow] == ninf) {
+                yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
+                ir[ow] = (IDX_T)arg;
+            } else {
+                ir[ow] = (IDX_T)((dr - PH) * W + (q - PW));
+            }
+        }
+    }
+}
+
 int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T *idx)
 {
     int64_t P, HW, OHW, i;
@@ -219,6 +280,28 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
                 }
             }
             return CC_OK;
+        }
+        if (kfast && whi > wlo && hhi > hlo) {
+            /* windows at the border: through a padded copy of each plane
+             * (where the copy's indices fit IDX_T and it can be had) */
+            const int64_t Hp = IFN(max_pad_rows)(g, kfast, sfast), Wp = IFN(max_pad_cols)(g, kfast, sfast);
+            if (Hp > 0 && Wp > 0 && Hp <= (int64_t)IDX_LIMIT / Wp && Hp * Wp <= CC_SIZE_MAX) {
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && P > 1)
+                {
+                    /* (a thread that cannot have one runs the plane path) */
+                    REAL *buf = (REAL *)malloc((size_t)(Hp * Wp) * sizeof(REAL));
+#pragma omp for schedule(dynamic, 1)
+                    for (i = 0; i < P; ++i) {
+                        if (buf)
+                            IFN(max_plane_padded)(x + i * HW, g, kfast, sfast, buf, y + i * OHW,
+                                                  idx ? idx + i * OHW : NULL);
+                        else
+                            IFN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
+                    }
+                    free(buf);
+                }
+                return CC_OK;
+            }
         }
     }
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)

@@ -166,6 +166,30 @@ def test_max_pool_rows_of_many_small_planes(k, s, rng):
     assert same_bits(cc.max_pool2d(x, k, s), ry)
 
 
+@pytest.mark.parametrize("k, s, p", [(3, 1, 1), (3, 2, 1), (2, 2, 1)])
+@pytest.mark.parametrize("ceil", [False, True])
+def test_max_pool_padded_planes_point_inside_when_a_window_is_all_minus_inf(k, s, p, ceil,
+                                                                            monkeypatch):
+    """Windows at the border run on a copy of the plane padded with -inf; a
+    window whose real values are all -inf must still point at its first
+    element inside the plane, as the generic loop does (and as PyTorch)."""
+    x = np.full((2, 3, 7, 9), -np.inf, np.float32)
+    x[0, 0, 3, 4] = 1.0
+    x[1, 2, 0, 0] = np.nan
+    x[1, 1, 6, 8] = -0.0
+    fast = cc.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+    monkeypatch.setattr(pool_ops, "_FORCE_GENERIC", True)
+    slow = cc.max_pool2d(x, k, s, p, ceil_mode=ceil, return_indices=True)
+    assert same_bits(fast[0], slow[0]) and np.array_equal(fast[1], slow[1])
+    ry, ridx = max_pool_naive(x, pair(k), pair(s), pair(p), (1, 1), ceil)
+    assert same_bits(fast[0], ry) and np.array_equal(fast[1], ridx)
+    layer = cc.nn.MaxPool2d(k, s, p, ceil_mode=ceil)      # int32 indices, same values
+    np.testing.assert_array_equal(layer(x), ry)
+    g = layer.backward(np.ones(ry.shape, np.float32))
+    np.testing.assert_array_equal(g, cc.max_pool2d_backward(np.ones(ry.shape, np.float32),
+                                                            ridx, x.shape))
+
+
 def test_max_pool_backward_matches_central_differences(rng):
     # distinct values, step far below a quarter of the smallest gap
     shape = (2, 3, 9, 8)
