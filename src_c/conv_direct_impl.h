@@ -51,10 +51,20 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
            (direct_channels_auto(g) && (cc_conv_is_pointwise(g) || g->OW < 24 || CKK >= 64));
 }
 
+/* BATCHED's columns (bytes) from which the rows kernel's layers take dW by
+ * per-plane sums (dw_planes): measured (dW only, 2 threads) on LeNet's first
+ * layer, BATCHED ran 0.13 / 0.23 ms at batch 32 / 64 (5 MB of columns,
+ * dw_planes 0.16 / 0.30) and then fell off a cliff as its columns left the
+ * cache: 0.64 ms at batch 80, 3.8 ms at 256 (dw_planes 0.38, 1.17). */
+#define CC_PLANES_DW_COLS_BYTES ((int64_t)11 << 19)   /* 5.5 MiB */
+
 static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
-    (void)elem_size;
-    return backward ? direct_channels_auto(g) : cc_conv_direct_auto(g);
+    if (!backward) return cc_conv_direct_auto(g);
+    return direct_channels_auto(g) ||
+           (direct_rows_pick(g) &&
+            (double)g->C * g->KH * g->KW * g->N * g->OH * g->OW * elem_size >=
+                (double)CC_PLANES_DW_COLS_BYTES);
 }
 
 /* what the direct loops use: fixed, the kernel (forward) or its gradient
@@ -89,6 +99,72 @@ static int FN(direct_fwd)(const REAL *x, const REAL *w, const REAL *b, const cc_
     return FN(fwd_direct)(x, w, b, g, work, n_threads, y);
 }
 
+/* Images a task of dw_planes takes (its x planes and dy then stay in cache
+ * while every (k, c) pair is summed over them). */
+#define CC_PLANES_DW_IMAGES 8
+
+/* dW of a layer the rows kernel runs (few output channels, wide rows,
+ * stride 1), by the depthwise kernel's per-plane sums: dW[k][c] = sum over
+ * images n of the sums of dy[n, k] times x[n, c] padded, under each tap.
+ * Tasks are fixed chunks of images; each sums into its own double slots,
+ * which are then added in task order, so the result does not depend on the
+ * thread count.  The padded rows and columns meet zeros, so x and dy must be
+ * finite (an Inf there would make a NaN the definition does not have);
+ * returns 0 if they are not, or if memory cannot be had: the caller then
+ * sums otherwise. */
+static int FN(dw_planes)(const REAL *dy, const REAL *x, const cc_conv_geom *g, int n_threads,
+                         REAL *dw)
+{
+    const int64_t KK = g->KH * g->KW, CKK = g->C * KK, L = g->OH * g->OW, HW = g->H * g->W;
+    /* each padded plane followed by the vector scratch its sums use */
+    const int64_t ps = cc_depthwise_pad_elems(g);
+    const int64_t OWV = cc_depthwise_dy_cols(g), dyn = cc_depthwise_dy_rows(g) * OWV;
+    const int64_t ntask = (g->N + CC_PLANES_DW_IMAGES - 1) / CC_PLANES_DW_IMAGES;
+    double *parts;
+    int64_t t, i;
+    int failed = 0;
+    if (KK > CC_DEPTHWISE_MAX_TAPS || !FN(all_finite)(x, g->N * g->C * HW) ||
+        !FN(all_finite)(dy, g->N * g->K * L))
+        return 0;
+    parts = (double *)calloc((size_t)(ntask * g->K * CKK), sizeof(double));
+    if (!parts) return 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && ntask > 1) reduction(| : failed)
+    {
+        REAL *xp = (REAL *)malloc((size_t)(g->C * ps + dyn) * sizeof(REAL));
+        REAL *dyb = xp ? xp + g->C * ps : NULL;
+        if (!xp) failed = 1;
+        if (dyb)
+            for (i = 0; i < dyn; ++i) dyb[i] = 0;     /* rows and columns past dy stay 0 */
+#pragma omp for schedule(dynamic, 1)
+        for (t = 0; t < ntask; ++t) {
+            double *part = parts + t * g->K * CKK;
+            const int64_t n1 = CC_MIN(g->N, (t + 1) * CC_PLANES_DW_IMAGES);
+            int64_t n, c, k, oh;
+            if (!xp) continue;
+            for (n = t * CC_PLANES_DW_IMAGES; n < n1; ++n) {
+                for (c = 0; c < g->C; ++c)
+                    FN(depthwise_fwd_plane_pad)(x + (n * g->C + c) * HW, g, xp + c * ps);
+                for (k = 0; k < g->K; ++k) {
+                    const REAL *dyp = dy + (n * g->K + k) * L;
+                    for (oh = 0; oh < g->OH; ++oh)
+                        memcpy(dyb + oh * OWV, dyp + oh * g->OW, (size_t)g->OW * sizeof(REAL));
+                    for (c = 0; c < g->C; ++c)
+                        FN(planes_wgrad)(xp + c * ps, dyb, g, part + k * CKK + c * KK);
+                }
+            }
+        }
+        free(xp);
+    }
+    if (!failed)
+        for (i = 0; i < g->K * CKK; ++i) {
+            double s = 0;
+            for (t = 0; t < ntask; ++t) s += parts[t * g->K * CKK + i];
+            dw[i] = (REAL)s;
+        }
+    free(parts);
+    return !failed;
+}
+
 static int FN(direct_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc_conv_geom *g,
                           REAL *work, int64_t work_elems, int64_t B, int n_threads,
                           GEMM_T gemm, REAL *dx, REAL *dw)
@@ -97,11 +173,22 @@ static int FN(direct_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc
      * workspace); pointwise: dW through BATCHED, dX by the product kernel
      * with the weights transposed */
     const int pw = cc_conv_is_pointwise(g);
-    if (dw && !pw) FN(dw_direct)(dy, x, g, work, B, n_threads, dw);
-    if (!dx && !(dw && pw)) return CC_OK;
+    REAL *dw_batched = NULL;
+    if (dw && !pw) {
+        /* dW by per-plane sums (the rows kernel's layers) or the direct
+         * loops; with Inf/NaN in x or dy by BATCHED's products, whose zeros
+         * of the padding meet dy as the definition's do (the loops skip
+         * them, and the plane sums add zeros past the plane) */
+        if (!FN(all_finite)(x, g->N * g->C * g->H * g->W) ||
+            !FN(all_finite)(dy, g->N * g->K * g->OH * g->OW))
+            dw_batched = dw;
+        else if (!(direct_rows_pick(g) && FN(dw_planes)(dy, x, g, n_threads, dw)))
+            FN(dw_direct)(dy, x, g, work, B, n_threads, dw);
+    }
+    if (!dx && !(dw && pw) && !dw_batched) return CC_OK;
     B = cc_conv_chunk(g, batched_workspace, NULL, work_elems);
     if (B == 0) return CC_EINVAL;
-    if (!pw) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, NULL);
+    if (!pw) return FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, dx, dw_batched);
     if (dw) {
         const int st = FN(bwd_batched)(dy, x, w, g, work, B, n_threads, gemm, NULL, dw);
         if (st != CC_OK) return st;

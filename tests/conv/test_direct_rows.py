@@ -6,7 +6,7 @@ import pytest
 
 import convcore as cc
 from convcore._core import _conv
-from reference.conv import conv2d_naive
+from reference.conv import conv2d_backward_naive, conv2d_naive
 
 torch = pytest.importorskip("torch")
 
@@ -95,3 +95,70 @@ def test_where_auto_takes_the_row_kernel():
     vgg1 = _geom(16, 3, 32, 32, 64, 3, 3, (1, 1), (1, 1))
     assert _conv.plan(vgg1, np.float32) == "batched"
     assert _conv.plan(vgg1, np.float32, backward=True) == "direct"
+
+
+def _torch_grads(x, w, dy, pad, dil):
+    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
+    yt = torch.nn.functional.conv2d(xt, wt, padding=pad, dilation=dil)
+    yt.backward(torch.tensor(dy, dtype=torch.float64))
+    return xt.grad.numpy(), wt.grad.numpy()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c[:7])))
+def test_rows_layers_weight_gradient_by_plane_sums(case, dtype, rng, monkeypatch):
+    # DIRECT asked for by name: dW by the per-plane sums (dX through BATCHED)
+    N, C, H, W, K, KH, KW, pad, dil = case
+    N += 9                                   # more than one task of 8 images
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "direct")
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, KH, KW)).astype(dtype)
+    y = cc.conv2d(x, w, padding=pad, dilation=dil)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx, dw, db = cc.conv2d_backward(dy, x, w, padding=pad, dilation=dil)
+    rdx, rdw = _torch_grads(x, w, dy, pad, dil)
+    tol = 1e-12 if dtype == np.float64 else 2e-5
+    for got, ref in ((dw, rdw), (dx, rdx), (db, dy.astype(np.float64).sum(axis=(0, 2, 3)))):
+        assert got.dtype == dtype
+        err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+        assert err < tol, f"relative error {err:.3g}"
+
+
+def test_plane_sums_are_taken_where_the_columns_outgrow_the_cache_and_do_not_depend_on_threads(rng):
+    g256 = _geom(256, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1))
+    assert _conv.plan(g256, np.float32, backward=True) == "direct"
+    x = rng.standard_normal((256, 1, 28, 28)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    dy = rng.standard_normal((256, 6, 28, 28)).astype(np.float32)
+    before = cc.get_num_threads()
+    try:
+        got = []
+        for t in (1, 2, 3):
+            cc.set_num_threads(t)
+            got.append(cc.conv2d_backward(dy, x, w, padding=2, output_mask=(False, True, True))[1])
+    finally:
+        cc.set_num_threads(before)
+    assert all(np.array_equal(got[0], g) for g in got[1:])
+    _, rdw = _torch_grads(x, w, dy, (2, 2), (1, 1))
+    assert np.linalg.norm(got[0] - rdw) / np.linalg.norm(rdw) < 2e-5
+
+
+@pytest.mark.parametrize("K, H", [(6, 28), (6, 14), (16, 14)])   # plane sums, direct loops
+@pytest.mark.parametrize("where", ["x", "dy"])
+def test_direct_weight_gradient_leaves_inf_and_nan_to_the_exact_sums(where, K, H, rng,
+                                                                     monkeypatch):
+    # the zeros of the padding meet an Inf or NaN in dy as in the definition
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "direct")
+    x = rng.standard_normal((10, 1, H, H))
+    w = rng.standard_normal((K, 1, 5, 5))
+    dy = rng.standard_normal((10, K, H, H))
+    (x if where == "x" else dy)[3, 0, H - 1, H - 1] = np.inf
+    (x if where == "x" else dy)[7, 0, 0, 5] = np.nan
+    dw = cc.conv2d_backward(dy, x, w, padding=2, output_mask=(False, True, False))[1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        ref = conv2d_backward_naive(dy, x, w, (1, 1), (2, 2))[1]
+    np.testing.assert_array_equal(np.isnan(dw), np.isnan(ref))
+    np.testing.assert_array_equal(np.isinf(dw), np.isinf(ref))
+    fin = np.isfinite(ref)
+    np.testing.assert_allclose(dw[fin], ref[fin], rtol=1e-12, atol=1e-12)
