@@ -41,6 +41,11 @@ static int direct_rows_pick(const cc_conv_geom *g)
            g->K < 16 && g->OW >= 24;
 }
 
+int cc_conv_relu_pool2_ok(const cc_conv_geom *g)
+{
+    return cc_conv_geom_check(g) == CC_OK && direct_rows_pick(g) && g->OH >= 2 && g->OW >= 2;
+}
+
 int cc_conv_direct_auto(const cc_conv_geom *g)
 {
     /* the 16-channel kernel lost to BATCHED (0.5-0.7x) on rows of 28-32
@@ -194,4 +199,12 @@ static int FN(direct_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc
         if (st != CC_OK) return st;
     }
     return dx ? FN(pointwise)(dy, w, NULL, g, 1, n_threads, dx) : CC_OK;
+}
+
+int FN(cc_conv2d_relu_pool2_fwd)(const REAL *x, const REAL *w, const REAL *b,
+                                 const cc_conv_geom *g, int n_threads, REAL *y)
+{
+    if (!x || !w || !y || n_threads < 1 || !cc_conv_relu_pool2_ok(g)) return CC_EINVAL;
+    if (g->N == 0) return CC_OK;
+    return FN(fwd_planes_pool2)(x, w, b, g, n_threads, y);
 }

@@ -207,6 +207,21 @@ int cc_conv2d_fwd_f64(const double *x, const double *w, const double *b,
                       const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                       int n_threads, cc_dgemm_t gemm, double *y);
 
+/* Convolution, ReLU and 2x2 / stride-2 max pooling (floor) in one pass, for
+ * the layers DIRECT runs along the output rows (cc_conv_relu_pool2_ok: few
+ * output channels, rows of at least 24 outputs, stride 1 -- LeNet's first
+ * layer): each output plane is made in a per-thread buffer and pooled from
+ * there, so the full-size output is never written.
+ *   x (N, C, H, W), w (K, C, KH, KW), b (K) or NULL   [in]
+ *   y (N, K, OH/2, OW/2)                              [out, overwritten]
+ * The bits of DIRECT's forward pass, then ReLU, then max_pool2d(2, 2).
+ * CC_EINVAL where cc_conv_relu_pool2_ok(g) is false; CC_ENOMEM. */
+int cc_conv_relu_pool2_ok(const cc_conv_geom *g);
+int cc_conv2d_relu_pool2_fwd_f32(const float *x, const float *w, const float *b,
+                                 const cc_conv_geom *g, int n_threads, float *y);
+int cc_conv2d_relu_pool2_fwd_f64(const double *x, const double *w, const double *b,
+                                 const cc_conv_geom *g, int n_threads, double *y);
+
 /* Convolution backward.
  * forward: y = W·col(x) + b  =>  dW = dy·colᵀ, dcol = Wᵀ·dy, dx = col2im(dcol), db = Σ dy
  *   dy   (N, K, OH, OW)               [in]

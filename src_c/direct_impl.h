@@ -610,19 +610,64 @@ static int cc_direct_planes_ok(const cc_conv_geom *g)
 }
 #endif
 
+/* max over each 2x2 window (stride 2, floor) of the plane s (OH x OW, with
+ * 2 * CC_DKB readable values past its end), then ReLU, into out (OH/2 x
+ * OW/2): the comparisons of max pooling's row kernel in its order (a
+ * strictly greater value or a NaN takes over), and ReLU's select.  ReLU is
+ * monotone and keeps NaN, so this is bit for bit the max pool of the ReLU.
+ * Pieces of up to 32 outputs go through tmp in whole groups of 8 (the
+ * loops then vectorise with no scalar tail, whose selects GCC leaves as
+ * branches); the ReLU is a second loop, as in one loop its select kept GCC
+ * from vectorising. */
+#define CC_TAKES2(v, m) (((v) > (m)) | ((v) != (v)))
+CC_TARGETS("avx2", "default") static void FN(pool2_relu_plane)(
+    const REAL *CC_RESTRICT s, int64_t OH, int64_t OW, REAL *CC_RESTRICT out)
+{
+    const int64_t POH = OH / 2, POW = OW / 2;
+    REAL tmp[32];
+    int64_t i, j, j0;
+    for (i = 0; i < POH; ++i) {
+        for (j0 = 0; j0 < POW; j0 += 32) {
+            const REAL *CC_RESTRICT r0 = s + 2 * i * OW + 2 * j0;
+            const REAL *CC_RESTRICT r1 = r0 + OW;
+            const int64_t cnt = CC_MIN(32, POW - j0), n8 = (cnt + 7) / 8 * 8;
+            for (j = 0; j < n8; ++j) {
+                REAL m = r0[2 * j], v;
+                v = r0[2 * j + 1]; m = CC_TAKES2(v, m) ? v : m;
+                v = r1[2 * j];     m = CC_TAKES2(v, m) ? v : m;
+                v = r1[2 * j + 1]; m = CC_TAKES2(v, m) ? v : m;
+                tmp[j] = m;
+            }
+            for (j = 0; j < n8; ++j) {
+                const REAL m = tmp[j];
+                tmp[j] = ((m > 0) | (m != m)) ? m : (REAL)0;
+            }
+            memcpy(out + i * POW + j0, tmp, (size_t)cnt * sizeof(REAL));
+        }
+    }
+}
+#undef CC_TAKES2
+
+/* Output channels [k0, k1) of image xn: into yn (K planes of OH x OW), or,
+ * with `plane` (OH x OW of scratch), each plane through it, max-pooled 2x2
+ * and rectified into pooled (K planes of OH/2 x OW/2). */
 CC_CLONES_FMA static void FN(planes_task)(const REAL *CC_RESTRICT xn, const REAL *CC_RESTRICT w,
                                           const REAL *CC_RESTRICT b, const cc_conv_geom *g,
                                           int64_t k0, int64_t k1, REAL *CC_RESTRICT xp,
-                                          REAL *CC_RESTRICT yn)
+                                          REAL *CC_RESTRICT yn, REAL *CC_RESTRICT plane,
+                                          REAL *CC_RESTRICT pooled)
 {
     const int64_t ps = cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
     const int64_t CKK = g->C * g->KH * g->KW, L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t PL = (g->OH / 2) * (g->OW / 2);
     REAL *scratch = xp + g->C * ps;
     int64_t c, k;
     for (c = 0; c < g->C; ++c) FN(depthwise_fwd_plane_pad)(xn + c * HW, g, xp + c * ps);
-    for (k = k0; k < k1; ++k)
+    for (k = k0; k < k1; ++k) {
         FN(depthwise_fwd_blocks)(xp, w + k * CKK, b ? b[k] : 0, g, 1, g->C, ps, scratch,
-                                 yn + k * L);
+                                 plane ? plane : yn + k * L);
+        if (plane) FN(pool2_relu_plane)(plane, g->OH, g->OW, pooled + k * PL);
+    }
 }
 
 static int FN(fwd_planes)(const REAL *x, const REAL *w, const REAL *b, const cc_conv_geom *g,
@@ -637,9 +682,38 @@ static int FN(fwd_planes)(const REAL *x, const REAL *w, const REAL *b, const cc_
         REAL xp[CC_PLANES_BUF];
         const int64_t n = t / kparts, part = t % kparts;
         const int64_t k0 = part * g->K / kparts, k1 = (part + 1) * g->K / kparts;
-        FN(planes_task)(x + n * g->C * g->H * g->W, w, b, g, k0, k1, xp, y + n * g->K * L);
+        FN(planes_task)(x + n * g->C * g->H * g->W, w, b, g, k0, k1, xp, y + n * g->K * L, NULL,
+                        NULL);
     }
     return CC_OK;
+}
+
+/* fwd_planes with each output plane max-pooled 2x2 / stride 2 and rectified
+ * on the way out (cc_conv2d_relu_pool2_fwd): y is (N, K, OH/2, OW/2). */
+static int FN(fwd_planes_pool2)(const REAL *x, const REAL *w, const REAL *b,
+                                const cc_conv_geom *g, int n_threads, REAL *y)
+{
+    const int64_t kparts = CC_MIN(g->K, CC_MAX(1, (2 * n_threads + g->N - 1) / g->N));
+    const int64_t ntask = g->N * kparts, PL = (g->OH / 2) * (g->OW / 2);
+    int64_t t;
+    int failed = 0;
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && ntask > 1) reduction(| : failed)
+    {
+        /* (with the vectors pool2_relu_plane reads past the plane) */
+        REAL *plane = (REAL *)calloc((size_t)(g->OH * g->OW + 2 * CC_DKB), sizeof(REAL));
+        if (!plane) failed = 1;
+#pragma omp for schedule(static)
+        for (t = 0; t < ntask; ++t) {
+            REAL xp[CC_PLANES_BUF];
+            const int64_t n = t / kparts, part = t % kparts;
+            const int64_t k0 = part * g->K / kparts, k1 = (part + 1) * g->K / kparts;
+            if (plane)
+                FN(planes_task)(x + n * g->C * g->H * g->W, w, b, g, k0, k1, xp, NULL, plane,
+                                y + n * g->K * PL);
+        }
+        free(plane);
+    }
+    return failed ? CC_ENOMEM : CC_OK;
 }
 
 /* Depthwise weight gradient of one (image, channel) pair, stride-1 columns:

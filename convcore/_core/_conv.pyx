@@ -49,6 +49,11 @@ cdef extern from "convcore.h" nogil:
                           const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm,
                           double *dx, double *dw, double *db)
+    int cc_conv_relu_pool2_ok(const cc_conv_geom *g)
+    int cc_conv2d_relu_pool2_fwd_f32(const float *x, const float *w, const float *b,
+                                     const cc_conv_geom *g, int n_threads, float *y)
+    int cc_conv2d_relu_pool2_fwd_f64(const double *x, const double *w, const double *b,
+                                     const cc_conv_geom *g, int n_threads, double *y)
     int cc_openmp_enabled()
     int cc_max_threads()
 
@@ -266,6 +271,38 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                                    work.shape[0], n_threads, _dgemm, &y[0, 0, 0, 0])
     _blas_exit()
     _raise(st, "conv2d forward")
+
+
+def relu_pool2_ok(geom):
+    """Whether conv2d_relu_pool2_forward takes `geom` (a ConvGeom)."""
+    cdef cc_conv_geom g = _geom(geom)
+    return bool(cc_conv_relu_pool2_ok(&g))
+
+
+def conv2d_relu_pool2_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                              const floating[::1] b, bint has_bias, floating[:, :, :, ::1] y,
+                              geom, int n_threads):
+    """y = max_pool2d(relu(conv2d(x, w, b)), 2, 2) in one pass (DIRECT's rows
+    kernel; see cc_conv2d_relu_pool2_fwd)."""
+    cdef cc_conv_geom g = _geom(geom)
+    cdef const floating *bp = NULL
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(w.size, g.K * g.C * g.KH * g.KW, "weight")
+    _need(y.size, g.N * g.K * (g.OH // 2) * (g.OW // 2), "y")
+    if has_bias:
+        _need(b.shape[0], g.K, "bias")
+        bp = &b[0]
+    if g.N == 0:
+        return
+    with nogil:
+        if floating is float:
+            st = cc_conv2d_relu_pool2_fwd_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, n_threads,
+                                              &y[0, 0, 0, 0])
+        else:
+            st = cc_conv2d_relu_pool2_fwd_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], bp, &g, n_threads,
+                                              &y[0, 0, 0, 0])
+    _raise(st, "conv2d + relu + max_pool2d forward")
 
 
 def conv2d_backward(const floating[:, :, :, ::1] dy, const floating[:, :, :, ::1] x,

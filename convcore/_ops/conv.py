@@ -181,6 +181,22 @@ def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
     return y[0] if unbatched else y
 
 
+def _conv2d_relu_maxpool2(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+    """``max_pool2d(relu(conv2d(x, weight, bias, ...)), 2, 2)`` in one pass
+    where the backend has it for this geometry (the same bits as the three
+    calls), else None: the caller then runs them."""
+    be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, bias, stride, padding,
+                                                     dilation, groups)
+    fused = getattr(be, "conv2d_relu_maxpool2", None)
+    if fused is None or extra != (0, 0) or geom.N == 0:
+        return None
+    asc = be.ascontiguous
+    y = fused(asc(x4), asc(weight), None if bias is None else asc(bias), geom)
+    if y is None:
+        return None
+    return y[0] if unbatched else y
+
+
 def conv2d_backward(grad_output, x, weight, stride: IntOrPair = 1, padding: Padding = 0,
                     dilation: IntOrPair = 1, groups: int = 1,
                     output_mask: Tuple[bool, bool, bool] = (True, True, True)):

@@ -179,6 +179,22 @@ def conv2d_forward(x, w, b, y, geom):
     _with_sequential_blas(_conv.conv2d_forward, x, w, b, has_bias, request, work, y, geom, n)
 
 
+def conv2d_relu_maxpool2(x, w, b, geom):
+    """max_pool2d(relu(conv2d(x, w, b)), 2, 2) in one pass, where the C core
+    has it for `geom` and the convolution would run DIRECT along its rows
+    anyway (so the result is the three calls' bits); else None."""
+    if not _conv.relu_pool2_ok(geom):
+        return None
+    p = _cached_plan(geom, x.dtype.itemsize, False, _config.get_workspace_limit())
+    if p.strategy != _conv.DIRECT or p.cropped:
+        return None
+    y = np.empty((geom.N, geom.K, geom.OH // 2, geom.OW // 2), dtype=x.dtype)
+    has_bias = b is not None
+    _conv.conv2d_relu_pool2_forward(x, w, b if has_bias else _NOTHING[x.dtype.char], has_bias,
+                                    y, geom, _config.get_num_threads())
+    return y
+
+
 def conv2d_backward(dy, x, w, dx, dw, db, geom):
     request, work, n = _prepare(x.dtype, geom, True)
     _with_sequential_blas(_conv.conv2d_backward, dy, x, w, request, work, dx, dw, db, geom, n)

@@ -8,7 +8,7 @@ import numpy as np
 
 from convcore import _grad
 from convcore import functional as F
-from convcore._ops.conv import _padding
+from convcore._ops.conv import _conv2d_relu_maxpool2, _padding
 from convcore._ops.layers import linear_backward_accumulate
 from convcore._ops.pool import _max_pool2d_compact
 from convcore._rng import as_rng
@@ -584,6 +584,48 @@ class AdaptiveAvgPool2d(Module):
         return f"output_size={self.output_size}"
 
 
+def _pool_2x2(m):
+    return (type(m) is MaxPool2d and m.kernel_size == (2, 2) and m.stride == (2, 2)
+            and m.padding == (0, 0) and m.dilation == (1, 1) and not m.ceil_mode
+            and not m.return_indices)
+
+
+def _conv_relu_pool(conv, x):
+    """Conv2d -> ReLU -> MaxPool2d(2) in one pass where the core has it for
+    this layer (LeNet's first layers; the bits of the three modules), else
+    None."""
+    if isinstance(conv.padding, str) or conv.groups != 1:
+        return None
+    fold = conv._fold
+    if fold is not None and fold.active():
+        if fold.bn is not None:
+            return None
+        w, b = fold.params()
+    else:
+        w, b = conv.weight.data, None if conv.bias is None else conv.bias.data
+    return _conv2d_relu_maxpool2(x, w, b, conv.stride, conv.padding, conv.dilation, conv.groups)
+
+
+def _forward_output_only(mods, x):
+    """A Sequential's forward pass under convcore.no_grad(): module by
+    module, except that Conv2d -> ReLU -> MaxPool2d(2, 2) runs as one pass
+    where the core has it (no full-size convolution output is written)."""
+    i, n = 0, len(mods)
+    while i < n:
+        if (i + 2 < n and type(mods[i]) is Conv2d and type(mods[i + 1]) is ReLU
+                and _pool_2x2(mods[i + 2])):
+            y = _conv_relu_pool(mods[i], x)
+            if y is not None:
+                for m in mods[i:i + 3]:          # as if each had run under no_grad
+                    m.__dict__["_forward_without_grad"] = True
+                    m._release_saved()
+                x, i = y, i + 3
+                continue
+        x = mods[i](x)
+        i += 1
+    return x
+
+
 class Sequential(Module):
     """Modules applied in order; children are named ``0, 1, ...`` or by an
     ``OrderedDict`` (as ``torch.nn.Sequential``).
@@ -631,6 +673,8 @@ class Sequential(Module):
                 # these layers return a new array and keep their input, not
                 # their output: the ReLU after them may overwrite it
                 m._input_is_scratch = type(prev) in (Conv2d, BatchNorm2d, Linear)
+        if not _grad.is_grad_enabled():
+            return _forward_output_only(mods, x)
         for m in mods:
             x = m(x)
         return x

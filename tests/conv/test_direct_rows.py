@@ -162,3 +162,46 @@ def test_direct_weight_gradient_leaves_inf_and_nan_to_the_exact_sums(where, K, H
     np.testing.assert_array_equal(np.isinf(dw), np.isinf(ref))
     fin = np.isfinite(ref)
     np.testing.assert_allclose(dw[fin], ref[fin], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES + [(2, 1, 27, 29, 5, 5, 5, (2, 2), (1, 1))],
+                         ids=lambda c: "x".join(map(str, c[:7])))
+def test_conv_relu_pool_in_one_pass_gives_the_three_calls_bits(case, dtype, rng):
+    from convcore._ops.conv import _conv2d_relu_maxpool2
+    N, C, H, W, K, KH, KW, pad, dil = case
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    x[0, 0, 3, :5] = [np.nan, -0.0, np.inf, -np.inf, 0.0]
+    w = rng.standard_normal((K, C, KH, KW)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    for bias in (b, None):
+        y = cc.conv2d(x, w, bias, padding=pad, dilation=dil)
+        with np.errstate(invalid="ignore"):
+            ref = cc.max_pool2d(np.maximum(y, 0), 2)          # (-0 -> +0 as ReLU)
+            ref = np.where(ref == 0, np.zeros((), dtype), ref)
+            fused = _conv2d_relu_maxpool2(x, w, bias, 1, pad, dil)
+        assert fused is not None and fused.dtype == dtype and fused.shape == ref.shape
+        np.testing.assert_array_equal(fused.view(np.uint8), ref.view(np.uint8))
+        assert np.array_equal(_conv2d_relu_maxpool2(x[-1], w, bias, 1, pad, dil), fused[-1],
+                              equal_nan=True)
+
+
+def test_conv_relu_pool_in_one_pass_only_where_the_row_kernel_runs(rng, monkeypatch):
+    from convcore._core import _conv as core
+    from convcore._ops.conv import _conv2d_relu_maxpool2
+    x = rng.standard_normal((2, 1, 28, 28)).astype(np.float32)
+    w6 = rng.standard_normal((6, 1, 5, 5)).astype(np.float32)
+    assert _conv2d_relu_maxpool2(x, w6, None, 1, 2) is not None
+    # 16 output channels, stride 2, narrow rows: not the row kernel
+    assert _conv2d_relu_maxpool2(x, rng.standard_normal((16, 1, 5, 5)).astype(np.float32),
+                                 None, 1, 2) is None
+    assert _conv2d_relu_maxpool2(x, w6, None, 2, 2) is None
+    assert _conv2d_relu_maxpool2(x[:, :, :, :20], w6, None, 1, 2) is None
+    # another strategy asked for: the three calls run it, so no one pass
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
+    assert _conv2d_relu_maxpool2(x, w6, None, 1, 2) is None
+    with pytest.raises(RuntimeError, match="rejected"):   # the core refuses a geometry it lacks
+        core.conv2d_relu_pool2_forward(x, np.zeros((16, 1, 5, 5), np.float32),
+                                       np.empty(0, np.float32), False,
+                                       np.empty((2, 16, 14, 14), np.float32),
+                                       _geom(2, 1, 28, 28, 16, 5, 5, (2, 2), (1, 1)), 1)

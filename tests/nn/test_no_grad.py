@@ -148,3 +148,39 @@ def test_a_forward_that_fails_under_no_grad_leaves_no_stale_backward(rng):
             net(rng.standard_normal((2, 5)).astype(np.float32))
     with pytest.raises(RuntimeError, match=r"no_grad\(\)"):
         net.backward(np.ones((2, 3), np.float32))
+
+
+def test_conv_relu_pool_run_as_one_pass_in_a_sequential(rng):
+    from convcore.nn import layers
+    calls = []
+    real = layers._conv2d_relu_maxpool2
+
+    def spy(*a, **k):
+        y = real(*a, **k)
+        calls.append(y is not None)
+        return y
+    net = cc.models.lenet5(rng=0).eval()
+    x = rng.standard_normal((5, 1, 28, 28)).astype(np.float32)
+    ref = net(x)
+    layers._conv2d_relu_maxpool2 = spy
+    try:
+        with cc.no_grad():
+            y = net(x)
+        net.train()
+        with cc.no_grad():
+            y_train = net(x)
+    finally:
+        layers._conv2d_relu_maxpool2 = real
+    assert calls == [True, False, True, False]   # conv2 (16 channels): left to the modules
+    np.testing.assert_array_equal(y, ref)
+    np.testing.assert_array_equal(y_train, ref)   # no batch norm or dropout in LeNet-5
+    for m in (net.conv1, net.relu1, net.pool1):
+        with pytest.raises(RuntimeError, match=r"no_grad\(\)"):
+            m.backward(np.ones((5, 6, 14, 14), np.float32))
+    # a pool that must return indices, or rounds up, is left to the modules
+    seq = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1, rng=rng), nn.ReLU(),
+                        nn.MaxPool2d(2, ceil_mode=True))
+    xs = rng.standard_normal((2, 1, 27, 27)).astype(np.float32)
+    with cc.no_grad():
+        got = seq(xs)
+    np.testing.assert_array_equal(got, seq(xs))
