@@ -26,9 +26,9 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     if (!idx) {
         for (j = lo; j < hi; ++j) {
             REAL m = r0[2 * j], v;
-            v = r0[2 * j + 1]; m = CC_TAKES(v, m) ? v : m;
-            v = r1[2 * j];     m = CC_TAKES(v, m) ? v : m;
-            v = r1[2 * j + 1]; m = CC_TAKES(v, m) ? v : m;
+            v = r0[2 * j + 1]; m = FN(pick)(CC_TAKES(v, m), v, m);
+            v = r1[2 * j];     m = FN(pick)(CC_TAKES(v, m), v, m);
+            v = r1[2 * j + 1]; m = FN(pick)(CC_TAKES(v, m), v, m);
             y[j] = m;
         }
         return;
@@ -41,9 +41,9 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
         for (j = 0; j < n; ++j) {
             REAL m = a[2 * j], v;
             CODE_T k = 0, t;
-            v = a[2 * j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 1 : k;
-            v = b[2 * j];     t = CC_TAKES(v, m); m = t ? v : m; k = t ? 4 : k;
-            v = b[2 * j + 1]; t = CC_TAKES(v, m); m = t ? v : m; k = t ? 5 : k;
+            v = a[2 * j + 1]; t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k = t ? 1 : k;
+            v = b[2 * j];     t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k = t ? 4 : k;
+            v = b[2 * j + 1]; t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k = t ? 5 : k;
             yc[j] = m;
             code[j] = k;
         }
