@@ -38,7 +38,7 @@ class no_grad:
     >>> net.backward(np.ones_like(y))
     Traceback (most recent call last):
         ...
-    RuntimeError: ReLU.backward: the last forward pass ran under convcore.no_grad(), which keeps nothing for a backward pass; run forward again outside it first
+    RuntimeError: Sequential.backward: the last forward pass ran under convcore.no_grad(), which keeps nothing for a backward pass; run forward again outside it first
     """
 
     def __init__(self):
