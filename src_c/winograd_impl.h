@@ -967,11 +967,17 @@ static void FN(wg_dU_team)(const REAL *xc, const cc_conv_geom *gi, int64_t split
     }
 }
 
-/* dX and dW over the chunks.  dU (in work) starts from zero when dU_zero,
- * else it adds to the previous call's (same work), and dW = Gᵀ dU G is
- * written when dU_done: a caller may spread one dW over several calls.
+/* dW, then dX, over the chunks.  dU (in work) starts from zero when
+ * dU_zero, else it adds to the previous call's (same work), and dW = Gᵀ dU G
+ * is written when dU_done: a caller may spread one dW over several calls.
  * g5 (or NULL): the 5x5 layer whose split input g is; x then holds that
- * layer's input, transformed straight from its planes (dW only). */
+ * layer's input, transformed straight from its planes (dW only).
+ * dW's dU and dX's transformed kernel take the same front of the workspace,
+ * one after the other (dU is done with once dW is written), and each pass's
+ * per-chunk buffers follow its own: a layer's touched workspace is the
+ * larger of the two passes', not their sum (512 -> 512 channels: 16 MiB
+ * less).  Each pass adds in the same order as when they alternated chunk by
+ * chunk, so the bits are the same. */
 static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
                             const cc_conv_geom *g, REAL *work, int64_t B,
                             int n_threads, GEMM_T gemm, REAL *dx, REAL *dw,
@@ -982,13 +988,14 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t sU = WG_STRIDE(K * C);
     /* dX: the tile its output (the input's size) takes; dW: F(2x2, 3x3) */
     const int mx = cc_wg_tile(g->H, g->W), NPx = (mx + 2) * (mx + 2);
-    REAL *Ud = work, *dU = Ud + 36 * sU, *buf = dU + 16 * sU;
     int64_t n0;
-    if (dx) FN(wg_weights_m)(w, K, C, 1, n_threads, mx, Ud);
-    for (n0 = 0; n0 < g->N; n0 += B) {
-        const int64_t nb = CC_MIN(B, g->N - n0), P = nb * T;
-        const REAL *dyc = dy + n0 * K * g->OH * g->OW;
-        if (dw) {
+    /* (dX would overwrite a dU that a later call still adds to) */
+    if (dx && dw && !dU_done) return CC_EINVAL;
+    if (dw) {
+        REAL *dU = work, *buf = dU + 16 * sU;
+        for (n0 = 0; n0 < g->N; n0 += B) {
+            const int64_t nb = CC_MIN(B, g->N - n0), P = nb * T;
+            const REAL *dyc = dy + n0 * K * g->OH * g->OW;
             const int64_t sV = WG_STRIDE(C * P);
             REAL *V = buf, *Mt = buf + 16 * sV;
             /* (the input as given: this layer's, or the 5x5 layer's it splits) */
@@ -998,8 +1005,15 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
             FN(wg_dU_team)(xc, gi, g5 ? g5->C : 0, dyc, g, nb, 0, 1, NULL, V, Mt, dU,
                            n0 == 0 && dU_zero, gemm, g5);
         }
-        if (dx) {
-            const int64_t Th = ((g->H + mx - 1) / mx) * ((g->W + mx - 1) / mx);
+        if (dU_done) FN(wg_weights_back)(dU, K, C, n_threads, dw);
+    }
+    if (dx) {
+        REAL *Ud = work, *buf = Ud + NPx * sU;
+        const int64_t Th = ((g->H + mx - 1) / mx) * ((g->W + mx - 1) / mx);
+        FN(wg_weights_m)(w, K, C, 1, n_threads, mx, Ud);
+        for (n0 = 0; n0 < g->N; n0 += B) {
+            const int64_t nb = CC_MIN(B, g->N - n0);
+            const REAL *dyc = dy + n0 * K * g->OH * g->OW;
             REAL *Vd = buf, *Md = buf + NPx * WG_STRIDE(K * nb * Th);
             const int st = FN(wg_conv_chunk)(dyc, nb, K, g->OH, g->OW, 2 - g->PH, 2 - g->PW, Ud,
                                              C, g->H, g->W, NULL, Vd, Md, n_threads, gemm,
@@ -1007,7 +1021,6 @@ static int FN(bwd_winograd)(const REAL *dy, const REAL *x, const REAL *w,
             if (st != CC_OK) return st;
         }
     }
-    if (dw && dU_done) FN(wg_weights_back)(dU, K, C, n_threads, dw);
     return CC_OK;
 }
 
