@@ -47,7 +47,7 @@ def _bind_blas_threads():
         import scipy.linalg  # noqa: F401  (loads SciPy's BLAS)
         from threadpoolctl import ThreadpoolController
         ctls = [lc for lc in ThreadpoolController().lib_controllers
-                if lc.user_api == "blas" and "scipy" in lc.filepath and "numpy" not in lc.filepath]
+                if lc.user_api == "blas" and _scipy_owned(lc.filepath)]
     except Exception:
         ctls = []
     libs = [lc.dynlib for lc in ctls] or _scipy_blas_from_maps()
@@ -68,6 +68,11 @@ def _bind_blas_threads():
     return None
 
 
+def _scipy_owned(path):
+    """A library SciPy ships (not NumPy's own copy of OpenBLAS)."""
+    return "scipy" in path and "numpy" not in path
+
+
 def _scipy_blas_from_maps():
     """SciPy's OpenBLAS as loaded in this process, found in /proc/self/maps
     when threadpoolctl (a declared dependency) is missing: without a way to
@@ -84,8 +89,7 @@ def _scipy_blas_from_maps():
     out = []
     for path in sorted(paths):
         base = path.rsplit("/", 1)[-1]
-        if ("scipy" in path and "numpy" not in path and "openblas" in base
-                and ".so" in base):
+        if _scipy_owned(path) and "openblas" in base and ".so" in base:
             try:
                 out.append(ctypes.CDLL(path))
             except OSError:

@@ -26,21 +26,31 @@ print((faults() - r0) / 20, convcore._core.malloc_tuned)
 """
 
 
-def _run(**env):
+def _output(code, **env):
+    """stdout words of code run in a fresh interpreter with none of the
+    malloc variables set but env."""
     full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")
             and k != "CONVCORE_MALLOC"}
     full.update(env)
-    out = subprocess.run([sys.executable, "-c", LOOP], env=full, capture_output=True, text=True,
-                         check=True, timeout=120).stdout.split()
+    return subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True,
+                          check=True, timeout=120).stdout.split()
+
+
+def _run(**env):
+    out = _output(LOOP, **env)
     return float(out[0]), out[1] == "True"
 
 
-def test_freed_arrays_are_reused_without_page_faults():
+def _need_glibc():
     try:
         import ctypes
         ctypes.CDLL(None).gnu_get_libc_version
     except (OSError, AttributeError):
         pytest.skip("not glibc")
+
+
+def test_freed_arrays_are_reused_without_page_faults():
+    _need_glibc()
     faults, tuned = _run()
     assert tuned
     # 4 x 586 pages an iteration if the memory went back to the system
@@ -72,15 +82,8 @@ def test_large_blocks_still_go_back_to_the_system():
     # Blocks above the mmap threshold (8 MiB) are mapped and unmapped one by
     # one: keeping them in the heap fragmented it (ResNet-18's training peak
     # rose by 70 MiB).
-    try:
-        import ctypes
-        ctypes.CDLL(None).gnu_get_libc_version
-    except (OSError, AttributeError):
-        pytest.skip("not glibc")
-    full = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")
-            and k != "CONVCORE_MALLOC"}
-    grown, left, tuned = subprocess.run([sys.executable, "-c", BIG], env=full, capture_output=True,
-                                        text=True, check=True, timeout=120).stdout.split()
+    _need_glibc()
+    grown, left, tuned = _output(BIG)
     assert tuned == "True"
     assert int(grown) > 60 << 20
     assert int(left) < 8 << 20, f"{int(left) >> 20} MiB of a freed 64 MiB array still resident"
