@@ -126,12 +126,15 @@ int cc_wg5_geom(const cc_conv_geom *g, int dx, int64_t nb, cc_conv_geom *g3);
  * (F(4x4, 3x3)) where it needs fewer products than 2 (F(2x2, 3x3)). */
 int cc_wg_tile(int64_t OH, int64_t OW);
 
-/* This thread's number in the enclosing parallel region (0 outside one). */
+/* This thread's number in the enclosing parallel region (0 outside one),
+ * and the region's team size (1 outside one). */
 #ifdef _OPENMP
 #include <omp.h>
 #define CC_THREAD_NUM() omp_get_thread_num()
+#define CC_TEAM_THREADS() omp_get_num_threads()
 #else
 #define CC_THREAD_NUM() 0
+#define CC_TEAM_THREADS() 1
 #endif
 
 #define CC_TEAM_MIN_MACS 2097152.0

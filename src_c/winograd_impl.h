@@ -754,6 +754,133 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
     }
 }
 
+/* The GEMM path's blocks of positions (M's and V's columns), fixed by the
+ * shape alone so that no thread count changes a product's size (BLAS may
+ * round a small product differently from a large one): groups of `gi`
+ * whole images of at least CC_WG_BLOCK_MIN positions, or, where one image
+ * has more than CC_LSPLIT tiles, blocks of CC_LBLOCK within each image. */
+#ifndef CC_WG_GRID_SHAPE
+#define CC_WG_GRID_SHAPE
+#define CC_WG_BLOCK_MIN 256
+typedef struct {
+    int64_t gi;    /* images a group: the threads of wg_conv_images take whole groups */
+    int64_t G;     /* groups in the chunk */
+    int64_t per;   /* blocks an image (gi = 1) or a group */
+    int64_t bs;    /* positions a block, the last of an image or of the chunk shorter */
+} cc_wg_grid;
+
+static cc_wg_grid cc_wg_grid_of(int64_t nb, int64_t T)
+{
+    cc_wg_grid q;
+    if (T > CC_LSPLIT) {
+        q.gi = 1;
+        q.per = cc_nblocks(T, CC_LSPLIT, CC_LBLOCK);
+        q.bs = CC_LBLOCK;
+    } else {
+        q.gi = CC_MIN(nb, CC_MAX(1, (CC_WG_BLOCK_MIN + T - 1) / T));
+        q.per = 1;
+        q.bs = q.gi * T;
+    }
+    q.G = (nb + q.gi - 1) / q.gi;
+    return q;
+}
+
+/* block b's first position and length */
+static void cc_wg_block(const cc_wg_grid *q, int64_t nb, int64_t T, int64_t b, int64_t *p0,
+                        int64_t *len)
+{
+    const int64_t grp = b / q->per, j = b % q->per;
+    const int64_t start = grp * q->gi * T + j * q->bs;
+    const int64_t end = q->gi == 1 ? grp * T + T : CC_MIN(nb * T, start + q->bs);
+    *p0 = start;
+    *len = CC_MIN(q->bs, end - start);
+}
+#endif
+
+/* Output transform of channel k of image n of a chunk (M's p = n*T + tile) */
+static void FN(wg_out_channel)(const REAL *M, int64_t n, int64_t k, int64_t Kout, int64_t P,
+                               int64_t T, int64_t sM, int64_t th, int64_t tw, const REAL *bias,
+                               int64_t Hout, int64_t Wout, int m, REAL *out)
+{
+    const REAL *z = M + k * P + n * T;
+    const REAL b = bias ? bias[k] : 0;
+    REAL *o = out + (n * Kout + k) * Hout * Wout;
+    if (m == 4) FN(wg4_out_plane)(z, sM, th, tw, b, Hout, Wout, o);
+    else if (m == WG_S2) FN(wgs_out_plane)(z, sM, th, tw, b, Hout, Wout, o);
+    else FN(wg_out_plane)(z, sM, th, tw, b, Hout, Wout, o);
+}
+
+/* One thread's image groups [g0, g1) (cc_wg_grid) of wg_conv_chunk's chunk
+ * through the input transform, the products (its columns p of V and M: the
+ * grid's GEMM blocks, or product-kernel blocks) and the output transform.
+ * Each output element is the same sum as in the shared-out steps. */
+static void FN(wg_conv_images)(const REAL *in, int64_t g0, int64_t g1, int64_t nb, int64_t Cin,
+                               int64_t Hin, int64_t Win, int64_t ph, int64_t pw, const REAL *U,
+                               REAL *const *Ut, int64_t Kout, int64_t Hout, int64_t Wout,
+                               const REAL *bias, REAL *V, REAL *M, GEMM_T gemm, REAL *out,
+                               int64_t split, int m, int64_t split_out, int small, REAL *own,
+                               REAL *lanes)
+{
+    const int side = WG_SIDE(m);
+    const int64_t th = (Hout + side - 1) / side, tw = (Wout + side - 1) / side, T = th * tw;
+    const cc_wg_grid q = cc_wg_grid_of(nb, T);
+    const int64_t gi = small ? 1 : q.gi;   /* (the product kernel: groups of one image) */
+    const int64_t n0 = CC_MIN(nb, g0 * gi), n1 = CC_MIN(nb, g1 * gi);
+    const int64_t P = nb * T, NP = WG_POINTS(m), pa = n0 * T, pz = n1 * T;
+    const int64_t sU = WG_STRIDE(Kout * Cin), sV = WG_STRIDE(Cin * P), sM = WG_STRIDE(Kout * P);
+    const int64_t pwp = FN(pw_block_positions)();
+    const int64_t kbs = cc_blocksize(Kout, CC_KBLOCK, CC_KBLOCK);
+    int64_t n, c, k, xi, p0, bi;
+    if (n1 <= n0) return;
+    for (n = n0; n < n1; ++n)
+        for (c = 0; c < Cin; ++c)
+            FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, m, own,
+                              V + c * P + n * T);
+    for (xi = 0; xi < NP; ++xi) {
+        if (small) {
+            /* (V's rows end in WG_PAD readable values: whole blocks; past
+             * pz the block reads values it does not use) */
+            for (p0 = pa; p0 < pz; p0 += pwp)
+                FN(pw_positions)(Ut[xi], Kout, Cin, V + xi * sV + p0, P, CC_MIN(pwp, pz - p0),
+                                 M + xi * sM + p0, P, lanes);
+            continue;
+        }
+        for (bi = g0 * q.per; bi < g1 * q.per; ++bi) {
+            int64_t lo = 0, hi = 4, c0 = 0, c1 = Cin, k0, len;
+            const int lda = (int)P, ldb = (int)Cin, ldc = (int)P;
+            const REAL one = 1, zero = 0;
+            int mm;
+            cc_wg_block(&q, nb, T, bi, &p0, &len);
+            mm = (int)len;
+            if (split || split_out) FN(wg5_live)(xi, m, &lo, &hi);
+            if (split) {
+                c0 = lo * split;
+                c1 = hi * split;
+            }
+            for (k0 = 0; k0 < Kout; k0 += kbs) {
+                int64_t a = k0, b = CC_MIN(k0 + kbs, Kout);
+                if (split_out) {   /* rows of dead pieces are zero */
+                    const int64_t la = CC_MAX(a, lo * split_out), lb = CC_MIN(b, hi * split_out);
+                    for (k = a; k < b; ++k) {
+                        if (k >= la && k < lb) continue;
+                        memset(M + xi * sM + k * P + p0, 0, sizeof(REAL) * (size_t)mm);
+                    }
+                    a = la;
+                    b = lb;
+                }
+                if (b > a) {
+                    const int nn = (int)(b - a), kk = (int)(c1 - c0);
+                    gemm("N", "N", &mm, &nn, &kk, &one, V + xi * sV + c0 * P + p0, &lda,
+                         U + xi * sU + a * Cin + c0, &ldb, &zero, M + xi * sM + a * P + p0, &ldc);
+                }
+            }
+        }
+    }
+    for (n = n0; n < n1; ++n)
+        for (k = 0; k < Kout; ++k)
+            FN(wg_out_channel)(M, n, k, Kout, P, T, sM, th, tw, bias, Hout, Wout, m, out);
+}
+
 /* (split: as for wg_in_channel; m: the tile, 2 or 4 outputs a side or WG_S2
  * (stride 2), with U transformed for it: wg_weights, wg4_weights or wgs_weights) */
 static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
@@ -765,7 +892,8 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
     const int side = WG_SIDE(m);
     const int64_t th = (Hout + side - 1) / side, tw = (Wout + side - 1) / side, T = th * tw, P = nb * T;
     const int64_t NP = WG_POINTS(m);
-    const int64_t npb = cc_nblocks(P, CC_LSPLIT, CC_LBLOCK), pbs = cc_blocksize(P, CC_LSPLIT, CC_LBLOCK);
+    const cc_wg_grid q = cc_wg_grid_of(nb, T);
+    const int64_t npb = q.G * q.per;
     const int64_t nkb = cc_nblocks(Kout, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kout, CC_KBLOCK, CC_KBLOCK);
     const int64_t sU = WG_STRIDE(Kout * Cin), sV = WG_STRIDE(Cin * P), sM = WG_STRIDE(Kout * P);
     /* F(4x4, 3x3) and stride 2 read each plane from a zero-padded copy, one
@@ -777,6 +905,15 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
      * first clear M and pack V (memory passes that dominate such layers). */
     const int small = !split && !split_out && Kout <= CC_PW_MAX_K && Kout * Cin <= CC_PW_MAX_WEIGHTS;
     const int64_t pwp = FN(pw_block_positions)(), npp = (P + pwp - 1) / pwp;
+    /* Enough images for every thread: each takes its own share of them
+     * through all three steps (wg_conv_images), so a thread's tiles stay in
+     * its own core's cache from transform to product to output; with the
+     * steps shared out over channels and points instead, each step reads
+     * what the other threads wrote, and on 2 cores such a layer ran no
+     * faster than on 1.  The sums are the same either way. */
+    const int64_t units = small ? nb : q.G;   /* (the product kernel: any images) */
+    const int by_image = n_threads > 1 && units >= n_threads &&
+                         (units % n_threads == 0 || units >= 4 * (int64_t)n_threads);
     REAL *Ut[36] = {NULL};
     int64_t i;
     if (!scratch) return CC_ENOMEM;
@@ -793,27 +930,38 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
         REAL *own = scratch + per * CC_THREAD_NUM();
+        if (by_image) {
+            /* this thread's images through all three steps, no barrier */
+            const int64_t nt = CC_TEAM_THREADS(), t = CC_THREAD_NUM();
+            const int64_t gs = small ? nb : q.G;   /* (small: groups of one image) */
+            FN(wg_conv_images)(in, gs * t / nt, gs * (t + 1) / nt, nb, Cin, Hin, Win, ph, pw, U, Ut, Kout, Hout, Wout,
+                               bias, V, M, gemm, out, split, m, split_out, small, own,
+                               own + per - CC_WG_LANES);
+        }
 #pragma omp for schedule(static)
-        for (i = 0; i < nb * Cin; ++i) {
+        for (i = 0; i < (by_image ? 0 : nb * Cin); ++i) {
             const int64_t n = i / Cin, c = i % Cin;
             FN(wg_in_channel)(in, n, c, Cin, split, Hin, Win, ph, pw, th, tw, sV, m, own,
                               V + c * P + n * T);
         }
 #pragma omp for schedule(static)
-        for (i = 0; i < (small ? NP * npp : 0); ++i) {
+        for (i = 0; i < (small && !by_image ? NP * npp : 0); ++i) {
             /* (V's rows end in WG_PAD readable values: whole blocks) */
             const int64_t xi = i / npp, p0 = (i % npp) * pwp;
             FN(pw_positions)(Ut[xi], Kout, Cin, V + xi * sV + p0, P, CC_MIN(pwp, P - p0),
                              M + xi * sM + p0, P, own + per - CC_WG_LANES);
         }
 #pragma omp for schedule(dynamic, 1)
-        for (i = 0; i < (small ? 0 : NP * npb * nkb); ++i) {
+        for (i = 0; i < (small || by_image ? 0 : NP * npb * nkb); ++i) {
             const int64_t kb = i % nkb, pb = (i / nkb) % npb, xi = i / (nkb * npb);
-            const int64_t p0 = pb * pbs;
-            const int mm = (int)CC_MIN(pbs, P - p0), lda = (int)P, ldb = (int)Cin, ldc = (int)P;
+            int64_t p0, len;
+            int mm;
+            const int lda = (int)P, ldb = (int)Cin, ldc = (int)P;
             const REAL one = 1, zero = 0;
             /* a 5x5 layer's split side: only the live pieces (wg5_live) */
             int64_t lo = 0, hi = 4, c0 = 0, c1 = Cin, k0 = kb * kbs, k1 = CC_MIN(k0 + kbs, Kout), k;
+            cc_wg_block(&q, nb, T, pb, &p0, &len);
+            mm = (int)len;
             if (split || split_out) FN(wg5_live)(xi, m, &lo, &hi);
             if (split) {
                 c0 = lo * split;
@@ -835,18 +983,9 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
             }
         }
 #pragma omp for schedule(static)
-        for (i = 0; i < nb * Kout; ++i) {
-            const int64_t n = i / Kout, k = i % Kout;
-            if (m == 4)
-                FN(wg4_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
-                                  out + i * Hout * Wout);
-            else if (m == WG_S2)
-                FN(wgs_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
-                                  out + i * Hout * Wout);
-            else
-                FN(wg_out_plane)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout,
-                                 out + i * Hout * Wout);
-        }
+        for (i = 0; i < (by_image ? 0 : nb * Kout); ++i)
+            FN(wg_out_channel)(M, i / Kout, i % Kout, Kout, P, T, sM, th, tw, bias, Hout, Wout, m,
+                               out);
     }
     for (i = 0; i < NP; ++i) free(Ut[i]);
     free(scratch);

@@ -290,6 +290,34 @@ def test_results_identical_for_any_thread_count(rng, winograd, tile):
     _assert_identical_for_any_thread_count(*_data(rng, 2, 32, 40, 28, 26, 1), 1)
 
 
+@pytest.mark.parametrize("shape", [
+    (8, 16, 32, 8, 8, 1),       # few channels: the product kernel
+    (16, 16, 144, 24, 24, 1),   # 144 outputs: BLAS products in whole-image blocks
+    (9, 8, 136, 10, 10, 1),     # groups that do not divide among the threads
+])
+def test_each_thread_running_its_own_images_gives_the_same_bits(shape, rng, winograd, tile):
+    """With enough images each thread takes its own through the transforms and
+    products (2 and 4 threads here, 3 shares the steps out for some shapes):
+    the same bits for every thread count, within the float32 bound."""
+    x, w, b, dy = _data(rng, *shape)
+    p = shape[-1]
+    old = cc.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2, 3, 4):
+            cc.set_num_threads(t)
+            out.append((cc.conv2d(x, w, b, padding=p), *cc.conv2d_backward(dy, x, w, padding=p)))
+    finally:
+        cc.set_num_threads(old)
+    for other in out[1:]:
+        for a, c in zip(out[0], other):
+            np.testing.assert_array_equal(a, c)
+    _within(out[0][0], ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
+    dx_ref, _ = ref_backward(dy, x, w, p)
+    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    _within(out[0][1], dx_ref, wg_forward_bound(dy, wf, None, (2 - p, 2 - p)))
+
+
 def test_small_workspace_chunks_stay_within_the_bound(rng, winograd, tile):
     x, w, b, dy = _data(rng, 6, 32, 32, 24, 24, 1)
     old = cc.get_workspace_limit()
