@@ -11,6 +11,8 @@ import math
 
 import numpy as np
 
+from convcore.nn.module import Parameter
+
 __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "StepLR", "CosineAnnealingLR"]
 
 
@@ -51,9 +53,16 @@ class Optimizer:
         self.state = [dict() for _ in self.params]
         self.step_count = 0
 
-    def zero_grad(self):
+    def zero_grad(self, set_to_none=True):
+        """Reset the gradients, as :meth:`convcore.nn.Module.zero_grad`: a
+        :class:`~convcore.nn.Parameter`'s is dropped with ``set_to_none`` (the
+        default; the next backward writes it afresh, and reading it gives
+        zeros); other objects' ``.grad`` arrays, and all of them with
+        ``set_to_none=False``, are zeroed in place."""
         for p in self.params:
-            if p.grad is not None:
+            if set_to_none and isinstance(p, Parameter):
+                p._grad = None
+            elif p.grad is not None:
                 p.grad[...] = 0
 
     def step(self):

@@ -89,9 +89,9 @@ class ConvTranspose2d(Module):
         mask = (bool(self.needs_input_grad), True, self.bias is not None)
         gx, gw, gb = F.conv_transpose2d_backward(grad_output, self._x, self.weight.data,
                                                  output_mask=mask, **self._args())
-        self.weight.grad += gw
+        self.weight._accumulate(gw)
         if self.bias is not None:
-            self.bias.grad += gb
+            self.bias._accumulate(gb)
         return gx
 
     def output_shape(self, input_shape):

@@ -113,9 +113,9 @@ class Conv2d(Module):
         mask = (bool(self.needs_input_grad), True, self.bias is not None)
         gx, gw, gb = F.conv2d_backward(grad_output, self._x, self.weight.data,
                                        output_mask=mask, **self._args())
-        self.weight.grad += gw
+        self.weight._accumulate(gw)
         if self.bias is not None:
-            self.bias.grad += gb
+            self.bias._accumulate(gb)
         return gx
 
     def output_shape(self, input_shape):
@@ -170,6 +170,13 @@ class Linear(Module):
     def backward(self, grad_output):
         if self._x is None:
             raise _not_ready(self)
+        if not self.weight._has_grad() and (self.bias is None or not self.bias._has_grad()):
+            # no gradient held (after zero_grad): dW and db written afresh
+            gx, gw, gb = F.linear_backward(grad_output, self._x, self.weight.data)
+            self.weight._accumulate(gw)
+            if self.bias is not None:
+                self.bias._accumulate(gb)
+            return gx
         # dW and db added into .grad in place: no parameter-sized temporary
         return linear_backward_accumulate(
             grad_output, self._x, self.weight.data, self.weight.grad,
@@ -411,8 +418,8 @@ class BatchNorm2d(Module):
             None if self.weight is None else self.weight.data, training=self._batch,
             eps=self.eps)
         if self.weight is not None:
-            self.weight.grad += gw
-            self.bias.grad += gb
+            self.weight._accumulate(gw)
+            self.bias._accumulate(gb)
         return gx
 
     def extra_repr(self):

@@ -21,7 +21,9 @@ __all__ = ["Module", "Parameter"]
 class Parameter:
     """A trainable array (``.data``) and its accumulated gradient (``.grad``).
 
-    ``.grad`` is allocated (zeros, same shape and dtype) on first use.  A
+    ``.grad`` is allocated (zeros, same shape and dtype) on first use; a
+    layer's backward that finds no gradient held (a new parameter, or after
+    :meth:`Module.zero_grad`) stores its result as ``.grad`` directly.  A
     parameter made by :func:`convcore.nn.init.kaiming_uniform` draws its values on first
     access to ``.data`` from its own seed, so counting the parameters of a
     full-size network (or printing its summary) allocates nothing, and the
@@ -68,6 +70,23 @@ class Parameter:
     @grad.setter
     def grad(self, value):
         self._grad = value
+
+    def _has_grad(self):
+        """Whether a gradient of this parameter's shape and dtype is held (the
+        :attr:`grad` getter would not allocate one)."""
+        g, d = self._grad, self.data
+        return g is not None and g.shape == d.shape and g.dtype == d.dtype
+
+    def _accumulate(self, g):
+        """Add the gradient ``g`` into :attr:`grad`.  Where no gradient is held
+        (a new parameter, or after ``zero_grad(set_to_none=True)``), ``g``
+        itself becomes it: no zero-filled array and no pass adding to it.
+        ``g`` must be a new array that nothing else refers to."""
+        d = self.data
+        if self._has_grad() or g.shape != d.shape or g.dtype != d.dtype:
+            self.grad += g
+        else:
+            self._grad = g
 
     @property
     def shape(self):
@@ -206,10 +225,21 @@ class Module:
         """Total number of trainable scalars."""
         return sum(p.size for p in self.parameters())
 
-    def zero_grad(self):
-        """Set every parameter gradient to zero."""
+    def zero_grad(self, set_to_none=True):
+        """Reset every parameter gradient.
+
+        With ``set_to_none`` (the default, as in ``torch.nn.Module``) the
+        gradients are dropped: the next :meth:`backward` writes each one afresh
+        instead of adding into zeros, which saves a pass over every parameter
+        twice per step, and reading ``.grad`` before then gives zeros.  With
+        ``set_to_none=False`` each gradient array is zeroed in place (for code
+        that keeps references to them)."""
         for p in self.parameters():
-            if p._grad is not None:
+            if p._grad is None:
+                continue
+            if set_to_none:
+                p._grad = None
+            else:
                 p._grad[...] = 0
 
     #: The eval-mode fold this module belongs to (see :mod:`convcore.nn.fold`).

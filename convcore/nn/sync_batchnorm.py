@@ -103,8 +103,8 @@ class SyncBatchNorm2d(BatchNorm2d):
             inv = dy.dtype.type(1.0 / frac)
             dx, gw, gb = dx * inv, gw * inv, gb * inv
         if self.weight is not None:   # backward accumulates into .grad
-            self.weight.grad += gw.reshape(self.weight.data.shape)
-            self.bias.grad += gb.reshape(self.bias.data.shape)
+            self.weight._accumulate(gw.reshape(self.weight.data.shape))
+            self.bias._accumulate(gb.reshape(self.bias.data.shape))
         return dx
 
 
