@@ -99,21 +99,34 @@ static int crop_live(const cc_conv_geom *gc, int64_t kh0, int64_t kw0, int64_t k
 /* (copies and checks of at least this many weights start a team) */
 #define CC_CROP_TEAM_ELEMS 65536
 
-/* wc (K, Cg, KHc, KWc) = the live taps of w (K, Cg, KH, KW) */
-static void FN(crop_weights)(const REAL *w, const cc_conv_geom *g, const cc_conv_geom *gc,
-                             int64_t kh0, int64_t kw0, int n_threads, REAL *wc)
+/* wc (K, Cg, KHc, KWc) = the live taps of w (K, Cg, KH, KW); returns 0 when
+ * every weight is finite (then no dead tap can change an output), else 1.
+ * Each output channel's weights are checked while they are in cache for the
+ * copy, so the weights are read from memory once. */
+static int FN(crop_weights)(const REAL *w, const cc_conv_geom *g, const cc_conv_geom *gc,
+                            int64_t kh0, int64_t kw0, int n_threads, REAL *wc)
 {
-    const int64_t KCg = g->K * (g->C / g->groups);
-    int64_t q;
+    const int64_t Cg = g->C / g->groups, KK = g->KH * g->KW, KKc = gc->KH * gc->KW;
+    int64_t k;
+    int bad = 0;
     (void)n_threads;
-#pragma omp parallel for num_threads(n_threads) \
-    if (n_threads > 1 && KCg * g->KH * g->KW >= CC_CROP_TEAM_ELEMS) schedule(static)
-    for (q = 0; q < KCg; ++q) {
-        int64_t i, j;
-        for (i = 0; i < gc->KH; ++i)
-            for (j = 0; j < gc->KW; ++j)
-                wc[(q * gc->KH + i) * gc->KW + j] = w[(q * g->KH + kh0 + i) * g->KW + kw0 + j];
+#pragma omp parallel for num_threads(n_threads) reduction(| : bad) \
+    if (n_threads > 1 && g->K * Cg * KK >= CC_CROP_TEAM_ELEMS) schedule(static)
+    for (k = 0; k < g->K; ++k) {
+        const REAL *src = w + k * Cg * KK + kh0 * g->KW + kw0;
+        REAL *dst = wc + k * Cg * KKc;
+        int64_t c, i, j;
+        if (!FN(all_finite)(w + k * Cg * KK, Cg * KK)) bad = 1;
+        if (KKc == 1) {
+            for (c = 0; c < Cg; ++c) dst[c] = src[c * KK];
+            continue;
+        }
+        for (c = 0; c < Cg; ++c)
+            for (i = 0; i < gc->KH; ++i)
+                for (j = 0; j < gc->KW; ++j)
+                    dst[(c * gc->KH + i) * gc->KW + j] = src[c * KK + i * g->KW + j];
     }
+    return bad;
 }
 
 /* y[:, k] = NaN for every output channel k with an Inf or NaN dead tap
@@ -142,30 +155,37 @@ static void FN(crop_fwd_fix)(const REAL *w, const cc_conv_geom *g, const cc_conv
 
 /* dw (K, Cg, KH, KW) from the cropped gradient dwc (K, Cg, KHc, KWc): the
  * dead taps get sum(dy[:, k]) * 0, i.e. 0, or NaN where dy[:, k] is not
- * all finite */
+ * all finite.  Each output channel's row is filled with that value, then the
+ * live taps are stored over it while the row is in cache. */
 static void FN(crop_dw_expand)(const REAL *dwc, const REAL *dy, const cc_conv_geom *g,
                                const cc_conv_geom *gc, int64_t kh0, int64_t kw0, int n_threads,
                                REAL *dw)
 {
     const int64_t Cg = g->C / g->groups, L = g->OH * g->OW;
+    const int64_t KK = g->KH * g->KW, KKc = gc->KH * gc->KW;
     int64_t k;
     (void)n_threads;
 #pragma omp parallel for num_threads(n_threads) \
-    if (n_threads > 1 && g->K * Cg * g->KH * g->KW >= CC_CROP_TEAM_ELEMS) schedule(static)
+    if (n_threads > 1 && g->K * Cg * KK >= CC_CROP_TEAM_ELEMS) schedule(static)
     for (k = 0; k < g->K; ++k) {
+        const REAL *src = dwc + k * Cg * KKc;
+        REAL *row = dw + k * Cg * KK, *dst = row + kh0 * g->KW + kw0;
         REAL z = 0;
-        int64_t c, kh, kw, n, l;
+        int64_t c, i, j, n;
         for (n = 0; n < g->N; ++n) {
             const REAL *p = dy + (n * g->K + k) * L;
+            int64_t l;
             for (l = 0; l < L; ++l) z += p[l] * 0;
         }
         if (z == 0) z = 0;   /* (+0, never -0) */
+        for (i = 0; i < Cg * KK; ++i) row[i] = z;
+        if (KKc == 1) {
+            for (c = 0; c < Cg; ++c) dst[c * KK] = src[c];
+            continue;
+        }
         for (c = 0; c < Cg; ++c)
-            for (kh = 0; kh < g->KH; ++kh)
-                for (kw = 0; kw < g->KW; ++kw)
-                    dw[((k * Cg + c) * g->KH + kh) * g->KW + kw] =
-                        crop_live(gc, kh0, kw0, kh, kw)
-                            ? dwc[((k * Cg + c) * gc->KH + kh - kh0) * gc->KW + kw - kw0]
-                            : z;
+            for (i = 0; i < gc->KH; ++i)
+                for (j = 0; j < gc->KW; ++j)
+                    dst[c * KK + i * g->KW + j] = src[(c * gc->KH + i) * gc->KW + j];
     }
 }

@@ -206,7 +206,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     const cc_conv_strategy *s;
     const REAL *wrun = w;
     int64_t B;
-    int st;
+    int st, bad = 0;
     if (!x || !w || !y || !gemm || n_threads < 1 || cc_conv_geom_check(g) != CC_OK)
         return CC_EINVAL;
     if (!cc_conv_request_ok(strategy) || work_elems < 0) return CC_EINVAL;
@@ -215,7 +215,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     n_threads = cc_conv_team_size(&p.g, n_threads);
     if (p.cropped) {
         if (!work || work_elems < p.extra) return CC_EINVAL;
-        FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, n_threads, work);
+        bad = FN(crop_weights)(w, g, &p.g, p.kh0, p.kw0, n_threads, work);
         wrun = work;
         work += p.extra;
         work_elems -= p.extra;
@@ -225,7 +225,7 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     B = cc_conv_chunk(&p.g, s->need, s->cap, work_elems);
     if (B == 0 || (!work && s->need(&p.g, 1) > 0)) return CC_EINVAL;
     st = FN(conv_impl)[s->id].fwd(x, wrun, b, &p.g, work, work_elems, B, n_threads, gemm, y);
-    if (st == CC_OK && p.cropped) FN(crop_fwd_fix)(w, g, &p.g, p.kh0, p.kw0, n_threads, y);
+    if (st == CC_OK && bad) FN(crop_fwd_fix)(w, g, &p.g, p.kh0, p.kw0, n_threads, y);
     return st;
 }
 
