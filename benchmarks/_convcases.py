@@ -79,8 +79,26 @@ def side_convcore(payload):
             cc.conv2d_backward(gy, x, w, s, p, d, g)
         return {"fwd": lambda: cc.conv2d(x, w, b, s, p, d, g), "fwd+bwd": fb}
     out = _run(payload, make)
+    out["_strategy"] = {case["id"]: strategies(case) for case in payload["cases"]}
     out["_versions"] = {"convcore": cc.__version__}
     return out
+
+
+def strategies(case, dtype="float32"):
+    """The strategies convcore's planner picks for `case` without a tuned
+    plan: ``{"fwd": name, "bwd": name}`` ('+crop' where taps meeting only
+    padding are cropped away), or None where the geometry is not one the
+    planner sees (e.g. 'same' padding with an even kernel)."""
+    from convcore._core import _conv
+    from convcore._geometry import ConvGeom
+    (sh, sw), pad, (dh, dw), g = _args(case)
+    if isinstance(pad, str):
+        return None
+    kh, kw = _pair(case["kernel"])
+    oh, ow = out_size(case)
+    geom = ConvGeom(case["N"], case["C"], case["H"], case["W"], case["K"], kh, kw, sh, sw,
+                    pad[0], pad[1], dh, dw, oh, ow, g)
+    return {"fwd": _conv.plan(geom, dtype), "bwd": _conv.plan(geom, dtype, backward=True)}
 
 
 def side_torch(payload):

@@ -7,7 +7,7 @@ VGG-11/16 (224x224 and 32x32), GoogLeNet (224x224) and ResNet-18/34/50
 (224x224 and 32x32), at batch 1 and at training batches (8 for 224x224;
 8 and 64 below).  Each library runs alone in its own process (``_runner.py``,
 docs/contributing.rst).  Per layer: forward and forward+backward time against
-PyTorch, GFLOP/s, and how convcore's time grows with the batch,
+PyTorch, GFLOP/s, the strategy convcore's planner ran, and how convcore's time grows with the batch,
 time(8)/time(1) and time(64)/time(8), flagged ``!`` above 8.5.  Per network:
 the geometric mean of the ratios and the worst layers.
 
@@ -66,9 +66,11 @@ def plan(nets_layers, batches_for):
     return list(cases.values()), per_net
 
 
-def summarise(per_net, timed, batches_for, flops_of):
-    """Per network: rows per (layer, batch) with times, ratios, GFLOP/s and
-    the scaling columns; geomeans and the worst layers."""
+def summarise(per_net, timed, batches_for, flops_of, strategy=None):
+    """Per network: rows per (layer, batch) with times, ratios, GFLOP/s, the
+    strategies convcore ran (`strategy`: case id -> {"fwd", "bwd"}) and the
+    scaling columns; geomeans and the worst layers."""
+    strategy = strategy or {}
     out = {}
     for net, rows in per_net.items():
         table = []
@@ -76,7 +78,8 @@ def summarise(per_net, timed, batches_for, flops_of):
             by_batch = {}
             for n in batches_for(net):
                 cid = f"{r['layer']} N{n}"
-                entry = {"layer": r["layer"], "N": n, "count": r["count"]}
+                entry = {"layer": r["layer"], "N": n, "count": r["count"],
+                         "strategy": strategy.get(cid)}
                 for p in ("fwd", "fwd+bwd"):
                     res = timed.get(f"{cid}|{p}", {})
                     f = flops_of(cid) * (1 if p == "fwd" else 3)
@@ -116,11 +119,17 @@ def _fmt(v, spec, width):
     return f" {v:{width - 1}{spec}}" if isinstance(v, (int, float)) else f"{'-':>{width}}"
 
 
+def _strategy_text(st):
+    if not st:
+        return "-"
+    return st["fwd"] if st["fwd"] == st["bwd"] else f"{st['fwd']}/{st['bwd']}"
+
+
 def print_tables(result, out=sys.stdout):
     for net, d in result["networks"].items():
         print(f"\n{net}", file=out)
         head = (f"{'layer':34s}{'N':>4s}{'#':>3s}{'fwd ms':>9s}{'t/cc':>6s}{'fb ms':>9s}"
-                f"{'t/cc':>6s}{'GF/s':>7s}{'t GF/s':>7s}{'scale':>7s}")
+                f"{'t/cc':>6s}{'GF/s':>7s}{'t GF/s':>7s}{'scale':>7s}  strategy fwd/bwd")
         print(head, file=out)
         print("-" * len(head), file=out)
         for e in d["rows"]:
@@ -134,7 +143,7 @@ def print_tables(result, out=sys.stdout):
                   f"{_fmt(fb.get('torch', {}).get('ratio_vs_convcore'), '.2f', 6)}"
                   f"{_fmt(fb.get('convcore', {}).get('gflops'), '.1f', 7)}"
                   f"{_fmt(fb.get('torch', {}).get('gflops'), '.1f', 7)}"
-                  f"{_fmt(sc, '.2f', 6)}{flag}", file=out)
+                  f"{_fmt(sc, '.2f', 6)}{flag}  {_strategy_text(e.get('strategy'))}", file=out)
         s = d["summary"]
         for p in ("fwd", "fwd+bwd"):
             g = s[p]
@@ -146,6 +155,14 @@ def print_tables(result, out=sys.stdout):
             print(f"  scaling above {SCALE_LIMIT}: " + ", ".join(
                 f"{x['layer']} N{x['N']} {x['pass']} {x['scale']:.1f}"
                 for x in s["scaling_flags"]), file=out)
+
+
+def _strategies(rounds):
+    """Case id -> the strategies convcore's process reported (first round)."""
+    for rnd in rounds.get("convcore", []):
+        if isinstance(rnd, dict) and rnd.get("_strategy"):
+            return rnd["_strategy"]
+    return {}
 
 
 def main(argv=None):
@@ -195,8 +212,10 @@ def main(argv=None):
         "limits": limits, "quiet_check": quiet, "rounds": args.rounds, "reps": args.reps,
         "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
         "ratio": "PyTorch time / convcore time, median over rounds (> 1: convcore faster)",
-        "strategy": "not reported: the core does not expose which strategy ran",
-        "networks": summarise(per_net, timed, batches_for, lambda cid: flops(by_id[cid])),
+        "strategy": "the planner's choice without a tuned plan, float32, forward/backward "
+                    "('+crop': kernel taps meeting only padding cropped away)",
+        "networks": summarise(per_net, timed, batches_for, lambda cid: flops(by_id[cid]),
+                              _strategies(rounds)),
         "layers": {net: rows for net, rows in per_net.items()},
     }
     print(f"\nmachine: sgemm 2048^3 {limits['sgemm_2048_gflops']:.0f} GFLOP/s, copy "

@@ -150,8 +150,12 @@ def _layers_table(data, net):
     header = ["layer (C×H×W → K, kernel/stride, pad)", "N", "uses", "fwd ms",
               "PyTorch / convcore", "fwd+bwd ms", "GFLOP/s", "PyTorch / convcore ",
               "time(N) / time(N/8)"]
+    rows_in = data["networks"][net]["rows"]
+    strategies = any(e.get("strategy") for e in rows_in)
+    if strategies:          # snapshots taken before the benchmark reported it lack it
+        header.append("strategy fwd / bwd")
     rows = []
-    for e in data["networks"][net]["rows"]:
+    for e in rows_in:
         f, fb = e["fwd"], e["fwd+bwd"]
         sc = fb.get("scale_8_over_1", fb.get("scale_64_over_8"))
         rows.append([f"``{e['layer']}``", e["N"], e["count"],
@@ -161,6 +165,10 @@ def _layers_table(data, net):
                      _fmt(fb.get("convcore", {}).get("gflops"), 1),
                      _fmt(fb.get("torch", {}).get("ratio_vs_convcore")),
                      (_fmt(sc) + (" ⚠" if sc > 8.5 else "")) if isinstance(sc, float) else "–"])
+        if strategies:
+            st = e.get("strategy")
+            rows[-1].append("–" if not st else st["fwd"] if st["fwd"] == st["bwd"]
+                            else f"{st['fwd']} / {st['bwd']}")
     return header, rows
 
 

@@ -206,3 +206,29 @@ def test_layer_summary_computes_scaling_and_flags():
     flags = res["net"]["summary"]["scaling_flags"]
     assert {(f["N"], f["pass"]) for f in flags} == {(8, "fwd"), (8, "fwd+bwd")}
     assert res["net"]["summary"]["fwd"]["geomean_torch_over_convcore"] == pytest.approx(2.0)
+
+
+def test_layer_benchmark_reports_the_strategy_that_runs():
+    import _convcases
+    import bench_layers
+
+    def case(N, C, H, K, k, s, p, groups=1):
+        return dict(id="c", N=N, C=C, H=H, W=H, K=K, kernel=k, stride=s, padding=p,
+                    dilation=1, groups=groups, bias=False)
+    # on a 1x1 map a padded 3x3 kernel meets data with its centre tap only
+    st = _convcases.strategies(case(32, 512, 1, 512, 3, 1, 1))
+    assert st["fwd"].endswith("+crop") and st["bwd"].endswith("+crop")
+    assert not _convcases.strategies(case(8, 64, 56, 64, 3, 1, 1))["fwd"].endswith("+crop")
+    assert _convcases.strategies(case(8, 32, 28, 32, 3, 1, 1, groups=32))["fwd"] == "depthwise"
+    assert _convcases.strategies(dict(case(1, 3, 8, 4, 2, 1, 0), padding="same")) is None
+    layers = {"net": [{"C": 3, "H": 8, "W": 8, "K": 4, "kernel": [3, 3], "stride": [1, 1],
+                       "padding": [1, 1], "dilation": [1, 1], "groups": 1, "bias": True,
+                       "out": [8, 8], "names": ["c1"], "count": 1}]}
+    cases, per_net = bench_layers.plan(layers, lambda net: (1,))
+    cid = cases[0]["id"]
+    rounds = {"convcore": [{"_strategy": {cid: {"fwd": "direct", "bwd": "batched"}}}]}
+    res = bench_layers.summarise(per_net, {}, lambda net: (1,), lambda c: 1e9,
+                                 bench_layers._strategies(rounds))
+    row = res["net"]["rows"][0]
+    assert row["strategy"] == {"fwd": "direct", "bwd": "batched"}
+    assert bench_layers._strategy_text(row["strategy"]) == "direct/batched"
