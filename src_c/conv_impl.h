@@ -12,6 +12,8 @@
  *   conv_direct_impl.h     DIRECT     small layers: register-blocked loops
  *   conv_regions_impl.h    REGIONS    small maps: a GEMM per region of the
  *                                     plane over its live taps only
+ *   conv_unrolled_impl.h   UNROLLED   maps smaller than the kernel: the layer as
+ *                                     one matrix (image -> output), one product
  *   conv_batched_impl.h    BATCHED    im2col of a chunk of images + GEMM tiles
  *   conv_tiles_impl.h      TILES      im2col per image + GEMM tiles
  *   conv_crop_impl.h       (before any of them) kernel rows/columns that meet
@@ -61,6 +63,7 @@ static int64_t cc_conv_chunk(const cc_conv_geom *g, int64_t (*need)(const cc_con
 #include "conv_direct_impl.h"
 #include "winograd_impl.h"
 #include "conv_regions_impl.h"
+#include "conv_unrolled_impl.h"
 #include "conv_crop_impl.h"
 #include "conv_plan_impl.h"
 

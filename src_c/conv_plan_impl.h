@@ -26,6 +26,8 @@ typedef struct {
 static const cc_conv_strategy cc_conv_strategies[] = {
     {CC_CONV_DEPTHWISE, "depthwise", depthwise_applies, depthwise_pick, depthwise_workspace,
      depthwise_workspace, NULL},
+    {CC_CONV_UNROLLED, "unrolled", unrolled_applies, unrolled_pick, unr_need, unrolled_workspace,
+     NULL},
     {CC_CONV_WINOGRAD, "winograd", cc_conv_winograd_ok, winograd_pick, wg_workspace,
      winograd_workspace, winograd_cap},
     {CC_CONV_DIRECT, "direct", cc_conv_direct_ok, direct_pick, direct_need, direct_workspace, NULL},
@@ -171,6 +173,7 @@ static const struct {
     [CC_CONV_DIRECT] = {FN(direct_fwd), FN(direct_bwd)},
     [CC_CONV_DEPTHWISE] = {FN(depthwise_fwd), FN(depthwise_bwd)},
     [CC_CONV_REGIONS] = {FN(regions_fwd), FN(regions_bwd)},
+    [CC_CONV_UNROLLED] = {FN(unrolled_fwd), FN(unrolled_bwd)},
 };
 
 /* WINOGRAD runs BATCHED where the inputs are not tame (see wg_tame): Inf or
@@ -185,6 +188,15 @@ static const cc_conv_strategy *FN(data_check)(const cc_conv_strategy *s, const R
         /* dW's dy * 0 at a dead tap is NaN for an Inf or NaN gradient
          * (backward: a holds dy; the forward checks its weights itself) */
         if (!c || FN(rg_finite)(a, na, n_threads)) return s;
+        return cc_conv_strategy_of(CC_CONV_BATCHED);
+    }
+    if (s->id == CC_CONV_UNROLLED) {
+        /* products of Wu's zeros with an Inf or NaN (forward: a holds x,
+         * and the weights are checked while Wu is written; backward: dy, x
+         * and w) */
+        if (FN(rg_finite)(a, na, n_threads) &&
+            (!c || (FN(rg_finite)(b, nb, n_threads) && FN(rg_finite)(c, nc, n_threads))))
+            return s;
         return cc_conv_strategy_of(CC_CONV_BATCHED);
     }
     if (s->id != CC_CONV_WINOGRAD) return s;

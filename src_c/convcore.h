@@ -108,7 +108,15 @@ int cc_conv_geom_check(const cc_conv_geom *g);
  *                    order; weights (forward) or dy (backward) holding Inf or
  *                    NaN take the BATCHED path, whose dead taps make NaN. */
 #define CC_CONV_REGIONS 5
-#define CC_CONV_NSTRATEGIES 6
+/*   CC_CONV_UNROLLED maps of fewer pixels than the kernel has taps (groups 1,
+ *                    at most 64 pixels in and out): the layer as the matrix
+ *                    of its linear map from an image to its output, so that
+ *                    the forward pass and both gradients are one product
+ *                    each over whole images, with no product meeting the
+ *                    padding.  Any Inf or NaN among the values takes the
+ *                    BATCHED path. */
+#define CC_CONV_UNROLLED 6
+#define CC_CONV_NSTRATEGIES 7
 
 /* Limits of the direct path: groups 1, a padded image of at most
  * CC_DIRECT_MAX_PAD elements (a per-thread stack buffer), at most

@@ -25,6 +25,7 @@ cdef extern from "convcore.h" nogil:
     int CC_OK, CC_EINVAL, CC_ENOMEM, CC_CONV_AUTO, CC_CONV_TILES, CC_CONV_BATCHED, CC_CONV_WINOGRAD, CC_CONV_DIRECT
     int CC_CONV_DEPTHWISE
     int CC_CONV_REGIONS
+    int CC_CONV_UNROLLED
     int cc_conv_request_ok(int request)
     int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int backward,
                            int64_t budget, int *strategy, int *cropped, int64_t *chunk,
@@ -140,8 +141,10 @@ WINOGRAD = CC_CONV_WINOGRAD
 DIRECT = CC_CONV_DIRECT
 DEPTHWISE = CC_CONV_DEPTHWISE
 REGIONS = CC_CONV_REGIONS
+UNROLLED = CC_CONV_UNROLLED
 #: the strategies by name, in the planner's priority order
-STRATEGIES = {"depthwise": CC_CONV_DEPTHWISE, "winograd": CC_CONV_WINOGRAD,
+STRATEGIES = {"depthwise": CC_CONV_DEPTHWISE, "unrolled": CC_CONV_UNROLLED,
+              "winograd": CC_CONV_WINOGRAD,
               "direct": CC_CONV_DIRECT, "regions": CC_CONV_REGIONS, "batched": CC_CONV_BATCHED,
               "tiles": CC_CONV_TILES}
 
@@ -165,6 +168,8 @@ def env_strategy():
         return CC_CONV_DEPTHWISE
     if strcmp(v, b"regions") == 0:
         return CC_CONV_REGIONS
+    if strcmp(v, b"unrolled") == 0:
+        return CC_CONV_UNROLLED
     return CC_CONV_AUTO
 
 
@@ -190,7 +195,8 @@ def make_plan(geom, int itemsize, int request, bint backward, int64_t budget):
 
 
 def strategy_name(int strategy):
-    """'tiles', 'batched', 'winograd', 'direct', 'depthwise', 'regions' or 'auto'."""
+    """'tiles', 'batched', 'winograd', 'direct', 'depthwise', 'regions', 'unrolled'
+    or 'auto'."""
     return cc_conv_strategy_name(strategy).decode()
 
 

@@ -192,7 +192,9 @@ def _g(N, C, H, K, k=3, s=1, p=1, groups=1):
 
 def test_where_auto_takes_it():
     # float64 (WINOGRAD never unasked), forward, small maps at a large batch
-    assert _conv.plan(_g(64, 256, 2, 256), np.float64) == "regions"
+    # (where the layer's matrix is small enough, UNROLLED comes first)
+    assert _conv.plan(_g(64, 512, 2, 512), np.float64) == "regions"
+    assert _conv.plan(_g(64, 256, 2, 256), np.float64) == "unrolled"
     assert _conv.plan(_g(64, 128, 4, 128), np.float64) == "regions"
     assert _conv.plan(_g(64, 128, 4, 128), np.float64, backward=True) == "batched"
     assert _conv.plan(_g(8, 256, 2, 256), np.float64) == "batched"     # too few positions

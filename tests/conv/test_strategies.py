@@ -34,7 +34,7 @@ GEOMS = [
     (20, 4, 1, 1, 4, 3, 1, 1, 4),    # depthwise on a 1x1 map
     (2, 3, 6, 5, 6, 3, 2, 1, 3),     # grouped, odd sizes, stride 2
 ]
-NAMES = ["tiles", "batched", "winograd", "direct", "depthwise", "regions"]
+NAMES = ["tiles", "batched", "winograd", "direct", "depthwise", "regions", "unrolled"]
 
 
 def _geom(N, C, H, W, K, k, s, p, groups):
