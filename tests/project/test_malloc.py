@@ -87,3 +87,31 @@ def test_large_blocks_still_go_back_to_the_system():
     assert tuned == "True"
     assert int(grown) > 60 << 20
     assert int(left) < 8 << 20, f"{int(left) >> 20} MiB of a freed 64 MiB array still resident"
+
+
+STEP = """
+import resource, numpy as np, convcore
+def faults():
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+def step():
+    a = [np.ones(1_500_000) for _ in range(8)]    # 8 x 12 MB, every page touched
+    del a
+for _ in range(3):
+    step()
+r0 = faults()
+for _ in range(10):
+    step()
+print((faults() - r0) / 10, convcore._core.malloc_tuned)
+"""
+
+
+def test_a_step_freeing_96_mb_at_once_keeps_its_memory():
+    # a training step of a large network frees more than 32 MiB at once; the
+    # heap is kept (up to 128 MiB), not trimmed and grown again every step
+    _need_glibc()
+    out = _output(STEP)
+    assert out[1] == "True"
+    assert float(out[0]) < 300, f"{out[0]} page faults a step"
+    control = _output(STEP, MALLOC_TRIM_THRESHOLD_=str(32 << 20),
+                      MALLOC_MMAP_THRESHOLD_=str(16 << 20))
+    assert float(control[0]) > 1000, "the control kept its memory: the test shows nothing"
