@@ -79,7 +79,7 @@ print(r1 - r0, rss() - r0, convcore._core.malloc_tuned)
 
 
 def test_large_blocks_still_go_back_to_the_system():
-    # Blocks above the mmap threshold (16 MiB) are mapped and unmapped one by
+    # Blocks above the mmap threshold (8 MiB) are mapped and unmapped one by
     # one: keeping them in the heap fragmented it (ResNet-18's training peak
     # rose by 70 MiB).
     _need_glibc()
@@ -94,7 +94,7 @@ import resource, numpy as np, convcore
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 def step():
-    a = [np.ones(1_500_000) for _ in range(8)]    # 8 x 12 MB, every page touched
+    a = [np.ones(750_000) for _ in range(16)]     # 16 x 6 MB, every page touched
     del a
 for _ in range(3):
     step()
@@ -113,5 +113,5 @@ def test_a_step_freeing_96_mb_at_once_keeps_its_memory():
     assert out[1] == "True"
     assert float(out[0]) < 300, f"{out[0]} page faults a step"
     control = _output(STEP, MALLOC_TRIM_THRESHOLD_=str(32 << 20),
-                      MALLOC_MMAP_THRESHOLD_=str(16 << 20))
+                      MALLOC_MMAP_THRESHOLD_=str(8 << 20))
     assert float(control[0]) > 1000, "the control kept its memory: the test shows nothing"
