@@ -5,7 +5,9 @@
  * whose heuristic (pick) accepts the shape; a strategy asked for by name
  * runs where it applies, BATCHED elsewhere.  A depthwise layer always runs
  * DEPTHWISE.  Before choosing, dead kernel rows and columns are cropped
- * away (conv_crop_impl.h), so every strategy sees the reduced problem.
+ * away (conv_crop_impl.h), so every strategy sees the reduced problem --
+ * unless UNROLLED takes the uncropped layer, whose matrix holds only the
+ * live taps anyway.
  *
  * Included by conv_impl.h inside its element-type template, after every
  * strategy; the shape part is compiled once. */
@@ -72,6 +74,17 @@ typedef struct {
 static void cc_conv_plan_make(const cc_conv_geom *g, int request, int elem_size, int backward,
                               cc_conv_plan *p)
 {
+    if (unrolled_applies(g) &&
+        (request == CC_CONV_UNROLLED ||
+         (request == CC_CONV_AUTO && unrolled_pick(g, elem_size, backward)))) {
+        /* the layer's matrix holds only the live taps anyway: no crop */
+        p->cropped = 0;
+        p->g = *g;
+        p->kh0 = p->kw0 = 0;
+        p->extra = 0;
+        p->s = cc_conv_strategy_of(CC_CONV_UNROLLED);
+        return;
+    }
     p->cropped = cc_conv_crop(g, &p->g, &p->kh0, &p->kw0);
     p->extra = p->cropped ? 2 * cc_crop_elems(&p->g) : 0;
     p->s = cc_conv_choose(&p->g, request, elem_size, backward);

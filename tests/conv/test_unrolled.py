@@ -193,7 +193,14 @@ def test_where_auto_takes_it():
     assert _conv.plan(_g(32, 256, 2, 256), np.float64) == "batched"    # 8 MiB
     assert _conv.plan(_g(32, 8, 2, 256), np.float32) == "batched"      # too few channels
     assert _conv.plan(_g(64, 128, 4, 128), np.float32) == "winograd"   # 16 pixels, 9 taps
-    assert _conv.plan(_g(32, 512, 1, 512), np.float32) == "batched+crop"  # one tap left
+    # a 1x1 map: the matrix is the centre taps, a ninth of the weights (the
+    # crop would find the same taps; it is skipped)
+    for n in (8, 32):
+        for backward in (False, True):
+            assert _conv.plan(_g(n, 512, 1, 512), np.float32, backward=backward) == "unrolled"
+    assert _conv.plan(_g(1, 512, 1, 512), np.float32) == "batched"
+    assert _conv.plan(_g(1, 512, 1, 512), np.float32, backward=True) == "unrolled"
+    assert _conv.plan(_g(32, 8, 1, 512), np.float32).endswith("+crop")    # too few channels
 
 
 def test_does_not_apply_to_groups_or_large_maps():
