@@ -215,9 +215,12 @@ def test_layer_benchmark_reports_the_strategy_that_runs():
     def case(N, C, H, K, k, s, p, groups=1):
         return dict(id="c", N=N, C=C, H=H, W=H, K=K, kernel=k, stride=s, padding=p,
                     dilation=1, groups=groups, bias=False)
-    # on a 1x1 map a padded 3x3 kernel meets data with its centre tap only
-    st = _convcases.strategies(case(32, 512, 1, 512, 3, 1, 1))
+    # on a 1x1 map a padded 3x3 kernel meets data with its centre tap only:
+    # cropped, or (from 16 channels) the layer's matrix of centre taps
+    st = _convcases.strategies(case(32, 8, 1, 16, 3, 1, 1))
     assert st["fwd"].endswith("+crop") and st["bwd"].endswith("+crop")
+    assert _convcases.strategies(case(32, 512, 1, 512, 3, 1, 1)) == {"fwd": "unrolled",
+                                                                     "bwd": "unrolled"}
     assert not _convcases.strategies(case(8, 64, 56, 64, 3, 1, 1))["fwd"].endswith("+crop")
     assert _convcases.strategies(case(8, 32, 28, 32, 3, 1, 1, groups=32))["fwd"] == "depthwise"
     assert _convcases.strategies(dict(case(1, 3, 8, 4, 2, 1, 0), padding="same")) is None
