@@ -6,8 +6,9 @@
  * runs where it applies, BATCHED elsewhere.  A depthwise layer always runs
  * DEPTHWISE.  Before choosing, dead kernel rows and columns are cropped
  * away (conv_crop_impl.h), so every strategy sees the reduced problem --
- * unless UNROLLED takes the uncropped layer, whose matrix holds only the
- * live taps anyway.
+ * except one that skips the dead taps itself (`uncropped`: UNROLLED, whose
+ * matrix holds only the live taps), which, where it takes the layer, takes
+ * it as it is.
  *
  * Included by conv_impl.h inside its element-type template, after every
  * strategy; the shape part is compiled once. */
@@ -22,21 +23,24 @@ typedef struct {
     int64_t (*need)(const cc_conv_geom *g, int64_t chunk);      /* workspace it runs in */
     int64_t (*workspace)(const cc_conv_geom *g, int64_t chunk); /* ... a call hands it */
     int64_t (*cap)(const cc_conv_geom *g, int64_t per);         /* most images a chunk, or NULL */
+    int uncropped; /* runs the layer as it is: its own layout skips the dead taps */
 } cc_conv_strategy;
 
 /* in priority order */
 static const cc_conv_strategy cc_conv_strategies[] = {
     {CC_CONV_DEPTHWISE, "depthwise", depthwise_applies, depthwise_pick, depthwise_workspace,
-     depthwise_workspace, NULL},
+     depthwise_workspace, NULL, 0},
     {CC_CONV_UNROLLED, "unrolled", unrolled_applies, unrolled_pick, unr_need, unrolled_workspace,
-     NULL},
+     NULL, 1},
     {CC_CONV_WINOGRAD, "winograd", cc_conv_winograd_ok, winograd_pick, wg_workspace,
-     winograd_workspace, winograd_cap},
-    {CC_CONV_DIRECT, "direct", cc_conv_direct_ok, direct_pick, direct_need, direct_workspace, NULL},
-    {CC_CONV_REGIONS, "regions", regions_applies, regions_pick, rg_need, regions_workspace, NULL},
+     winograd_workspace, winograd_cap, 0},
+    {CC_CONV_DIRECT, "direct", cc_conv_direct_ok, direct_pick, direct_need, direct_workspace, NULL,
+     0},
+    {CC_CONV_REGIONS, "regions", regions_applies, regions_pick, rg_need, regions_workspace, NULL,
+     0},
     {CC_CONV_BATCHED, "batched", batched_applies, batched_pick, batched_workspace,
-     batched_workspace, NULL},
-    {CC_CONV_TILES, "tiles", tiles_applies, tiles_pick, tiles_workspace, tiles_workspace, NULL},
+     batched_workspace, NULL, 0},
+    {CC_CONV_TILES, "tiles", tiles_applies, tiles_pick, tiles_workspace, tiles_workspace, NULL, 0},
 };
 #define CC_CONV_NLIST ((int)(sizeof(cc_conv_strategies) / sizeof(cc_conv_strategies[0])))
 
@@ -74,16 +78,20 @@ typedef struct {
 static void cc_conv_plan_make(const cc_conv_geom *g, int request, int elem_size, int backward,
                               cc_conv_plan *p)
 {
-    if (unrolled_applies(g) &&
-        (request == CC_CONV_UNROLLED ||
-         (request == CC_CONV_AUTO && unrolled_pick(g, elem_size, backward)))) {
-        /* the layer's matrix holds only the live taps anyway: no crop */
-        p->cropped = 0;
-        p->g = *g;
-        p->kh0 = p->kw0 = 0;
-        p->extra = 0;
-        p->s = cc_conv_strategy_of(CC_CONV_UNROLLED);
-        return;
+    int i;
+    for (i = 0; i < CC_CONV_NLIST; ++i) {
+        /* a strategy that skips the dead taps itself takes the layer
+         * uncropped (no pass over the weights for the crop) */
+        const cc_conv_strategy *s = &cc_conv_strategies[i];
+        if (s->uncropped && s->applies(g) &&
+            (request == s->id || (request == CC_CONV_AUTO && s->pick(g, elem_size, backward)))) {
+            p->cropped = 0;
+            p->g = *g;
+            p->kh0 = p->kw0 = 0;
+            p->extra = 0;
+            p->s = s;
+            return;
+        }
     }
     p->cropped = cc_conv_crop(g, &p->g, &p->kh0, &p->kw0);
     p->extra = p->cropped ? 2 * cc_crop_elems(&p->g) : 0;

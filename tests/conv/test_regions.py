@@ -14,6 +14,7 @@ import pytest
 import convcore as cc
 from convcore import _config
 from convcore._core import _conv
+import _small_maps as small_maps
 from reference.conv import conv2d_backward_naive, conv2d_naive
 
 torch = pytest.importorskip("torch")
@@ -34,27 +35,6 @@ CASES = [
 ]
 
 
-def _args(case):
-    N, C, H, W, K, (kh, kw), s, p, d = case
-    p = p if isinstance(p, tuple) else (p, p)
-    return N, C, H, W, K, kh, kw, (s, s), p, (d, d)
-
-
-def _geom(case):
-    N, C, H, W, K, kh, kw, s, p, d = _args(case)
-    OH = (H + 2 * p[0] - d[0] * (kh - 1) - 1) // s[0] + 1
-    OW = (W + 2 * p[1] - d[1] * (kw - 1) - 1) // s[1] + 1
-    return (N, C, H, W, K, kh, kw, s[0], s[1], p[0], p[1], d[0], d[1], OH, OW, 1)
-
-
-def _data(case, dtype, rng):
-    N, C, H, W, K, kh, kw, s, p, d = _args(case)
-    x = rng.standard_normal((N, C, H, W)).astype(dtype)
-    w = rng.standard_normal((K, C, kh, kw)).astype(dtype)
-    b = rng.standard_normal(K).astype(dtype)
-    return x, w, b
-
-
 @pytest.fixture
 def regions(monkeypatch):
     monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "regions")
@@ -64,51 +44,23 @@ def regions(monkeypatch):
 def test_applies_to_every_case(case):
     for dtype in (np.float32, np.float64):
         for backward in (False, True):
-            assert _conv.plan(_geom(case), dtype, "regions", backward) == "regions"
+            assert _conv.plan(small_maps.geom(case), dtype, "regions", backward) == "regions"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
 def test_float64_matches_the_loops(case, regions, rng):
-    N, C, H, W, K, kh, kw, s, p, d = _args(case)
-    x, w, b = _data(case, np.float64, rng)
-    y = cc.conv2d(x, w, b, stride=s, padding=p, dilation=d)
-    np.testing.assert_allclose(y, conv2d_naive(x, w, b, s, p, d), rtol=1e-12, atol=1e-12)
-    dy = rng.standard_normal(y.shape)
-    dx, dw, db = cc.conv2d_backward(dy, x, w, stride=s, padding=p, dilation=d)
-    dx_ref, dw_ref, db_ref = conv2d_backward_naive(dy, x, w, s, p, d)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(dw, dw_ref, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(db, db_ref, rtol=1e-12, atol=1e-12)
+    small_maps.check_float64_against_the_loops(case, rng)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
 def test_matches_pytorch(case, dtype, regions, rng):
-    N, C, H, W, K, kh, kw, s, p, d = _args(case)
-    x, w, b = _data(case, dtype, rng)
-    y = cc.conv2d(x, w, b, stride=s, padding=p, dilation=d)
-    dy = rng.standard_normal(y.shape).astype(dtype)
-    dx, dw, db = cc.conv2d_backward(dy, x, w, stride=s, padding=p, dilation=d)
-    xt = torch.tensor(x, dtype=torch.float64, requires_grad=True)
-    wt = torch.tensor(w, dtype=torch.float64, requires_grad=True)
-    yt = torch.nn.functional.conv2d(xt, wt, torch.tensor(b, dtype=torch.float64),
-                                    stride=s, padding=p, dilation=d)
-    yt.backward(torch.tensor(dy, dtype=torch.float64))
-    tol = 1e-12 if dtype == np.float64 else 2e-5
-    for got, ref in ((y, yt), (dx, xt.grad), (dw, wt.grad)):
-        assert got.dtype == dtype
-        ref = ref.detach().numpy()
-        err = np.linalg.norm(got - ref) / max(np.linalg.norm(ref), 1e-30)
-        assert err < tol, f"relative error {err:.3g}"
+    small_maps.check_against_pytorch(case, dtype, rng, torch)
 
 
 def test_positions_that_see_no_tap_hold_the_bias(regions, rng):
-    case = CASES[6]      # 3x3 map, padding 3: the outer ring of the 7x7 output
-    N, C, H, W, K, kh, kw, s, p, d = _args(case)
-    x, w, b = _data(case, np.float64, rng)
-    y = cc.conv2d(x, w, b, stride=s, padding=p)
-    np.testing.assert_array_equal(y[:, :, 0, :], np.broadcast_to(b[:, None], (N, K, 7)))
-    np.testing.assert_array_equal(y[:, :, :, -1], np.broadcast_to(b[:, None], (N, K, 7)))
+    # 3x3 map, padding 3: the outer ring of the 7x7 output
+    small_maps.check_bias_where_no_tap_is_seen(CASES[6], rng)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -148,20 +100,8 @@ def test_inf_and_nan_keep_the_reference_pattern(dtype, regions, rng):
 
 
 def test_results_identical_for_any_thread_count(regions, rng):
-    x, w, b = _data((8, 24, 4, 4, 40, (3, 3), 1, 1, 1), np.float32, rng)
-    dy = rng.standard_normal((8, 40, 4, 4)).astype(np.float32)
-    old = cc.get_num_threads()
-    out = []
-    try:
-        for n in (1, 2, 3):
-            cc.set_num_threads(n)
-            y = cc.conv2d(x, w, b, padding=1)
-            out.append((y,) + tuple(cc.conv2d_backward(dy, x, w, padding=1)))
-    finally:
-        cc.set_num_threads(old)
-    for other in out[1:]:
-        for a, c in zip(out[0], other):
-            np.testing.assert_array_equal(a, c)
+    small_maps.check_identical_for_thread_counts((8, 24, 4, 4, 40, (3, 3), 1, 1, 1), rng,
+                                                 (1, 2, 3))
 
 
 def test_chunks_under_a_small_workspace_limit(regions, rng):
