@@ -61,14 +61,25 @@ static inline void cc_valid_range(int64_t I, int64_t O, int64_t S, int64_t off,
     *hi = b;
 }
 
-/* Number of blocks of `block` covering `n` (1 when n <= split). */
-static inline int64_t cc_nblocks(int64_t n, int64_t split, int64_t block)
-{
-    return n <= split ? 1 : (n + block - 1) / block;
-}
+/* Blocks of at most `block` covering `n` (one block when n <= split): an
+ * even number of them, of equal size up to a multiple of 16.  Blocks of
+ * exactly `block` left a short last one (3136 positions: 3 x 1024 + 64),
+ * and an odd count leaves a thread idle for a whole block at the end; both
+ * depend on the shape alone. */
 static inline int64_t cc_blocksize(int64_t n, int64_t split, int64_t block)
 {
-    return n <= split ? n : block;
+    int64_t nb, bs;
+    if (n <= split) return n;
+    nb = (n + block - 1) / block;
+    nb += nb & 1;
+    bs = (n + nb - 1) / nb;
+    bs = (bs + 15) / 16 * 16;
+    return bs < block ? bs : block;
+}
+static inline int64_t cc_nblocks(int64_t n, int64_t split, int64_t block)
+{
+    const int64_t bs = cc_blocksize(n, split, block);
+    return bs > 0 ? (n + bs - 1) / bs : 1;
 }
 
 /* Block size that cuts n into enough blocks for `tiles_other` other tiles to

@@ -757,8 +757,9 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
 /* The GEMM path's blocks of positions (M's and V's columns), fixed by the
  * shape alone so that no thread count changes a product's size (BLAS may
  * round a small product differently from a large one): groups of `gi`
- * whole images of at least CC_WG_BLOCK_MIN positions, or, where one image
- * has more than CC_LSPLIT tiles, blocks of CC_LBLOCK within each image. */
+ * whole images of about CC_WG_BLOCK_MIN positions, or, where one image
+ * has more than CC_LSPLIT tiles, even blocks of at most CC_LBLOCK within
+ * each image. */
 #ifndef CC_WG_GRID_SHAPE
 #define CC_WG_GRID_SHAPE
 #define CC_WG_BLOCK_MIN 256
@@ -775,9 +776,16 @@ static cc_wg_grid cc_wg_grid_of(int64_t nb, int64_t T)
     if (T > CC_LSPLIT) {
         q.gi = 1;
         q.per = cc_nblocks(T, CC_LSPLIT, CC_LBLOCK);
-        q.bs = CC_LBLOCK;
+        q.bs = cc_blocksize(T, CC_LSPLIT, CC_LBLOCK);
     } else {
+        /* an even number of groups of equal size where there are images
+         * for it: 8 images of 49 tiles made groups of 6 and 2, which left
+         * one of two threads idle for most of the layer */
+        int64_t G;
         q.gi = CC_MIN(nb, CC_MAX(1, (CC_WG_BLOCK_MIN + T - 1) / T));
+        G = (nb + q.gi - 1) / q.gi;
+        if (G > 1 && (G & 1) && G < nb) ++G;
+        q.gi = (nb + G - 1) / G;
         q.per = 1;
         q.bs = q.gi * T;
     }
@@ -1409,11 +1417,13 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 
 /* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice, or
  * the whole batch on smaller planes; at batch 1, the fewest for layers of
- * more than CC_WG_B1_MAX_WEIGHTS channel pairs) */
+ * more than CC_WG_B1_MAX_WEIGHTS channel pairs; at stride 2, the fewest 2x2
+ * output tiles in the batch) */
 #define CC_WG_MIN_PLANE_TILES 9
 #define CC_WG_MIN_BATCH_TILES 64
 #define CC_WG_B1_MIN_TILES 25
 #define CC_WG_B1_MAX_WEIGHTS (256 * 256)
+#define CC_WG_S2_MIN_TILES 384
 
 static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
@@ -1438,6 +1448,13 @@ static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
             g->K * g->C > CC_WG_B1_MAX_WEIGHTS)
             return 0;
     }
+    /* Stride 2 (each side alone, 2 threads, against BATCHED, ResNet's
+     * downsampling layers of 64 to 256 channels): from about 400 tiles of
+     * 2x2 outputs in the chunk, as fast forward and 1.1-1.4x faster
+     * backward; with fewer (batch 1 on 28x28 and 14x14 outputs, batch 2 on
+     * 14x14) 1.1-1.4x slower forward and up to 1.4x backward, the products
+     * being too short for the transforms to pay. */
+    if (g->SH == 2 && g->N * ((g->OH + 1) / 2) * ((g->OW + 1) / 2) < CC_WG_S2_MIN_TILES) return 0;
     return 1;
 }
 

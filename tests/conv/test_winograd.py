@@ -730,23 +730,29 @@ def test_stride2_small_workspace_chunks_stay_within_the_bound(rng, winograd):
         cc.set_workspace_limit(old)
 
 
-def test_stride2_auto_takes_winograd_from_12x12_outputs(rng, monkeypatch):
-    """AUTO: float32 stride-2 layers of 32 channels and more with outputs of
-    at least 12x12 run the Winograd path, smaller outputs the im2col one."""
-    for H, strategy in ((24, "winograd"), (22, "batched")):    # 12x12 and 11x11 outputs
-        x, w, b, dy = _data2(rng, 2, 32, 32, H, H, 1)
-        auto = (cc.conv2d(x, w, b, stride=2, padding=1),
-                *cc.conv2d_backward(dy, x, w, stride=2, padding=1))
-        got = {}
-        for s in ("winograd", "batched"):
-            monkeypatch.setenv("CONVCORE_CONV_STRATEGY", s)
-            got[s] = (cc.conv2d(x, w, b, stride=2, padding=1),
-                      *cc.conv2d_backward(dy, x, w, stride=2, padding=1))
-        monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
-        other = "batched" if strategy == "winograd" else "winograd"
-        for a, c in zip(auto, got[strategy]):
-            np.testing.assert_array_equal(a, c)
-        assert not np.array_equal(auto[0], got[other][0])
+@pytest.mark.parametrize("N, H, strategy", [
+    (11, 24, "winograd"),   # 12x12 outputs, 11 x 36 = 396 tiles of 2x2 outputs
+    (10, 24, "batched"),    # 360 tiles: too few in the batch
+    (16, 22, "batched"),    # 11x11 outputs: too small a plane, however many
+])
+def test_stride2_auto_takes_winograd_from_12x12_outputs_and_384_tiles(N, H, strategy, rng,
+                                                                      monkeypatch):
+    """AUTO: float32 stride-2 layers of 32 channels and more run the Winograd
+    path where the outputs are at least 12x12 and the batch holds at least
+    384 tiles of 2x2 outputs, the im2col one elsewhere."""
+    x, w, b, dy = _data2(rng, N, 32, 32, H, H, 1)
+    auto = (cc.conv2d(x, w, b, stride=2, padding=1),
+            *cc.conv2d_backward(dy, x, w, stride=2, padding=1))
+    got = {}
+    for s in ("winograd", "batched"):
+        monkeypatch.setenv("CONVCORE_CONV_STRATEGY", s)
+        got[s] = (cc.conv2d(x, w, b, stride=2, padding=1),
+                  *cc.conv2d_backward(dy, x, w, stride=2, padding=1))
+    monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+    other = "batched" if strategy == "winograd" else "winograd"
+    for a, c in zip(auto, got[strategy]):
+        np.testing.assert_array_equal(a, c)
+    assert not np.array_equal(auto[0], got[other][0])
 
 
 @pytest.mark.parametrize("where", ["x", "w", "dy"])
