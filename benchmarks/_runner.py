@@ -138,7 +138,15 @@ def combine(per_round, base=BASE):
     the round's median, ``rounds_s`` the round medians; for each peer
     ``ratio_vs_convcore`` = median over rounds of ``peer / convcore`` taken
     within the same round (> 1: convcore is faster).  A case a side did not
-    run (or returned ``None`` for) is left out of that side."""
+    run (or returned ``None`` for) is left out of that side.
+
+    This machine has slow periods of seconds to minutes in which compute runs
+    up to 1.5x slower for any library (a ResNet-18 step of one build took 234
+    and 353 ms in back-to-back processes); a round that falls in one moves its
+    ratio by as much.  So each side also gets ``spread`` (its slowest round
+    over its fastest) and each peer ``ratio_best_rounds``, its fastest round
+    over convcore's: the ratio of the two sides' quiet moments, reported
+    beside the protocol's median, never instead of it."""
     cases = []
     for results in per_round.values():
         for rnd in results:
@@ -154,14 +162,18 @@ def combine(per_round, base=BASE):
             good = [t for t in times if t is not None]
             if not good:
                 continue
-            row[side] = {"median_s": statistics.median(good), "rounds_s": times}
+            row[side] = {"median_s": statistics.median(good), "rounds_s": times,
+                         "spread": max(good) / min(good) if min(good) > 0 else None}
         if base in row:
+            best = min(t for t in row[base]["rounds_s"] if t is not None)
             for side, r in row.items():
                 if side == base:
                     continue
                 pairs = [p / c for p, c in zip(r["rounds_s"], row[base]["rounds_s"])
                          if p is not None and c]
                 r["ratio_vs_convcore"] = statistics.median(pairs) if pairs else None
+                mine = [t for t in r["rounds_s"] if t is not None]
+                r["ratio_best_rounds"] = min(mine) / best if mine and best else None
         out[case] = row
     return out
 

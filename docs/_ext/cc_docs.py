@@ -192,12 +192,12 @@ def _layers_summary(data, net):
 
 def _nets_table(data):
     header = ["network", "case", "convcore ms", "PyTorch ms", "PyTorch / convcore",
-              "ONNX Runtime ms", "ONNX Runtime / convcore"]
+              "fastest rounds", "ONNX Runtime ms", "ONNX Runtime / convcore"]
     rows = []
     ort = data.get("onnxruntime", "installed")
     for net, d in data["networks"].items():
         if not (d.get("check") or {}).get("ok"):
-            rows.append([net, "refused: float64 check failed", "", "", "", "", ""])
+            rows.append([net, "refused: float64 check failed", "", "", "", "", "", ""])
             continue
         for case, r in d.get("cases", {}).items():
             o = r.get("onnxruntime") or {}
@@ -206,6 +206,7 @@ def _nets_table(data):
                 "infer", "inference"), _ms(r.get("convcore", {}).get("median_s")),
                 _ms(r.get("torch", {}).get("median_s")),
                 _fmt(r.get("torch", {}).get("ratio_vs_convcore")),
+                _fmt(r.get("torch", {}).get("ratio_best_rounds")),
                 _ms(o.get("median_s")) if o else missing,
                 _fmt(o.get("ratio_vs_convcore")) if o else missing])
     return header, rows

@@ -111,6 +111,22 @@ def test_combine_takes_medians_and_per_round_ratios():
     # per round 2.0, 1.0, 3.0: the median of the ratios, not the ratio of the medians
     assert out["torch"]["ratio_vs_convcore"] == 2.0
     assert out["torch"]["rounds_s"] == [2.0, 2.0, 9.0]
+    # beside it: the fastest rounds' ratio (2.0 / 1.0) and each side's spread
+    assert out["torch"]["ratio_best_rounds"] == 2.0
+    assert out["convcore"]["spread"] == 3.0 and out["torch"]["spread"] == 4.5
+
+
+def test_best_round_ratio_ignores_a_round_in_a_slow_period():
+    # convcore's second round and torch's third fell in slow periods (1.5x)
+    out = _runner.combine(_rounds([1.0, 1.5, 1.0], [1.2, 1.2, 1.8]))["a"]
+    assert out["torch"]["ratio_best_rounds"] == pytest.approx(1.2)
+    assert out["torch"]["ratio_vs_convcore"] == pytest.approx(1.2)
+    # two of convcore's three rounds slow: the median of the ratios (0.8,
+    # 0.8, 1.2) follows the slow period, the best rounds do not
+    out = _runner.combine(_rounds([1.5, 1.5, 1.0], [1.2, 1.2, 1.2]))["a"]
+    assert out["torch"]["ratio_vs_convcore"] == pytest.approx(0.8)
+    assert out["torch"]["ratio_best_rounds"] == pytest.approx(1.2)
+    assert out["convcore"]["spread"] == pytest.approx(1.5)
 
 
 def test_combine_skips_missing_cases_and_private_keys():
