@@ -85,19 +85,9 @@ static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
         int64_t ntiles;
         REAL *cols = work, *T = work + CKK * nbL;
         int64_t i;
-        if (G * nmb * nkb < CC_MIN_GEMM_TILES) {
-            /* a batch-1 layer whose positions and channels each fit one tile
-             * would multiply on one thread: cut the longer side (each tile
-             * packs the other side's operand whole) */
-            const int64_t want = (CC_MIN_GEMM_TILES + G - 1) / G;
-            if (nbL >= Kg) {
-                mbs = cc_cut_block(nbL, want);
-                nmb = (nbL + mbs - 1) / mbs;
-            } else {
-                kbs = cc_cut_block(Kg, want);
-                nkb = (Kg + kbs - 1) / kbs;
-            }
-        }
+        /* (a batch-1 layer whose positions and channels each fit one tile
+         * would multiply on one thread) */
+        cc_min_tiles(G, nbL, &nmb, &mbs, Kg, &nkb, &kbs);
         ntiles = G * nmb * nkb;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
@@ -193,7 +183,6 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
     const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
     const int64_t wcbs = cc_split_block(CKKg, G * nkb, CC_CBLOCK), nwcb = (CKKg + wcbs - 1) / wcbs;
-    const int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
     /* a thin dX product (few output channels to reduce over): the product
      * kernel, no BLAS packing or output clearing */
     REAL *Wt = dx && G == 1 && g->K <= CC_PW_DX_MAX_K && g->K * CKK <= CC_PW_MAX_WEIGHTS
@@ -211,10 +200,14 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     }
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0), nbL = nb * L;
-        const int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        int64_t nmb = cc_nblocks(nbL, CC_LSPLIT, CC_LBLOCK), mbs = cc_blocksize(nbL, CC_LSPLIT, CC_LBLOCK);
+        int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
         REAL *cols = work, *T = work + CKK * nbL, *partial = T + g->K * nbL;
         const int64_t nsplit = cc_dw_splits(g, nbL);
         int64_t i;
+        /* (dX of a 1x1 layer of up to 256 input channels on 14x14 maps at
+         * batch 8 was one tile: one thread did the whole product) */
+        cc_min_tiles(G, nbL, &nmb, &mbs, CKKg, &ncb, &cbs);
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
         {
 #pragma omp for schedule(static) nowait

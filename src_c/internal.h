@@ -109,6 +109,25 @@ static inline int64_t cc_cut_block(int64_t n, int64_t want)
     return bs < n ? bs : n;
 }
 
+/* A product of G groups cut into nm x nn tiles (blocks of ms of its M
+ * positions, of ns of its N columns): where that makes fewer than
+ * CC_MIN_GEMM_TILES tiles, the longer side is cut into about
+ * CC_MIN_GEMM_TILES / G blocks instead (each tile packs the other side's
+ * operand whole), so that a batch-1 product does not run on one thread. */
+static inline void cc_min_tiles(int64_t G, int64_t M, int64_t *nm, int64_t *ms, int64_t N,
+                                int64_t *nn, int64_t *ns)
+{
+    const int64_t want = (CC_MIN_GEMM_TILES + G - 1) / G;
+    if (G * *nm * *nn >= CC_MIN_GEMM_TILES) return;
+    if (M >= N) {
+        *ms = cc_cut_block(M, want);
+        *nm = (M + *ms - 1) / *ms;
+    } else {
+        *ns = cc_cut_block(N, want);
+        *nn = (N + *ns - 1) / *ns;
+    }
+}
+
 /* Segments the batched dW reduction over nbL columns is cut into: more than
  * one only when the output gives too few tiles (small C*KH*KW and K, as in a
  * first layer) and the reduction is long.  Shape-only, so deterministic. */
