@@ -1416,13 +1416,16 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 
 
 /* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice, or
- * the whole batch on smaller planes; at batch 1, the fewest for layers of
- * more than CC_WG_B1_MAX_WEIGHTS channel pairs; at stride 2, the fewest 2x2
- * output tiles in the batch) */
+ * the whole batch on smaller planes; on planes of fewer than
+ * CC_WG_B1_MIN_TILES, the fewest in the batch for the backward pass and,
+ * at batch 1, for the forward pass of layers of more than
+ * CC_WG_B1_MAX_WEIGHTS or at most CC_WG_B1_MIN_WEIGHTS channel pairs; at
+ * stride 2, the fewest 2x2 output tiles in the batch) */
 #define CC_WG_MIN_PLANE_TILES 9
 #define CC_WG_MIN_BATCH_TILES 64
 #define CC_WG_B1_MIN_TILES 25
 #define CC_WG_B1_MAX_WEIGHTS (256 * 256)
+#define CC_WG_B1_MIN_WEIGHTS (128 * 128)
 #define CC_WG_S2_MIN_TILES 384
 
 static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
@@ -1439,14 +1442,22 @@ static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
          * padded planes) 1.1-1.8x faster both ways: the GEMMs are long
          * enough again. */
         if (tiles < CC_WG_MIN_PLANE_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) return 0;
-        /* Batch 1, forward (each side alone, 2 threads, against BATCHED with
-         * its product cut into 4 tiles): 1.1-1.8x faster on 8x8 to 56x56
-         * outputs with 32 to 512 channels, but 1.6-1.8x slower on 7x7 ones
-         * with 512: the transformed weights (16 K C values, 16 MiB there)
-         * are written and read for 16 tiles' worth of products. */
-        if (!backward && g->N < 2 && tiles < CC_WG_B1_MIN_TILES &&
-            g->K * g->C > CC_WG_B1_MAX_WEIGHTS)
-            return 0;
+        /* 7x7 and 8x8 outputs (16 tiles) in fewer than 64 tiles in all
+         * (each side alone, 2 threads, against BATCHED with its product cut
+         * into 4 tiles).  Backward: 1.1-1.4x slower at batch 1 and 2 from
+         * 64 to 512 channels, the transforms costing more than the saved
+         * products.  Forward at batch 1: 1.4-2.2x slower with 32 to 128
+         * channels, and 1.6-1.8x with 512 (the transformed weights, 16 K C
+         * values, 16 MiB there, are written and read for 16 tiles' worth
+         * of products), but 0.95-1.0x with 160 to 256 (GoogLeNet's 7x7
+         * layers); larger maps at batch 1 (14x14: 49 tiles) 1.1-1.8x
+         * faster. */
+        if (tiles < CC_WG_B1_MIN_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) {
+            const int64_t pairs = g->K * g->C;
+            if (backward) return 0;
+            if (g->N < 2 && (pairs > CC_WG_B1_MAX_WEIGHTS || pairs <= CC_WG_B1_MIN_WEIGHTS))
+                return 0;
+        }
     }
     /* Stride 2 (each side alone, 2 threads, against BATCHED, ResNet's
      * downsampling layers of 64 to 256 channels): from about 400 tiles of
