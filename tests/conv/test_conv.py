@@ -311,6 +311,49 @@ def test_results_identical_for_every_thread_count_and_repeat(dtype, rng, restore
                 assert np.array_equal(a, b_)
 
 
+@pytest.mark.parametrize("dtype, strategy", [(np.float32, ""), (np.float64, ""),
+                                             (np.float32, "batched")])
+@pytest.mark.parametrize("N, H, W", [(1, 5, 7), (3, 9, 9), (5, 46, 47)])
+def test_wide_pointwise_layer_matches_einsum_for_every_thread_count(N, H, W, dtype, strategy,
+                                                                    rng, restore_threads,
+                                                                    monkeypatch):
+    """1x1 layers of more weights than the product kernel takes run their
+    products on the arrays in place (no columns): forward, each gradient
+    alone and together, with and without bias, against float64 einsums, the
+    same bits for 1 to 4 threads; 46x47 maps make more than one block of
+    positions an image."""
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+    C, K = 300, 260                       # 78,000 weights
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((K, C, 1, 1)) / np.sqrt(C)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    gy = rng.standard_normal((N, K, H, W)).astype(dtype)
+    x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, gy))
+    y_ref = np.einsum("kc,nchw->nkhw", w64[:, :, 0, 0], x64) + b[:, None, None]
+    gx_ref = np.einsum("kc,nkhw->nchw", w64[:, :, 0, 0], gy64)
+    gw_ref = np.einsum("nkhw,nchw->kc", gy64, x64)[:, :, None, None]
+    tol = dict(rtol=2e-4, atol=2e-4) if dtype == np.float32 else dict(rtol=1e-11, atol=1e-11)
+    first = None
+    for n in (1, 2, 3, 4):
+        cc.set_num_threads(n)
+        y = cc.conv2d(x, w, b)
+        y0 = cc.conv2d(x, w)
+        gx, gw, gb = cc.conv2d_backward(gy, x, w)
+        gx_only = cc.conv2d_backward(gy, x, w, output_mask=(True, False, False))[0]
+        gw_only = cc.conv2d_backward(gy, x, w, output_mask=(False, True, False))[1]
+        np.testing.assert_allclose(y, y_ref, **tol)
+        np.testing.assert_allclose(y0, y_ref - b[:, None, None], **tol)
+        np.testing.assert_allclose(gx, gx_ref, **tol)
+        np.testing.assert_allclose(gw, gw_ref, rtol=tol["rtol"], atol=tol["atol"] * N * H * W)
+        np.testing.assert_allclose(gb, gy64.sum(axis=(0, 2, 3)), rtol=1e-4, atol=1e-3)
+        assert np.array_equal(gx_only, gx) and np.array_equal(gw_only, gw)
+        got = (y, y0, gx, gw)
+        if first is None:
+            first = got
+        for a, c in zip(first, got):
+            assert np.array_equal(a, c)
+
+
 def test_workspace_limit_chunks_the_batch_without_changing_results(rng):
     # Chunking changes GEMM tile shapes, so only float rounding may differ.
     x = rng.standard_normal((7, 3, 12, 12))
