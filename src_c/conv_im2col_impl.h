@@ -37,6 +37,8 @@ static void FN(im2col_span)(const REAL *CC_RESTRICT x, const cc_conv_geom *g,
             for (ow = a; ow < va; ++ow) d[ow - a] = 0;
             if (g->SW == 1) {
                 for (ow = va; ow < ve; ++ow) d[ow - a] = src[ow];
+            } else if (g->SW == 2) {   /* (a constant stride: vector shuffles) */
+                for (ow = va; ow < ve; ++ow) d[ow - a] = src[2 * ow];
             } else {
                 const int64_t SW = g->SW;
                 for (ow = va; ow < ve; ++ow) d[ow - a] = src[ow * SW];
@@ -100,6 +102,8 @@ static void FN(im2col_plane)(const REAL *CC_RESTRICT xc, const cc_conv_geom *g, 
                 REAL *d = row + oh * OW;
                 if (SW == 1)
                     for (ow = 0; ow < OW; ++ow) d[ow] = s[ow];
+                else if (SW == 2)   /* (a constant stride: vector shuffles) */
+                    for (ow = 0; ow < OW; ++ow) d[ow] = s[2 * ow];
                 else
                     for (ow = 0; ow < OW; ++ow) d[ow] = s[ow * SW];
             }
