@@ -62,8 +62,12 @@ extensions = []
 for pyx in sorted(glob.glob(os.path.join("convcore", "_core", "_*.pyx"))):
     family = os.path.basename(pyx)[1:-4]
     sources = [pyx, os.path.join(SRC, f"{family}.c"), os.path.join(SRC, "common.c")]
+    include = [SRC]
+    if family == "mem":   # (NumPy's allocator interface: its headers)
+        import numpy
+        include.append(numpy.get_include())
     extensions.append(Extension(
-        f"convcore._core._{family}", sources=sources, include_dirs=[SRC],
+        f"convcore._core._{family}", sources=sources, include_dirs=include,
         extra_compile_args=compile_args, extra_link_args=link_args, depends=headers))
 
 directives = {"language_level": 3, "boundscheck": False, "wraparound": False,

@@ -29,6 +29,8 @@ from convcore import _plan as _plan_state  # noqa: E402
 
 __all__ += ["tune", "save_plan", "load_plan"]
 _plan_state.load_from_environment()   # $CONVCORE_PLAN
+from convcore._config import _memory_cache_from_environment  # noqa: E402
+_memory_cache_from_environment()      # $CONVCORE_MEMORY_CACHE
 
 # Sub-modules imported on first attribute access (PEP 562).
 _LAZY = ("optim", "losses", "data", "train", "distributed")

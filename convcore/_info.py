@@ -22,6 +22,7 @@ def config_info() -> dict:
         "openmp": _conv.openmp_enabled(),
         "threads": _config.get_num_threads(),
         "workspace_limit_bytes": _config.get_workspace_limit(),
+        "memory_cache_bytes": _config.get_memory_cache(),
         "malloc": (f"glibc keeps freed memory (trim threshold {_core.MALLOC_TRIM_THRESHOLD >> 20} "
                    f"MiB, mmap threshold {_core.MALLOC_MMAP_THRESHOLD >> 20} MiB)"
                    if _core.malloc_tuned else "the system's settings"),

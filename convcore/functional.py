@@ -3,8 +3,8 @@
 Names and parameters mirror ``torch.nn.functional``.  All argument validation
 and output allocation happens here; the backends only compute.
 """
-from convcore._config import (get_num_threads, get_workspace_limit, set_num_threads,
-                              set_workspace_limit)
+from convcore._config import (get_memory_cache, get_num_threads, get_workspace_limit,
+                              set_memory_cache, set_num_threads, set_workspace_limit)
 from convcore._ops.conv import col2im, conv2d, conv2d_backward, im2col
 from convcore._ops.conv_transpose import conv_transpose2d, conv_transpose2d_backward
 from convcore._ops.pool import (adaptive_avg_pool2d, adaptive_avg_pool2d_backward, avg_pool2d,
@@ -32,6 +32,7 @@ __all__ = [
     "tanh", "tanh_backward", "sigmoid", "sigmoid_backward", "leaky_relu", "leaky_relu_backward",
     "dropout2d", "dropout2d_backward", "interpolate", "interpolate_backward",
     "set_num_threads", "get_num_threads", "set_workspace_limit", "get_workspace_limit",
+    "set_memory_cache", "get_memory_cache",
 ]
 
 

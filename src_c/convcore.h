@@ -499,4 +499,17 @@ int cc_max_threads(void);
 #ifdef __cplusplus
 }
 #endif
+/* ---- memory: a cache of large freed blocks (mem.c) ---- */
+/* Keep freed blocks of at least min_bytes, up to budget_bytes in all (a
+ * budget of 0: keep none, releasing what is kept). */
+void cc_mem_configure(size_t min_bytes, size_t budget_bytes);
+/* A kept block of exactly `size` bytes, or NULL. */
+void *cc_mem_take(size_t size);
+/* Keep p (a malloc'd block of `size` bytes) for a later cc_mem_take: 1, or
+ * 0 if it is not kept (the caller frees it). */
+int cc_mem_keep(void *p, size_t size);
+/* What is kept, and the large requests served from it and not. */
+void cc_mem_stats(size_t *kept_bytes, int *blocks, unsigned long long *n_hits,
+                  unsigned long long *n_misses);
+
 #endif /* CONVCORE_H */
