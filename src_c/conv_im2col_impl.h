@@ -123,7 +123,11 @@ static void FN(im2col_task)(const REAL *x, const cc_conv_geom *g, int64_t i, int
                             int64_t ldc, int64_t nstride, REAL *cols)
 {
     const int64_t n = i % nb, HW = g->H * g->W;
-    if (cc_im2col_by_plane(g)) {
+    if (cc_conv_is_pointwise(g)) {
+        /* (1x1, stride 1, no padding: row c is plane c) */
+        const int64_t c = i / nb;
+        memcpy(cols + n * nstride + c * ldc, x + (n * g->C + c) * HW, (size_t)HW * sizeof(REAL));
+    } else if (cc_im2col_by_plane(g)) {
         const int64_t c = i / nb;
         FN(im2col_plane)(x + (n * g->C + c) * HW, g, c, ldc, cols + n * nstride);
     } else {

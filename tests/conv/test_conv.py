@@ -311,6 +311,31 @@ def test_results_identical_for_every_thread_count_and_repeat(dtype, rng, restore
                 assert np.array_equal(a, b_)
 
 
+@pytest.mark.parametrize("groups", [1, 2])
+@pytest.mark.parametrize("N, H, W", [(1, 1, 1), (4, 2, 3), (3, 9, 9)])
+def test_batched_pointwise_columns_are_the_planes(N, H, W, groups, rng, monkeypatch):
+    """BATCHED on a 1x1 layer too narrow for the product kernel (more than
+    its 128 output channels) builds its columns by copying whole planes:
+    forward and both gradients against float64 einsums, grouped or not."""
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "batched")
+    C, K = 100, 200
+    x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+    w = (rng.standard_normal((K, C // groups, 1, 1)) / np.sqrt(C)).astype(np.float32)
+    gy = rng.standard_normal((N, K, H, W)).astype(np.float32)
+    x64, w64, gy64 = (a.astype(np.float64) for a in (x, w, gy))
+    xg = x64.reshape(N, groups, C // groups, H, W)
+    wg = w64[:, :, 0, 0].reshape(groups, K // groups, C // groups)
+    gyg = gy64.reshape(N, groups, K // groups, H, W)
+    y_ref = np.einsum("gkc,ngchw->ngkhw", wg, xg).reshape(N, K, H, W)
+    gx_ref = np.einsum("gkc,ngkhw->ngchw", wg, gyg).reshape(N, C, H, W)
+    gw_ref = np.einsum("ngkhw,ngchw->gkc", gyg, xg).reshape(K, C // groups, 1, 1)
+    y = cc.conv2d(x, w, groups=groups)
+    gx, gw, _ = cc.conv2d_backward(gy, x, w, groups=groups)
+    np.testing.assert_allclose(y, y_ref, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(gx, gx_ref, rtol=2e-4, atol=2e-4)
+    np.testing.assert_allclose(gw, gw_ref, rtol=2e-4, atol=2e-4 * N * H * W)
+
+
 @pytest.mark.parametrize("dtype, strategy", [(np.float32, ""), (np.float64, ""),
                                              (np.float32, "batched")])
 @pytest.mark.parametrize("N, H, W", [(1, 5, 7), (3, 9, 9), (5, 46, 47)])
