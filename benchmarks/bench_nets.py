@@ -15,7 +15,7 @@ docs/contributing.rst), alternating, one process per side, network and round.  E
 process also reports its peak memory: the peak RSS over building the network
 and running its steps, above the RSS after its imports.
 
-    python benchmarks/bench_nets.py [--nets NAME ...] [--quick] [--profile]
+    python benchmarks/bench_nets.py [--nets NAME ...] [--quick] [--profile] [--memory-cache MIB]
                                     [--rounds 3] [--reps 5] [--threads 2] [--force]
     python benchmarks/bench_nets.py --out docs/_data/nets.json    # the docs' snapshot
 
@@ -172,6 +172,8 @@ def convcore_child(p):
     rss0 = _runner.rss_bytes()
     reset = _runner.reset_peak_rss()
     cc.set_num_threads(p["threads"])
+    if p.get("memory_cache"):    # (--memory-cache: not the default)
+        cc.set_memory_cache(p["memory_cache"] << 20)
     import _nets
     _, ncls, shape = _spec(p["net"])
     net = _nets.build(p["net"], rng=0)
@@ -333,6 +335,9 @@ def print_tables(res, out=sys.stdout):
           "over convcore's, the two sides' quiet moments)", file=out)
     if res["onnxruntime"] != "installed":
         print(f"ONNX Runtime: {res['onnxruntime']}", file=out)
+    if res.get("convcore_memory_cache_mib"):
+        print(f"convcore ran with a {res['convcore_memory_cache_mib']} MiB memory cache "
+              "(cc.set_memory_cache; off by default)", file=out)
     print("\npeak memory above imports (MiB): network, convcore, torch, torch/convcore",
           file=out)
     for net, d in res["networks"].items():
@@ -360,6 +365,9 @@ def main(argv=None):
     ap.add_argument("--profile", action="store_true",
                     help="convcore's time per layer type, per network")
     ap.add_argument("--no-onnx", action="store_true", help="skip ONNX Runtime")
+    ap.add_argument("--memory-cache", type=int, default=0, metavar="MIB",
+                    help="convcore with cc.set_memory_cache(MIB MiB) (default 0: off, "
+                         "convcore's default; recorded in the JSON)")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "nets.json"))
     _runner.add_protocol_args(ap)
     args = ap.parse_args(argv)
@@ -380,6 +388,7 @@ def main(argv=None):
         for net, train, infer in cases:
             print(f"{net}: float64 check", flush=True)
             base = dict(net=net, threads=args.threads, reps=args.reps, seed=0,
+                        memory_cache=args.memory_cache,
                         warmup=1 if args.quick else 2, train=list(train), infer=list(infer),
                         npz=os.path.join(work, f"{net}.npz"), dir=work)
             check = _runner.spawn(script, "check", dict(
@@ -426,6 +435,7 @@ def main(argv=None):
            "measured_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t0)),
            "ratio": "peer time / convcore time, median over rounds (> 1: convcore faster)",
            "onnxruntime": ort_missing or "installed",
+           "convcore_memory_cache_mib": args.memory_cache,
            "networks": networks}
     res["summary"] = summarise(networks)
     print()
