@@ -19,7 +19,10 @@ BIG = 3 << 20   # float32 elements: 12 MiB, above the 8 MiB the cache keeps from
 
 
 def _handler_name():
-    from numpy._core.multiarray import get_handler_name  # NumPy >= 2
+    try:
+        from numpy._core.multiarray import get_handler_name   # NumPy >= 2
+    except ImportError:
+        from numpy.core.multiarray import get_handler_name    # NumPy 1.22-1.26
     return get_handler_name()
 
 
