@@ -4,6 +4,8 @@ from __future__ import annotations
 import os
 import threading
 
+from convcore._core import MALLOC_MMAP_THRESHOLD
+
 _lock = threading.Lock()
 _state = {"threads": None, "workspace_bytes": 256 * 2**20}
 
@@ -73,9 +75,9 @@ def get_workspace_limit() -> int:
 
 
 #: Arrays of at least this many bytes are what the memory cache keeps: the
-#: size from which convcore has glibc map blocks fresh from the system
-#: (``convcore._core.MALLOC_MMAP_THRESHOLD``), each faulted in page by page.
-MEMORY_CACHE_MIN_BLOCK = 8 << 20
+#: size from which convcore has glibc map blocks fresh from the system, each
+#: faulted in page by page.
+MEMORY_CACHE_MIN_BLOCK = MALLOC_MMAP_THRESHOLD
 _cache = {"bytes": 0, "previous": None}
 
 

@@ -496,9 +496,6 @@ int cc_linear_bwd_f64(const double *dy, const double *x, const double *w, int64_
 int cc_openmp_enabled(void);
 int cc_max_threads(void);
 
-#ifdef __cplusplus
-}
-#endif
 /* ---- memory: a cache of large freed blocks (mem.c) ---- */
 /* Keep freed blocks of at least min_bytes, up to budget_bytes in all (a
  * budget of 0: keep none, releasing what is kept). */
@@ -512,4 +509,7 @@ int cc_mem_keep(void *p, size_t size);
 void cc_mem_stats(size_t *kept_bytes, int *blocks, unsigned long long *n_hits,
                   unsigned long long *n_misses);
 
+#ifdef __cplusplus
+}
+#endif
 #endif /* CONVCORE_H */

@@ -6,9 +6,9 @@
  * page, zeroed by the kernel, at every step (ResNet-50 training at batch 4:
  * about 4,000 faults a step).  Serving such blocks from the heap instead
  * fragments it.  Here, once a budget is set (convcore.set_memory_cache;
- * none by default), freed blocks of at least
- * `min_block` bytes are kept, up to `budget` bytes in all, and handed out
- * again for a request of exactly the same size -- a network's steps ask for
+ * none by default), freed blocks of at least `min_block` bytes are kept, up
+ * to `budget` bytes in all, and handed out again for a request of exactly
+ * the same size -- a network's steps ask for
  * the same sizes over and over.  When a block does not fit the budget the
  * oldest kept blocks are released first.  (Releasing kept blocks whenever a
  * fresh one would take the large blocks in use plus those kept past their
@@ -18,12 +18,9 @@
  * Python.  The NumPy allocator built on it lives in convcore/_core/_mem.pyx. */
 #include "convcore.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-#include <pthread.h>
 
 #define CC_MEM_SLOTS 256
 

@@ -2,8 +2,8 @@
 """NumPy's data allocator with convcore's cache of large freed blocks
 (src_c/mem.c).
 
-Installed at import (``convcore/_core/__init__.py``): arrays of at least
-``min_block`` bytes are served, when a block of exactly their size was
+Installed by ``convcore.set_memory_cache`` (off by default): arrays of at
+least ``min_block`` bytes are served, when a block of exactly their size was
 freed before, from that block instead of a fresh mapping the kernel must
 fault in page by page.  Every other request goes to the C library as
 before.  Arrays remember the allocator that made them, so arrays made
@@ -42,7 +42,6 @@ cdef extern from *:
         PyDataMemAllocator allocator
     int cc_mem_import_numpy() except -1
     object PyDataMem_SetHandler(object handler)
-    object PyDataMem_GetHandler()
 
 
 cdef void *_malloc(void *ctx, size_t size) noexcept nogil:
