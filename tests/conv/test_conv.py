@@ -338,12 +338,13 @@ def test_batched_pointwise_columns_are_the_planes(N, H, W, groups, rng, monkeypa
 
 @pytest.mark.parametrize("dtype, strategy", [(np.float32, ""), (np.float64, ""),
                                              (np.float32, "batched")])
-@pytest.mark.parametrize("N, H, W", [(1, 5, 7), (3, 9, 9), (5, 46, 47)])
+@pytest.mark.parametrize("N, H, W", [(7, 1, 1), (6, 2, 3), (1, 5, 7), (3, 9, 9), (5, 46, 47)])
 def test_wide_pointwise_layer_matches_einsum_for_every_thread_count(N, H, W, dtype, strategy,
                                                                     rng, restore_threads,
                                                                     monkeypatch):
     """1x1 layers of more weights than the product kernel takes run their
-    products on the arrays in place (no columns): forward, each gradient
+    products on the arrays in place (no columns) on maps of 64 positions or
+    more, and through side-by-side columns on smaller ones: forward, each gradient
     alone and together, with and without bias, against float64 einsums, the
     same bits for 1 to 4 threads; 46x47 maps make more than one block of
     positions an image."""
