@@ -15,6 +15,14 @@ variables (``OMP_*``, ``GOMP_*``, ``KMP_*``, ``CONVCORE_*``): every library runs
 with its defaults, as a user gets it.  Other variables (``OPENBLAS_*``,
 ``PYTHONPATH``) pass through unchanged.
 
+``OPENBLAS_CORETYPE`` deserves a word: it replaces the kernels OpenBLAS picks
+for the CPU by those of another (some machines set it to work around old
+builds).  convcore's GEMMs run on SciPy's OpenBLAS, so a forced older kernel
+slows convcore and not PyTorch: on a CPU with AVX-512, the Haswell kernels
+multiplied convcore's GEMM tiles at 117 GFLOP/s a core against 199 for the
+AVX-512 ones.  The parent warns when it is set, and every child records the
+kernel each loaded BLAS runs (``blas_<side>`` in the JSON's environment).
+
 A script becomes a child when started as ``script.py --child SIDE``: it reads a
 JSON payload on stdin and writes its JSON result to the file named by
 ``payload["out"]``.  Helpers below are plain functions so that the tests can
@@ -80,6 +88,14 @@ def check_quiet(force=False, threshold=0.15, seconds=1.0, out=None):
     quiet = busy is None or busy <= threshold
     info = {"busy_fraction": busy, "loadavg": load, "threshold": threshold,
             "quiet": quiet, "forced": bool(force and not quiet)}
+    forced_blas = blas_environment()
+    if forced_blas:
+        info["blas_environment"] = forced_blas
+        print("note: " + ", ".join(f"{k}={v}" for k, v in forced_blas.items())
+              + " set: OpenBLAS runs the kernels named there, not the ones it picks "
+              "for this CPU, and convcore's GEMMs with them (PyTorch's do not use "
+              "OpenBLAS).  A user without it gets OpenBLAS's own choice; to measure that, "
+              "unset these variables in this command alone.", file=out or sys.stderr, flush=True)
     if not quiet:
         bar = "!" * 72
         msg = (f"{bar}\nTHE MACHINE IS NOT QUIET: {100 * busy:.0f}% of its CPUs were busy "
@@ -184,13 +200,36 @@ def geomean(values):
         else None
 
 
+BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def blas_environment(environ=None):
+    """The OpenBLAS variables that override its choice of kernel and cache
+    size, as set in ``environ`` (children inherit them)."""
+    environ = os.environ if environ is None else environ
+    return {k: environ[k] for k in BLAS_VARIABLES if k in environ}
+
+
+def blas_kernels():
+    """``"library (kernel)"`` for each BLAS loaded in this process, as
+    threadpoolctl reports it; None without threadpoolctl."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return None
+    return "; ".join(sorted(f"{os.path.basename(i.get('filepath', '?'))} "
+                            f"({i.get('architecture') or i.get('internal_api', '?')})"
+                            for i in threadpool_info() if i.get("user_api") == "blas")) or None
+
+
 def environment(threads, versions=None):
     """Machine, CPU model, Python and the libraries' versions (from the children)."""
     env = {"machine": platform.machine(), "platform": platform.platform(),
            "cpus": os.cpu_count(), "python": platform.python_version(),
            "numpy": np.__version__, "threads": threads,
            "protocol": "each library alone in its own fresh process, alternating, "
-                       "library defaults (no OMP_/GOMP_/KMP_/CONVCORE_ variables)"}
+                       "library defaults (no OMP_/GOMP_/KMP_/CONVCORE_ variables)",
+           "blas_environment": blas_environment()}
     try:
         with open("/proc/cpuinfo") as fh:
             for line in fh:
@@ -307,6 +346,10 @@ def child_main(sides):
     side = sys.argv[sys.argv.index("--child") + 1]
     payload = json.loads(sys.stdin.read())
     result = sides[side](payload)
+    if isinstance(result, dict):   # (after the work: every BLAS it loaded)
+        kernels = blas_kernels()
+        if kernels:
+            result.setdefault("_versions", {})[f"blas_{side}"] = kernels
     with open(payload["out"], "w") as fh:
         json.dump(result, fh, default=_jsonable)
 

@@ -73,6 +73,16 @@ def _machine_rows(data):
         v = env.get(name, vers.get(name))
         if v:
             out.append((name, v))
+    blas = env.get("blas_convcore")
+    if blas:
+        out.append(("convcore's BLAS (kernel)", blas))
+    forced = env.get("blas_environment")
+    if forced:
+        out.append(("OpenBLAS overrides in the environment",
+                    ", ".join(f"{k}={v}" for k, v in forced.items())))
+    elif "blas_environment" in env:
+        out.append(("OpenBLAS overrides in the environment",
+                    "none (OpenBLAS picks its kernels for the CPU)"))
     lim = data.get("limits") or {}
     if "sgemm_2048_gflops" in lim:
         out.append(("sgemm 2048³ (NumPy's BLAS)", f"{lim['sgemm_2048_gflops']:.0f} GFLOP/s"))

@@ -166,6 +166,24 @@ def test_child_environment_drops_only_tuning_variables():
     assert env == {"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": "/x", "PATH": "/bin"}
 
 
+def test_forced_openblas_kernels_are_reported_not_changed(monkeypatch, capsys):
+    """OPENBLAS_CORETYPE slows convcore's GEMMs only: the parent says so and
+    records it, and the children still inherit it (the user's setting)."""
+    env = {"OPENBLAS_CORETYPE": "Haswell", "OPENBLAS_L2_SIZE": "512", "OPENBLAS_NUM_THREADS": "1"}
+    assert _runner.blas_environment(env) == {"OPENBLAS_CORETYPE": "Haswell",
+                                             "OPENBLAS_L2_SIZE": "512"}
+    assert _runner.child_env(env) == env
+    monkeypatch.setattr(_runner, "busy_fraction", lambda seconds: 0.0)
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    info = _runner.check_quiet()
+    assert info["blas_environment"]["OPENBLAS_CORETYPE"] == "Haswell"
+    assert "OPENBLAS_CORETYPE=Haswell" in capsys.readouterr().err
+    monkeypatch.delenv("OPENBLAS_CORETYPE")
+    monkeypatch.delenv("OPENBLAS_L2_SIZE", raising=False)
+    assert "blas_environment" not in _runner.check_quiet()
+    assert "OPENBLAS_CORETYPE" not in capsys.readouterr().err
+
+
 def test_busy_machine_is_refused_unless_forced(monkeypatch, capsys):
     monkeypatch.setattr(_runner, "busy_fraction", lambda seconds: 0.9)
     with pytest.raises(SystemExit, match="--force"):
