@@ -1,6 +1,7 @@
 """show_config(): what this build of convcore runs on."""
 from __future__ import annotations
 
+import os
 import platform
 import sys
 
@@ -30,11 +31,18 @@ def config_info() -> dict:
     try:
         from threadpoolctl import threadpool_info
         import scipy.linalg  # noqa: F401
-        blas = [f"{d.get('internal_api')} {d.get('version')} ({d.get('filepath')})"
+        blas = [f"{d.get('internal_api')} {d.get('version')}"
+                + (f", {d['architecture']} kernels" if d.get("architecture") else "")
+                + f" ({d.get('filepath')})"
                 for d in threadpool_info() if d.get("user_api") == "blas"]
         info["blas"] = blas
     except Exception as exc:  # pragma: no cover - informational only
         info["blas"] = [f"unknown ({exc})"]
+    # OpenBLAS variables that replace the kernels it picks for this CPU
+    # (convcore's GEMMs run on SciPy's OpenBLAS: an older CPU's kernels
+    # forced on a newer one slow every convolution)
+    info["blas_overrides"] = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+                              if k in os.environ} or None
     try:
         import cupy  # noqa: F401
         info["cupy"] = cupy.__version__
