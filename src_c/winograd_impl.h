@@ -1417,15 +1417,15 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 
 /* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice, or
  * the whole batch on smaller planes; on planes of fewer than
- * CC_WG_B1_MIN_TILES, the fewest in the batch for the backward pass and,
- * at batch 1, for the forward pass of layers of more than
- * CC_WG_B1_MAX_WEIGHTS or at most CC_WG_B1_MIN_WEIGHTS channel pairs; at
- * stride 2, the fewest 2x2 output tiles in the batch) */
+ * CC_WG_B1_MIN_TILES, the fewest in the batch; below CC_WG_FEW_TILES in the batch, the fewest channel pairs
+ * forward and backward; at stride 2, the fewest 2x2 output tiles in the
+ * batch) */
 #define CC_WG_MIN_PLANE_TILES 9
 #define CC_WG_MIN_BATCH_TILES 64
 #define CC_WG_B1_MIN_TILES 25
-#define CC_WG_B1_MAX_WEIGHTS (256 * 256)
-#define CC_WG_B1_MIN_WEIGHTS (128 * 128)
+#define CC_WG_FEW_TILES 100
+#define CC_WG_FEW_TILES_FWD_WEIGHTS (128 * 256)
+#define CC_WG_FEW_TILES_BWD_WEIGHTS (256 * 256)
 #define CC_WG_S2_MIN_TILES 384
 
 static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
@@ -1452,13 +1452,30 @@ static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
          * of products), but 0.95-1.0x with 160 to 256 (GoogLeNet's 7x7
          * layers); larger maps at batch 1 (14x14: 49 tiles) 1.1-1.8x
          * faster. */
-        if (tiles < CC_WG_B1_MIN_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) {
-            const int64_t pairs = g->K * g->C;
-            if (backward) return 0;
-            if (g->N < 2 && (pairs > CC_WG_B1_MAX_WEIGHTS || pairs <= CC_WG_B1_MIN_WEIGHTS))
-                return 0;
-        }
+        /* With OpenBLAS's AVX-512 kernels (which it picks for such a CPU
+         * itself) the products BATCHED makes run 1.7x faster than with the
+         * Haswell ones, and the transforms no longer pay on these planes at
+         * batch 1 (each side alone, 2 threads, against BATCHED): forward
+         * 1.3-1.9x slower on 7x7 and 8x8 outputs with 128 to 320 channels
+         * (and 1.8x at batch 2 with 512);
+         * on 14x14 and 16x16 (49 and 64 tiles) 1.1-1.4x slower with up to
+         * 25,000 channel pairs and 1.1-1.2x faster from 32,768 on; backward
+         * 1.1-1.4x slower there below 65,536 pairs, 1.1x faster at 65,536. */
+        if (tiles < CC_WG_B1_MIN_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) return 0;
+        /* odd planes of this size (7x7: a quarter of the tiles' outputs past
+         * the plane) at batch 4: 1.15-1.25x slower both ways with 512 -> 512
+         * and 832 -> 384 channels; even at batch 8 (8x8 planes at batch 4
+         * 1.2x faster) */
+        if (tiles < CC_WG_B1_MIN_TILES && g->N * tiles < 2 * CC_WG_MIN_BATCH_TILES &&
+            (g->OH % 2 || g->OW % 2))
+            return 0;
+        if (g->N * tiles < CC_WG_FEW_TILES &&
+            g->K * g->C < (backward ? CC_WG_FEW_TILES_BWD_WEIGHTS : CC_WG_FEW_TILES_FWD_WEIGHTS))
+            return 0;
     }
+    /* 5x5 at batch 1, backward: 1.3-1.5x slower than BATCHED (AlexNet's
+     * 96 -> 256 on 27x27, GoogLeNet's 32 -> 96 on 28x28) */
+    if (g->KH == 5 && backward && g->N < 2) return 0;
     /* Stride 2 (each side alone, 2 threads, against BATCHED, ResNet's
      * downsampling layers of 64 to 256 channels): from about 400 tiles of
      * 2x2 outputs in the chunk, as fast forward and 1.1-1.4x faster

@@ -166,31 +166,36 @@ def test_results_hold_under_a_tiny_workspace_limit(rng):
 
 def test_plan_names_the_strategy():
     assert _conv.plan(_geom(*GEOMS[8]), np.float32) == "depthwise+crop"
-    body = _geom(2, 64, 14, 14, 64, 3, 1, 1, 1)
+    body = _geom(8, 64, 14, 14, 64, 3, 1, 1, 1)
     assert _conv.plan(body, np.float32) == "winograd"
     assert _conv.plan(body, np.float64) == "batched"   # float64: never unasked
     assert _conv.plan(body, np.float64, "tiles") == "tiles"
-    # batch 1 on 14x14 maps: Winograd both ways
-    one = _geom(1, 64, 14, 14, 64, 3, 1, 1, 1)
+    # batch 1 on 14x14 maps: Winograd both ways from 256 channels a side;
+    # forward from 128 x 256 channel pairs; the GEMM below
+    one = _geom(1, 256, 14, 14, 256, 3, 1, 1, 1)
     assert _conv.plan(one, np.float32) == "winograd"
     assert _conv.plan(one, np.float32, backward=True) == "winograd"
     assert _conv.plan(_geom(1, 512, 14, 14, 512, 3, 1, 1, 1), np.float32) == "winograd"
+    mid = _geom(1, 128, 14, 14, 256, 3, 1, 1, 1)
+    assert _conv.plan(mid, np.float32) == "winograd"
+    assert _conv.plan(mid, np.float32, backward=True) == "batched"
+    for n in (1, 2):
+        narrow = _geom(n, 64, 14, 14, 64, 3, 1, 1, 1)
+        assert _conv.plan(narrow, np.float32) == "batched"
+        assert _conv.plan(narrow, np.float32, backward=True) == "batched"
+    assert _conv.plan(_geom(4, 64, 14, 14, 64, 3, 1, 1, 1), np.float32) == "winograd"
     # 7x7 and 8x8 maps (16 tiles) in fewer than 64 tiles in all: the GEMM
-    # backward; forward at batch 1 too, except from 128 to 256 channels a
-    # side (a wide layer's transformed weights cost more than they save, a
-    # narrow one's transforms do)
-    wide7 = _geom(1, 512, 7, 7, 512, 3, 1, 1, 1)
-    assert _conv.plan(wide7, np.float32) == "batched"
-    assert _conv.plan(wide7, np.float32, backward=True) == "batched"
-    assert _conv.plan(_geom(2, 256, 7, 7, 256, 3, 1, 1, 1), np.float32, backward=True) == "batched"
-    assert _conv.plan(_geom(1, 128, 8, 8, 128, 3, 1, 1, 1), np.float32) == "batched"
-    assert _conv.plan(_geom(2, 512, 7, 7, 512, 3, 1, 1, 1), np.float32) == "winograd"
-    assert _conv.plan(_geom(1, 256, 8, 8, 256, 3, 1, 1, 1), np.float32) == "winograd"
-    assert _conv.plan(_geom(1, 160, 7, 7, 320, 3, 1, 1, 1), np.float32) == "winograd"
-    # from 64 tiles in all, Winograd both ways
-    four = _geom(4, 512, 7, 7, 512, 3, 1, 1, 1)
-    assert _conv.plan(four, np.float32) == "winograd"
-    assert _conv.plan(four, np.float32, backward=True) == "winograd"
+    # both ways, and on 7x7 maps below 128 tiles
+    for n, c, h in ((1, 512, 7), (2, 256, 7), (1, 128, 8), (2, 512, 7), (1, 256, 8),
+                    (1, 160, 7), (4, 512, 7), (4, 832, 7)):
+        small = _geom(n, c, h, h, c, 3, 1, 1, 1)
+        assert _conv.plan(small, np.float32) == "batched", (n, c, h)
+        assert _conv.plan(small, np.float32, backward=True) == "batched", (n, c, h)
+    # from 64 tiles in all on 8x8 maps and 128 on 7x7 ones, Winograd both ways
+    for n, h in ((4, 8), (8, 7)):
+        enough = _geom(n, 512, h, h, 512, 3, 1, 1, 1)
+        assert _conv.plan(enough, np.float32) == "winograd"
+        assert _conv.plan(enough, np.float32, backward=True) == "winograd"
     # 5x5: from 64 channels a side, or from 32 inputs on planes of 28x28 outputs
     assert _conv.plan(_geom(8, 32, 28, 28, 96, 5, 1, 2, 1), np.float32) == "winograd"
     assert _conv.plan(_geom(8, 32, 14, 14, 128, 5, 1, 2, 1), np.float32) == "batched"

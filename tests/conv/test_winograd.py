@@ -226,7 +226,9 @@ def test_4x4_tiles_only_when_asked_for_and_only_on_large_planes(rng, monkeypatch
 
 
 def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch):
-    x, w, b, dy = _data(rng, 2, 32, 32, 10, 10, 1)
+    # (100 tiles of 2x2 outputs: few enough channel pairs take the GEMM on
+    # fewer tiles)
+    x, w, b, dy = _data(rng, 4, 32, 32, 10, 10, 1)
     auto = cc.conv2d(x, w, b, padding=1)
     monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
     wino = cc.conv2d(x, w, b, padding=1)
