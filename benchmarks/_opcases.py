@@ -131,9 +131,10 @@ def _convcore_make(cc, case, d):
     if op == "relu":
         y = cc.relu(x)
         return {"fwd": lambda: cc.relu(x), "bwd": lambda: cc.relu_backward(g, y)}
-    if op == "residual_add":
+    if op == "residual_add":   # as a residual block ends: sum and ReLU, in place
+        from convcore.backends import cpu
         y = d["y"]
-        return {"fwd": lambda: x + y}
+        return {"fwd": lambda: cpu.add_relu_inplace(x, y)}
     if op == "concat":   # as an Inception module: concatenate; backward: per-branch views
         parts = [d[f"x{i}"] for i in range(len(prm["splits"]))]
         splits = prm["splits"]
@@ -229,9 +230,9 @@ def _torch_make(torch, case, d):
         y = F.relu(x)
         return {"fwd": nograd(lambda: F.relu(x)),
                 "bwd": lambda: aten.threshold_backward(g, y, 0)}
-    if op == "residual_add":
+    if op == "residual_add":   # torchvision's block: out += identity; relu(inplace=True)
         y = t["y"]
-        return {"fwd": nograd(lambda: x + y)}
+        return {"fwd": nograd(lambda: torch.relu_(x.add_(y)))}
     if op == "concat":
         parts = [t[f"x{i}"] for i in range(len(prm["splits"]))]
         f = grad_of(lambda *v: torch.cat(v, 1), *parts)
@@ -268,10 +269,14 @@ def check_child(payload):
     import torch
     bad = {}
     for case in payload["cases"]:
-        d = inputs(case, payload.get("seed", 0))
-        a = np.asarray(_convcore_make(cc, case, d)["fwd"]())
-        b = np.asarray(_torch_make(torch, case, d)["fwd"]())
-        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5):
+        # (fresh inputs for each side: some cases work in place)
+        a = np.array(_convcore_make(cc, case, inputs(case, payload.get("seed", 0)))["fwd"]())
+        b = np.array(_torch_make(torch, case, inputs(case, payload.get("seed", 0)))["fwd"]())
+        # (absolute error against the output's scale: a float32 sum of
+        # 25,088 products, as in VGG's first Linear, differs by a few 1e-5
+        # between two BLAS kernels' summation orders)
+        scale = float(np.max(np.abs(b))) if b.size else 0.0
+        if a.shape != b.shape or not np.allclose(a, b, rtol=1e-4, atol=1e-5 + 1e-5 * scale):
             err = float(np.max(np.abs(a - b))) if a.shape == b.shape else None
             bad[case["id"]] = f"differs: shapes {a.shape} and {b.shape}, max error {err}"
     return {"mismatch": bad}

@@ -9,7 +9,8 @@ process (``_runner.py``, docs/contributing.rst):
   count and at 1 thread, convcore's NumPy expressions (the path CuPy arrays
   take; the "numpy" side) and PyTorch;
 * with ``--nets`` (default: every network of ``_nets.NETWORKS``), every
-  distinct LRN, ReLU (forward and backward), residual add, Inception
+  distinct LRN, ReLU (forward and backward), residual sum (and its ReLU, in
+  place, as each library's residual block ends), Inception
   concatenation (and its backward split), Linear and cross-entropy the
   networks contain, found by shape inference through ``convcore.models`` at
   each network's training batch: convcore against PyTorch.

@@ -590,6 +590,52 @@ int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REA
     return CC_OK;
 }
 
+/* h = relu(h + s): a residual block's sum and ReLU in one pass */
+CC_CLONES static void FN(add_relu_span)(REAL *CC_RESTRICT h, const REAL *CC_RESTRICT s, int64_t n)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) {
+        const REAL v = h[i] + s[i];
+        h[i] = ((v > 0) | (v != v)) ? v : (REAL)0;
+    }
+}
+
+CC_CLONES static void FN(add_span)(REAL *CC_RESTRICT a, const REAL *CC_RESTRICT b, int64_t n)
+{
+    int64_t i;
+    for (i = 0; i < n; ++i) a[i] += b[i];
+}
+
+int FN(cc_add_relu)(REAL *h, const REAL *s, int64_t n, int n_threads)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
+    if (n > 0 && (!h || !s)) return CC_EINVAL;
+    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, n, 3, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
+    for (i = 0; i < nb; ++i)
+        FN(add_relu_span)(h + i * CC_RELU_BLOCK, s + i * CC_RELU_BLOCK,
+                          CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK));
+    return CC_OK;
+}
+
+int FN(cc_add)(REAL *a, const REAL *b, int64_t n, int n_threads)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
+    if (n > 0 && (!a || !b)) return CC_EINVAL;
+    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, n, 3, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
+    for (i = 0; i < nb; ++i)
+        FN(add_span)(a + i * CC_RELU_BLOCK, b + i * CC_RELU_BLOCK,
+                     CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK));
+    return CC_OK;
+}
+
 /* y = relu(x) and mask = (y > 0) in one pass; y may be x (in place), so
  * neither is restrict. */
 CC_CLONES static void FN(relu_mask_span)(const REAL *x, int64_t n, REAL *y,

@@ -322,6 +322,37 @@ def relu_inplace(x):
     return _expr.relu_inplace(np, x)
 
 
+def _flat_pair(a, b):
+    """a and b as 1-D views for the C core, or None where it cannot take them
+    (small, not contiguous, read-only, of another dtype, or overlapping)."""
+    if (a.ndim and a.size > RELU_SMALL and a.shape == b.shape and a.dtype == b.dtype
+            and a.flags.c_contiguous and b.flags.c_contiguous and a.flags.writeable
+            and not np.shares_memory(a, b)):
+        return a.reshape(-1), b.reshape(-1)
+    return None
+
+
+def add_relu_inplace(h, s):
+    """h = relu(h + s) in place, one parallel pass (a residual block's sum and
+    ReLU); returns h."""
+    flat = _flat_pair(h, s)
+    if flat is None:
+        h += s
+        return relu_inplace(h)
+    _norm.add_relu(flat[0], flat[1], _config.get_num_threads())
+    return h
+
+
+def add_inplace(a, b):
+    """a += b, one parallel pass; returns a."""
+    flat = _flat_pair(a, b)
+    if flat is None:
+        a += b
+        return a
+    _norm.add(flat[0], flat[1], _config.get_num_threads())
+    return a
+
+
 def relu_mask(x, inplace):
     """(relu(x), the bool mask y > 0) in one pass; with ``inplace`` y is x."""
     if x.ndim and x.flags.c_contiguous and x.size > RELU_SMALL:

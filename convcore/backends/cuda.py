@@ -484,6 +484,16 @@ def relu_inplace(x):
     return _expr.relu_inplace(_cupy(), x)
 
 
+def add_relu_inplace(h, s):
+    h += s
+    return _expr.relu_inplace(_cupy(), h)
+
+
+def add_inplace(a, b):
+    a += b
+    return a
+
+
 def relu_mask(x, inplace):
     return _expr.relu_mask(_cupy(), x, inplace)
 

@@ -61,10 +61,9 @@ class _Residual(Module):
             raise ValueError(f"{type(self).__name__}: shortcut shape {tuple(s.shape)} does not "
                              f"match the main path {tuple(h.shape)}; give a downsample")
         if h is x or h is s:
-            h = h + s
-        else:
-            h += s                      # the main path's last output is the block's alone
-        be.relu_inplace(h)
+            h = be.relu_inplace(h + s)
+        else:                           # the main path's last output is the block's alone
+            be.add_relu_inplace(h, s)   # (sum and ReLU in one parallel pass)
         post.append(h)
         self._post = post
         return h
@@ -82,10 +81,10 @@ class _Residual(Module):
             if i > 0:
                 g = F.relu_backward(g, post[i - 1])
         s = g_sum if self.downsample is None else self.downsample.backward(g_sum)
+        be = get_backend(g_sum)
         if (g is not None and g is not s and g.base is None and g.dtype == s.dtype
                 and g.shape == s.shape and getattr(g.flags, "writeable", True)):
-            g += s                  # the first convolution's fresh input gradient
-            return g
+            return be.add_inplace(g, s)   # the first convolution's fresh input gradient
         return g + s
 
     def _summary(self, input_shape, prefix, rows):

@@ -376,6 +376,51 @@ def test_relu_in_place_against_the_definition(rng, dtype, size):
     np.testing.assert_array_equal(b.ravel(), ref[::2])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("size", [7, 5000, 70001])
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_residual_sum_in_place_against_the_definition(rng, dtype, size, threads):
+    """A residual block's h = relu(h + s) and a += b, in place: bit for bit
+    the element-wise float sums (NaN and Inf kept, -0 to +0 after the ReLU),
+    for any thread count; views NumPy cannot hand the C core whole still
+    give the definition."""
+    from convcore.backends import cpu
+    cc.set_num_threads(threads)
+    h = rng.standard_normal(size).astype(dtype)
+    s = rng.standard_normal(size).astype(dtype)
+    k = min(size, 3 * len(SPECIAL))
+    h[:k] = np.array(SPECIAL * 3, dtype)[:k]
+    s[:k] = np.array(SPECIAL * 3, dtype)[::-1][:k]
+    with np.errstate(invalid="ignore"):
+        total = h + s
+    ref = np.where((total > 0) | np.isnan(total), total, np.zeros((), dtype))
+    a = h.copy()
+    assert cpu.add_relu_inplace(a, s) is a
+    np.testing.assert_array_equal(a.view(np.uint8), ref.view(np.uint8))
+    a = h.copy()
+    with np.errstate(invalid="ignore"):
+        assert cpu.add_inplace(a, s) is a
+    np.testing.assert_array_equal(a.view(np.uint8), total.view(np.uint8))
+    # not contiguous, or the shortcut a view of the sum: NumPy's operators
+    b = h.copy().reshape(-1, 1)[::2]
+    with np.errstate(invalid="ignore"):
+        assert cpu.add_relu_inplace(b, s[::2].reshape(-1, 1)) is b
+    np.testing.assert_array_equal(b.ravel().view(np.uint8), ref[::2].copy().view(np.uint8))
+    c = h.copy()
+    with np.errstate(invalid="ignore"):
+        cpu.add_inplace(c, c)
+    np.testing.assert_array_equal(c.view(np.uint8), (h + h).view(np.uint8))
+
+
+def test_residual_sum_bindings_refuse_overlap_and_short_buffers():
+    x = np.arange(-5, 5, dtype=np.float32)
+    for fn in (_norm.add_relu, _norm.add):
+        with pytest.raises(ValueError, match="overlap"):
+            fn(x[1:], x[:-1], 1)
+        with pytest.raises(ValueError):
+            fn(np.ones(10, np.float32), np.ones(9, np.float32), 1)
+
+
 def test_relu_binding_refuses_overlapping_buffers():
     x = np.arange(-5, 5, dtype=np.float32)
     with pytest.raises(ValueError, match="overlaps"):
