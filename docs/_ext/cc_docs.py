@@ -75,11 +75,12 @@ def _machine_rows(data):
             out.append((name, v))
     blas = env.get("blas_convcore")
     if blas:
-        out.append(("convcore's BLAS (kernel)", blas))
+        out.append(("convcore's BLAS (kernel)",
+                    "; ".join(f"``{part.strip()}``" for part in blas.split(";"))))
     forced = env.get("blas_environment")
     if forced:
         out.append(("OpenBLAS overrides in the environment",
-                    ", ".join(f"{k}={v}" for k, v in forced.items())))
+                    ", ".join(f"``{k}={v}``" for k, v in forced.items())))
     elif "blas_environment" in env:
         out.append(("OpenBLAS overrides in the environment",
                     "none (OpenBLAS picks its kernels for the CPU)"))
