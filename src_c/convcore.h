@@ -517,6 +517,9 @@ int cc_mem_keep(void *p, size_t size);
 /* What is kept, and the large requests served from it and not. */
 void cc_mem_stats(size_t *kept_bytes, int *blocks, unsigned long long *n_hits,
                   unsigned long long *n_misses);
+/* Fault in the whole pages of [p, p + size) for writing in one call (Linux
+ * 5.14+): 1 if done, 0 if not (the first writes fault them in as usual). */
+int cc_mem_populate(void *p, size_t size);
 
 #ifdef __cplusplus
 }

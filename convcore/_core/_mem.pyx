@@ -22,6 +22,7 @@ cdef extern from "convcore.h" nogil:
     int cc_mem_keep(void *p, size_t size)
     void cc_mem_stats(size_t *kept_bytes, int *blocks, unsigned long long *n_hits,
                       unsigned long long *n_misses)
+    int cc_mem_populate(void *p, size_t size)
 
 cdef extern from *:
     """
@@ -111,3 +112,12 @@ def stats():
     cdef unsigned long long hits = 0, misses = 0
     cc_mem_stats(&kept, &blocks, &hits, &misses)
     return int(kept), int(blocks), int(hits), int(misses)
+
+
+def populate(size_t address, size_t nbytes):
+    """Fault in the pages of a fresh block (``address``, ``nbytes``: an array's
+    data) for writing, in one call; True if done (see src_c/mem.c)."""
+    cdef int done
+    with nogil:
+        done = cc_mem_populate(<void *>address, nbytes)
+    return bool(done)
