@@ -27,9 +27,9 @@ xp = np
 #: 10-20x as long as one call (ReLU of a 12.8 MiB array at 2 threads: a median
 #: of 0.71 ms, 5.8 ms at the 90th percentile and up to 17 ms, against 0.59,
 #: 0.63 and 0.77 ms populated first).  Whole networks, 3 alternating rounds
-#: each way: GoogLeNet training at batch 4 and inference at batch 1 7-8 %
+#: each way: GoogLeNet training at batch 4 7 % and inference at batch 1 15 %
 #: faster (median ratio to PyTorch), ResNet-50 training at batch 4 7 %,
-#: ResNet-18 training at batch 16 6 %; ResNet-18 inference at batch 16 4 %
+#: ResNet-18 training at batch 16 7 %; ResNet-18 inference at batch 16 5 %
 #: slower (two threads' faults were quicker there while they did not contend).
 POPULATE_MIN_BYTES = MALLOC_MMAP_THRESHOLD
 
