@@ -443,14 +443,11 @@ int cc_relu_bwd_mask_f32(const float *dy, const uint8_t *mask, int64_t n, int n_
 int cc_relu_bwd_mask_f64(const double *dy, const uint8_t *mask, int64_t n, int n_threads,
                          double *dx);
 
-/* A residual block's sum, in place, with and without the ReLU after it:
- *   h (n) [in/out]: h = relu(h + s) (NaN propagates, -0 becomes +0);
- *   a (n) [in/out]: a = a + b.
- * s and b (n) [in] must not overlap h and a. */
-int cc_add_relu_f32(float *h, const float *s, int64_t n, int n_threads);
-int cc_add_relu_f64(double *h, const double *s, int64_t n, int n_threads);
-int cc_add_f32(float *a, const float *b, int64_t n, int n_threads);
-int cc_add_f64(double *a, const double *b, int64_t n, int n_threads);
+/* A residual block's sum, in place, with or without the ReLU after it:
+ *   a (n) [in/out]: a = a + b, then a = relu(a) if relu is nonzero (NaN
+ *   propagates, -0 becomes +0);  b (n) [in] must not overlap a. */
+int cc_add_f32(float *a, const float *b, int64_t n, int relu, int n_threads);
+int cc_add_f64(double *a, const double *b, int64_t n, int relu, int n_threads);
 
 /* Local response normalisation across channels (PyTorch's formula), x and y
  * (N, C, L) contiguous:

@@ -606,22 +606,8 @@ CC_CLONES static void FN(add_span)(REAL *CC_RESTRICT a, const REAL *CC_RESTRICT 
     for (i = 0; i < n; ++i) a[i] += b[i];
 }
 
-int FN(cc_add_relu)(REAL *h, const REAL *s, int64_t n, int n_threads)
-{
-    int64_t nb, i;
-    int team;
-    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
-    if (n > 0 && (!h || !s)) return CC_EINVAL;
-    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, n, 3, sizeof(REAL));
-#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
-    for (i = 0; i < nb; ++i)
-        FN(add_relu_span)(h + i * CC_RELU_BLOCK, s + i * CC_RELU_BLOCK,
-                          CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK));
-    return CC_OK;
-}
-
-int FN(cc_add)(REAL *a, const REAL *b, int64_t n, int n_threads)
+/* a += b, then a = relu(a) if `relu`, in one pass */
+int FN(cc_add)(REAL *a, const REAL *b, int64_t n, int relu, int n_threads)
 {
     int64_t nb, i;
     int team;
@@ -630,9 +616,13 @@ int FN(cc_add)(REAL *a, const REAL *b, int64_t n, int n_threads)
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
     team = norm_team(n_threads, n, 3, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
-    for (i = 0; i < nb; ++i)
-        FN(add_span)(a + i * CC_RELU_BLOCK, b + i * CC_RELU_BLOCK,
-                     CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK));
+    for (i = 0; i < nb; ++i) {
+        const int64_t len = CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK);
+        if (relu)
+            FN(add_relu_span)(a + i * CC_RELU_BLOCK, b + i * CC_RELU_BLOCK, len);
+        else
+            FN(add_span)(a + i * CC_RELU_BLOCK, b + i * CC_RELU_BLOCK, len);
+    }
     return CC_OK;
 }
 

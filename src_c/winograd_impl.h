@@ -1415,12 +1415,10 @@ int cc_conv_winograd_auto(const cc_conv_geom *g)
 }
 
 
-/* (fewest F(2x2, 3x3) tiles an output plane needs for AUTO's choice, or
- * the whole batch on smaller planes; on planes of fewer than
- * CC_WG_B1_MIN_TILES, the fewest in the batch; below CC_WG_FEW_TILES in the batch, the fewest channel pairs
- * forward and backward; at stride 2, the fewest 2x2 output tiles in the
- * batch) */
-#define CC_WG_MIN_PLANE_TILES 9
+/* (planes of fewer than CC_WG_B1_MIN_TILES F(2x2, 3x3) tiles: the fewest
+ * tiles in the batch, twice that on odd planes; below CC_WG_FEW_TILES in
+ * the batch, the fewest channel pairs forward and backward; at stride 2,
+ * the fewest 2x2 output tiles in the batch) */
 #define CC_WG_MIN_BATCH_TILES 64
 #define CC_WG_B1_MIN_TILES 25
 #define CC_WG_FEW_TILES 100
@@ -1434,41 +1432,28 @@ static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
     if (elem_size != (int)sizeof(float) || !cc_conv_winograd_auto(g)) return 0;
     if (g->KH == 3 && g->SH == 1) {
         const int64_t tiles = ((g->OH + 1) / 2) * ((g->OW + 1) / 2);
-        /* Measured (3x3, stride 1, 2 threads, against BATCHED): on maps of
-         * under 3x3 tiles (2x2 and 4x4 outputs) 1.15-1.3x slower both ways
-         * at batch 8 or less, the border tiles being most of the work; but
-         * from 64 tiles in all (4x4 and 2x2 maps at batch 64, 128 to 512
-         * channels; each side alone, with BATCHED's columns built from
-         * padded planes) 1.1-1.8x faster both ways: the GEMMs are long
-         * enough again. */
-        if (tiles < CC_WG_MIN_PLANE_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) return 0;
-        /* 7x7 and 8x8 outputs (16 tiles) in fewer than 64 tiles in all
-         * (each side alone, 2 threads, against BATCHED with its product cut
-         * into 4 tiles).  Backward: 1.1-1.4x slower at batch 1 and 2 from
-         * 64 to 512 channels, the transforms costing more than the saved
-         * products.  Forward at batch 1: 1.4-2.2x slower with 32 to 128
-         * channels, and 1.6-1.8x with 512 (the transformed weights, 16 K C
-         * values, 16 MiB there, are written and read for 16 tiles' worth
-         * of products), but 0.95-1.0x with 160 to 256 (GoogLeNet's 7x7
-         * layers); larger maps at batch 1 (14x14: 49 tiles) 1.1-1.8x
-         * faster. */
-        /* With OpenBLAS's AVX-512 kernels (which it picks for such a CPU
-         * itself) the products BATCHED makes run 1.7x faster than with the
-         * Haswell ones, and the transforms no longer pay on these planes at
-         * batch 1 (each side alone, 2 threads, against BATCHED): forward
-         * 1.3-1.9x slower on 7x7 and 8x8 outputs with 128 to 320 channels
-         * (and 1.8x at batch 2 with 512);
-         * on 14x14 and 16x16 (49 and 64 tiles) 1.1-1.4x slower with up to
-         * 25,000 channel pairs and 1.1-1.2x faster from 32,768 on; backward
-         * 1.1-1.4x slower there below 65,536 pairs, 1.1x faster at 65,536. */
-        if (tiles < CC_WG_B1_MIN_TILES && g->N * tiles < CC_WG_MIN_BATCH_TILES) return 0;
-        /* odd planes of this size (7x7: a quarter of the tiles' outputs past
-         * the plane) at batch 4: 1.15-1.25x slower both ways with 512 -> 512
-         * and 832 -> 384 channels; even at batch 8 (8x8 planes at batch 4
-         * 1.2x faster) */
-        if (tiles < CC_WG_B1_MIN_TILES && g->N * tiles < 2 * CC_WG_MIN_BATCH_TILES &&
-            (g->OH % 2 || g->OW % 2))
+        /* Planes of under 5x5 tiles (7x7 and smaller outputs) need enough
+         * tiles in the batch for the products to pay for the transforms
+         * (each side alone, 2 threads, against BATCHED).  Under 64 in all:
+         * on 2x2 and 4x4 outputs 1.15-1.3x slower both ways at batch 8 or
+         * less, the border tiles being most of the work; on 7x7 and 8x8
+         * outputs, with OpenBLAS's AVX-512 kernels (which it picks for such
+         * a CPU itself; BATCHED's products run 1.7x faster with them than
+         * with the Haswell ones), 1.3-1.9x slower forward at batch 1 with
+         * 128 to 320 channels, 1.8x at batch 2 with 512, 1.1-1.4x backward.
+         * From 64 tiles in all (4x4 and 2x2 maps at batch 64, 128 to 512
+         * channels; 8x8 maps at batch 4) 1.1-1.8x faster both ways.  Odd
+         * planes (7x7: a quarter of the tiles' outputs past the plane) need
+         * 128: at batch 4 1.15-1.25x slower both ways with 512 -> 512 and
+         * 832 -> 384 channels, even at batch 8. */
+        if (tiles < CC_WG_B1_MIN_TILES &&
+            g->N * tiles < ((g->OH % 2 || g->OW % 2) ? 2 : 1) * CC_WG_MIN_BATCH_TILES)
             return 0;
+        /* Fewer than 100 tiles in all (batch 1 and 2 on 14x14 and 16x16
+         * outputs, 49 and 64 tiles an image): forward 1.1-1.4x slower with
+         * up to 25,000 channel pairs, 1.1-1.2x faster from 32,768 on;
+         * backward 1.1-1.4x slower below 65,536 pairs, 1.1x faster at
+         * 65,536. */
         if (g->N * tiles < CC_WG_FEW_TILES &&
             g->K * g->C < (backward ? CC_WG_FEW_TILES_BWD_WEIGHTS : CC_WG_FEW_TILES_FWD_WEIGHTS))
             return 0;

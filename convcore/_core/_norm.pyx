@@ -48,10 +48,8 @@ cdef extern from "convcore.h" nogil:
     int cc_lrn_bwd_f64(const double *dy, const double *x, int64_t N, int64_t C, int64_t L,
                        int64_t size, double alpha, double beta, double k, int n_threads,
                        double *dx)
-    int cc_add_relu_f32(float *h, const float *s, int64_t n, int n_threads)
-    int cc_add_relu_f64(double *h, const double *s, int64_t n, int n_threads)
-    int cc_add_f32(float *a, const float *b, int64_t n, int n_threads)
-    int cc_add_f64(double *a, const double *b, int64_t n, int n_threads)
+    int cc_add_f32(float *a, const float *b, int64_t n, int relu, int n_threads)
+    int cc_add_f64(double *a, const double *b, int64_t n, int relu, int n_threads)
     int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y)
     int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y)
     int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx)
@@ -243,40 +241,21 @@ def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] d
     _raise(st, "relu backward")
 
 
-cdef _check_apart(const void *a, const void *b, int64_t nbytes, what):
-    if <const char *>a < <const char *>b + nbytes and <const char *>b < <const char *>a + nbytes:
-        raise ValueError(f"{what}: the operands overlap")
-
-
-def add_relu(floating[::1] h, const floating[::1] s, int n_threads):
-    """h = relu(h + s) in place; s may not overlap h."""
-    cdef int64_t n = h.shape[0]
-    cdef int st
-    _need(s.shape[0], n, "s")
-    if n == 0:
-        return
-    _check_apart(&h[0], &s[0], n * sizeof(h[0]), "add_relu")
-    with nogil:
-        if floating is float:
-            st = cc_add_relu_f32(&h[0], &s[0], n, n_threads)
-        else:
-            st = cc_add_relu_f64(&h[0], &s[0], n, n_threads)
-    _raise(st, "add_relu")
-
-
-def add(floating[::1] a, const floating[::1] b, int n_threads):
-    """a += b in place; b may not overlap a."""
+def add(floating[::1] a, const floating[::1] b, bint relu, int n_threads):
+    """a += b in place, then a = relu(a) if ``relu``; b may not overlap a."""
     cdef int64_t n = a.shape[0]
     cdef int st
     _need(b.shape[0], n, "b")
     if n == 0:
         return
-    _check_apart(&a[0], &b[0], n * sizeof(a[0]), "add")
+    if (<const char *>&a[0] < <const char *>&b[n - 1] + sizeof(b[0])
+            and <const char *>&b[0] < <const char *>&a[n - 1] + sizeof(a[0])):
+        raise ValueError("add: the operands overlap")
     with nogil:
         if floating is float:
-            st = cc_add_f32(&a[0], &b[0], n, n_threads)
+            st = cc_add_f32(&a[0], &b[0], n, relu, n_threads)
         else:
-            st = cc_add_f64(&a[0], &b[0], n, n_threads)
+            st = cc_add_f64(&a[0], &b[0], n, relu, n_threads)
     _raise(st, "add")
 
 

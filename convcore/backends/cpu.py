@@ -339,35 +339,26 @@ def relu_inplace(x):
     return _expr.relu_inplace(np, x)
 
 
-def _flat_pair(a, b):
-    """a and b as 1-D views for the C core, or None where it cannot take them
-    (small, not contiguous, read-only, of another dtype, or overlapping)."""
+def _add_inplace(a, b, relu):
+    """a += b (then a = relu(a)), one parallel pass where the C core can take
+    the pair: large, contiguous, same shape and dtype, a writable, apart."""
     if (a.ndim and a.size > RELU_SMALL and a.shape == b.shape and a.dtype == b.dtype
             and a.flags.c_contiguous and b.flags.c_contiguous and a.flags.writeable
-            and not np.shares_memory(a, b)):
-        return a.reshape(-1), b.reshape(-1)
-    return None
+            and not np.may_share_memory(a, b)):
+        _norm.add(a.reshape(-1), b.reshape(-1), relu, _config.get_num_threads())
+        return a
+    a += b
+    return relu_inplace(a) if relu else a
 
 
 def add_relu_inplace(h, s):
-    """h = relu(h + s) in place, one parallel pass (a residual block's sum and
-    ReLU); returns h."""
-    flat = _flat_pair(h, s)
-    if flat is None:
-        h += s
-        return relu_inplace(h)
-    _norm.add_relu(flat[0], flat[1], _config.get_num_threads())
-    return h
+    """h = relu(h + s) in place (a residual block's sum and ReLU); returns h."""
+    return _add_inplace(h, s, True)
 
 
 def add_inplace(a, b):
-    """a += b, one parallel pass; returns a."""
-    flat = _flat_pair(a, b)
-    if flat is None:
-        a += b
-        return a
-    _norm.add(flat[0], flat[1], _config.get_num_threads())
-    return a
+    """a += b; returns a."""
+    return _add_inplace(a, b, False)
 
 
 def relu_mask(x, inplace):

@@ -414,11 +414,11 @@ def test_residual_sum_in_place_against_the_definition(rng, dtype, size, threads)
 
 def test_residual_sum_bindings_refuse_overlap_and_short_buffers():
     x = np.arange(-5, 5, dtype=np.float32)
-    for fn in (_norm.add_relu, _norm.add):
+    for relu in (True, False):
         with pytest.raises(ValueError, match="overlap"):
-            fn(x[1:], x[:-1], 1)
+            _norm.add(x[1:], x[:-1], relu, 1)
         with pytest.raises(ValueError):
-            fn(np.ones(10, np.float32), np.ones(9, np.float32), 1)
+            _norm.add(np.ones(10, np.float32), np.ones(9, np.float32), relu, 1)
 
 
 def test_relu_binding_refuses_overlapping_buffers():
