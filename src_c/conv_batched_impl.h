@@ -10,12 +10,11 @@
 static int batched_applies(const cc_conv_geom *g) { (void)g; return 1; }
 /* AUTO's default: measured on the fixed layer set of bench_conv.py (2 threads),
  * side-by-side columns were as fast as per-image tiles or faster on every
- * layer, forward and backward (per-image tiles lost most on first layers
- * and 1x1 convolutions: 0.6-0.8x). */
+ * layer of more than one tap, forward and backward (per-image tiles lost
+ * most on first layers: 0.6-0.8x); 1x1 layers are TILES' (tiles_pick). */
 static int batched_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
-    (void)g, (void)elem_size, (void)backward;
-    return 1;
+    return !tiles_pick(g, elem_size, backward);   /* (1x1 layers: see there) */
 }
 
 int cc_conv_product_ok(const cc_conv_geom *g)
@@ -58,14 +57,6 @@ static int64_t batched_or(const cc_conv_geom *g, int64_t chunk,
     return t + fixed;
 }
 #endif
-
-/* Fewest positions an image for the pointwise products below.  Each image's
- * product packs all the weights again, so on small maps the packing outweighs
- * the multiplications: on 1x1 to 4x4 maps (ResNet-50 on 32x32 inputs, batch
- * 64) the side-by-side columns, whose copy is a plane memcpy, were 2.4-6.6x
- * faster forward and backward; on 7x7 maps they tied forward and were 5-10 %
- * faster backward; from 8x8 maps on the per-image products won by 5-15 %. */
-#define CC_PW_GEMM_MIN_L 64
 
 /* A pointwise layer (1x1, stride 1, no padding, one group) of more weights
  * than the product kernel takes and maps of CC_PW_GEMM_MIN_L positions or

@@ -65,6 +65,9 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
 
 static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
+    /* (small 1x1 layers: the product kernel's forward pass on maps of
+     * CC_PW_GEMM_MIN_L positions or more, TILES elsewhere: see there) */
+    if (tiles_pick(g, elem_size, backward)) return 0;
     if (!backward) return cc_conv_direct_auto(g);
     return direct_channels_auto(g) ||
            (direct_rows_pick(g) &&

@@ -1,17 +1,59 @@
 /* Strategy TILES: im2col per image, then OpenMP over (image, L-block,
- * K-block) tiles, each a sequential GEMM on one image's columns.  Never
- * AUTO's pick (BATCHED was as fast or faster on every measured layer); it
- * stays for memory-tight callers, needing no buffer for the GEMM output.
- * Included by conv_impl.h inside its element-type template; the shape part
- * (applies? workspace) is compiled once. */
+ * K-block) tiles, each a sequential GEMM on one image's columns (a 1x1
+ * stride-1 layer's columns are x itself: no copy).  AUTO's pick for 1x1
+ * layers (tiles_pick); it also serves memory-tight callers, needing no buffer
+ * for the GEMM output.  Included by conv_impl.h inside its element-type
+ * template; the shape part (applies? workspace) is compiled once. */
 
 #ifndef CC_TILES_SHAPE
 #define CC_TILES_SHAPE
 static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
+
+/* Fewest positions an image for BATCHED's per-image products of a 1x1
+ * layer (pointwise_gemm_ok), and below which the product kernel's forward
+ * pass yields to TILES (tiles_pick).  With BLAS kernels that pack all the
+ * weights again for each image's product (OpenBLAS's Haswell ones), on 1x1
+ * to 4x4 maps (ResNet-50 on 32x32 inputs, batch 64) the side-by-side
+ * columns, whose copy is a plane memcpy, were 2.4-6.6x faster forward and
+ * backward; on 7x7 maps they tied forward and were 5-10 % faster backward;
+ * from 8x8 maps on the per-image products won by 5-15 %. */
+#define CC_PW_GEMM_MIN_L 64
+
+/* Fewest positions an image from which a 1x1 layer of many weights takes its
+ * backward pass per image: each image's dW product reduces over its L
+ * positions only, and below this the side-by-side columns' one long
+ * reduction won (4x4 maps at batch 64: 2.3 against 3.9 ms, 512 -> 256). */
+#define CC_TILES_BWD_MIN_L 32
+
+/* AUTO takes TILES for 1x1 layers of one group and no padding (stride 1 or
+ * 2).  Measured with OpenBLAS's AVX-512 kernels, each strategy timed alone
+ * on every such layer of ResNet-18/50 (224x224 and 32x32 inputs) and
+ * GoogLeNet at batches 1, 8 and 64 (2 threads): per-image products read x
+ * and write y where they lie, and the BLAS's small-matrix kernels no longer
+ * pack the weights for each image, so
+ * - the product kernel's small layers (DIRECT) lost their backward pass
+ *   everywhere (480 -> 16 on 14x14 at batch 8: 0.24 against 0.45 ms; 128 ->
+ *   512 on 28x28: 4.6 against 6.9) and their forward pass on maps of fewer
+ *   than CC_PW_GEMM_MIN_L positions (512 -> 128 on 4x4 at batch 64: 0.46
+ *   against 0.75 ms); from that size on the forward passes tied;
+ * - the side-by-side columns lost the forward pass on 2x2 to 7x7 maps (832
+ *   -> 192 on 7x7 at batch 8: 0.37 against 0.49 ms; 256 -> 1024 on 2x2 at
+ *   batch 64: 0.40 against 0.55) except on 1x1 maps from batch 16, where
+ *   each image's product is a matrix-vector one that reads every weight
+ *   (2048 -> 512 at batch 64: 1.5 against 0.8-1.1 ms), and the backward pass
+ *   from CC_TILES_BWD_MIN_L positions (832 -> 192 on 7x7 at batch 8: 0.87
+ *   against 1.0 ms; 256 -> 1024 on 14x14: 4.3 against 4.7-5.1);
+ * - strided 1x1 layers ran 5-25 % faster per image both ways (128 -> 256
+ *   1x1/2 on 28x28 at batch 8: 0.37 against 0.49 ms forward). */
 static int tiles_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
-    (void)g, (void)elem_size, (void)backward;
-    return 0;
+    const int64_t L = g->OH * g->OW;
+    (void)elem_size;
+    if (g->groups != 1 || g->KH != 1 || g->KW != 1 || g->PH || g->PW) return 0;
+    if (cc_conv_is_pointwise(g) && g->K * g->C <= CC_PW_MAX_WEIGHTS)
+        return backward || L < CC_PW_GEMM_MIN_L;
+    if (backward) return L >= CC_TILES_BWD_MIN_L;
+    return !(L == 1 && g->N >= 16);
 }
 /* a chunk of images' columns (C*KH*KW, L) each; none for a 1x1/stride-1/pad-0
  * layer, whose columns are x itself */

@@ -33,6 +33,8 @@ GEOMS = [
     (2, 32, 2, 2, 32, 3, 1, 1, 1),   # (WINOGRAD's channel counts)
     (20, 4, 1, 1, 4, 3, 1, 1, 4),    # depthwise on a 1x1 map
     (2, 3, 6, 5, 6, 3, 2, 1, 3),     # grouped, odd sizes, stride 2
+    (3, 5, 4, 3, 6, 1, 1, 0, 1),     # pointwise (x is its own columns)
+    (2, 6, 7, 5, 4, 1, 2, 0, 1),     # 1x1 at stride 2, odd sizes
 ]
 NAMES = ["tiles", "batched", "winograd", "direct", "depthwise", "regions", "unrolled"]
 
@@ -200,6 +202,26 @@ def test_plan_names_the_strategy():
     assert _conv.plan(_geom(8, 32, 28, 28, 96, 5, 1, 2, 1), np.float32) == "winograd"
     assert _conv.plan(_geom(8, 32, 14, 14, 128, 5, 1, 2, 1), np.float32) == "batched"
     assert _conv.plan(_geom(8, 16, 28, 28, 32, 5, 1, 2, 1), np.float32) == "batched"
+    # 1x1 layers of one group: per-image products (tiles), except the
+    # product kernel's forward pass from 64 positions an image, the
+    # side-by-side columns' forward pass on 1x1 maps from batch 16 and their
+    # backward pass below 32 positions an image
+    small_pw = _geom(8, 480, 14, 14, 16, 1, 1, 0, 1)
+    assert _conv.plan(small_pw, np.float32) == "direct"
+    assert _conv.plan(small_pw, np.float32, backward=True) == "tiles"
+    assert _conv.plan(_geom(64, 512, 4, 4, 128, 1, 1, 0, 1), np.float32) == "tiles"
+    wide_pw = _geom(64, 512, 4, 4, 256, 1, 1, 0, 1)
+    assert _conv.plan(wide_pw, np.float32) == "tiles"
+    assert _conv.plan(wide_pw, np.float32, backward=True) == "batched"
+    seven = _geom(8, 832, 7, 7, 192, 1, 1, 0, 1)
+    assert _conv.plan(seven, np.float32) == "tiles"
+    assert _conv.plan(seven, np.float32, backward=True) == "tiles"
+    assert _conv.plan(_geom(64, 2048, 1, 1, 512, 1, 1, 0, 1), np.float32) == "batched"
+    assert _conv.plan(_geom(8, 2048, 1, 1, 512, 1, 1, 0, 1), np.float32) == "tiles"
+    strided = _geom(8, 128, 28, 28, 256, 1, 2, 0, 1)
+    assert _conv.plan(strided, np.float32) == "tiles"
+    assert _conv.plan(strided, np.float32, backward=True) == "tiles"
+    assert _conv.plan(_geom(8, 64, 14, 14, 64, 1, 1, 1, 1), np.float32) == "batched"  # padded
     # maps of under 3x3 Winograd tiles: the GEMM both ways
     assert _conv.plan(_geom(*GEOMS[7]), np.float32) == "batched"
     assert _conv.plan(_geom(*GEOMS[7]), np.float32, backward=True) == "batched"
