@@ -66,7 +66,9 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
 static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
     /* (small 1x1 layers: the product kernel's forward pass on maps of
-     * CC_PW_GEMM_MIN_L positions or more, TILES elsewhere: see there) */
+     * CC_PW_GEMM_MIN_L positions or more, TILES or BATCHED elsewhere: see
+     * tiles_pick) */
+    if (cc_conv_is_pointwise(g) && backward) return 0;
     if (tiles_pick(g, elem_size, backward)) return 0;
     if (!backward) return cc_conv_direct_auto(g);
     return direct_channels_auto(g) ||

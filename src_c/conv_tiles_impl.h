@@ -20,9 +20,11 @@ static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
 #define CC_PW_GEMM_MIN_L 64
 
 /* Fewest positions an image from which a 1x1 layer of many weights takes its
- * backward pass per image: each image's dW product reduces over its L
- * positions only, and below this the side-by-side columns' one long
- * reduction won (4x4 maps at batch 64: 2.3 against 3.9 ms, 512 -> 256). */
+ * backward pass per image (half as many for the product kernel's small
+ * layers): each image's dW product reduces over its L positions only, and
+ * below this the side-by-side columns' one long reduction won (4x4 maps at
+ * batch 64: 2.3 against 3.9 ms, 512 -> 256; 1x1 maps at batch 64: 0.09
+ * against 0.11 ms, 64 -> 512). */
 #define CC_TILES_BWD_MIN_L 32
 
 /* AUTO takes TILES for 1x1 layers of one group and no padding (stride 1 or
@@ -33,9 +35,10 @@ static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
  * pack the weights for each image, so
  * - the product kernel's small layers (DIRECT) lost their backward pass
  *   everywhere (480 -> 16 on 14x14 at batch 8: 0.24 against 0.45 ms; 128 ->
- *   512 on 28x28: 4.6 against 6.9) and their forward pass on maps of fewer
- *   than CC_PW_GEMM_MIN_L positions (512 -> 128 on 4x4 at batch 64: 0.46
- *   against 0.75 ms); from that size on the forward passes tied;
+ *   512 on 28x28: 4.6 against 6.9; on 1x1 maps 4-5x) and their forward pass
+ *   on maps of fewer than CC_PW_GEMM_MIN_L positions (512 -> 128 on 4x4 at
+ *   batch 64: 0.46 against 0.75 ms; 8 -> 512 on 1x1 at batch 32: 0.027
+ *   against 0.14); from that size on the forward passes tied;
  * - the side-by-side columns lost the forward pass on 2x2 to 7x7 maps (832
  *   -> 192 on 7x7 at batch 8: 0.37 against 0.49 ms; 256 -> 1024 on 2x2 at
  *   batch 64: 0.40 against 0.55) except on 1x1 maps from batch 16, where
@@ -51,7 +54,7 @@ static int tiles_pick(const cc_conv_geom *g, int elem_size, int backward)
     (void)elem_size;
     if (g->groups != 1 || g->KH != 1 || g->KW != 1 || g->PH || g->PW) return 0;
     if (cc_conv_is_pointwise(g) && g->K * g->C <= CC_PW_MAX_WEIGHTS)
-        return backward || L < CC_PW_GEMM_MIN_L;
+        return backward ? L >= CC_TILES_BWD_MIN_L / 2 : L < CC_PW_GEMM_MIN_L;
     if (backward) return L >= CC_TILES_BWD_MIN_L;
     return !(L == 1 && g->N >= 16);
 }

@@ -205,11 +205,15 @@ def test_plan_names_the_strategy():
     # 1x1 layers of one group: per-image products (tiles), except the
     # product kernel's forward pass from 64 positions an image, the
     # side-by-side columns' forward pass on 1x1 maps from batch 16 and their
-    # backward pass below 32 positions an image
+    # backward pass below 32 positions an image (16 for small layers)
     small_pw = _geom(8, 480, 14, 14, 16, 1, 1, 0, 1)
     assert _conv.plan(small_pw, np.float32) == "direct"
     assert _conv.plan(small_pw, np.float32, backward=True) == "tiles"
     assert _conv.plan(_geom(64, 512, 4, 4, 128, 1, 1, 0, 1), np.float32) == "tiles"
+    assert _conv.plan(_geom(64, 512, 4, 4, 128, 1, 1, 0, 1), np.float32, backward=True) == "tiles"
+    tiny_pw = _geom(32, 64, 1, 1, 512, 1, 1, 0, 1)
+    assert _conv.plan(tiny_pw, np.float32) == "tiles"
+    assert _conv.plan(tiny_pw, np.float32, backward=True) == "batched"
     wide_pw = _geom(64, 512, 4, 4, 256, 1, 1, 0, 1)
     assert _conv.plan(wide_pw, np.float32) == "tiles"
     assert _conv.plan(wide_pw, np.float32, backward=True) == "batched"
