@@ -27,6 +27,15 @@ static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
  * against 0.11 ms, 64 -> 512). */
 #define CC_TILES_BWD_MIN_L 32
 
+/* Most weight bytes for which a 1x1 layer of many weights on maps of fewer
+ * than CC_PW_GEMM_MIN_L positions takes per-image products beyond batch 1:
+ * each image's product reads all the weights again, from memory once they
+ * no longer stay in cache.  Inside ResNet-50's training step at batch 4,
+ * its 7x7 layers of 4 MiB weights (2048 -> 512, 512 -> 2048, 1024 -> 2048
+ * 1x1/2) ran 10-25 % slower per image than side by side, while on their own
+ * (the weights in cache) they had been as fast. */
+#define CC_TILES_MAX_WEIGHT_BYTES ((int64_t)1 << 20)
+
 /* AUTO takes TILES for 1x1 layers of one group and no padding (stride 1 or
  * 2).  Measured with OpenBLAS's AVX-512 kernels, each strategy timed alone
  * on every such layer of ResNet-18/50 (224x224 and 32x32 inputs) and
@@ -51,10 +60,12 @@ static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
 static int tiles_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
     const int64_t L = g->OH * g->OW;
-    (void)elem_size;
     if (g->groups != 1 || g->KH != 1 || g->KW != 1 || g->PH || g->PW) return 0;
     if (cc_conv_is_pointwise(g) && g->K * g->C <= CC_PW_MAX_WEIGHTS)
         return backward ? L >= CC_TILES_BWD_MIN_L / 2 : L < CC_PW_GEMM_MIN_L;
+    if (L < CC_PW_GEMM_MIN_L && g->N > 1 &&
+        (double)g->K * g->C * elem_size > (double)CC_TILES_MAX_WEIGHT_BYTES)
+        return 0;
     if (backward) return L >= CC_TILES_BWD_MIN_L;
     return !(L == 1 && g->N >= 16);
 }
@@ -77,10 +88,13 @@ static int FN(fwd_tiles)(const REAL *x, const REAL *w, const REAL *b,
     const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
     const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
-    const int64_t nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK), lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
-    const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
+    int64_t nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK), lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
+    int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
     int64_t n0;
     (void)n_threads;
+    /* (a batch-1 layer whose positions and channels each fit one tile would
+     * multiply on one thread: 1024 -> 256 1x1 on 14x14 ran 1.5x slower) */
+    cc_min_tiles(g->N * G, L, &nlb, &lbs, Kg, &nkb, &kbs);
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         const int64_t ntiles = nb * G * nlb * nkb;
@@ -127,11 +141,17 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t G = g->groups, Cg = g->C / G, Kg = g->K / G;
     const int64_t CKK = g->C * g->KH * g->KW, CKKg = Cg * g->KH * g->KW;
     const int64_t L = g->OH * g->OW, HW = g->H * g->W;
-    const int64_t nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK), lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
     const int64_t nkb = cc_nblocks(Kg, CC_KBLOCK, CC_KBLOCK), kbs = cc_blocksize(Kg, CC_KBLOCK, CC_KBLOCK);
-    const int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
+    /* dW's tiles: input rows cut for about 8 tiles in all (a 256 -> 256
+     * layer's gradient was one tile: one thread summed every image) */
+    const int64_t wcbs = cc_split_block(CKKg, G * nkb, CC_CBLOCK), nwcb = (CKKg + wcbs - 1) / wcbs;
+    /* dX's tiles: (image, positions block, input rows block), at least
+     * CC_MIN_GEMM_TILES at batch 1 */
+    int64_t nlb = cc_nblocks(L, CC_LSPLIT, CC_LBLOCK), lbs = cc_blocksize(L, CC_LSPLIT, CC_LBLOCK);
+    int64_t ncb = cc_nblocks(CKKg, CC_CBLOCK, CC_CBLOCK), cbs = cc_blocksize(CKKg, CC_CBLOCK, CC_CBLOCK);
     int64_t n0;
     (void)n_threads;
+    cc_min_tiles(g->N * G, L, &nlb, &lbs, CKKg, &ncb, &cbs);
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         int64_t i;
@@ -141,7 +161,7 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
                 /* dW_g (Kg x CKKg) += dy_n,g (Kg x L) . col_n,gᵀ, one GEMM per
                  * image, images in order: each element sees the same sequence of
                  * calls whatever the thread count or chunk size. */
-                const int64_t ntiles = G * nkb * ncb;
+                const int64_t ntiles = G * nkb * nwcb;
                 if (!pointwise) {
 #pragma omp for schedule(static)
                     for (i = 0; i < FN(im2col_ntasks)(g, nb); ++i)
@@ -149,9 +169,9 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
                 }
 #pragma omp for schedule(dynamic, 1)
                 for (i = 0; i < ntiles; ++i) {
-                    const int64_t cb = i % ncb, kb = (i / ncb) % nkb, gi = i / (ncb * nkb);
-                    const int64_t c0 = cb * cbs, k0 = gi * Kg + kb * kbs;
-                    const int m = (int)CC_MIN(cbs, CKKg - c0);
+                    const int64_t cb = i % nwcb, kb = (i / nwcb) % nkb, gi = i / (nwcb * nkb);
+                    const int64_t c0 = cb * wcbs, k0 = gi * Kg + kb * kbs;
+                    const int m = (int)CC_MIN(wcbs, CKKg - c0);
                     const int nn = (int)CC_MIN(kbs, Kg - kb * kbs);
                     const int kk = (int)L, lda = (int)L, ldb = (int)L, ldc = (int)CKKg;
                     const REAL one = 1;

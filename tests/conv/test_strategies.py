@@ -221,7 +221,15 @@ def test_plan_names_the_strategy():
     assert _conv.plan(seven, np.float32) == "tiles"
     assert _conv.plan(seven, np.float32, backward=True) == "tiles"
     assert _conv.plan(_geom(64, 2048, 1, 1, 512, 1, 1, 0, 1), np.float32) == "batched"
-    assert _conv.plan(_geom(8, 2048, 1, 1, 512, 1, 1, 0, 1), np.float32) == "tiles"
+    # ... and beyond batch 1 not where each image would read 1 MiB of weights
+    # again: side by side both ways
+    for args in ((4, 2048, 7, 7, 512, 1, 1, 0, 1), (8, 2048, 1, 1, 512, 1, 1, 0, 1),
+                 (4, 1024, 14, 14, 2048, 1, 2, 0, 1)):
+        assert _conv.plan(_geom(*args), np.float32) == "batched", args
+        assert _conv.plan(_geom(*args), np.float32, backward=True) == "batched", args
+    one = _geom(1, 2048, 7, 7, 512, 1, 1, 0, 1)
+    assert _conv.plan(one, np.float32) == "tiles"
+    assert _conv.plan(one, np.float32, backward=True) == "tiles"
     strided = _geom(8, 128, 28, 28, 256, 1, 2, 0, 1)
     assert _conv.plan(strided, np.float32) == "tiles"
     assert _conv.plan(strided, np.float32, backward=True) == "tiles"
