@@ -27,13 +27,14 @@ static int tiles_applies(const cc_conv_geom *g) { (void)g; return 1; }
  * against 0.11 ms, 64 -> 512). */
 #define CC_TILES_BWD_MIN_L 32
 
-/* Most weight bytes for which a 1x1 layer of many weights on maps of fewer
- * than CC_PW_GEMM_MIN_L positions takes per-image products beyond batch 1:
- * each image's product reads all the weights again, from memory once they
- * no longer stay in cache.  Inside ResNet-50's training step at batch 4,
- * its 7x7 layers of 4 MiB weights (2048 -> 512, 512 -> 2048, 1024 -> 2048
- * 1x1/2) ran 10-25 % slower per image than side by side, while on their own
- * (the weights in cache) they had been as fast. */
+/* Weight bytes from which a 1x1 layer of many weights on maps of fewer than
+ * CC_PW_GEMM_MIN_L positions keeps the side-by-side columns beyond batch 1:
+ * each image's product reads (and packs) all the weights again, from memory
+ * once they no longer stay in cache.  Inside ResNet-50's training step at
+ * batch 4, its 7x7 layers of 4 MiB weights (2048 -> 512, 512 -> 2048, 1024
+ * -> 2048 1x1/2) ran 10-25 % slower per image than side by side, while on
+ * their own (the weights in cache) they had been as fast; 1024 -> 256 on 2x2
+ * maps at batch 64 (1 MiB) ran 1.3-1.5 ms per image against 0.5-0.8. */
 #define CC_TILES_MAX_WEIGHT_BYTES ((int64_t)1 << 20)
 
 /* AUTO takes TILES for 1x1 layers of one group and no padding (stride 1 or
@@ -64,7 +65,7 @@ static int tiles_pick(const cc_conv_geom *g, int elem_size, int backward)
     if (cc_conv_is_pointwise(g) && g->K * g->C <= CC_PW_MAX_WEIGHTS)
         return backward ? L >= CC_TILES_BWD_MIN_L / 2 : L < CC_PW_GEMM_MIN_L;
     if (L < CC_PW_GEMM_MIN_L && g->N > 1 &&
-        (double)g->K * g->C * elem_size > (double)CC_TILES_MAX_WEIGHT_BYTES)
+        (double)g->K * g->C * elem_size >= (double)CC_TILES_MAX_WEIGHT_BYTES)
         return 0;
     if (backward) return L >= CC_TILES_BWD_MIN_L;
     return !(L == 1 && g->N >= 16);

@@ -222,9 +222,9 @@ def test_plan_names_the_strategy():
     assert _conv.plan(seven, np.float32, backward=True) == "tiles"
     assert _conv.plan(_geom(64, 2048, 1, 1, 512, 1, 1, 0, 1), np.float32) == "batched"
     # ... and beyond batch 1 not where each image would read 1 MiB of weights
-    # again: side by side both ways
+    # again (from 1 MiB): side by side both ways
     for args in ((4, 2048, 7, 7, 512, 1, 1, 0, 1), (8, 2048, 1, 1, 512, 1, 1, 0, 1),
-                 (4, 1024, 14, 14, 2048, 1, 2, 0, 1)):
+                 (4, 1024, 14, 14, 2048, 1, 2, 0, 1), (64, 1024, 2, 2, 256, 1, 1, 0, 1)):
         assert _conv.plan(_geom(*args), np.float32) == "batched", args
         assert _conv.plan(_geom(*args), np.float32, backward=True) == "batched", args
     one = _geom(1, 2048, 7, 7, 512, 1, 1, 0, 1)
