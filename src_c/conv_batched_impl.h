@@ -139,6 +139,24 @@ static void FN(bwd_pointwise)(const REAL *dy, const REAL *x, const REAL *w, cons
     }
 }
 
+#ifndef CC_DWS_SHAPE
+#define CC_DWS_SHAPE
+/* Positions a block of the streamed dW below: its columns (C*KH*KW x this)
+ * stay in a core's L2 between im2col and the product. */
+#define CC_DWS_BLOCK 512
+
+/* Whether dW streams (FN(dw_streamed)): few weights (a first layer's: 3 ->
+ * 64 7x7 is 9,408) and a long reduction, where the side-by-side columns of
+ * a chunk are megabytes written once and read once from memory -- ResNet's
+ * and GoogLeNet's 7x7/2 stem on 224x224 inputs spent twice its forward
+ * pass's time on its weight gradient alone. */
+static int cc_dw_stream_ok(const cc_conv_geom *g)
+{
+    return g->groups == 1 && g->K * g->C * g->KH * g->KW <= 64 * 256 &&
+           g->N * g->OH * g->OW >= 8192;
+}
+#endif
+
 static int FN(fwd_batched)(const REAL *x, const REAL *w, const REAL *b,
                            const cc_conv_geom *g, REAL *work, int64_t B,
                            int n_threads, GEMM_T gemm, REAL *y)
@@ -258,6 +276,60 @@ static int FN(dx_thin)(const REAL *dy, const REAL *Wt, const cc_conv_geom *g, RE
     return 1;
 }
 
+
+/* dW of such a layer, streamed: the N*L positions, in blocks of
+ * CC_DWS_BLOCK within each image, are cut into CC_DW_SPLIT_MAX segments at
+ * fixed blocks; a thread takes a segment at a time and, block by block,
+ * builds the block's columns in its own buffer and adds their product with
+ * dy (read where it lies) into the segment's partial dW; the partials are
+ * then summed in segment order.  The order of every sum depends on the
+ * shape alone.  `work` holds the partials and a buffer a thread; returns 0
+ * (nothing done) if `avail` elements hold no thread's buffer. */
+static int FN(dw_streamed)(const REAL *dy, const REAL *x, const cc_conv_geom *g, REAL *work,
+                           int64_t avail, int n_threads, GEMM_T gemm, REAL *dw)
+{
+    const int64_t K = g->K, CKK = g->C * g->KH * g->KW, L = g->OH * g->OW;
+    const int64_t HW = g->H * g->W, nlb = (L + CC_DWS_BLOCK - 1) / CC_DWS_BLOCK;
+    const int64_t nblocks = g->N * nlb, S = CC_DW_SPLIT_MAX, per = CKK * CC_DWS_BLOCK;
+    REAL *partial = work;
+    int64_t nt, sp, i;
+    nt = CC_MIN((int64_t)n_threads, (avail - S * K * CKK) / per);
+    if (nt < 1) return 0;
+#pragma omp parallel num_threads((int)nt) if (nt > 1)
+    {
+        REAL *cols = work + S * K * CKK + CC_THREAD_NUM() * per;
+#pragma omp for schedule(dynamic, 1)
+        for (sp = 0; sp < S; ++sp) {
+            const int64_t j0 = sp * nblocks / S, j1 = (sp + 1) * nblocks / S;
+            REAL *c = partial + sp * K * CKK;
+            int64_t j;
+            if (j1 <= j0) {
+                for (j = 0; j < K * CKK; ++j) c[j] = 0;
+                continue;
+            }
+            for (j = j0; j < j1; ++j) {
+                const int64_t n = j / nlb, l0 = (j % nlb) * CC_DWS_BLOCK;
+                const int64_t len = CC_MIN(CC_DWS_BLOCK, L - l0);
+                const int m = (int)CKK, nn = (int)K, kk = (int)len, lda = (int)len;
+                const int ldb = (int)L, ldc = (int)CKK;
+                const REAL one = 1, zero = 0;
+                FN(im2col_span)(x + n * g->C * HW, g, 0, CKK, l0, l0 + len, len, cols);
+                /* dWᵀ (CKK x K) (+)= cols (CKK x len) . dy_nᵀ (len x K) */
+                gemm("T", "N", &m, &nn, &kk, &one, cols, &lda, dy + n * K * L + l0, &ldb,
+                     j == j0 ? &zero : &one, c, &ldc);
+            }
+        }
+#pragma omp for schedule(static)
+        for (i = 0; i < K * CKK; ++i) {
+            REAL v = 0;
+            int64_t q;
+            for (q = 0; q < S; ++q) v += partial[q * K * CKK + i];
+            dw[i] = v;
+        }
+    }
+    return 1;
+}
+
 static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                            const cc_conv_geom *g, REAL *work, int64_t B,
                            int n_threads, GEMM_T gemm, REAL *dx, REAL *dw)
@@ -276,6 +348,16 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     if (FN(pointwise_gemm_ok)(g)) {   /* (Wt is NULL: too many weights) */
         FN(bwd_pointwise)(dy, x, w, g, n_threads, gemm, dx, dw);
         return CC_OK;
+    }
+    /* a first layer's dW streamed, block by block (then dX, if asked,
+     * below) */
+    if (dw && cc_dw_stream_ok(g) &&
+        FN(dw_streamed)(dy, x, g, work, batched_workspace(g, B), n_threads, gemm, dw)) {
+        dw = NULL;
+        if (!dx) {
+            free(Wt);
+            return CC_OK;
+        }
     }
     /* the thin dX with its columns in cache where the workspace has room
      * for a thread's buffers, else below, chunk by chunk */

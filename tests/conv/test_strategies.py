@@ -6,6 +6,7 @@ applies, including the crop's cases (1x1 and 2x2 maps, odd sizes at stride
 independent loops of tests/reference/conv.py.
 """
 import json
+import os
 import warnings
 
 import numpy as np
@@ -78,6 +79,57 @@ def test_every_strategy_matches_pytorch(case, name, dtype, monkeypatch, rng):
     for g, r in zip(got, _torch(x, w, b, dy, s, p, groups)):
         assert g.dtype == dtype
         _close(g, r, dtype)
+
+
+# first layers whose weight gradient streams block by block (few weights,
+# at least 8,192 output positions in all): blocks that do not divide a
+# plane, fewer blocks than segments, odd sizes, a stem
+STREAMED = [
+    (8, 3, 62, 62, 16, 7, 2, 3),     # 31x31 outputs: blocks of 512 and 449
+    (1, 1, 100, 90, 4, 3, 1, 1),     # one image, 18 blocks over 8 segments
+    (3, 2, 75, 61, 6, 5, 1, 0),      # odd sizes, no padding
+    (2, 3, 224, 224, 64, 7, 2, 3),   # ResNet's stem
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", STREAMED, ids=lambda c: "x".join(map(str, c)))
+def test_first_layer_weight_gradient_streams_and_matches_pytorch(case, dtype, rng):
+    N, C, H, W, K, k, s, p = case
+    geom = _geom(*case, 1)
+    assert _conv.plan(geom, dtype, "batched", backward=True) == "batched"
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, k, k)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = cc.conv2d(x, w, b, stride=s, padding=p)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    _, dx_ref, dw_ref, _ = _torch(x, w, b, dy, s, p, 1)
+    old = os.environ.get("CONVCORE_CONV_STRATEGY")
+    os.environ["CONVCORE_CONV_STRATEGY"] = "batched"
+    try:
+        # the weight gradient alone (a first layer's), and with dx
+        _, dw_only, _ = cc.conv2d_backward(dy, x, w, stride=s, padding=p,
+                                           output_mask=(False, True, False))
+        dx, dw, _ = cc.conv2d_backward(dy, x, w, stride=s, padding=p)
+        # and under a workspace too small for a chunk's columns
+        limit = _config.get_workspace_limit()
+        cc.set_workspace_limit(1)
+        try:
+            _, dw_tight, _ = cc.conv2d_backward(dy, x, w, stride=s, padding=p,
+                                                output_mask=(False, True, False))
+        finally:
+            cc.set_workspace_limit(limit)
+    finally:
+        if old is None:
+            del os.environ["CONVCORE_CONV_STRATEGY"]
+        else:
+            os.environ["CONVCORE_CONV_STRATEGY"] = old
+    _close(dx, dx_ref, dtype)
+    for got in (dw_only, dw, dw_tight):
+        assert got.dtype == dtype
+        _close(got, dw_ref, dtype)
+    # the same sums in the same order, with or without dx
+    np.testing.assert_array_equal(dw_only, dw)
 
 
 @pytest.mark.parametrize("case", [GEOMS[0], GEOMS[2], GEOMS[5], GEOMS[6], GEOMS[8]])
