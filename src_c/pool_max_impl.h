@@ -201,15 +201,23 @@ static int64_t IFN(max_pad_cols)(const cc_pool_geom *g, int64_t kfast, int64_t s
 }
 
 /* One plane whose padding puts windows at its border (the Inception blocks'
- * 3x3/1 pools: half the windows of a 7x7 map), all through the row kernel:
- * the plane is copied into buf with -inf around it, which no real value
- * loses to (the comparisons take a strictly greater value or NaN), so the
- * maxima are the generic loop's bits.  Indices come out in the padded
- * plane's coordinates and are mapped back; a window whose maximum is -inf
- * may have pointed at the padding, so it is redone by the generic loop
- * (which points at its first element inside the plane). */
+ * 3x3/1 pools: half the windows of a 7x7 map; the 3x3/2 p1 downsampling
+ * pools), all through the row kernel: the plane is copied into buf with
+ * -inf around it, which no real value loses to (the comparisons take a
+ * strictly greater value or NaN), so the maxima are the generic loop's bits.
+ * The padded plane's rows, Wp apart, are then one long row: output (oh, ow)
+ * is window oh*Wp + ow of it (its top-left element at sfast times that), so
+ * one call of the row kernel takes the whole plane -- the windows past each
+ * row's end it also computes (Wp - OW of them a row) are dropped -- into
+ * wide (and wide_idx), and the plane's outputs are picked from there.  One
+ * call a row cost more than the windows themselves on 7x7 and 14x14 maps.
+ * Indices come out in the padded plane's coordinates and are mapped back; a
+ * window whose maximum is -inf may have pointed at the padding, so it is
+ * redone by the generic loop (which points at its first element inside the
+ * plane). */
 static void IFN(max_plane_padded)(const REAL *CC_RESTRICT x, const cc_pool_geom *g,
                                   int64_t kfast, int64_t sfast, REAL *CC_RESTRICT buf,
+                                  REAL *CC_RESTRICT wide, IDX_T *CC_RESTRICT wide_idx,
                                   REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx)
 {
     const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, PH = g->PH, PW = g->PW;
@@ -228,25 +236,37 @@ static void IFN(max_plane_padded)(const REAL *CC_RESTRICT x, const cc_pool_geom 
         memcpy(dst + PW, x + h * W, (size_t)ncopy * sizeof(REAL));
         for (c = PW + ncopy; c < Wp; ++c) dst[c] = ninf;
     }
+    if (sfast == 1 || OW < 16) {
+        IFN(max_fast_row)(buf, Wp, 0, kfast, sfast, (OH - 1) * Wp + OW, wide,
+                          idx ? wide_idx : NULL);
+    } else {   /* (long rows at stride 2: half the wide row's windows would be dropped) */
+        for (oh = 0; oh < OH; ++oh)
+            IFN(max_fast_row)(buf, Wp, oh * sfast * Wp, kfast, sfast, OW, wide + oh * Wp,
+                              idx ? wide_idx + oh * Wp : NULL);
+    }
     for (oh = 0; oh < OH; ++oh) {
+        const REAL *CC_RESTRICT wr = wide + oh * Wp;
+        const IDX_T *CC_RESTRICT wi = wide_idx + oh * Wp;
         REAL *CC_RESTRICT yr = y + oh * OW;
         IDX_T *CC_RESTRICT ir = idx ? idx + oh * OW : NULL;
-        IFN(max_fast_row)(buf, Wp, oh * sfast * Wp, kfast, sfast, OW, yr, ir);
+        int any = 0;
+        memcpy(yr, wr, (size_t)OW * sizeof(REAL));
         if (!ir) continue;
         for (ow = 0; ow < OW; ++ow) {
             /* the maximum's row within the window by comparisons (no
              * division, and no branch on where the maximum lies) */
-            int64_t q = (int64_t)ir[ow] - oh * sfast * Wp, dr = 0, s;
-            for (s = 1; s < kfast; ++s) dr += q >= s * Wp;
+            int64_t q = (int64_t)wi[ow] - sfast * (oh * Wp + ow), dr = 0, s;
+            for (s = 1; s < 3; ++s) dr += s < kfast && q >= s * Wp;
             q -= dr * Wp;
-            dr += oh * sfast;
-            if (yr[ow] == ninf) {
-                yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
-                ir[ow] = (IDX_T)arg;
-            } else {
-                ir[ow] = (IDX_T)((dr - PH) * W + (q - PW));
-            }
+            ir[ow] = (IDX_T)((oh * sfast + dr - PH) * W + (ow * sfast + q - PW));
+            any |= wr[ow] == ninf;
         }
+        if (any)
+            for (ow = 0; ow < OW; ++ow)
+                if (wr[ow] == ninf) {
+                    yr[ow] = FN(max_at)(x, g, oh, ow, &arg);
+                    ir[ow] = (IDX_T)arg;
+                }
     }
 }
 
@@ -285,16 +305,21 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
             /* windows at the border: through a padded copy of each plane
              * (where the copy's indices fit IDX_T and it can be had) */
             const int64_t Hp = IFN(max_pad_rows)(g, kfast, sfast), Wp = IFN(max_pad_cols)(g, kfast, sfast);
-            if (Hp > 0 && Wp > 0 && Hp <= (int64_t)IDX_LIMIT / Wp && Hp * Wp <= CC_SIZE_MAX) {
+            /* (the padded plane, and the wide row's maxima and indices) */
+            const int64_t nwide = (g->OH - 1) * Wp + g->OW;
+            if (Hp > 0 && Wp > 0 && Hp <= (int64_t)IDX_LIMIT / Wp && Hp * Wp <= CC_SIZE_MAX / 4) {
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && P > 1)
                 {
                     /* (a thread that cannot have one runs the plane path) */
-                    REAL *buf = (REAL *)malloc((size_t)(Hp * Wp) * sizeof(REAL));
-#pragma omp for schedule(dynamic, 1)
+                    REAL *buf = (REAL *)malloc((size_t)(Hp * Wp + nwide) * sizeof(REAL) +
+                                               (size_t)nwide * sizeof(IDX_T));
+                    REAL *wide = buf ? buf + Hp * Wp : NULL;
+                    IDX_T *wide_idx = buf ? (IDX_T *)(wide + nwide) : NULL;
+#pragma omp for schedule(static)
                     for (i = 0; i < P; ++i) {
                         if (buf)
-                            IFN(max_plane_padded)(x + i * HW, g, kfast, sfast, buf, y + i * OHW,
-                                                  idx ? idx + i * OHW : NULL);
+                            IFN(max_plane_padded)(x + i * HW, g, kfast, sfast, buf, wide, wide_idx,
+                                                  y + i * OHW, idx ? idx + i * OHW : NULL);
                         else
                             IFN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
                     }
