@@ -1457,6 +1457,12 @@ static int winograd_pick(const cc_conv_geom *g, int elem_size, int backward)
         if (g->N * tiles < CC_WG_FEW_TILES &&
             g->K * g->C < (backward ? CC_WG_FEW_TILES_BWD_WEIGHTS : CC_WG_FEW_TILES_FWD_WEIGHTS))
             return 0;
+        /* ... and odd planes (a tile row and column half past the plane)
+         * need 64 tiles in all whatever the channels: AlexNet's 13x13
+         * layers at batch 1 (49 tiles, 256 to 384 channels) ran 1.2-1.5x
+         * slower forward and 1.1-1.3x backward; at batch 2 they were as
+         * fast or faster. */
+        if ((g->OH % 2 || g->OW % 2) && g->N * tiles < CC_WG_MIN_BATCH_TILES) return 0;
     }
     /* 5x5 at batch 1, backward: 1.3-1.5x slower than BATCHED (AlexNet's
      * 96 -> 256 on 27x27, GoogLeNet's 32 -> 96 on 28x28) */

@@ -250,6 +250,11 @@ def test_plan_names_the_strategy():
         enough = _geom(n, 512, h, h, 512, 3, 1, 1, 1)
         assert _conv.plan(enough, np.float32) == "winograd"
         assert _conv.plan(enough, np.float32, backward=True) == "winograd"
+    # odd planes in fewer than 64 tiles (AlexNet's 13x13 at batch 1): the GEMM
+    for n, want in ((1, "batched"), (2, "winograd")):
+        odd = _geom(n, 384, 13, 13, 384, 3, 1, 1, 1)
+        assert _conv.plan(odd, np.float32) == want, n
+        assert _conv.plan(odd, np.float32, backward=True) == want, n
     # 5x5: from 64 channels a side, or from 32 inputs on planes of 28x28 outputs
     assert _conv.plan(_geom(8, 32, 28, 28, 96, 5, 1, 2, 1), np.float32) == "winograd"
     assert _conv.plan(_geom(8, 32, 14, 14, 128, 5, 1, 2, 1), np.float32) == "batched"
