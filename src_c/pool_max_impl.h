@@ -310,11 +310,14 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
             if (Hp > 0 && Wp > 0 && Hp <= (int64_t)IDX_LIMIT / Wp && Hp * Wp <= CC_SIZE_MAX / 4) {
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && P > 1)
                 {
-                    /* (a thread that cannot have one runs the plane path) */
-                    REAL *buf = (REAL *)malloc((size_t)(Hp * Wp + nwide) * sizeof(REAL) +
-                                               (size_t)nwide * sizeof(IDX_T));
+                    /* (a thread that cannot have one runs the plane path; the
+                     * indices first, an even count of them, so that both
+                     * arrays are aligned for their types) */
+                    const int64_t nidx = (nwide + 1) / 2 * 2;
+                    IDX_T *wide_idx = (IDX_T *)malloc((size_t)nidx * sizeof(IDX_T) +
+                                                      (size_t)(Hp * Wp + nwide) * sizeof(REAL));
+                    REAL *buf = wide_idx ? (REAL *)(wide_idx + nidx) : NULL;
                     REAL *wide = buf ? buf + Hp * Wp : NULL;
-                    IDX_T *wide_idx = buf ? (IDX_T *)(wide + nwide) : NULL;
 #pragma omp for schedule(static)
                     for (i = 0; i < P; ++i) {
                         if (buf)
@@ -323,7 +326,7 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
                         else
                             IFN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
                     }
-                    free(buf);
+                    free(wide_idx);
                 }
                 return CC_OK;
             }
