@@ -152,8 +152,9 @@ static void FN(bwd_pointwise)(const REAL *dy, const REAL *x, const REAL *w, cons
  * pass's time on its weight gradient alone. */
 static int cc_dw_stream_ok(const cc_conv_geom *g)
 {
-    return g->groups == 1 && g->K * g->C * g->KH * g->KW <= 64 * 256 &&
-           g->N * g->OH * g->OW >= 8192;
+    /* (the layers whose whole batch's reduction the side-by-side columns
+     * would cut into segments: cc_dw_splits) */
+    return g->groups == 1 && cc_dw_splits(g, g->N * g->OH * g->OW) > 1;
 }
 #endif
 

@@ -62,7 +62,7 @@ static int tiles_pick(const cc_conv_geom *g, int elem_size, int backward)
 {
     const int64_t L = g->OH * g->OW;
     if (g->groups != 1 || g->KH != 1 || g->KW != 1 || g->PH || g->PW) return 0;
-    if (cc_conv_is_pointwise(g) && g->K * g->C <= CC_PW_MAX_WEIGHTS)
+    if (cc_conv_is_pointwise(g) && cc_conv_direct_ok(g))   /* (the product kernel's) */
         return backward ? L >= CC_TILES_BWD_MIN_L / 2 : L < CC_PW_GEMM_MIN_L;
     if (L < CC_PW_GEMM_MIN_L && g->N > 1 &&
         (double)g->K * g->C * elem_size >= (double)CC_TILES_MAX_WEIGHT_BYTES)
