@@ -250,17 +250,32 @@ CC_CLONES static void FN(global_avg)(const REAL *CC_RESTRICT x, int64_t n, int64
     }
 }
 
-static void FN(adaptive_plane)(const REAL *CC_RESTRICT x, int64_t H, int64_t W,
-                               int64_t OH, int64_t OW, REAL *CC_RESTRICT y)
+/* The windows of an adaptive pooling along one dimension: output o covers
+ * [lo[o], hi[o]) of the input (adaptive_span), computed once for all planes. */
+static int64_t *FN(adaptive_spans)(int64_t I, int64_t O)
+{
+    int64_t *s = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * O)), o;
+    if (!s) return NULL;
+    for (o = 0; o < O; ++o) adaptive_span(o, I, O, s + o, s + O + o);
+    return s;
+}
+
+static void FN(adaptive_plane)(const REAL *CC_RESTRICT x, int64_t W, int64_t OH, int64_t OW,
+                               const int64_t *hsp, const int64_t *wsp, REAL *CC_RESTRICT y)
 {
     int64_t oh, ow, h, w;
+    if (hsp[2 * OH - 1] == 1 && wsp[2 * OW - 1] == 1) {   /* (H = W = 1) */
+        /* a 1x1 plane (VGG's 7x7 pooling of a 32x32 input): every window is
+         * that element (0 + x, as the sum below gives it: -0 becomes +0) */
+        const REAL v = x[0] + (REAL)0;
+        for (h = 0; h < OH * OW; ++h) y[h] = v;
+        return;
+    }
     for (oh = 0; oh < OH; ++oh) {
-        int64_t hs, he;
-        adaptive_span(oh, H, OH, &hs, &he);
+        const int64_t hs = hsp[oh], he = hsp[OH + oh];
         for (ow = 0; ow < OW; ++ow) {
-            int64_t ws, we;
+            const int64_t ws = wsp[ow], we = wsp[OW + ow];
             REAL s = 0;
-            adaptive_span(ow, W, OW, &ws, &we);
             for (h = hs; h < he; ++h)
                 for (w = ws; w < we; ++w) s += x[h * W + w];
             y[oh * OW + ow] = s / (REAL)((he - hs) * (we - ws));
@@ -272,7 +287,7 @@ int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t 
                                    int64_t W, int64_t OH, int64_t OW, int n_threads,
                                    REAL *y)
 {
-    int64_t P, i;
+    int64_t P, i, *hsp, *wsp;
     if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
     if (N > 0 && (!x || !y)) return CC_EINVAL;
     P = N * C;
@@ -280,17 +295,29 @@ int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t 
     if (OH == 1 && OW == 1) {
         /* global average: planes in blocks of a fixed size */
         const int64_t B = 64, nb = (P + B - 1) / B;
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && nb > 1) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && nb > 1) schedule(static)
         for (i = 0; i < nb; ++i) FN(global_avg)(x, H * W, i * B, CC_MIN(P, i * B + B), y);
         return CC_OK;
     }
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
-    for (i = 0; i < P; ++i) FN(adaptive_plane)(x + i * H * W, H, W, OH, OW, y + i * OH * OW);
+    /* (planes of a few outputs each, e.g. 1x1 -> 7x7: a static share of
+     * planes per thread; one dynamic task a plane cost more than the plane) */
+    hsp = FN(adaptive_spans)(H, OH);
+    wsp = FN(adaptive_spans)(W, OW);
+    if (!hsp || !wsp) {
+        free(hsp);
+        free(wsp);
+        return CC_ENOMEM;
+    }
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
+    for (i = 0; i < P; ++i) FN(adaptive_plane)(x + i * H * W, W, OH, OW, hsp, wsp, y + i * OH * OW);
+    free(hsp);
+    free(wsp);
     return CC_OK;
 }
 
 static void FN(adaptive_bwd_plane)(const REAL *CC_RESTRICT dy, int64_t H, int64_t W,
-                                   int64_t OH, int64_t OW, REAL *CC_RESTRICT dx)
+                                   int64_t OH, int64_t OW, const int64_t *hsp,
+                                   const int64_t *wsp, REAL *CC_RESTRICT dx)
 {
     int64_t oh, ow, h, w;
     if (OH == 1 && OW == 1) {
@@ -298,15 +325,20 @@ static void FN(adaptive_bwd_plane)(const REAL *CC_RESTRICT dy, int64_t H, int64_
         for (h = 0; h < H * W; ++h) dx[h] = v;
         return;
     }
+    if (H == 1 && W == 1) {
+        /* every window is the one element: its gradient sums dy in output
+         * order (dy / 1 is dy) */
+        REAL s = 0;
+        for (h = 0; h < OH * OW; ++h) s += dy[h];
+        dx[0] = s;
+        return;
+    }
     memset(dx, 0, (size_t)(H * W) * sizeof(REAL));
     for (oh = 0; oh < OH; ++oh) {
-        int64_t hs, he;
-        adaptive_span(oh, H, OH, &hs, &he);
+        const int64_t hs = hsp[oh], he = hsp[OH + oh];
         for (ow = 0; ow < OW; ++ow) {
-            int64_t ws, we;
-            REAL delta;
-            adaptive_span(ow, W, OW, &ws, &we);
-            delta = dy[oh * OW + ow] / (REAL)((he - hs) * (we - ws));
+            const int64_t ws = wsp[ow], we = wsp[OW + ow];
+            const REAL delta = dy[oh * OW + ow] / (REAL)((he - hs) * (we - ws));
             for (h = hs; h < he; ++h)
                 for (w = ws; w < we; ++w) dx[h * W + w] += delta;
         }
@@ -318,13 +350,22 @@ int FN(cc_adaptive_avg_pool2d_bwd)(const REAL *dy, int64_t N, int64_t C, int64_t
                                    REAL *dx)
 {
     /* forward: y[o] = mean of x over win(o)  =>  dx[i] = sum_{o : i in win(o)} dy[o] / |win(o)| */
-    int64_t P, i;
+    int64_t P, i, *hsp, *wsp;
     if (n_threads < 1 || adaptive_check(N, C, H, W, OH, OW) != CC_OK) return CC_EINVAL;
     if (N > 0 && (!dy || !dx)) return CC_EINVAL;
     P = N * C;
     n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    hsp = FN(adaptive_spans)(H, OH);
+    wsp = FN(adaptive_spans)(W, OW);
+    if (!hsp || !wsp) {
+        free(hsp);
+        free(wsp);
+        return CC_ENOMEM;
+    }
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
     for (i = 0; i < P; ++i)
-        FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, dx + i * H * W);
+        FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, hsp, wsp, dx + i * H * W);
+    free(hsp);
+    free(wsp);
     return CC_OK;
 }

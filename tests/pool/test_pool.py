@@ -701,6 +701,34 @@ def test_network_sized_pools_match_torch():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_adaptive_pool_of_a_one_by_one_plane_matches_torch(dtype, rng):
+    """A 1x1 plane pooled to 7x7 (VGG's classifier input on 32x32 images) and
+    to uneven sizes: every window is the one element (-0 becomes +0, NaN and
+    Inf pass through); its gradient sums the output's in order."""
+    torch = pytest.importorskip("torch", reason="torch not installed: parity skipped")
+    F = torch.nn.functional
+    for shape, os_ in [((4, 37, 1, 1), (7, 7)), ((2, 3, 1, 1), (2, 5)), ((3, 1, 1), (1, 4))]:
+        x = rng.standard_normal(shape).astype(dtype)
+        flat = x.reshape(-1)
+        flat[0], flat[1], flat[-1] = -0.0, np.nan, np.inf
+        y = cc.adaptive_avg_pool2d(x, os_)
+        ty = F.adaptive_avg_pool2d(torch.from_numpy(x), os_).numpy()
+        np.testing.assert_array_equal(y, ty)
+        np.testing.assert_array_equal(y, np.broadcast_to(x + 0, y.shape))
+        assert not np.signbit(y.reshape(-1)[:os_[0] * os_[1]]).any()
+        g = rng.standard_normal(y.shape).astype(dtype)
+        gx = cc.adaptive_avg_pool2d_backward(g, x.shape)
+        tx = torch.tensor(np.nan_to_num(x), requires_grad=True)
+        F.adaptive_avg_pool2d(tx, os_).backward(torch.from_numpy(g))
+        tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-13, atol=1e-14)
+        np.testing.assert_allclose(gx, tx.grad.numpy(), **tol)
+        shape4 = x.shape if x.ndim == 4 else (1,) + x.shape
+        np.testing.assert_allclose(gx, adaptive_avg_backward_naive(g.reshape(shape4[:2] + os_),
+                                                                   shape4).reshape(x.shape),
+                                   **tol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_adaptive_pool_to_the_input_size_is_the_identity_with_positive_zero(dtype, rng):
     """One element per window: the average is that element, as a sum started
     from +0 gives it (-0 becomes +0; NaN and Inf pass through)."""
