@@ -24,6 +24,8 @@ int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
  * one).  Depends on the sizes only, and every kernel gives the same bits for
  * every thread count anyway. */
 #define CC_SERIAL_BYTES ((int64_t)4 << 20)
+/* (global average pooling's own threshold: see cc_adaptive_avg_pool2d_fwd) */
+#define CC_GLOBAL_AVG_TEAM_BYTES ((int64_t)256 << 10)
 static int cc_pool_team(int n_threads, int64_t elems, size_t elem_size)
 {
     return elems < CC_SERIAL_BYTES / (int64_t)elem_size ? 1 : n_threads;
