@@ -158,7 +158,8 @@ int FN(cc_avg_pool2d_fwd)(const REAL *x, const cc_pool_geom *g, int n_threads, R
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
     n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+    /* (planes of equal work: a static share of them per thread) */
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
     for (i = 0; i < P; ++i) FN(avg_plane)(x + i * HW, g, y + i * OHW);
     return CC_OK;
 }
@@ -224,7 +225,7 @@ int FN(cc_avg_pool2d_bwd)(const REAL *dy, const cc_pool_geom *g, int n_threads, 
     HW = g->H * g->W;
     OHW = g->OH * g->OW;
     n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
     for (i = 0; i < P; ++i) FN(avg_bwd_plane)(dy + i * OHW, g, dx + i * HW);
     return CC_OK;
 }

@@ -147,6 +147,37 @@ static void IFN(max_fast_kind)(const cc_pool_geom *g, int64_t *kfast, int64_t *s
     }
 }
 
+/* Output rows [r0, r1) of the planes' list (row r: plane r / OH, row r % OH)
+ * of a 2x2 / stride 2 max pool with every window inside its plane, rows of
+ * fewer than CC_MAX2_NARROW outputs: max2_row's comparisons, in its order. */
+#define CC_MAX2_NARROW 8
+CC_CLONES static void IFN(max2_narrow)(const REAL *CC_RESTRICT x, const cc_pool_geom *g, int64_t r0,
+                             int64_t r1, REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx)
+{
+    const int64_t W = g->W, OH = g->OH, OW = g->OW, HW = g->H * g->W;
+    int64_t r, j, p = r0 / OH, oh = r0 % OH;
+    for (r = r0; r < r1; ++r) {
+        const int64_t off = 2 * oh * W;
+        const REAL *CC_RESTRICT a = x + p * HW + off, *CC_RESTRICT b = a + W;
+        REAL *CC_RESTRICT yr = y + r * OW;
+        IDX_T *CC_RESTRICT ir = idx ? idx + r * OW : NULL;
+        for (j = 0; j < OW; ++j) {
+            /* (selects of bits, no branch on the data: see FN(pick)) */
+            REAL m = a[2 * j], v;
+            CODE_T k = 0, t;
+            v = a[2 * j + 1]; t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k ^= (k ^ 1) & -t;
+            v = b[2 * j];     t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k ^= (k ^ 4) & -t;
+            v = b[2 * j + 1]; t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k ^= (k ^ 5) & -t;
+            yr[j] = m;
+            if (ir) ir[j] = (IDX_T)(off + 2 * j + (int64_t)(k & 3) + (int64_t)(k >> 2) * W);
+        }
+        if (++oh == OH) {
+            oh = 0;
+            ++p;
+        }
+    }
+}
+
 /* Output columns [0, n) of one row by the row kernel (kfast, sfast); base is
  * the flat index of the row's first window's top-left element. */
 static void IFN(max_fast_row)(const REAL *CC_RESTRICT x, int64_t W, int64_t base, int64_t kfast,
@@ -290,6 +321,15 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
              * and a row call or two each) */
             const int64_t R = P * g->OH, rb = CC_MAX(1, CC_MAX_ROWS_TASK / g->OW);
             const int64_t ntask = (R + rb - 1) / rb;
+            if (kfast == 2 && g->OW < CC_MAX2_NARROW) {
+                /* rows of a few outputs (VGG's 4x4 and 2x2 maps on 32x32
+                 * inputs): the row kernel's comparisons written out here,
+                 * a call a row cost more than the row */
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && ntask > 1) schedule(static)
+                for (i = 0; i < ntask; ++i)
+                    IFN(max2_narrow)(x, g, i * rb, CC_MIN(R, (i + 1) * rb), y, idx);
+                return CC_OK;
+            }
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && ntask > 1) schedule(static)
             for (i = 0; i < ntask; ++i) {
                 int64_t r;
@@ -332,7 +372,7 @@ int MAX_FWD(const REAL *x, const cc_pool_geom *g, int n_threads, REAL *y, IDX_T 
             }
         }
     }
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1)
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
     for (i = 0; i < P; ++i)
         IFN(max_plane)(x + i * HW, g, y + i * OHW, idx ? idx + i * OHW : NULL);
     return CC_OK;
@@ -353,13 +393,18 @@ int MAX_BWD(const REAL *dy, const IDX_T *idx, int64_t N, int64_t C, int64_t H, i
     if (HW > (int64_t)IDX_LIMIT) return CC_EINVAL;
     OHW = OH * OW;
     n_threads = cc_pool_team(n_threads, P * (HW + OHW), sizeof(REAL));
-#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(dynamic, 1) reduction(|:bad)
+    /* (planes of equal work: a static share each; one dynamic task a plane
+     * cost more than a small plane -- VGG's 2x2 maps on 32x32 inputs) */
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static) reduction(|:bad)
     for (i = 0; i < P; ++i) {
         const REAL *CC_RESTRICT d = dy + i * OHW;
         const IDX_T *CC_RESTRICT k = idx + i * OHW;
         REAL *CC_RESTRICT out = dx + i * HW;
         int64_t o;
-        memset(out, 0, (size_t)HW * sizeof(REAL));
+        if (HW < 16)   /* (tiny planes: no call a plane) */
+            for (o = 0; o < HW; ++o) out[o] = 0;
+        else
+            memset(out, 0, (size_t)HW * sizeof(REAL));
         for (o = 0; o < OHW; ++o) {
             const int64_t j = k[o];
             if ((uint64_t)j >= (uint64_t)HW) {
