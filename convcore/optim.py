@@ -71,6 +71,8 @@ class Optimizer:
             if p.grad is None:
                 continue
             self._update(p.data, p.grad, self.state[i])
+            if isinstance(p, Parameter):
+                p._version += 1   # (eval-mode folds of it are made again)
 
     def state_dict(self) -> dict:
         """Flat dict: 'lr', 'initial_lr', 'step_count' and 'state.<i>.<name>' arrays."""

@@ -169,6 +169,46 @@ int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int ba
     return CC_OK;
 }
 
+/* Channel pairs (K*C) from which a 3x3 stride-1 forward pass runs WINOGRAD
+ * from packed weights where AUTO, which transforms the weights at every
+ * call, takes another strategy.  Measured at batch 1 (2 threads, against
+ * what AUTO ran): 128 -> 128 on 28x28 0.70 against 0.78 ms, 256 -> 256 on
+ * 13x13 0.49 against 0.77, 384 -> 384 on 13x13 0.99 against 1.41, 512 ->
+ * 512 on 7x7 0.71 against 0.80; 64 -> 64 on 56x56 (4,096 pairs) 0.71
+ * against 0.62.  Stride 2 stays unpacked: its tiles' products are too
+ * short to pay even without the transform (0.47-0.69 against BATCHED's
+ * 0.42-0.43 ms on ResNet's downsampling layers at batch 1), and so do
+ * planes of one tile: a 1x1 output (512 -> 512: 0.12 against 0.07 ms) and
+ * 2x2 outputs beyond CC_WG_PACKED_ONE_TILE_BATCH images (0.57 against 0.51
+ * at batch 8; 0.13 against 0.20 at batch 1). */
+#define CC_WG_PACKED_MIN_PAIRS 16384
+#define CC_WG_PACKED_ONE_TILE_BATCH 4
+
+int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind)
+{
+    cc_conv_plan p;
+    int m;
+    if (kind) *kind = 0;
+    if (!g || cc_conv_geom_check(g) != CC_OK || elem_size != (int)sizeof(float)) return 0;
+    if (g->KH != 3 || g->KW != 3 || g->SH != 1 || g->SW != 1 || !cc_conv_winograd_auto(g))
+        return 0;
+    cc_conv_plan_make(g, CC_CONV_AUTO, elem_size, 0, &p);
+    if (p.cropped) return 0;   /* (taps that meet only padding: a smaller kernel runs) */
+    if (((g->OH + 1) / 2) * ((g->OW + 1) / 2) == 1 &&
+        (g->OH * g->OW == 1 || g->N > CC_WG_PACKED_ONE_TILE_BATCH))
+        return 0;
+    if (p.s->id != CC_CONV_WINOGRAD &&
+        (p.s->id == CC_CONV_UNROLLED || p.s->id == CC_CONV_DEPTHWISE ||
+         g->K * g->C < CC_WG_PACKED_MIN_PAIRS))
+        return 0;
+    m = cc_wg_tile(g->OH, g->OW);
+    if (g->K * g->C > (CC_SIZE_MAX - 1) / WG_POINTS(m) - WG_PAD) return 0;
+    if (kind) *kind = m;
+    /* the points' matrices, then the weights' largest magnitude (-1: not
+     * tame, see wg_tame) */
+    return WG_POINTS(m) * WG_STRIDE(g->K * g->C) + 1;
+}
+
 const char *cc_conv_strategy_name(int id)
 {
     const cc_conv_strategy *s = cc_conv_strategy_of(id);
@@ -260,6 +300,38 @@ int FN(cc_conv2d_fwd)(const REAL *x, const REAL *w, const REAL *b,
     st = FN(conv_impl)[s->id].fwd(x, wrun, b, &p.g, work, work_elems, B, n_threads, gemm, y);
     if (st == CC_OK && bad) FN(crop_fwd_fix)(w, g, &p.g, p.kh0, p.kw0, n_threads, y);
     return st;
+}
+
+int FN(cc_conv2d_pack)(const REAL *w, const cc_conv_geom *g, int n_threads, REAL *packed)
+{
+    int m;
+    const int64_t n = cc_conv_pack_elems(g, (int)sizeof(REAL), &m);
+    double mw;
+    if (!w || !packed || n_threads < 1 || n == 0) return CC_EINVAL;
+    FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, packed);
+    packed[n - 1] = FN(wg_tame)(w, g->K * g->C * 9, n_threads, &mw) ? (REAL)mw : (REAL)-1;
+    return CC_OK;
+}
+
+int FN(cc_conv2d_fwd_packed)(const REAL *x, const REAL *w, const REAL *packed, const REAL *b,
+                             const cc_conv_geom *g, REAL *work, int64_t work_elems,
+                             int n_threads, GEMM_T gemm, REAL *y)
+{
+    const int64_t n = cc_conv_pack_elems(g, (int)sizeof(REAL), NULL);
+    double mx;
+    int64_t B;
+    if (!x || !w || !packed || !y || !gemm || n_threads < 1 || n == 0 || work_elems < 0)
+        return CC_EINVAL;
+    if (g->N == 0) return CC_OK;
+    n_threads = cc_conv_team_size(g, n_threads);
+    /* weights or inputs that are not tame: the unpacked call, whose data
+     * check runs BATCHED (the same bits as AUTO's WINOGRAD would give) */
+    if (packed[n - 1] < 0 || !FN(wg_tame)(x, g->N * g->C * g->H * g->W, n_threads, &mx) ||
+        mx * (double)packed[n - 1] > CC_WG_PRODUCT_MAX)
+        return FN(cc_conv2d_fwd)(x, w, b, g, CC_CONV_WINOGRAD, work, work_elems, n_threads, gemm, y);
+    B = cc_conv_chunk(g, wg_workspace, winograd_cap, work_elems);
+    if (B == 0 || !work) return CC_EINVAL;
+    return FN(fwd_winograd)(x, w, packed, b, g, work, B, n_threads, gemm, y);
 }
 
 /* partial sums of a bias gradient (a power of 2) */

@@ -154,6 +154,28 @@ int cc_conv_winograd_auto(const cc_conv_geom *g);
  * run BATCHED where the inputs hold Inf, NaN or huge values). */
 int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
 
+/* Weights packed for a layer's forward passes (inference: weights that stay
+ * the same over many calls).  cc_conv_pack_elems gives the elements of the
+ * packed form where the forward pass of `g` in this element size runs
+ * faster from it (WINOGRAD with its transformed weights made once: float32,
+ * 3x3 at stride 1, where AUTO takes WINOGRAD or the layer has many channel
+ * pairs), else 0; *kind (may be NULL) names the form, which depends on the
+ * layer's weights and on kind alone, so one packed array serves every input
+ * size with the same kind.  cc_conv2d_pack writes it (CC_EINVAL where the
+ * size is 0); cc_conv2d_fwd_packed is cc_conv2d_fwd from it, `w` being the
+ * weights it was packed from (the call falls back to them where x holds
+ * Inf, NaN or huge values, as WINOGRAD does), with the workspace of
+ * cc_conv2d_fwd with CC_CONV_WINOGRAD.  Outputs are WINOGRAD's bits. */
+int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind);
+int cc_conv2d_pack_f32(const float *w, const cc_conv_geom *g, int n_threads, float *packed);
+int cc_conv2d_pack_f64(const double *w, const cc_conv_geom *g, int n_threads, double *packed);
+int cc_conv2d_fwd_packed_f32(const float *x, const float *w, const float *packed,
+                             const float *b, const cc_conv_geom *g, float *work,
+                             int64_t work_elems, int n_threads, cc_sgemm_t gemm, float *y);
+int cc_conv2d_fwd_packed_f64(const double *x, const double *w, const double *packed,
+                             const double *b, const cc_conv_geom *g, double *work,
+                             int64_t work_elems, int n_threads, cc_dgemm_t gemm, double *y);
+
 /* Elements of workspace needed to process `chunk` images at once with
  * `strategy` in float32 or float64 (an affine function of chunk: chunk 0
  * gives its fixed part), 0 when none is needed (depthwise, or 1x1 tiles),

@@ -1033,15 +1033,18 @@ static void FN(wg_weights_m)(const REAL *w, int64_t K, int64_t C, int flip, int 
     else FN(wg_weights)(w, K, C, flip, n_threads, U);
 }
 
-static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *b,
+/* (packed: U made beforehand by cc_conv2d_pack, or NULL: U made here, in
+ * the workspace's first part, which a packed call leaves unused) */
+static int FN(fwd_winograd)(const REAL *x, const REAL *w, const REAL *packed, const REAL *b,
                             const cc_conv_geom *g, REAL *work, int64_t B,
                             int n_threads, GEMM_T gemm, REAL *y)
 {
     const int m = g->SH == 2 ? WG_S2 : cc_wg_tile(g->OH, g->OW), NP = WG_POINTS(m), e = WG_SIDE(m);
     const int64_t T = ((g->OH + e - 1) / e) * ((g->OW + e - 1) / e);
-    REAL *U = work, *V = U + NP * WG_STRIDE(g->K * g->C);
+    REAL *V = work + NP * WG_STRIDE(g->K * g->C);
+    const REAL *U = packed ? packed : work;
     int64_t n0;
-    FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, U);
+    if (!packed) FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, work);
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         REAL *M = V + NP * WG_STRIDE(g->C * nb * T);
@@ -1561,7 +1564,7 @@ static int FN(winograd_fwd)(const REAL *x, const REAL *w, const REAL *b, const c
 {
     (void)work_elems;
     return g->KH == 5 ? FN(wg5_run)(x, w, b, g, 0, work, B, n_threads, gemm, y)
-                      : FN(fwd_winograd)(x, w, b, g, work, B, n_threads, gemm, y);
+                      : FN(fwd_winograd)(x, w, NULL, b, g, work, B, n_threads, gemm, y);
 }
 
 static int FN(winograd_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc_conv_geom *g,

@@ -50,6 +50,16 @@ cdef extern from "convcore.h" nogil:
                           const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm,
                           double *dx, double *dw, double *db)
+    int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind)
+    int cc_conv2d_pack_f32(const float *w, const cc_conv_geom *g, int n_threads, float *packed)
+    int cc_conv2d_pack_f64(const double *w, const cc_conv_geom *g, int n_threads,
+                           double *packed)
+    int cc_conv2d_fwd_packed_f32(const float *x, const float *w, const float *packed,
+                                 const float *b, const cc_conv_geom *g, float *work,
+                                 int64_t work_elems, int n_threads, cc_sgemm_t gemm, float *y)
+    int cc_conv2d_fwd_packed_f64(const double *x, const double *w, const double *packed,
+                                 const double *b, const cc_conv_geom *g, double *work,
+                                 int64_t work_elems, int n_threads, cc_dgemm_t gemm, double *y)
     int cc_conv_relu_pool2_ok(const cc_conv_geom *g)
     int cc_conv2d_relu_pool2_fwd_f32(const float *x, const float *w, const float *b,
                                      const cc_conv_geom *g, int n_threads, float *y)
@@ -277,6 +287,64 @@ def conv2d_forward(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] 
                                    work.shape[0], n_threads, _dgemm, &y[0, 0, 0, 0])
     _blas_exit()
     _raise(st, "conv2d forward")
+
+
+def pack_elems(geom, int itemsize):
+    """``(elements, kind)`` of the packed weights the forward pass of `geom`
+    runs faster from (see cc_conv_pack_elems), ``(0, 0)`` where none."""
+    cdef cc_conv_geom g = _geom(geom)
+    cdef int kind = 0
+    cdef int64_t n = cc_conv_pack_elems(&g, itemsize, &kind)
+    return n, kind
+
+
+def pack(const floating[:, :, :, ::1] w, geom, floating[::1] packed, int n_threads):
+    """Writes the packed form of the weights `w` for `geom` into `packed`
+    (pack_elems' size)."""
+    cdef cc_conv_geom g = _geom(geom)
+    cdef int st
+    _need(w.size, g.K * (g.C // g.groups) * g.KH * g.KW, "weight")
+    _need(packed.shape[0], cc_conv_pack_elems(&g, sizeof(floating), NULL), "packed")
+    with nogil:
+        if floating is float:
+            st = cc_conv2d_pack_f32(&w[0, 0, 0, 0], &g, n_threads, &packed[0])
+        else:
+            st = cc_conv2d_pack_f64(&w[0, 0, 0, 0], &g, n_threads, &packed[0])
+    _raise(st, "conv2d pack")
+
+
+def conv2d_forward_packed(const floating[:, :, :, ::1] x, const floating[:, :, :, ::1] w,
+                          const floating[::1] packed, const floating[::1] b, bint has_bias,
+                          floating[::1] work, floating[:, :, :, ::1] y, geom, int n_threads):
+    """conv2d_forward from the packed weights (see cc_conv2d_fwd_packed);
+    the workspace is WINOGRAD's."""
+    cdef cc_conv_geom g = _geom(geom)
+    cdef const floating *bp = NULL
+    cdef floating *wp = NULL
+    cdef int st
+    _need(x.size, g.N * g.C * g.H * g.W, "x")
+    _need(w.size, g.K * (g.C // g.groups) * g.KH * g.KW, "weight")
+    _need(packed.shape[0], cc_conv_pack_elems(&g, sizeof(floating), NULL), "packed")
+    _need(y.size, g.N * g.K * g.OH * g.OW, "y")
+    if has_bias:
+        _need(b.shape[0], g.K, "bias")
+        bp = &b[0]
+    if work.shape[0] > 0:
+        wp = &work[0]
+    if g.N == 0:
+        return
+    _blas_enter()
+    with nogil:
+        if floating is float:
+            st = cc_conv2d_fwd_packed_f32(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &packed[0], bp, &g,
+                                          wp, work.shape[0], n_threads, _sgemm,
+                                          &y[0, 0, 0, 0])
+        else:
+            st = cc_conv2d_fwd_packed_f64(&x[0, 0, 0, 0], &w[0, 0, 0, 0], &packed[0], bp, &g,
+                                          wp, work.shape[0], n_threads, _dgemm,
+                                          &y[0, 0, 0, 0])
+    _blas_exit()
+    _raise(st, "conv2d forward (packed)")
 
 
 def relu_pool2_ok(geom):

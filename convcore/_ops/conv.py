@@ -181,6 +181,30 @@ def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
     return y[0] if unbatched else y
 
 
+def _conv2d_packed(x, weight, bias, packs, stride=1, padding=0, dilation=1, groups=1):
+    """``conv2d(x, weight, bias, ...)`` from weights packed once where the
+    backend has a packed form that runs this call faster (WINOGRAD's
+    transformed weights: see ``cc_conv_pack_elems``), else conv2d itself.
+    `packs` (a dict) keeps the packed forms; its owner empties it whenever
+    the weights may have changed.  The output is the bits AUTO's WINOGRAD
+    gives."""
+    be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, bias, stride, padding,
+                                                     dilation, groups)
+    packable = getattr(be, "conv2d_packable", None)
+    n, kind = packable(geom, dt) if packable and extra == (0, 0) and geom.N > 0 else (0, 0)
+    if not n:
+        return conv2d(x, weight, bias, stride, padding, dilation, groups)
+    asc = be.ascontiguous
+    w = asc(weight)
+    key = (kind, tuple(weight.shape), dt)
+    packed = packs.get(key)
+    if packed is None or packed.size != n:
+        packed = packs[key] = be.conv2d_pack(w, geom, n)
+    y = be.empty((geom.N, geom.K, geom.OH, geom.OW), dt)
+    be.conv2d_forward_packed(asc(x4), w, packed, None if bias is None else asc(bias), y, geom)
+    return y[0] if unbatched else y
+
+
 def _conv2d_relu_maxpool2(x, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
     """``max_pool2d(relu(conv2d(x, weight, bias, ...)), 2, 2)`` in one pass
     where the backend has it for this geometry (the same bits as the three

@@ -166,8 +166,9 @@ def plan(geom, dtype, backward=False) -> ConvPlan:
     return _cached_plan(geom, np.dtype(dtype).itemsize, backward, _config.get_workspace_limit())
 
 
-def _cached_plan(geom, itemsize, backward, limit):
-    request = _request(geom, itemsize, backward)
+def _cached_plan(geom, itemsize, backward, limit, request=None):
+    if request is None:
+        request = _request(geom, itemsize, backward)
     key = (geom, itemsize, backward, request, limit)
     p = _plans.get(key)
     if p is None:
@@ -223,6 +224,36 @@ def conv2d_forward(x, w, b, y, geom):
     if not has_bias:
         b = _NOTHING[x.dtype.char]
     _with_sequential_blas(_conv.conv2d_forward, x, w, b, has_bias, request, work, y, geom, n)
+
+
+def conv2d_packable(geom, dtype):
+    """``(elements, kind)`` of the packed weights geom's forward pass runs
+    faster from (WINOGRAD's transformed weights, made once), ``(0, 0)``
+    where none -- or where CONVCORE_CONV_STRATEGY or a measured plan decides
+    the call's strategy.  The packed form depends on the weights and on
+    `kind` alone."""
+    if _request(geom, dtype.itemsize, False) != _conv.AUTO:
+        return 0, 0
+    return _conv.pack_elems(geom, dtype.itemsize)
+
+
+def conv2d_pack(w, geom, nelems):
+    """The packed form of the weights `w` for geom's forward pass."""
+    packed = np.empty(nelems, dtype=w.dtype)
+    _conv.pack(w, geom, packed, _config.get_num_threads())
+    return packed
+
+
+def conv2d_forward_packed(x, w, packed, b, y, geom):
+    """conv2d_forward from `packed` (conv2d_pack's, for these weights)."""
+    limit = _config.get_workspace_limit()
+    p = _cached_plan(geom, x.dtype.itemsize, False, limit, _conv.STRATEGIES["winograd"])
+    work = _workspace(p.work_elems, x.dtype, limit)
+    has_bias = b is not None
+    if not has_bias:
+        b = _NOTHING[x.dtype.char]
+    _with_sequential_blas(_conv.conv2d_forward_packed, x, w, packed, b, has_bias, work, y, geom,
+                          _config.get_num_threads())
 
 
 def conv2d_relu_maxpool2(x, w, b, geom):

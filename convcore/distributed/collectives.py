@@ -388,6 +388,9 @@ def broadcast_parameters(model, root=0):
     arrays = [p.data for p in params]
     _check_same_layout(arrays, "parameters")
     _bcast_arrays(arrays, root)
+    for p in params:
+        if hasattr(p, "_version"):
+            p._version += 1   # (eval-mode folds of it are made again)
     # Non-parameter state (running statistics) travels through state_dict.
     if hasattr(model, "state_dict") and hasattr(model, "load_state_dict"):
         sd = model.state_dict()

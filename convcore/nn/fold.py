@@ -10,10 +10,13 @@ The folded layer skips the batch-norm pass and its output array.
 
 ``Module.eval()`` plans the folds (``eval(fold=False)`` does not) and
 ``train()`` drops them.  The folded weights are computed on the first
-forward call and kept (one extra copy of each folded convolution's weights)
-until the parameters are replaced, ``load_state_dict`` copies new values in,
-or the module leaves eval mode; parameter values changed in place by other
-means while in eval mode need another ``eval()``.
+forward call and kept (one extra copy of each folded convolution's weights,
+and for a 3x3 layer whose forward pass runs Winograd's algorithm, its
+transformed weights -- 16/9 of the weights -- made once instead of at every
+call) until the parameters are replaced, an optimizer step or pruning
+changes them, ``load_state_dict`` copies new values in, or the module leaves
+eval mode; parameter values changed in place by other means while in eval
+mode need another ``eval()``.
 
 A fold is planned only where the dataflow is certain: adjacent children of a
 ``Sequential`` and the (conv, bn) stages of the residual blocks, with each
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from convcore._ops.conv import _conv2d_packed
 from convcore.backends import get_backend
 
 __all__ = ["Fold", "plan", "clear", "sequence_groups"]
@@ -34,11 +38,12 @@ __all__ = ["Fold", "plan", "clear", "sequence_groups"]
 class Fold:
     """One planned fold: ``conv`` then ``bn`` (or None) then ``relu`` (or None)."""
 
-    __slots__ = ("conv", "bn", "relu", "_key", "_params")
+    __slots__ = ("conv", "bn", "relu", "_key", "_params", "_packs")
 
     def __init__(self, conv, bn, relu):
         self.conv, self.bn, self.relu = conv, bn, relu
         self._key = self._params = None
+        self._packs = {}
 
     def _arrays(self):
         conv, bn = self.conv, self.bn
@@ -49,12 +54,20 @@ class Fold:
                      None if bn.bias is None else bn.bias.data]
         return arrs
 
+    def _versions(self):
+        conv, bn = self.conv, self.bn
+        ps = [conv.weight, conv.bias] + ([] if bn is None else [bn.weight, bn.bias])
+        return tuple(getattr(p, "_version", 0) for p in ps if p is not None)
+
     def params(self):
         """The folded (weight, bias), computed in float64 and kept while the
-        parameter arrays are the same objects."""
+        parameter arrays are the same objects and no optimizer step (or
+        pruning) has changed them."""
         arrs = self._arrays()
-        key = tuple(id(a) for a in arrs) + (None if self.bn is None else self.bn.eps,)
+        key = (tuple(id(a) for a in arrs) + self._versions() +
+               (None if self.bn is None else self.bn.eps,))
         if self._params is None or key != self._key:
+            self._packs.clear()
             self._params, self._key = self._fold(arrs), key
         return self._params
 
@@ -69,7 +82,9 @@ class Fold:
         """The folded convolution (and ReLU, in place) of x."""
         conv = self.conv
         w, b = self.params()
-        y = F.conv2d(x, w, b, **conv._args())
+        # (the folded weights never change while they are kept: the backend
+        # may pack them once for the calls that run faster so)
+        y = _conv2d_packed(x, w, b, self._packs, **conv._args())
         if self.relu is not None:
             get_backend(y).relu_inplace(y)    # NaN propagates
         return y
@@ -83,6 +98,7 @@ class Fold:
 
     def invalidate(self):
         self._key = self._params = None
+        self._packs.clear()
 
     def _fold(self, arrs):
         w, b = arrs[0], arrs[1]

@@ -39,12 +39,16 @@ class Parameter:
     array([2., 2., 2.], dtype=float32)
     """
 
-    __slots__ = ("_data", "_grad", "_lazy")
+    __slots__ = ("_data", "_grad", "_lazy", "_version")
 
     def __init__(self, data):
         self._data = data
         self._grad = None
         self._lazy = None
+        #: Counts the in-place updates convcore makes to ``.data`` (an
+        #: optimizer step, pruning, a broadcast): what eval-mode folds
+        #: derived from the values check before reusing them.
+        self._version = 0
 
     @property
     def data(self):

@@ -61,6 +61,8 @@ class Masks:
     def apply(self, model):
         for w, mask in self._weights(model):
             w.data[...] *= mask
+            if hasattr(w, "_version"):
+                w._version += 1   # (eval-mode folds of it are made again)
         return model
 
     def mask_grads(self, model):

@@ -201,3 +201,117 @@ def test_sequential_relus_reuse_only_arrays_no_one_else_holds(rng):
     np.testing.assert_allclose(gx, tx.grad.numpy(), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(net[1].weight.grad, tconv.weight.grad.numpy(), rtol=1e-10,
                                atol=1e-12)
+
+
+# ------------------------------------------------- packed Winograd weights
+def _wide_block(rng):
+    """conv (128 -> 128, 3x3) -> bn -> relu on 14x14: a layer whose forward
+    pass runs Winograd's algorithm from weights packed once (float32)."""
+    net = nn.Sequential(nn.Conv2d(128, 128, 3, padding=1, rng=0), nn.BatchNorm2d(128),
+                        nn.ReLU())
+    _randomise_bn(net, rng)
+    return net
+
+
+def _packs(net):
+    return sum(len(f._packs) for f in _folds(net))
+
+
+def test_folded_3x3_layers_pack_their_winograd_weights_once_and_match(rng, monkeypatch):
+    """The packed forward gives WINOGRAD's bits (the same call with the
+    strategy forced) and stays within float32 rounding of PyTorch's float64
+    convolution; the packed form is made on the first call and reused."""
+    torch = pytest.importorskip("torch")
+    from convcore._core import _conv
+    net = _wide_block(rng)
+    x = rng.standard_normal((1, 128, 14, 14)).astype(np.float32)
+    with cc.no_grad():
+        y = net.eval()(x)
+    assert _packs(net) == 1
+    packed = next(iter(_folds(net)[0]._packs.values()))
+    with cc.no_grad():
+        y2 = net(np.concatenate([x, x[:, :, ::-1]]))    # another batch: the same packed form
+    assert _packs(net) == 1 and next(iter(_folds(net)[0]._packs.values())) is packed
+    np.testing.assert_allclose(y2[:1], y, rtol=0, atol=1e-6 * np.abs(y).max())
+    w, b = _folds(net)[0].params()
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+    forced = np.maximum(cc.conv2d(x, w, b, padding=1), 0)
+    assert _conv.env_strategy() == _conv.STRATEGIES["winograd"]
+    np.testing.assert_array_equal(y, forced)
+    ref = torch.relu(torch.nn.functional.conv2d(
+        torch.tensor(x, dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+        torch.tensor(b, dtype=torch.float64), padding=1)).numpy()
+    np.testing.assert_allclose(y, ref, rtol=0, atol=2e-5 * np.abs(ref).max())
+
+
+def test_packed_forward_falls_back_on_inputs_or_weights_that_are_not_tame(rng, monkeypatch):
+    """The packed call gives WINOGRAD's bits, and where the input or the
+    weights hold Inf, NaN or huge values what WINOGRAD then runs (BATCHED's
+    direct sums: Inf and NaN where IEEE puts them)."""
+    from convcore._ops.conv import _conv2d_packed
+    w = (rng.standard_normal((128, 128, 3, 3)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(128).astype(np.float32)
+    x = rng.standard_normal((2, 128, 14, 14)).astype(np.float32)
+    xs = [x]
+    for bad in (np.inf, np.nan, 3e29):
+        xb = x.copy()
+        xb[1, 5, 3, 4] = bad
+        xs.append(xb)
+    wb = w.copy()
+    wb[3, 2, 1, 1] = np.nan
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+    refs = [cc.conv2d(xi, w, b, padding=1) for xi in xs]
+    ref_bad_w = cc.conv2d(x, wb, b, padding=1)
+    monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+    packs = {}
+    for xi, ref in zip(xs, refs):
+        np.testing.assert_array_equal(_conv2d_packed(xi, w, b, packs, padding=1), ref)
+    assert len(packs) == 1
+    assert not np.isfinite(refs[1]).all() and np.isfinite(refs[0]).all()
+    got = _conv2d_packed(x, wb, b, {}, padding=1)
+    np.testing.assert_array_equal(got, ref_bad_w)
+    assert np.isnan(got[:, 3]).all() and not np.isnan(np.delete(got, 3, axis=1)).any()
+
+
+def test_packed_form_only_where_it_runs_faster_and_never_when_a_strategy_is_forced(monkeypatch):
+    from convcore._geometry import ConvGeom
+    from convcore.backends import cpu
+
+    def geom(N, C, H, K, s=1, k=3, p=1):
+        OH = (H + 2 * p - k) // s + 1
+        return ConvGeom(N, C, H, H, K, k, k, s, s, p, p, 1, 1, OH, OH, 1)
+    f32, f64 = np.dtype(np.float32), np.dtype(np.float64)
+    assert cpu.conv2d_packable(geom(1, 256, 14, 256), f32)[0] > 0
+    assert cpu.conv2d_packable(geom(1, 512, 7, 512), f32)[0] > 0    # (AUTO: BATCHED)
+    assert cpu.conv2d_packable(geom(8, 64, 56, 64), f32)[0] > 0     # (AUTO: WINOGRAD)
+    assert cpu.conv2d_packable(geom(1, 256, 14, 256), f64) == (0, 0)
+    assert cpu.conv2d_packable(geom(1, 256, 28, 512, s=2), f32) == (0, 0)
+    assert cpu.conv2d_packable(geom(1, 256, 14, 256, k=1, p=0), f32) == (0, 0)
+    assert cpu.conv2d_packable(geom(1, 512, 1, 512), f32) == (0, 0)  # (only the centre tap)
+    assert cpu.conv2d_packable(geom(1, 16, 14, 16), f32) == (0, 0)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+    assert cpu.conv2d_packable(geom(1, 256, 14, 256), f32) == (0, 0)
+
+
+def test_an_optimizer_step_in_eval_mode_reaches_the_packed_weights(rng):
+    """Fine-tuning with batch norm frozen (eval mode): each step's new weights
+    are folded and packed again."""
+    net = _wide_block(rng)
+    x = rng.standard_normal((1, 128, 14, 14)).astype(np.float32)
+    net.eval()
+    opt = cc.optim.SGD(net.parameters(), lr=0.1)
+    for _ in range(2):
+        y = net(x)
+        net.zero_grad()
+        net.backward(np.ones_like(y))
+        opt.step()
+        with cc.no_grad():
+            got = net(x)
+        assert _packs(net) == 1
+        conv, bn = net[0], net[1]
+        z = cc.conv2d(x.astype(np.float64), conv.weight.data.astype(np.float64),
+                      conv.bias.data.astype(np.float64), padding=1)
+        a = bn.weight.data.astype(np.float64) / np.sqrt(bn.running_var + bn.eps)
+        ref = np.maximum(a[:, None, None] * (z - bn.running_mean[:, None, None]) +
+                         bn.bias.data[:, None, None], 0)
+        np.testing.assert_allclose(got, ref, rtol=0, atol=1e-4 * np.abs(ref).max())

@@ -27,7 +27,10 @@ def _functions(mod):
 def test_cpu_and_cuda_backends_offer_the_same_functions():
     shared = {"empty", "zeros", "ascontiguous", "to_numpy"}
     own_cuda = {"is_available", "kernel_source", "name_expressions", "to_host", "to_device"}
-    own_cpu = {"plan"}                 # the planner's answer, for tools and tests
+    own_cpu = {"plan",                 # the planner's answer, for tools and tests
+               # weights packed once for eval-mode folds (the CPU's Winograd
+               # forward; convcore._ops.conv._conv2d_packed asks with getattr)
+               "conv2d_packable", "conv2d_pack", "conv2d_forward_packed"}
     assert shared <= _functions(cpu)
     assert _functions(cpu) - own_cpu == _functions(cuda) - own_cuda, (
         sorted(_functions(cpu) ^ _functions(cuda)))
