@@ -455,6 +455,17 @@ int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y);
  *   dy, x (n) [in];  dx (n) [out, overwritten] */
 int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx);
 int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
+/* The same two over `rows` rows of `len` elements, row r of each array at
+ * its pointer + r * its stride (elements, each at least len): a channel
+ * slice of a batch.  The arrays must not overlap. */
+int cc_relu_fwd_rows_f32(const float *x, int64_t xs, int64_t rows, int64_t len, int n_threads,
+                         float *y, int64_t ys);
+int cc_relu_fwd_rows_f64(const double *x, int64_t xs, int64_t rows, int64_t len,
+                         int n_threads, double *y, int64_t ys);
+int cc_relu_bwd_rows_f32(const float *dy, int64_t dys, const float *x, int64_t xs, int64_t rows,
+                         int64_t len, int n_threads, float *dx, int64_t dxs);
+int cc_relu_bwd_rows_f64(const double *dy, int64_t dys, const double *x, int64_t xs,
+                         int64_t rows, int64_t len, int n_threads, double *dx, int64_t dxs);
 /* The same pair with the backward pass's state as a byte mask (y > 0), a
  * quarter of a float32 output: forward writes y (may be x: in place) and
  * mask; backward dx = mask ? dy : 0 (dx may be dy). */

@@ -590,6 +590,48 @@ int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REA
     return CC_OK;
 }
 
+/* The two above over `rows` rows of `len` elements, row r of an array at
+ * p + r * (its stride) elements: a channel slice of a batch (a branch's part
+ * of a concatenation), whose images' parts lie apart.  Tasks are (row,
+ * block) pairs; the arrays must not overlap. */
+int FN(cc_relu_fwd_rows)(const REAL *x, int64_t xs, int64_t rows, int64_t len, int n_threads,
+                         REAL *y, int64_t ys)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || rows < 0 || len < 0 || xs < len || ys < len) return CC_EINVAL;
+    if (rows > 0 && len > CC_SIZE_MAX / rows) return CC_EINVAL;
+    if (rows * len > 0 && (!x || !y)) return CC_EINVAL;
+    nb = (len + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, rows * len, 2, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && rows * nb > 1) schedule(static)
+    for (i = 0; i < rows * nb; ++i) {
+        const int64_t r = i / nb, o = (i % nb) * CC_RELU_BLOCK;
+        FN(relu_span)(x + r * xs + o, CC_MIN(CC_RELU_BLOCK, len - o), y + r * ys + o);
+    }
+    return CC_OK;
+}
+
+int FN(cc_relu_bwd_rows)(const REAL *dy, int64_t dys, const REAL *x, int64_t xs, int64_t rows,
+                         int64_t len, int n_threads, REAL *dx, int64_t dxs)
+{
+    int64_t nb, i;
+    int team;
+    if (n_threads < 1 || rows < 0 || len < 0 || dys < len || xs < len || dxs < len)
+        return CC_EINVAL;
+    if (rows > 0 && len > CC_SIZE_MAX / rows) return CC_EINVAL;
+    if (rows * len > 0 && (!dy || !x || !dx)) return CC_EINVAL;
+    nb = (len + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
+    team = norm_team(n_threads, rows * len, 3, sizeof(REAL));
+#pragma omp parallel for num_threads(team) if (team > 1 && rows * nb > 1) schedule(static)
+    for (i = 0; i < rows * nb; ++i) {
+        const int64_t r = i / nb, o = (i % nb) * CC_RELU_BLOCK;
+        FN(relu_bwd_span)(dy + r * dys + o, x + r * xs + o, CC_MIN(CC_RELU_BLOCK, len - o),
+                          dx + r * dxs + o);
+    }
+    return CC_OK;
+}
+
 /* h = relu(h + s): a residual block's sum and ReLU in one pass */
 CC_CLONES static void FN(add_relu_span)(REAL *CC_RESTRICT h, const REAL *CC_RESTRICT s, int64_t n)
 {

@@ -53,6 +53,14 @@ cdef extern from "convcore.h" nogil:
     int cc_relu_fwd_f32(const float *x, int64_t n, int n_threads, float *y)
     int cc_relu_fwd_f64(const double *x, int64_t n, int n_threads, double *y)
     int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, float *dx)
+    int cc_relu_fwd_rows_f32(const float *x, int64_t xs, int64_t rows, int64_t len,
+                             int n_threads, float *y, int64_t ys)
+    int cc_relu_fwd_rows_f64(const double *x, int64_t xs, int64_t rows, int64_t len,
+                             int n_threads, double *y, int64_t ys)
+    int cc_relu_bwd_rows_f32(const float *dy, int64_t dys, const float *x, int64_t xs,
+                             int64_t rows, int64_t len, int n_threads, float *dx, int64_t dxs)
+    int cc_relu_bwd_rows_f64(const double *dy, int64_t dys, const double *x, int64_t xs,
+                             int64_t rows, int64_t len, int n_threads, double *dx, int64_t dxs)
     int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads,
                         double *dx)
     int cc_relu_fwd_mask_f32(const float *x, int64_t n, int n_threads, float *y,
@@ -238,6 +246,60 @@ def relu_backward(const floating[::1] dy, const floating[::1] x, floating[::1] d
             st = cc_relu_bwd_f32(&dy[0], &x[0], n, n_threads, &dx[0])
         else:
             st = cc_relu_bwd_f64(&dy[0], &x[0], n, n_threads, &dx[0])
+    _raise(st, "relu backward")
+
+
+cdef inline int64_t _row_stride(Py_ssize_t stride, Py_ssize_t inner, Py_ssize_t item,
+                                Py_ssize_t rows, Py_ssize_t n) except -1:
+    """A (rows, n) view's row stride in elements; its rows must be
+    contiguous, in order and apart (a whole number of elements, at least n)."""
+    if rows == 1:
+        stride = n * item
+    if inner != item or stride < n * item or stride % item:
+        raise ValueError("rows must be contiguous, in order and not overlapping, a whole "
+                         "number of elements apart")
+    return stride // item
+
+
+def relu_forward_rows(const floating[:, :] x, floating[:, :] y, int n_threads):
+    """y = relu(x) for two (rows, len) arrays whose rows lie apart (a channel
+    slice of a batch, as a 2-D view); they must not overlap."""
+    cdef int64_t rows = x.shape[0], n = x.shape[1], xs, ys
+    cdef int st
+    if y.shape[0] != rows or y.shape[1] != n:
+        raise ValueError("x and y differ in shape")
+    if rows == 0 or n == 0:
+        return
+    xs = _row_stride(x.strides[0], x.strides[1], sizeof(floating), rows, n)
+    ys = _row_stride(y.strides[0], y.strides[1], sizeof(floating), rows, n)
+    with nogil:
+        if floating is float:
+            st = cc_relu_fwd_rows_f32(&x[0, 0], xs, rows, n, n_threads, &y[0, 0], ys)
+        else:
+            st = cc_relu_fwd_rows_f64(&x[0, 0], xs, rows, n, n_threads, &y[0, 0], ys)
+    _raise(st, "relu forward")
+
+
+def relu_backward_rows(const floating[:, :] dy, const floating[:, :] x,
+                       floating[:, :] dx, int n_threads):
+    """relu_backward for (rows, len) arrays whose rows lie apart; dx must
+    overlap neither."""
+    cdef int64_t rows = x.shape[0], n = x.shape[1], gs, xs, os
+    cdef int st
+    if (dy.shape[0] != rows or dy.shape[1] != n or dx.shape[0] != rows or dx.shape[1] != n):
+        raise ValueError("grad_output, x and grad_input differ in shape")
+    if rows == 0 or n == 0:
+        return
+    gs = _row_stride(dy.strides[0], dy.strides[1], sizeof(floating), rows, n)
+    xs = _row_stride(x.strides[0], x.strides[1], sizeof(floating), rows, n)
+    os = _row_stride(dx.strides[0], dx.strides[1], sizeof(floating), rows, n)
+    with nogil:
+        if floating is float:
+            st = cc_relu_bwd_rows_f32(&dy[0, 0], gs, &x[0, 0], xs, rows, n, n_threads,
+                                      &dx[0, 0], os)
+        else:
+            st = cc_relu_bwd_rows_f64(&dy[0, 0], gs, &x[0, 0], xs, rows, n, n_threads,
+                                      &dx[0, 0], os)
     _raise(st, "relu backward")
 
 

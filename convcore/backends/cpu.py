@@ -352,13 +352,50 @@ def relu(x):
     return _expr.relu(np, x)
 
 
+def _rows(a):
+    """`a` (2-D or more) as a (rows, len) view whose rows are contiguous and
+    lie apart in order -- a channel slice of a C-contiguous batch, such as
+    a branch's part of a concatenation -- or None."""
+    if a.ndim < 2 or a.size == 0:
+        return None
+    expect = a.itemsize
+    for d in range(a.ndim - 1, 0, -1):
+        if a.shape[d] != 1 and a.strides[d] != expect:
+            return None
+        expect *= a.shape[d]
+    if a.shape[0] > 1 and a.strides[0] < expect:
+        return None
+    return np.lib.stride_tricks.as_strided(a, (a.shape[0], expect // a.itemsize),
+                                           (a.strides[0] if a.shape[0] > 1 else expect,
+                                            a.itemsize))
+
+
 def relu_backward(dy, x):
     if x.ndim and x.flags.c_contiguous and dy.flags.c_contiguous and x.size > RELU_SMALL:
         dx = empty(x.shape, x.dtype)
         _norm.relu_backward(dy.reshape(-1), x.reshape(-1), dx.reshape(-1),
                             _config.get_num_threads())
         return dx
+    if x.size > RELU_SMALL and dy.shape == x.shape and dy.dtype == x.dtype:
+        rd, rx = _rows(dy), _rows(x)
+        if rd is not None and rx is not None:
+            # (slices of a concatenation's gradient and output: one pass)
+            dx = empty(x.shape, x.dtype)
+            _norm.relu_backward_rows(rd, rx, dx.reshape(rd.shape), _config.get_num_threads())
+            return dx
     return _expr.relu_backward(np, dy, x)
+
+
+def relu_into(x, out):
+    """out = relu(x), NaN propagating (`out` of x's shape and dtype, e.g. a
+    branch's slice of a concatenation; not overlapping x); returns out."""
+    if x.size > RELU_SMALL and out.shape == x.shape and out.dtype == x.dtype:
+        rx, ro = _rows(x), _rows(out)
+        if rx is not None and ro is not None and ro.flags.writeable \
+                and not np.may_share_memory(x, out):
+            _norm.relu_forward_rows(rx, ro, _config.get_num_threads())
+            return out
+    return np.maximum(x, np.zeros((), x.dtype), out=out)
 
 
 def relu_inplace(x):

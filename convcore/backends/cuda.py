@@ -484,6 +484,11 @@ def relu_inplace(x):
     return _expr.relu_inplace(_cupy(), x)
 
 
+def relu_into(x, out):
+    cp = _cupy()
+    return cp.maximum(x, cp.zeros((), x.dtype), out=out)
+
+
 def add_relu_inplace(h, s):
     h += s
     return _expr.relu_inplace(_cupy(), h)

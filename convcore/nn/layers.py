@@ -253,12 +253,11 @@ class ReLU(Module):
             raise ValueError(f"ReLU: out must have the input's shape {tuple(x.shape)} and "
                              f"dtype {x.dtype}, got {tuple(out.shape)} {out.dtype}")
         fold = self._fold
-        xp = get_backend(x).xp
         if fold is not None and fold.active():
             out[...] = x                   # already max(z, 0)
         else:
             float_dtype(x, "x")
-            xp.maximum(x, xp.zeros((), x.dtype), out=out)   # NaN propagates
+            get_backend(x).relu_into(x, out)   # NaN propagates
         self._x = out
         return out
 

@@ -421,6 +421,51 @@ def test_residual_sum_bindings_refuse_overlap_and_short_buffers():
             _norm.add(np.ones(10, np.float32), np.ones(9, np.float32), relu, 1)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(3, 40, 9, 9), (1, 7, 30, 30), (5, 3, 2, 700)])
+def test_relu_on_a_channel_slice_of_a_batch_against_the_definition(rng, dtype, shape):
+    """A branch's slice of a concatenation (rows of an image's channels that
+    lie apart): relu into it and relu_backward from it run the C core's
+    row kernels, with the contiguous kernels' semantics -- NaN propagates
+    and -0 becomes +0 forward, exactly 0 backward where x <= 0 even for a
+    NaN or Inf gradient."""
+    from convcore.backends import cpu
+    N, c, H, W = shape
+    x = rng.standard_normal(shape).astype(dtype)
+    x.reshape(-1)[rng.integers(0, x.size, 40)] = rng.choice(SPECIAL, 40)
+    big = np.full((N, c + 9, H, W), 7, dtype)
+    out = big[:, 4:4 + c]
+    assert cpu._rows(out) is not None and out.flags.c_contiguous == (N == 1)
+    assert cpu.relu_into(x, out) is out
+    np.testing.assert_array_equal(out, np.maximum(x, 0))
+    assert not np.signbit(out[out == 0]).any()
+    assert (big[:, :4] == 7).all() and (big[:, 4 + c:] == 7).all()   # nothing outside it
+    g = np.full(big.shape, 3, dtype)
+    gv = g[:, 4:4 + c]
+    gv[...] = rng.standard_normal(gv.shape)
+    gv[0, 0, 0, :2] = (np.nan, np.inf)
+    out[0, 0, 0, :2] = (-1, 0)
+    gx = cc.relu_backward(gv, out)
+    assert gx.flags.c_contiguous
+    np.testing.assert_array_equal(gx, np.where(out > 0, gv, 0))
+    assert not np.signbit(gx[out <= 0]).any()
+    for n in (1, 2):                                   # the same bits on any thread count
+        cc.set_num_threads(n)
+        np.testing.assert_array_equal(cc.relu_backward(gv, out), gx)
+
+
+def test_relu_row_bindings_refuse_rows_that_overlap_or_are_not_contiguous():
+    a = np.zeros((4, 10), np.float32)
+    over = np.lib.stride_tricks.as_strided(a, (4, 10), (4 * 5, 4))    # rows 5 apart, 10 long
+    for bad in (over, a[::-1], a[:, ::2].repeat(1, axis=0)[:, :5].T.copy().T):
+        out = np.empty(bad.shape, np.float32)
+        with pytest.raises(ValueError):
+            _norm.relu_forward_rows(bad, out, 1)
+        with pytest.raises(ValueError):
+            _norm.relu_backward_rows(out, bad, np.empty(bad.shape, np.float32), 1)
+    _norm.relu_forward_rows(a[:, 2:7], a[:, 2:7].copy(), 1)        # rows 10 apart, 5 long
+
+
 def test_relu_binding_refuses_overlapping_buffers():
     x = np.arange(-5, 5, dtype=np.float32)
     with pytest.raises(ValueError, match="overlaps"):
