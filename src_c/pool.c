@@ -24,7 +24,8 @@ int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
  * one).  Depends on the sizes only, and every kernel gives the same bits for
  * every thread count anyway. */
 #define CC_SERIAL_BYTES ((int64_t)4 << 20)
-/* (global average pooling's own threshold: see cc_adaptive_avg_pool2d_fwd) */
+/* (the threshold of jobs with several times a copy's work per byte: global
+ * average pooling, max pooling of planes of at most 16 elements) */
 #define CC_GLOBAL_AVG_TEAM_BYTES ((int64_t)256 << 10)
 static int cc_pool_team(int n_threads, int64_t elems, size_t elem_size)
 {
