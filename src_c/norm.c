@@ -13,6 +13,90 @@
  * operation order, no FMA contraction (-std=c99): identical results. */
 #define CC_CLONES CC_TARGETS("avx2", "default")
 
+/* The largest of x[0..n) (n >= 1), NaN if any is NaN, in loops that
+ * vectorize: each value's bits as an integer key ordered as the values are
+ * (a negative value's magnitude bits flipped; -0 below +0), then an integer
+ * maximum -- GCC keeps a floating-point one as a branch under the default
+ * -ftrapping-math. */
+CC_CLONES static double cc_row_max_f32(const float *CC_RESTRICT x, int64_t n)
+{
+    int32_t best = INT32_MIN;
+    uint32_t bad = 0, b;
+    float m;
+    int64_t k;
+    for (k = 0; k < n; ++k) {
+        int32_t key;
+        memcpy(&b, x + k, sizeof b);
+        key = (int32_t)(b ^ ((uint32_t)((int32_t)b >> 31) >> 1));
+        best = key > best ? key : best;
+        bad |= (uint32_t)((b & 0x7FFFFFFFu) > 0x7F800000u);
+    }
+    b = (uint32_t)best ^ ((uint32_t)(best >> 31) >> 1);
+    memcpy(&m, &b, sizeof m);
+    return bad ? (double)NAN : (double)m;
+}
+CC_CLONES static double cc_row_max_f64(const double *CC_RESTRICT x, int64_t n)
+{
+    int64_t best = INT64_MIN, k;
+    uint64_t bad = 0, b;
+    double m;
+    for (k = 0; k < n; ++k) {
+        int64_t key;
+        memcpy(&b, x + k, sizeof b);
+        key = (int64_t)(b ^ ((uint64_t)((int64_t)b >> 63) >> 1));
+        best = key > best ? key : best;
+        bad |= (uint64_t)((b & 0x7FFFFFFFFFFFFFFFull) > 0x7FF0000000000000ull);
+    }
+    b = (uint64_t)best ^ ((uint64_t)(best >> 63) >> 1);
+    memcpy(&m, &b, sizeof m);
+    return bad ? (double)NAN : m;
+}
+
+/* e^x for x <= 0 (or -0), as a float within about 2 ulp of e^x for the
+ * double x given (a logit's distance below its row's maximum, exact in
+ * double; rounded to float first, it would cost up to 1e-6 relative at
+ * x = -16): the reduction by ln 2 in double, a degree-6 polynomial in float.
+ * The clamp and the cut-off are integer operations on the bits (for x <= 0
+ * a larger magnitude is a larger unsigned pattern), so the loops over it
+ * vectorize -- GCC keeps floating-point selects as branches under the
+ * default -ftrapping-math -- where libm's exp is a call per element (a
+ * softmax row of float32 logits).  Below -87.33 (results under the smallest
+ * normal float, -Inf included) it gives +0: the sums it serves hold a term
+ * of 1.  (2^n stays a normal float: n >= -126 down to -87.33.) */
+#define CC_EXP_CUT_BITS ((int64_t)0xC055D51EB851EB85ull)   /* -87.33 */
+static inline float cc_exp_le0f(double x)
+{
+    int64_t bx, bc, c;
+    uint32_t by, keep;
+    double xc, n;
+    float r, z, p, scale, y;
+    int32_t e;
+    memcpy(&bx, &x, sizeof bx);
+    /* (as signed integers the patterns of x <= 0 are +0's 0, or run from
+     * -0's INT64_MIN upward with the magnitude, to -Inf's 0xFFF0...) */
+    c = -(int64_t)((bx < 0) & (bx > CC_EXP_CUT_BITS));   /* all ones below the cut */
+    keep = (uint32_t)((bx >= 0) | (bx <= CC_EXP_CUT_BITS)) * 0xFFFFFFFFu;
+    bc = (CC_EXP_CUT_BITS & c) | (bx & ~c);   /* (masks, not a select: see above) */
+    memcpy(&xc, &bc, sizeof xc);
+    n = (double)(int32_t)(xc * 1.4426950408889634 - 0.5);   /* round(x / ln 2) */
+    r = (float)(xc - n * 0.6931471805599453);
+    z = r * r;
+    p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * z + r + 1.0f;
+    e = ((int32_t)n + 127) << 23;
+    memcpy(&scale, &e, sizeof scale);
+    y = p * scale;
+    memcpy(&by, &y, sizeof by);
+    by &= keep;
+    memcpy(&y, &by, sizeof y);
+    return y;
+}
+
 /* Four doubles operated on lane by lane: GCC's vector extensions (with them
  * the reductions vectorise reliably), else a struct.  Both give the same
  * bits: every operation is the IEEE operation on each lane.  The vector

@@ -863,25 +863,75 @@ int FN(cc_lrn_bwd)(const REAL *dy, const REAL *x, int64_t N, int64_t C, int64_t 
 
 /* One row of logits: its log-sum-exp in double, from the row's maximum
  * (NaN anywhere gives NaN, as an infinite maximum does). */
-static double FN(ce_lse)(const REAL *x, int64_t K)
+/* The largest of x[0..K) (NaN if any is NaN): cc_row_max_f32/f64. */
+static double FN(ce_max)(const REAL *x, int64_t K)
 {
-    double m = (double)x[0], s = 0;
-    int64_t k;
-    for (k = 1; k < K; ++k) {
-        const double v = (double)x[k];
-        if (v > m || v != v) m = v;
-        if (m != m) return m;
-    }
-    for (k = 0; k < K; ++k) s += exp((double)x[k] - m);
-    return m + log(s);
+    return sizeof(REAL) == sizeof(float) ? cc_row_max_f32((const float *)(const void *)x, K)
+                                         : cc_row_max_f64((const double *)(const void *)x, K);
 }
 
-/* Cross-entropy of logits against class indices, and its gradient.
- *   logits (N, K), target (N) in [0, K)      [in]
- *   scale (N) or NULL: the gradient's factor per row (NULL: scale0 for all)
- *   loss (N) or NULL    [out] -log_softmax(logits)[n, target[n]], in double
- *   grad (N, K) or NULL [out, overwritten] (softmax(logits[n]) - onehot) * scale[n]
- * CC_EINVAL (before anything is written) when a target lies outside [0, K). */
+/* e[k] = e^(x[k] - m) for a row whose maximum m is finite: float32 rows
+ * through cc_exp_le0f (float accuracy, a loop that vectorizes: through
+ * libm's exp, a call per element, 8000 logits cost about 40 us), float64
+ * rows through libm's exp. */
+CC_CLONES static void FN(ce_exps)(const REAL *CC_RESTRICT x, int64_t K, REAL m,
+                                  REAL *CC_RESTRICT e)
+{
+    const double md = (double)m;
+    int64_t k;
+    if (sizeof(REAL) == sizeof(float)) {
+#pragma omp simd
+        for (k = 0; k < K; ++k) e[k] = (REAL)cc_exp_le0f((double)x[k] - md);
+    } else {
+        for (k = 0; k < K; ++k) e[k] = (REAL)exp((double)(x[k] - m));
+    }
+}
+
+/* sum of e[0..K) in double: eight partial sums, added in a fixed order */
+CC_CLONES static double FN(ce_sum)(const REAL *CC_RESTRICT e, int64_t K)
+{
+    double s[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    int64_t k, l;
+    for (k = 0; k + 8 <= K; k += 8)
+        for (l = 0; l < 8; ++l) s[l] += (double)e[k + l];
+    for (l = 0; k < K; ++k, ++l) s[l] += (double)e[k];
+    return ((s[0] + s[4]) + (s[2] + s[6])) + ((s[1] + s[5]) + (s[3] + s[7]));
+}
+
+/* sum over k of e^(x[k] - m) (m the row's finite maximum), each term kept in
+ * e[k]; with e NULL, in blocks through a buffer of its own */
+#define CC_CE_BLOCK 256
+static double FN(ce_sumexp)(const REAL *x, int64_t K, double m, REAL *e)
+{
+    REAL buf[CC_CE_BLOCK];
+    double s = 0;
+    int64_t k0;
+    if (e) {
+        FN(ce_exps)(x, K, (REAL)m, e);
+        return FN(ce_sum)(e, K);
+    }
+    for (k0 = 0; k0 < K; k0 += CC_CE_BLOCK) {
+        const int64_t n = CC_MIN(CC_CE_BLOCK, K - k0);
+        FN(ce_exps)(x + k0, n, (REAL)m, buf);
+        s += FN(ce_sum)(buf, n);
+    }
+    return s;
+}
+
+/* log sum exp of a row, NaN for a NaN logit, +Inf for a +Inf one (libm's
+ * exp where the maximum is not finite) */
+static double FN(ce_lse)(const REAL *x, int64_t K)
+{
+    const double m = FN(ce_max)(x, K);
+    double s = 0;
+    int64_t k;
+    if (m != m) return m;
+    if (m - m != 0) {   /* (an infinite maximum: the definition's exps) */
+        for (k = 0; k < K; ++k) s += exp((double)x[k] - m);
+        return m + log(s);
+    }
+    return m + log(FN(ce_sumexp)(x, K, m, NULL));
+}
 int FN(cc_cross_entropy)(const REAL *logits, const int64_t *target, int64_t N, int64_t K,
                          const double *scale, double scale0, int n_threads, double *loss,
                          REAL *grad)
@@ -902,16 +952,17 @@ int FN(cc_cross_entropy)(const REAL *logits, const int64_t *target, int64_t N, i
             /* exp(x - max) once per element, kept in the gradient's row */
             const double f = scale ? scale[n] : scale0;
             REAL *g = grad + n * K;
-            double m = (double)x[0], s = 0, r;
+            const double m = FN(ce_max)(x, K);
+            double s = 0, r;
             int64_t k;
-            for (k = 1; k < K; ++k) {
-                const double v = (double)x[k];
-                if (v > m || v != v) m = v;
-            }
-            for (k = 0; k < K; ++k) {
-                const double e = exp((double)x[k] - m);
-                s += e;
-                g[k] = (REAL)e;
+            if (m - m == 0) {
+                s = FN(ce_sumexp)(x, K, m, g);
+            } else {   /* (NaN or an infinite maximum: the definition's exps) */
+                for (k = 0; k < K; ++k) {
+                    const double e = exp((double)x[k] - m);
+                    s += e;
+                    g[k] = (REAL)e;
+                }
             }
             if (loss) loss[n] = m + log(s) - (double)x[target[n]];
             r = f / s;

@@ -53,6 +53,32 @@ def test_nan_and_infinite_logits_propagate_like_the_definition():
     assert g[2, 1] == 0.0
 
 
+def test_float32_rows_across_the_whole_range_of_the_exponential():
+    """float32 rows take the kernel's own vectorized e^x (x <= 0): every
+    probability within a few float32 ulps of the float64 definition, from
+    1 down to the smallest normal float; below it (and at -Inf) exactly 0."""
+    d = np.concatenate([-np.linspace(0, 87, 3001), -np.linspace(87, 87.4, 41),
+                        [-90.0, -200.0, -1e30, -np.inf, -0.0]])
+    rows = np.stack([d, d[::-1], d * 0.01, np.roll(d, 7)]).astype(np.float32)
+    rows[:, :4] += np.float32(3.5)                       # a non-zero maximum
+    target = np.array([0, 5, 100, 3000])
+    per, grad = _ref(rows, target)
+    g = cc.cross_entropy_backward(rows, target, "sum")
+    arg = rows.astype(np.float64) - rows.max(axis=1, keepdims=True)
+    other = np.arange(rows.shape[1]) != target[:, None]
+    cut = (arg < -87.34) & other
+    kept = (arg > -87.32) | ~other            # (between them: either)
+    assert cut.sum() > 4 and (g[cut] == 0).all()
+    # (probabilities below the smallest normal float are denormals: their
+    # absolute precision is 1.4e-45)
+    np.testing.assert_allclose(g[kept], grad[kept], rtol=6e-7, atol=3e-45)
+    np.testing.assert_allclose(cc.cross_entropy(rows, target, "none"), per, rtol=2e-7)
+    special = np.array([[np.nan, 0, 1], [np.inf, 0, 1], [0, -np.inf, 1]], np.float32)
+    loss = cc.cross_entropy(special, np.array([1, 1, 2]), "none")
+    assert np.isnan(loss[:2]).all()
+    np.testing.assert_allclose(loss[2], np.log1p(np.exp(-1.0)), rtol=1e-7)
+
+
 @pytest.mark.parametrize("target", [np.array([0, 3]), np.array([-1, 0]),
                                     np.array([0, 2**63 + 5], np.uint64)])
 def test_targets_out_of_range_are_refused_before_anything_is_written(target):
