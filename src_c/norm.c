@@ -288,8 +288,18 @@ static int bn_check(const void *x, const void *rmean, const void *rvar, int64_t 
     return CC_OK;
 }
 
-/* Elements per ReLU task (any split of an elementwise map gives the same bits). */
-#define CC_RELU_BLOCK 32768
+/* Elements per ReLU task (any split of an elementwise map gives the same
+ * bits), and the bytes moved from which the ReLU passes start a team: an
+ * elementwise pass over a few hundred KiB (the networks' 7x7 and 14x14
+ * maps: 256 x 7 x 7 at batch 8 is 0.4 MB) takes 5-10 us on one core, a team
+ * a microsecond or two on a warm pool. */
+#define CC_RELU_BLOCK 8192
+#define CC_RELU_SERIAL_BYTES ((int64_t)512 << 10)
+static int relu_team(int n_threads, int64_t elems, int64_t passes, size_t elem_size)
+{
+    return (double)elems * (double)passes * (double)elem_size < (double)CC_RELU_SERIAL_BYTES
+               ? 1 : n_threads;
+}
 
 #define REAL float
 #define SFX f32

@@ -563,7 +563,7 @@ int FN(cc_relu_fwd)(const REAL *x, int64_t n, int n_threads, REAL *y)
     if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
     if (n > 0 && (!x || !y)) return CC_EINVAL;
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, n, 2, sizeof(REAL));
+    team = relu_team(n_threads, n, 2, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
     for (i = 0; i < nb; ++i) {
         const int64_t len = CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK);
@@ -582,7 +582,7 @@ int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REA
     if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
     if (n > 0 && (!dy || !x || !dx)) return CC_EINVAL;
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, n, 3, sizeof(REAL));
+    team = relu_team(n_threads, n, 3, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
     for (i = 0; i < nb; ++i)
         FN(relu_bwd_span)(dy + i * CC_RELU_BLOCK, x + i * CC_RELU_BLOCK,
@@ -603,7 +603,7 @@ int FN(cc_relu_fwd_rows)(const REAL *x, int64_t xs, int64_t rows, int64_t len, i
     if (rows > 0 && len > CC_SIZE_MAX / rows) return CC_EINVAL;
     if (rows * len > 0 && (!x || !y)) return CC_EINVAL;
     nb = (len + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, rows * len, 2, sizeof(REAL));
+    team = relu_team(n_threads, rows * len, 2, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && rows * nb > 1) schedule(static)
     for (i = 0; i < rows * nb; ++i) {
         const int64_t r = i / nb, o = (i % nb) * CC_RELU_BLOCK;
@@ -622,7 +622,7 @@ int FN(cc_relu_bwd_rows)(const REAL *dy, int64_t dys, const REAL *x, int64_t xs,
     if (rows > 0 && len > CC_SIZE_MAX / rows) return CC_EINVAL;
     if (rows * len > 0 && (!dy || !x || !dx)) return CC_EINVAL;
     nb = (len + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, rows * len, 3, sizeof(REAL));
+    team = relu_team(n_threads, rows * len, 3, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && rows * nb > 1) schedule(static)
     for (i = 0; i < rows * nb; ++i) {
         const int64_t r = i / nb, o = (i % nb) * CC_RELU_BLOCK;
@@ -656,7 +656,7 @@ int FN(cc_add)(REAL *a, const REAL *b, int64_t n, int relu, int n_threads)
     if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
     if (n > 0 && (!a || !b)) return CC_EINVAL;
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, n, 3, sizeof(REAL));
+    team = relu_team(n_threads, n, 3, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
     for (i = 0; i < nb; ++i) {
         const int64_t len = CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK);
@@ -698,7 +698,7 @@ int FN(cc_relu_fwd_mask)(const REAL *x, int64_t n, int n_threads, REAL *y, uint8
     if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
     if (n > 0 && (!x || !y || !mask)) return CC_EINVAL;
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, n, 2, sizeof(REAL));
+    team = relu_team(n_threads, n, 2, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
     for (i = 0; i < nb; ++i)
         FN(relu_mask_span)(x + i * CC_RELU_BLOCK, CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK),
@@ -714,7 +714,7 @@ int FN(cc_relu_bwd_mask)(const REAL *dy, const uint8_t *mask, int64_t n, int n_t
     if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
     if (n > 0 && (!dy || !mask || !dx)) return CC_EINVAL;
     nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = norm_team(n_threads, n, 2, sizeof(REAL));
+    team = relu_team(n_threads, n, 2, sizeof(REAL));
 #pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
     for (i = 0; i < nb; ++i)
         FN(relu_bwd_mask_span)(dy + i * CC_RELU_BLOCK, mask + i * CC_RELU_BLOCK,
