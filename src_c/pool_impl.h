@@ -251,14 +251,17 @@ CC_CLONES static void FN(global_avg)(const REAL *CC_RESTRICT x, int64_t n, int64
     }
 }
 
-/* The windows of an adaptive pooling along one dimension: output o covers
- * [lo[o], hi[o]) of the input (adaptive_span), computed once for all planes. */
-static int64_t *FN(adaptive_spans)(int64_t I, int64_t O)
+/* The windows of an adaptive pooling, computed once for all planes: output
+ * row oh covers input rows [h[oh], h[OH + oh]), output column ow columns
+ * [w[ow], w[OW + ow]) (adaptive_span).  One block (free *h); NULL if none. */
+static int64_t *FN(adaptive_spans)(int64_t H, int64_t OH, int64_t W, int64_t OW, int64_t **w)
 {
-    int64_t *s = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * O)), o;
-    if (!s) return NULL;
-    for (o = 0; o < O; ++o) adaptive_span(o, I, O, s + o, s + O + o);
-    return s;
+    int64_t *h = (int64_t *)malloc(sizeof(int64_t) * (size_t)(2 * (OH + OW))), o;
+    if (!h) return NULL;
+    *w = h + 2 * OH;
+    for (o = 0; o < OH; ++o) adaptive_span(o, H, OH, h + o, h + OH + o);
+    for (o = 0; o < OW; ++o) adaptive_span(o, W, OW, *w + o, *w + OW + o);
+    return h;
 }
 
 static void FN(adaptive_plane)(const REAL *CC_RESTRICT x, int64_t W, int64_t OH, int64_t OW,
@@ -307,17 +310,10 @@ int FN(cc_adaptive_avg_pool2d_fwd)(const REAL *x, int64_t N, int64_t C, int64_t 
     n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
     /* (planes of a few outputs each, e.g. 1x1 -> 7x7: a static share of
      * planes per thread; one dynamic task a plane cost more than the plane) */
-    hsp = FN(adaptive_spans)(H, OH);
-    wsp = FN(adaptive_spans)(W, OW);
-    if (!hsp || !wsp) {
-        free(hsp);
-        free(wsp);
-        return CC_ENOMEM;
-    }
+    if (!(hsp = FN(adaptive_spans)(H, OH, W, OW, &wsp))) return CC_ENOMEM;
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
     for (i = 0; i < P; ++i) FN(adaptive_plane)(x + i * H * W, W, OH, OW, hsp, wsp, y + i * OH * OW);
     free(hsp);
-    free(wsp);
     return CC_OK;
 }
 
@@ -361,17 +357,10 @@ int FN(cc_adaptive_avg_pool2d_bwd)(const REAL *dy, int64_t N, int64_t C, int64_t
     if (N > 0 && (!dy || !dx)) return CC_EINVAL;
     P = N * C;
     n_threads = cc_pool_team(n_threads, P * (H * W + OH * OW), sizeof(REAL));
-    hsp = FN(adaptive_spans)(H, OH);
-    wsp = FN(adaptive_spans)(W, OW);
-    if (!hsp || !wsp) {
-        free(hsp);
-        free(wsp);
-        return CC_ENOMEM;
-    }
+    if (!(hsp = FN(adaptive_spans)(H, OH, W, OW, &wsp))) return CC_ENOMEM;
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && P > 1) schedule(static)
     for (i = 0; i < P; ++i)
         FN(adaptive_bwd_plane)(dy + i * OH * OW, H, W, OH, OW, hsp, wsp, dx + i * H * W);
     free(hsp);
-    free(wsp);
     return CC_OK;
 }
