@@ -874,7 +874,7 @@ static double FN(ce_max)(const REAL *x, int64_t K)
  * through cc_exp_le0f (float accuracy, a loop that vectorizes: through
  * libm's exp, a call per element, 8000 logits cost about 40 us), float64
  * rows through libm's exp. */
-CC_CLONES static void FN(ce_exps)(const REAL *CC_RESTRICT x, int64_t K, REAL m,
+CC_CLONES_FMA static void FN(ce_exps)(const REAL *CC_RESTRICT x, int64_t K, REAL m,
                                   REAL *CC_RESTRICT e)
 {
     const double md = (double)m;
