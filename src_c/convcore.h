@@ -457,7 +457,8 @@ int cc_relu_bwd_f32(const float *dy, const float *x, int64_t n, int n_threads, f
 int cc_relu_bwd_f64(const double *dy, const double *x, int64_t n, int n_threads, double *dx);
 /* The same two over `rows` rows of `len` elements, row r of each array at
  * its pointer + r * its stride (elements, each at least len): a channel
- * slice of a batch.  The arrays must not overlap. */
+ * slice of a batch.  The arrays must not overlap (the forward pass's y may
+ * be x itself, with its stride: in place). */
 int cc_relu_fwd_rows_f32(const float *x, int64_t xs, int64_t rows, int64_t len, int n_threads,
                          float *y, int64_t ys);
 int cc_relu_fwd_rows_f64(const double *x, int64_t xs, int64_t rows, int64_t len,

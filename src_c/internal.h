@@ -28,7 +28,6 @@
 #define CC_TARGETS_FMA(...)
 #endif
 
-
 #define CC_MIN(a, b) ((a) < (b) ? (a) : (b))
 /* pairs that n items make (the last one may be single) */
 #define CC_PAIRS(n) (((n) + 1) / 2)

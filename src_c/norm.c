@@ -19,45 +19,6 @@
  * do), never on the thread count. */
 #define CC_CLONES_FMA CC_TARGETS_FMA("avx512f", "arch=haswell", "default")
 
-/* The largest of x[0..n) (n >= 1), NaN if any is NaN, in loops that
- * vectorize: each value's bits as an integer key ordered as the values are
- * (a negative value's magnitude bits flipped; -0 below +0), then an integer
- * maximum -- GCC keeps a floating-point one as a branch under the default
- * -ftrapping-math. */
-CC_CLONES static double cc_row_max_f32(const float *CC_RESTRICT x, int64_t n)
-{
-    int32_t best = INT32_MIN;
-    uint32_t bad = 0, b;
-    float m;
-    int64_t k;
-    for (k = 0; k < n; ++k) {
-        int32_t key;
-        memcpy(&b, x + k, sizeof b);
-        key = (int32_t)(b ^ ((uint32_t)((int32_t)b >> 31) >> 1));
-        best = key > best ? key : best;
-        bad |= (uint32_t)((b & 0x7FFFFFFFu) > 0x7F800000u);
-    }
-    b = (uint32_t)best ^ ((uint32_t)(best >> 31) >> 1);
-    memcpy(&m, &b, sizeof m);
-    return bad ? (double)NAN : (double)m;
-}
-CC_CLONES static double cc_row_max_f64(const double *CC_RESTRICT x, int64_t n)
-{
-    int64_t best = INT64_MIN, k;
-    uint64_t bad = 0, b;
-    double m;
-    for (k = 0; k < n; ++k) {
-        int64_t key;
-        memcpy(&b, x + k, sizeof b);
-        key = (int64_t)(b ^ ((uint64_t)((int64_t)b >> 63) >> 1));
-        best = key > best ? key : best;
-        bad |= (uint64_t)((b & 0x7FFFFFFFFFFFFFFFull) > 0x7FF0000000000000ull);
-    }
-    b = (uint64_t)best ^ ((uint64_t)(best >> 63) >> 1);
-    memcpy(&m, &b, sizeof m);
-    return bad ? (double)NAN : m;
-}
-
 /* e^x for x <= 0 (or -0), as a float within about 2 ulp of e^x for the
  * double x given (a logit's distance below its row's maximum, exact in
  * double; rounded to float first, it would cost up to 1e-6 relative at
@@ -311,18 +272,26 @@ static int relu_team(int n_threads, int64_t elems, int64_t passes, size_t elem_s
 #define SFX f32
 #define CC_SQRT sqrtf
 #define CC_POW powf
+#define CC_BITS int32_t   /* (a REAL's bits as a signed and an unsigned integer) */
+#define CC_UBITS uint32_t
 #include "norm_impl.h"
 #undef REAL
 #undef SFX
 #undef CC_SQRT
 #undef CC_POW
+#undef CC_BITS
+#undef CC_UBITS
 
 #define REAL double
 #define SFX f64
 #define CC_SQRT sqrt
 #define CC_POW pow
+#define CC_BITS int64_t
+#define CC_UBITS uint64_t
 #include "norm_impl.h"
 #undef REAL
 #undef SFX
 #undef CC_SQRT
 #undef CC_POW
+#undef CC_BITS
+#undef CC_UBITS

@@ -558,42 +558,19 @@ CC_CLONES static void FN(relu_inplace_span)(REAL *x, int64_t n)
 /* y = relu(x); y may be x (in place) or must not overlap it. */
 int FN(cc_relu_fwd)(const REAL *x, int64_t n, int n_threads, REAL *y)
 {
-    int64_t nb, i;
-    int team;
-    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
-    if (n > 0 && (!x || !y)) return CC_EINVAL;
-    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = relu_team(n_threads, n, 2, sizeof(REAL));
-#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
-    for (i = 0; i < nb; ++i) {
-        const int64_t len = CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK);
-        if (x == y)
-            FN(relu_inplace_span)(y + i * CC_RELU_BLOCK, len);
-        else
-            FN(relu_span)(x + i * CC_RELU_BLOCK, len, y + i * CC_RELU_BLOCK);
-    }
-    return CC_OK;
+    return FN(cc_relu_fwd_rows)(x, n, 1, n, n_threads, y, n);   /* (one row) */
 }
 
 int FN(cc_relu_bwd)(const REAL *dy, const REAL *x, int64_t n, int n_threads, REAL *dx)
 {
-    int64_t nb, i;
-    int team;
-    if (n_threads < 1 || n < 0 || n > CC_SIZE_MAX) return CC_EINVAL;
-    if (n > 0 && (!dy || !x || !dx)) return CC_EINVAL;
-    nb = (n + CC_RELU_BLOCK - 1) / CC_RELU_BLOCK;
-    team = relu_team(n_threads, n, 3, sizeof(REAL));
-#pragma omp parallel for num_threads(team) if (team > 1 && nb > 1) schedule(static)
-    for (i = 0; i < nb; ++i)
-        FN(relu_bwd_span)(dy + i * CC_RELU_BLOCK, x + i * CC_RELU_BLOCK,
-                          CC_MIN(CC_RELU_BLOCK, n - i * CC_RELU_BLOCK), dx + i * CC_RELU_BLOCK);
-    return CC_OK;
+    return FN(cc_relu_bwd_rows)(dy, n, x, n, 1, n, n_threads, dx, n);
 }
 
 /* The two above over `rows` rows of `len` elements, row r of an array at
  * p + r * (its stride) elements: a channel slice of a batch (a branch's part
  * of a concatenation), whose images' parts lie apart.  Tasks are (row,
- * block) pairs; the arrays must not overlap. */
+ * block) pairs; the arrays must not overlap, except y = x (same stride) in
+ * the forward pass: in place. */
 int FN(cc_relu_fwd_rows)(const REAL *x, int64_t xs, int64_t rows, int64_t len, int n_threads,
                          REAL *y, int64_t ys)
 {
@@ -607,7 +584,10 @@ int FN(cc_relu_fwd_rows)(const REAL *x, int64_t xs, int64_t rows, int64_t len, i
 #pragma omp parallel for num_threads(team) if (team > 1 && rows * nb > 1) schedule(static)
     for (i = 0; i < rows * nb; ++i) {
         const int64_t r = i / nb, o = (i % nb) * CC_RELU_BLOCK;
-        FN(relu_span)(x + r * xs + o, CC_MIN(CC_RELU_BLOCK, len - o), y + r * ys + o);
+        if (x == y && xs == ys)
+            FN(relu_inplace_span)(y + r * ys + o, CC_MIN(CC_RELU_BLOCK, len - o));
+        else
+            FN(relu_span)(x + r * xs + o, CC_MIN(CC_RELU_BLOCK, len - o), y + r * ys + o);
     }
     return CC_OK;
 }
@@ -863,12 +843,31 @@ int FN(cc_lrn_bwd)(const REAL *dy, const REAL *x, int64_t N, int64_t C, int64_t 
 
 /* One row of logits: its log-sum-exp in double, from the row's maximum
  * (NaN anywhere gives NaN, as an infinite maximum does). */
-/* The largest of x[0..K) (NaN if any is NaN): cc_row_max_f32/f64. */
-static double FN(ce_max)(const REAL *x, int64_t K)
+/* The largest of x[0..K) (K >= 1), NaN if any is NaN, in a loop that
+ * vectorizes: each value's bits as a signed integer key ordered as the
+ * values are (a negative value's magnitude bits flipped: -0 below +0), then
+ * an integer maximum -- GCC keeps a floating-point one as a branch under the
+ * default -ftrapping-math.  (The key map is its own inverse.) */
+#define CC_BITS_KEY(b) ((b) ^ (CC_BITS)((CC_UBITS)((b) >> (8 * sizeof(CC_BITS) - 1)) >> 1))
+CC_CLONES static double FN(ce_max)(const REAL *CC_RESTRICT x, int64_t K)
 {
-    return sizeof(REAL) == sizeof(float) ? cc_row_max_f32((const float *)(const void *)x, K)
-                                         : cc_row_max_f64((const double *)(const void *)x, K);
+    CC_BITS best = 0, b;
+    int bad = 0;
+    REAL m;
+    int64_t k;
+    memcpy(&best, x, sizeof best);
+    best = CC_BITS_KEY(best);
+    for (k = 0; k < K; ++k) {
+        memcpy(&b, x + k, sizeof b);
+        b = CC_BITS_KEY(b);
+        best = b > best ? b : best;
+        bad |= x[k] != x[k];
+    }
+    best = CC_BITS_KEY(best);
+    memcpy(&m, &best, sizeof m);
+    return bad ? (double)NAN : (double)m;
 }
+#undef CC_BITS_KEY
 
 /* e[k] = e^(x[k] - m) for a row whose maximum m is finite: float32 rows
  * through cc_exp_le0f (float accuracy, a loop that vectorizes: through
@@ -932,6 +931,12 @@ static double FN(ce_lse)(const REAL *x, int64_t K)
     }
     return m + log(FN(ce_sumexp)(x, K, m, NULL));
 }
+/* Cross-entropy of logits against class indices, and its gradient.
+ *   logits (N, K), target (N) in [0, K)      [in]
+ *   scale (N) or NULL: the gradient's factor per row (NULL: scale0 for all)
+ *   loss (N) or NULL    [out] -log_softmax(logits)[n, target[n]], in double
+ *   grad (N, K) or NULL [out, overwritten] (softmax(logits[n]) - onehot) * scale[n]
+ * CC_EINVAL (before anything is written) when a target lies outside [0, K). */
 int FN(cc_cross_entropy)(const REAL *logits, const int64_t *target, int64_t N, int64_t K,
                          const double *scale, double scale0, int n_threads, double *loss,
                          REAL *grad)

@@ -173,6 +173,11 @@ def conv2d(x, weight, bias=None, stride: IntOrPair = 1, padding: Padding = 0,
     """
     be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, bias, stride, padding,
                                                      dilation, groups)
+    return _conv2d_run(be, dt, x4, unbatched, geom, weight, bias)
+
+
+def _conv2d_run(be, dt, x4, unbatched, geom, weight, bias):
+    """conv2d's call into the backend, after _conv_setup."""
     N = geom.N
     y = be.empty((N, geom.K, geom.OH, geom.OW), dt)
     if N > 0:
@@ -193,7 +198,7 @@ def _conv2d_packed(x, weight, bias, packs, stride=1, padding=0, dilation=1, grou
     packable = getattr(be, "conv2d_packable", None)
     n, kind = packable(geom, dt) if packable and extra == (0, 0) and geom.N > 0 else (0, 0)
     if not n:
-        return conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return _conv2d_run(be, dt, x4, unbatched, geom, weight, bias)
     asc = be.ascontiguous
     w = asc(weight)
     key = (kind, tuple(weight.shape), dt)
