@@ -443,11 +443,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                          w + gi * Kg * CKKg + c0, &ldb, &zero, cols + (gi * CKKg + c0) * nbL + m0, &ldc);
                 }
 #pragma omp for schedule(static)
-                for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
-                    const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
-                    FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
-                                      dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL);
-                }
+                for (i = 0; i < FN(col2im_ntasks)(g, nb); ++i)
+                    FN(col2im_task)(cols, g, i, nb, nbL, dx + n0 * g->C * HW);
             }
         }
         if (Wt) {
@@ -458,11 +455,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                 return CC_ENOMEM;
             }
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1) schedule(static)
-            for (i = 0; i < nb * CC_PAIRS(g->C); ++i) {
-                const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
-                FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), nbL,
-                                  dx + ((n0 + n) * g->C + c) * HW, cols, cols + CKK * nbL);
-            }
+            for (i = 0; i < FN(col2im_ntasks)(g, nb); ++i)
+                FN(col2im_task)(cols, g, i, nb, nbL, dx + n0 * g->C * HW);
         }
     }
     free(Wt);

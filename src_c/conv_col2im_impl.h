@@ -44,6 +44,33 @@ CC_CLONES static void FN(col2im_planes)(const REAL *CC_RESTRICT col, const cc_co
     }
 }
 
+/* The col2im of a chunk of nb images whose columns lie side by side (image
+ * n's at cols + n*L, row r at r*ldc) into their planes of dx (image n at dx
+ * + n*C*H*W), cut into tasks for a parallel loop: a channel of every image
+ * each where cc_pw_by_channel (a copy: row c is plane c), else a pair of
+ * planes of one image each. */
+static int64_t FN(col2im_ntasks)(const cc_conv_geom *g, int64_t nb)
+{
+    return cc_pw_by_channel(g) ? g->C : nb * CC_PAIRS(g->C);
+}
+
+static void FN(col2im_task)(const REAL *cols, const cc_conv_geom *g, int64_t i, int64_t nb,
+                            int64_t ldc, REAL *dx)
+{
+    const int64_t HW = g->H * g->W, L = g->OH * g->OW;
+    if (cc_pw_by_channel(g)) {
+        const REAL *src = cols + i * ldc;
+        REAL *dst = dx + i * HW;
+        int64_t m, l;
+        for (m = 0; m < nb; ++m)
+            for (l = 0; l < HW; ++l) dst[m * g->C * HW + l] = src[m * L + l];
+    } else {
+        const int64_t n = i / CC_PAIRS(g->C), c = 2 * (i % CC_PAIRS(g->C));
+        FN(col2im_planes)(cols + n * L, g, c, CC_MIN(2, g->C - c), ldc, dx + (n * g->C + c) * HW,
+                          cols, cols + g->C * g->KH * g->KW * ldc);
+    }
+}
+
 int FN(cc_im2col)(const REAL *x, const cc_conv_geom *g, int n_threads, REAL *cols)
 {
     int64_t CKK, L, total, i;

@@ -35,6 +35,8 @@ GEOMS = [
     (2, 3, 6, 5, 6, 3, 2, 1, 3),     # grouped, odd sizes, stride 2
     (3, 5, 4, 3, 6, 1, 1, 0, 1),     # pointwise (x is its own columns)
     (2, 6, 7, 5, 4, 1, 2, 0, 1),     # 1x1 at stride 2, odd sizes
+    (5, 300, 2, 2, 240, 1, 1, 0, 1), # pointwise on 2x2 maps, many weights:
+    (3, 40, 1, 3, 48, 1, 1, 0, 1),   # columns copied a channel at a time
 ]
 NAMES = ["tiles", "batched", "winograd", "direct", "depthwise", "regions", "unrolled"]
 
@@ -77,6 +79,31 @@ def test_every_strategy_matches_pytorch(case, name, dtype, monkeypatch, rng):
     got = (y,) + tuple(cc.conv2d_backward(dy, x, w, stride=s, padding=p, groups=groups))
     for g, r in zip(got, _torch(x, w, b, dy, s, p, groups)):
         assert g.dtype == dtype
+        _close(g, r, dtype)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", ["tiles", "batched"])
+@pytest.mark.parametrize("hw", [(1, 1), (2, 2), (4, 4), (5, 6), (7, 7)])
+def test_pointwise_on_small_maps_in_chunks_matches_pytorch(hw, name, dtype, rng, monkeypatch):
+    # a chunk's columns are copied a channel of every image at a time below
+    # 32 positions; a workspace of a few images' columns makes several
+    # chunks, so the copies start past the first image
+    N, C, K = 7, 96, 160
+    x = rng.standard_normal((N, C) + hw).astype(dtype)
+    w = rng.standard_normal((K, C, 1, 1)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    dy = rng.standard_normal((N, K) + hw).astype(dtype)
+    ref = _torch(x, w, b, dy, 1, 0, 1)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", name)
+    limit = _config.get_workspace_limit()
+    cc.set_workspace_limit(3 * (C + K) * hw[0] * hw[1] * np.dtype(dtype).itemsize)
+    try:
+        y = cc.conv2d(x, w, b)
+        got = (y,) + tuple(cc.conv2d_backward(dy, x, w))
+    finally:
+        cc.set_workspace_limit(limit)
+    for g, r in zip(got, ref):
         _close(g, r, dtype)
 
 
