@@ -228,7 +228,10 @@ def _restricted_load(path: str):
     try:
         return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
     except (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError,
-            IndexError, KeyError, struct.error, UnicodeDecodeError) as e:
+            IndexError, KeyError, struct.error, UnicodeDecodeError, OverflowError,
+            MemoryError) as e:
+        # (MemoryError: a length field the file does not hold, which the
+        # unpickler allocates before it reads, e.g. a BYTEARRAY8 of 2**62)
         raise ValueError(f"{path}: not a CIFAR-10 python batch this reader accepts: "
                          f"{e}") from None
 

@@ -233,6 +233,17 @@ def test_cifar_python_truncated(tmp_path):
         data.read_cifar_python(str(p))
 
 
+@pytest.mark.parametrize("opcode", [b"\x96", b"\x8e", b"\x8d"],
+                         ids=["bytearray8", "binbytes8", "binunicode8"])
+def test_cifar_python_huge_declared_length_is_a_value_error(tmp_path, opcode):
+    # a length field far beyond the file (2**62 bytes): the unpickler's
+    # allocation fails before it reads; the reader says the file is bad
+    p = tmp_path / "batch"
+    p.write_bytes(b"\x80\x05" + opcode + (1 << 62).to_bytes(8, "little") + b"xyz.")
+    with pytest.raises(ValueError, match=str(p)):
+        data.read_cifar_python(str(p))
+
+
 def test_tar_with_parent_paths_is_refused(tmp_path):
     arc = tmp_path / "evil.tar"
     with tarfile.open(arc, "w") as tf:
