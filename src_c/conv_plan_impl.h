@@ -190,10 +190,22 @@ int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind)
     int m;
     if (kind) *kind = 0;
     if (!g || cc_conv_geom_check(g) != CC_OK || elem_size != (int)sizeof(float)) return 0;
-    if (g->KH != 3 || g->KW != 3 || g->SH != 1 || g->SW != 1 || !cc_conv_winograd_auto(g))
+    if (g->KH != g->KW || (g->KH != 3 && g->KH != 5) || g->SH != 1 || g->SW != 1 ||
+        !cc_conv_winograd_auto(g))
         return 0;
     cc_conv_plan_make(g, CC_CONV_AUTO, elem_size, 0, &p);
     if (p.cropped) return 0;   /* (taps that meet only padding: a smaller kernel runs) */
+    if (g->KH == 5) {
+        /* 5x5 where AUTO takes WINOGRAD: its four 3x3 pieces (cc_wg5_geom),
+         * transformed */
+        cc_conv_geom g3;
+        if (p.s->id != CC_CONV_WINOGRAD) return 0;
+        cc_wg5_geom(g, 0, g->N, &g3);
+        m = cc_wg_tile(g3.OH, g3.OW);
+        if (g3.K * g3.C > (CC_SIZE_MAX - 1) / WG_POINTS(m) - WG_PAD) return 0;
+        if (kind) *kind = m;
+        return WG_POINTS(m) * WG_STRIDE(g3.K * g3.C) + 1;
+    }
     if (((g->OH + 1) / 2) * ((g->OW + 1) / 2) == 1 &&
         (g->OH * g->OW == 1 || g->N > CC_WG_PACKED_ONE_TILE_BATCH))
         return 0;
@@ -308,8 +320,15 @@ int FN(cc_conv2d_pack)(const REAL *w, const cc_conv_geom *g, int n_threads, REAL
     const int64_t n = cc_conv_pack_elems(g, (int)sizeof(REAL), &m);
     double mw;
     if (!w || !packed || n_threads < 1 || n == 0) return CC_EINVAL;
-    FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, packed);
-    packed[n - 1] = FN(wg_tame)(w, g->K * g->C * 9, n_threads, &mw) ? (REAL)mw : (REAL)-1;
+    if (g->KH == 5) {
+        REAL *w4 = (REAL *)malloc((size_t)(4 * g->K * g->C * 9) * sizeof(REAL));
+        if (!w4) return CC_ENOMEM;
+        FN(wg5_weights)(w, g, n_threads, m, w4, packed);
+        free(w4);
+    } else {
+        FN(wg_weights_m)(w, g->K, g->C, 0, n_threads, m, packed);
+    }
+    packed[n - 1] = FN(wg_tame)(w, g->K * g->C * g->KH * g->KW, n_threads, &mw) ? (REAL)mw : (REAL)-1;
     return CC_OK;
 }
 
@@ -331,7 +350,8 @@ int FN(cc_conv2d_fwd_packed)(const REAL *x, const REAL *w, const REAL *packed, c
         return FN(cc_conv2d_fwd)(x, w, b, g, CC_CONV_WINOGRAD, work, work_elems, n_threads, gemm, y);
     B = cc_conv_chunk(g, wg_workspace, winograd_cap, work_elems);
     if (B == 0 || !work) return CC_EINVAL;
-    return FN(fwd_winograd)(x, w, packed, b, g, work, B, n_threads, gemm, y);
+    return g->KH == 5 ? FN(wg5_run)(x, w, b, g, 0, packed, work, B, n_threads, gemm, y)
+                      : FN(fwd_winograd)(x, w, packed, b, g, work, B, n_threads, gemm, y);
 }
 
 /* partial sums of a bias gradient (a power of 2) */

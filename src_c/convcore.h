@@ -158,8 +158,8 @@ int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
  * the same over many calls).  cc_conv_pack_elems gives the elements of the
  * packed form where the forward pass of `g` in this element size runs
  * faster from it (WINOGRAD with its transformed weights made once: float32,
- * 3x3 at stride 1, where AUTO takes WINOGRAD or the layer has many channel
- * pairs), else 0; *kind (may be NULL) names the form, which depends on the
+ * 3x3 at stride 1 where AUTO takes WINOGRAD or the layer has many channel
+ * pairs, 5x5 at stride 1 where AUTO takes WINOGRAD), else 0; *kind (may be NULL) names the form, which depends on the
  * layer's weights and on kind alone, so one packed array serves every input
  * size with the same kind.  cc_conv2d_pack writes it (CC_EINVAL where the
  * size is 0); cc_conv2d_fwd_packed is cc_conv2d_fwd from it, `w` being the

@@ -1286,22 +1286,16 @@ static void FN(wg5_merge_out)(const REAL *z, int64_t nb, int64_t O, int64_t OHf,
     }
 }
 
-/* out = the 5x5 correlation of in: the forward (dx = 0: in = x, out = y)
- * or dX (dx = 1: in = dy, out = dx), B images at a time. */
-static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc_conv_geom *g,
-                       int dx, REAL *work, int64_t B, int n_threads, GEMM_T gemm, REAL *out)
+/* The four 3x3 pieces of a 5x5 kernel (cc_wg5_geom): split input
+ * w4[o][q*I + i][r][s], split output w4[q*O + o][i][r][s] = tap (a_q + r,
+ * b_q + s) of kernel (o, i), zero in the sixth row and column; dX (dx = 1):
+ * of w[i][o] flipped. */
+static void FN(wg5_pieces)(const REAL *w, const cc_conv_geom *g, int dx, int split_out,
+                           int n_threads, REAL *w4)
 {
-    cc_conv_geom g3;
-    const int64_t Hin = dx ? g->OH : g->H, Win = dx ? g->OW : g->W;
-    const int64_t ph = dx ? 4 - g->PH : g->PH, pw = dx ? 4 - g->PW : g->PW;
     const int64_t O = dx ? g->C : g->K, I = dx ? g->K : g->C;
-    const int64_t OHf = dx ? g->H : g->OH, OWf = dx ? g->W : g->OW;
-    const int split_out = cc_wg5_geom(g, dx, B, &g3);
-    REAL *w4 = work, *buf = work + 4 * O * I * 9;
-    int64_t t, n0;
-    /* the pieces: split input w4[o][q*I + i][r][s], split output
-     * w4[q*O + o][i][r][s] = tap (a_q + r, b_q + s) of kernel (o, i), zero
-     * in the sixth row and column; dX: w[i][o] flipped */
+    int64_t t;
+    (void)n_threads;
 #pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && O * I > 4096) schedule(static)
     for (t = 0; t < O * I; ++t) {
         const int64_t o = t / I, c = t % I;
@@ -1318,6 +1312,36 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
                 }
         }
     }
+}
+
+/* The transformed pieces of a 5x5 layer's forward pass (U of its split
+ * geometry, tile m), as wg5_run makes them; w4: room for the pieces. */
+static void FN(wg5_weights)(const REAL *w, const cc_conv_geom *g, int n_threads, int m, REAL *w4,
+                            REAL *U)
+{
+    cc_conv_geom g3;
+    const int split_out = cc_wg5_geom(g, 0, g->N, &g3);
+    FN(wg5_pieces)(w, g, 0, split_out, n_threads, w4);
+    FN(wg_weights_m)(w4, g3.K, g3.C, 0, n_threads, m, U);
+}
+
+/* out = the 5x5 correlation of in: the forward (dx = 0: in = x, out = y)
+ * or dX (dx = 1: in = dy, out = dx), B images at a time.  packed (forward
+ * only, or NULL): the transformed pieces made by cc_conv2d_pack, which
+ * leaves the workspace's pieces and U unused. */
+static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc_conv_geom *g,
+                       int dx, const REAL *packed, REAL *work, int64_t B, int n_threads,
+                       GEMM_T gemm, REAL *out)
+{
+    cc_conv_geom g3;
+    const int64_t Hin = dx ? g->OH : g->H, Win = dx ? g->OW : g->W;
+    const int64_t ph = dx ? 4 - g->PH : g->PH, pw = dx ? 4 - g->PW : g->PW;
+    const int64_t O = dx ? g->C : g->K, I = dx ? g->K : g->C;
+    const int64_t OHf = dx ? g->H : g->OH, OWf = dx ? g->W : g->OW;
+    const int split_out = cc_wg5_geom(g, dx, B, &g3);
+    REAL *w4 = work, *buf = work + 4 * O * I * 9;
+    int64_t n0;
+    if (!packed) FN(wg5_pieces)(w, g, dx, split_out, n_threads, w4);
     for (n0 = 0; n0 < g->N; n0 += B) {
         const int64_t nb = CC_MIN(B, g->N - n0);
         const REAL *inc = in + n0 * I * Hin * Win;
@@ -1330,8 +1354,9 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
             /* z = buf (nb, 4O, OHf+3, OWf+3); U, V, M behind room for B images */
             REAL *U = buf + B * gc.K * gc.OH * gc.OW, *V = U + NP * WG_STRIDE(gc.K * I);
             REAL *M = V + NP * WG_STRIDE(I * nb * T);
-            if (n0 == 0) FN(wg_weights_m)(w4, gc.K, I, 0, n_threads, m, U);
-            const int st = FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, U, gc.K, gc.OH, gc.OW,
+            if (n0 == 0 && !packed) FN(wg_weights_m)(w4, gc.K, I, 0, n_threads, m, U);
+            const int st = FN(wg_conv_chunk)(inc, nb, I, Hin, Win, ph, pw, packed ? packed : U,
+                                             gc.K, gc.OH, gc.OW,
                                              NULL, V, M, n_threads, gemm, buf, 0, m, O);
             if (st != CC_OK) return st;
             FN(wg5_merge_out)(buf, nb, O, OHf, OWf, bias, n_threads, outc);
@@ -1339,8 +1364,9 @@ static int FN(wg5_run)(const REAL *in, const REAL *w, const REAL *bias, const cc
             /* the split input is transformed straight from the planes */
             REAL *U = buf, *V = U + NP * WG_STRIDE(O * 4 * I);
             REAL *M = V + NP * WG_STRIDE(4 * I * nb * T);
-            if (n0 == 0) FN(wg_weights_m)(w4, O, 4 * I, 0, n_threads, m, U);
-            const int st = FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, U, O, OHf, OWf,
+            if (n0 == 0 && !packed) FN(wg_weights_m)(w4, O, 4 * I, 0, n_threads, m, U);
+            const int st = FN(wg_conv_chunk)(inc, nb, 4 * I, Hin, Win, ph, pw, packed ? packed : U,
+                                             O, OHf, OWf,
                                              bias, V, M, n_threads, gemm, outc, I, m, 0);
             if (st != CC_OK) return st;
         }
@@ -1563,7 +1589,7 @@ static int FN(winograd_fwd)(const REAL *x, const REAL *w, const REAL *b, const c
                             GEMM_T gemm, REAL *y)
 {
     (void)work_elems;
-    return g->KH == 5 ? FN(wg5_run)(x, w, b, g, 0, work, B, n_threads, gemm, y)
+    return g->KH == 5 ? FN(wg5_run)(x, w, b, g, 0, NULL, work, B, n_threads, gemm, y)
                       : FN(fwd_winograd)(x, w, NULL, b, g, work, B, n_threads, gemm, y);
 }
 
@@ -1575,7 +1601,7 @@ static int FN(winograd_bwd)(const REAL *dy, const REAL *x, const REAL *w, const 
     if (g->KH == 5) {
         /* 5x5: dW, then dX, each through its split (same workspace) */
         if (dw) FN(wg5_dw)(dy, x, g, work, B, n_threads, gemm, dw);
-        return dx ? FN(wg5_run)(dy, w, NULL, g, 1, work, B, n_threads, gemm, dx) : CC_OK;
+        return dx ? FN(wg5_run)(dy, w, NULL, g, 1, NULL, work, B, n_threads, gemm, dx) : CC_OK;
     }
     if (g->SH == 2) return FN(bwd_winograd_s2)(dy, x, w, g, work, B, n_threads, gemm, dx, dw);
     return FN(bwd_winograd)(dy, x, w, g, work, B, n_threads, gemm, dx, dw, 1, 1, NULL);

@@ -11,9 +11,9 @@ The folded layer skips the batch-norm pass and its output array.
 ``Module.eval()`` plans the folds (``eval(fold=False)`` does not) and
 ``train()`` drops them.  The folded weights are computed on the first
 forward call and kept (one extra copy of each folded convolution's weights,
-and for a 3x3 layer whose forward pass runs Winograd's algorithm, its
-transformed weights -- 16/9 of the weights -- made once instead of at every
-call) until the parameters are replaced, an optimizer step or pruning
+and for a 3x3 or 5x5 layer whose forward pass runs Winograd's algorithm,
+its transformed weights -- 16/9 of a 3x3 layer's weights, 64/25 of a 5x5
+layer's -- made once instead of at every call) until the parameters are replaced, an optimizer step or pruning
 changes them, ``load_state_dict`` copies new values in, or the module leaves
 eval mode; parameter values changed in place by other means while in eval
 mode need another ``eval()``.

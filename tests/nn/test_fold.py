@@ -273,6 +273,35 @@ def test_packed_forward_falls_back_on_inputs_or_weights_that_are_not_tame(rng, m
     assert np.isnan(got[:, 3]).all() and not np.isnan(np.delete(got, 3, axis=1)).any()
 
 
+@pytest.mark.parametrize("C,K", [(64, 128), (128, 64)], ids=["split-input", "split-output"])
+def test_packed_5x5_forward_gives_winograds_bits(C, K, rng, monkeypatch):
+    """A 5x5 layer's four transformed 3x3 pieces packed once: the packed
+    forward gives WINOGRAD's bits (either split: fewer input or fewer
+    output channels), one packed form serves two batch sizes, and the
+    result stays within float32 rounding of PyTorch's float64 convolution;
+    Inf in the input takes WINOGRAD's fallback."""
+    torch = pytest.importorskip("torch")
+    from convcore._ops.conv import _conv2d_packed
+    w = (rng.standard_normal((K, C, 5, 5)) * 0.05).astype(np.float32)
+    b = rng.standard_normal(K).astype(np.float32)
+    xs = [rng.standard_normal((n, C, 28, 28)).astype(np.float32) for n in (1, 3)]
+    xinf = xs[1].copy()
+    xinf[2, 7, 0, 27] = np.inf
+    xs.append(xinf)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
+    refs = [cc.conv2d(x, w, b, padding=2) for x in xs]
+    monkeypatch.delenv("CONVCORE_CONV_STRATEGY")
+    packs = {}
+    for x, ref in zip(xs, refs):
+        np.testing.assert_array_equal(_conv2d_packed(x, w, b, packs, padding=2), ref)
+    assert len(packs) == 1 and next(iter(packs.values())) is not None
+    assert np.isinf(refs[2]).any() and np.isfinite(refs[1]).all()
+    exact = torch.nn.functional.conv2d(
+        torch.tensor(xs[1], dtype=torch.float64), torch.tensor(w, dtype=torch.float64),
+        torch.tensor(b, dtype=torch.float64), padding=2).numpy()
+    np.testing.assert_allclose(refs[1], exact, rtol=0, atol=2e-5 * np.abs(exact).max())
+
+
 def test_packed_form_only_where_it_runs_faster_and_never_when_a_strategy_is_forced(monkeypatch):
     from convcore._geometry import ConvGeom
     from convcore.backends import cpu
@@ -289,6 +318,9 @@ def test_packed_form_only_where_it_runs_faster_and_never_when_a_strategy_is_forc
     assert cpu.conv2d_packable(geom(1, 256, 14, 256, k=1, p=0), f32) == (0, 0)
     assert cpu.conv2d_packable(geom(1, 512, 1, 512), f32) == (0, 0)  # (only the centre tap)
     assert cpu.conv2d_packable(geom(1, 16, 14, 16), f32) == (0, 0)
+    assert cpu.conv2d_packable(geom(1, 96, 27, 256, k=5, p=2), f32)[0] > 0   # AlexNet's
+    assert cpu.conv2d_packable(geom(1, 16, 28, 32, k=5, p=2), f32) == (0, 0)  # (AUTO: BATCHED)
+    assert cpu.conv2d_packable(geom(1, 96, 27, 256, k=5, p=2), f64) == (0, 0)
     monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
     assert cpu.conv2d_packable(geom(1, 256, 14, 256), f32) == (0, 0)
 
