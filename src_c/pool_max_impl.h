@@ -231,6 +231,29 @@ static int64_t IFN(max_pad_cols)(const cc_pool_geom *g, int64_t kfast, int64_t s
     return (g->OW - 1) * sfast + kfast;
 }
 
+/* The indices of one output row of max_plane_padded, from the padded
+ * plane's (wi) to the plane's (ir), and whether a maximum is -inf.  Output
+ * ow's window starts at q0 + s*ow of the padded plane; its maximum lies at
+ * q = wi[ow] - that, in the window's row dr = (q >= Wp) + (q >= 2 Wp)
+ * (rows Wp apart; a 2x2 window's q stays below Wp + 2 <= 2 Wp); the plane's
+ * index is then wi[ow] + c - dr * d, with c the row's constant and d = Wp -
+ * W.  Compares, selects and adds only: vectorized (the loop with a row
+ * search per output was most of a 3x3/1 pool's time with indices). */
+CC_CLONES static int IFN(max_pad_remap)(const IDX_T *CC_RESTRICT wi, const REAL *CC_RESTRICT wr,
+                                        int64_t OW, int64_t Wp, int64_t s, int64_t q0, int64_t c,
+                                        int64_t d, IDX_T *CC_RESTRICT ir)
+{
+    const REAL ninf = -(REAL)INFINITY;
+    int64_t ow;
+    int any = 0;
+    for (ow = 0; ow < OW; ++ow) {
+        const int64_t v = (int64_t)wi[ow], q = v - q0 - s * ow;
+        ir[ow] = (IDX_T)(v + c - (q >= Wp ? d : 0) - (q >= 2 * Wp ? d : 0));
+    }
+    for (ow = 0; ow < OW; ++ow) any |= wr[ow] == ninf;
+    return any;
+}
+
 /* One plane whose padding puts windows at its border (the Inception blocks'
  * 3x3/1 pools: half the windows of a 7x7 map; the 3x3/2 p1 downsampling
  * pools), all through the row kernel: the plane is copied into buf with
@@ -283,15 +306,8 @@ static void IFN(max_plane_padded)(const REAL *CC_RESTRICT x, const cc_pool_geom 
         int any = 0;
         memcpy(yr, wr, (size_t)OW * sizeof(REAL));
         if (!ir) continue;
-        for (ow = 0; ow < OW; ++ow) {
-            /* the maximum's row within the window by comparisons (no
-             * division, and no branch on where the maximum lies) */
-            int64_t q = (int64_t)wi[ow] - sfast * (oh * Wp + ow), dr = 0, s;
-            for (s = 1; s < 3; ++s) dr += s < kfast && q >= s * Wp;
-            q -= dr * Wp;
-            ir[ow] = (IDX_T)((oh * sfast + dr - PH) * W + (ow * sfast + q - PW));
-            any |= wr[ow] == ninf;
-        }
+        any = IFN(max_pad_remap)(wi, wr, OW, Wp, sfast, sfast * oh * Wp,
+                                 (oh * sfast - PH) * W - PW - sfast * oh * Wp, Wp - W, ir);
         if (any)
             for (ow = 0; ow < OW; ++ow)
                 if (wr[ow] == ninf) {
