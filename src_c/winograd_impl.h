@@ -1003,17 +1003,43 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
 /* Whether every value is finite and below 2^lim2 in magnitude, and the
  * largest magnitude.  Inf or NaN give the direct path its exact IEEE
  * pattern; huge values keep the transforms from overflowing. */
-static int FN(wg_tame)(const REAL *p, int64_t n, int n_threads, double *maxabs)
+/* (p[0 .. n): the largest magnitude into *mx and the sum of p*0 into *z --
+ * 0 for finite p, NaN for Inf or NaN -- the max ignoring NaN) */
+CC_CLONES static void FN(wg_tame_span)(const REAL *CC_RESTRICT p, int64_t n, REAL *mx_out,
+                                       REAL *z_out)
 {
     REAL mx = 0, z = 0;
     int64_t i;
-    /* p*0 is 0 for finite p and NaN for Inf or NaN; the max ignores NaN */
-#pragma omp parallel for simd num_threads(n_threads) if (n_threads > 1 && n > 262144) \
-    reduction(max : mx) reduction(+ : z) schedule(static)
+#pragma omp simd reduction(max : mx) reduction(+ : z)
     for (i = 0; i < n; ++i) {
         const REAL a = p[i] < 0 ? -p[i] : p[i];
         mx = a > mx ? a : mx;
         z += p[i] * 0;
+    }
+    *mx_out = mx;
+    *z_out = z;
+}
+
+/* Values a block of wg_tame's scan holds, and the fewest values from which
+ * it runs on the team (a convolution's 1 MiB input: 70 -> 30 us). */
+#define CC_WG_TAME_BLOCK 16384
+#define CC_WG_TAME_TEAM 65536
+
+static int FN(wg_tame)(const REAL *p, int64_t n, int n_threads, double *maxabs)
+{
+    REAL mx = 0, z = 0;
+    const int64_t nblk = (n + CC_WG_TAME_BLOCK - 1) / CC_WG_TAME_BLOCK;
+    int64_t b;
+    /* (the max is exact and the sum is 0 or NaN in any order: the same
+     * answer for every thread count) */
+#pragma omp parallel for num_threads(n_threads) if (n_threads > 1 && n >= CC_WG_TAME_TEAM) \
+    reduction(max : mx) reduction(+ : z) schedule(static)
+    for (b = 0; b < nblk; ++b) {
+        REAL bm, bz;
+        FN(wg_tame_span)(p + b * CC_WG_TAME_BLOCK, CC_MIN(CC_WG_TAME_BLOCK, n - b * CC_WG_TAME_BLOCK),
+                         &bm, &bz);
+        mx = bm > mx ? bm : mx;
+        z += bz;
     }
     *maxabs = (double)mx;
     return z == 0 && (double)mx <= 1e30;
