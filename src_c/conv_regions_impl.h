@@ -201,12 +201,8 @@ static int rg_find(const int64_t *p, int n, int64_t i)
 /* Whether every value is finite. */
 static int FN(rg_finite)(const REAL *p, int64_t n, int n_threads)
 {
-    REAL z = 0;
-    int64_t i;
-#pragma omp parallel for simd num_threads(n_threads) if (n_threads > 1 && n > 262144) \
-    reduction(+ : z) schedule(static)
-    for (i = 0; i < n; ++i) z += p[i] * 0;
-    return z == 0;
+    double mx;
+    return FN(finite_max)(p, n, n_threads, &mx);   /* (winograd_impl.h) */
 }
 
 /* w (K, C, KH, KW) -> Wt (K, KH, KW, C); whether every weight is finite */
