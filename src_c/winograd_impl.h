@@ -921,6 +921,171 @@ static void FN(wg_conv_images)(const REAL *in, int64_t g0, int64_t g1, int64_t n
             FN(wg_out_channel)(M, n, k, Kout, P, T, sM, th, tw, bias, Hout, Wout, m, out);
 }
 
+/* ------------------------------------------------------------------ */
+/* Bands.  A chunk of a large map holds one image, whose V and M (its
+ * transformed input and products, 16 values a tile for every input and
+ * output channel) then run to tens of MiB: VGG's first layers at 224x224
+ * hold 100 MiB an image, and each step of wg_conv_chunk streams them
+ * through memory.  There the product kernel's layers run on bands of tile
+ * rows of one image instead, each band taken by one thread from input
+ * transform to output transform in buffers of its own of at most a few MiB
+ * (64 -> 64 on 224x224 at batch 1: forward 9.5 -> 6.3 ms, backward 19.7 ->
+ * 16.6; 128 -> 128 on 112x112 5.3 -> 4.8 ms).  On 56x56 maps (6 MiB an
+ * image) whole images were faster while the machine was quiet (1.27 against
+ * 1.36-1.44 ms at batch 4), bands while other work loaded its memory (1.6
+ * against 2.2-2.3); BLAS products of bands (over 128 outputs) were slower on
+ * 256 -> 256 on 56x56 (5.0 -> 5.4 ms): those keep whole images.  The
+ * product kernel's sums do not depend on how the positions are split, so
+ * bands give the same bits as whole images, for any thread count.
+ *
+ * A band's tiles are a whole plane's rows, so the input transform reads
+ * them as a plane starting at the band's first input row (rows above it as
+ * padding only where the plane has none) and the output transform writes
+ * them as a plane starting at the band's first output row. */
+#ifndef CC_WG_BAND_SHAPE
+#define CC_WG_BAND_SHAPE
+/* An image's V and M above this many bytes: bands of at most ... */
+#define CC_WG_BAND_IMAGE_BYTES ((int64_t)16 << 20)
+/* ... this many bytes of V and M (but at least CC_WG_BAND_MIN_TILES
+ * tiles), cut into as few of the product kernel's blocks of
+ * CC_WG_BAND_ALIGN positions as such bands allow (a band's last block is
+ * computed whole: on 56x56 maps, bands of 196 tiles, 6.1 blocks, ran 13 %
+ * slower than bands of 224, 7 blocks) */
+#define CC_WG_BAND_MAX_BYTES ((int64_t)2 << 20)
+#define CC_WG_BAND_MIN_TILES 64
+#define CC_WG_BAND_ALIGN 32
+
+/* the product kernel's blocks over one image's th x tw tiles in bands of r
+ * rows (the last band the rest) */
+static int64_t cc_wg_band_blocks(int64_t th, int64_t tw, int64_t r)
+{
+    const int64_t nbands = (th + r - 1) / r, last = th - (nbands - 1) * r;
+    return (nbands - 1) * ((r * tw + CC_WG_BAND_ALIGN - 1) / CC_WG_BAND_ALIGN) +
+           (last * tw + CC_WG_BAND_ALIGN - 1) / CC_WG_BAND_ALIGN;
+}
+
+/* tile rows a band of a large map (the last band of an image the rest), or
+ * 0: whole images.  Of the rows with the fewest blocks the fewest (64 -> 64
+ * on 56x56: bands of 8 rows ran 10-15 % faster than of 9, as many blocks). */
+static int64_t cc_wg_band_rows(int64_t Cin, int64_t Kout, int64_t th, int64_t tw, int m,
+                               int elem_size)
+{
+    const double per_row = (double)WG_POINTS(m) * (double)(Cin + Kout) * (double)tw * elem_size;
+    const int64_t lo = (CC_WG_BAND_MIN_TILES + tw - 1) / tw;
+    int64_t hi, r, best = 0, bb = 0;
+    if (per_row * (double)th <= (double)CC_WG_BAND_IMAGE_BYTES) return 0;
+    /* (wide rows of many channels: bands of `lo` rows, over the bytes) */
+    hi = CC_MIN(CC_MAX(lo, (int64_t)((double)CC_WG_BAND_MAX_BYTES / per_row)), th / 2);
+    for (r = lo; r <= hi; ++r) {
+        const int64_t blocks = cc_wg_band_blocks(th, tw, r);
+        if (best == 0 || blocks < bb) {
+            best = r;
+            bb = blocks;
+        }
+    }
+    return best;
+}
+#endif
+
+/* The input transform of tile rows [ty0, ty0 + thb) of one plane into v */
+static void FN(wg_in_band)(const REAL *plane, int64_t Hin, int64_t Win, int64_t ph, int64_t pw,
+                           int64_t ty0, int64_t thb, int64_t tw, int64_t s, int m,
+                           REAL *scratch, REAL *v)
+{
+    /* input rows a tile row: 2 (F(2x2, 3x3)), 4 (F(4x4, 3x3) and stride 2) */
+    const int64_t r0 = (m == 2 ? 2 : 4) * ty0 - ph;   /* the band's first input row */
+    const REAL *xp = plane;
+    int64_t H = Hin, p = ph;
+    if (r0 >= Hin) {
+        H = 0;                          /* (only padding below the plane) */
+        p = 0;
+    } else if (r0 >= 0) {
+        xp = plane + r0 * Win;
+        H = Hin - r0;
+        p = 0;
+    } else {
+        p = -r0;
+    }
+    if (m == 4 || m == WG_S2) {
+        FN(wg4_pad_plane)(xp, H, Win, p, pw, thb, tw, scratch);
+        if (m == 4) FN(wg4_in_phased)(scratch, thb, tw, s, v);
+        else FN(wgs_in_phased)(scratch, thb, tw, s, v);
+    } else {
+        FN(wg_in_plane)(xp, H, Win, p, pw, thb, tw, s, v);
+    }
+}
+
+/* wg_conv_chunk's work in bands of `rows` tile rows (cc_wg_band_rows),
+ * the products by the product kernel; work (work_elems) is the chunk's V
+ * and M */
+static int FN(wg_conv_bands)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
+                              int64_t ph, int64_t pw, const REAL *U, int64_t Kout,
+                              int64_t Hout, int64_t Wout, const REAL *bias, REAL *work,
+                              int64_t work_elems, int n_threads, REAL *out, int m, int64_t rows)
+{
+    const int side = WG_SIDE(m);
+    const int64_t th = (Hout + side - 1) / side, tw = (Wout + side - 1) / side;
+    const int64_t NP = WG_POINTS(m), nbands = (th + rows - 1) / rows, tasks = nb * nbands;
+    const int64_t Pb = rows * tw, sU = WG_STRIDE(Kout * Cin);
+    const int64_t sV = WG_STRIDE(Cin * Pb), sM = WG_STRIDE(Kout * Pb);
+    /* per thread: V, M, F(4x4)'s and stride 2's padded copy, a vector's lanes */
+    const int64_t pad = m != 2 ? (4 * rows + 2) * 4 * (tw + 1) : 0;
+    const int64_t per = NP * (sV + sM) + pad + CC_WG_LANES;
+    const int64_t pwp = FN(pw_block_positions)();
+    /* the buffers in the chunk's V and M where they fit (they hold at
+     * least one image's), else on the heap */
+    const int own_work = per * n_threads <= work_elems;
+    REAL *Ut[36] = {NULL};
+    int64_t i;
+    int failed = 0;
+    for (i = 0; i < NP; ++i) {
+        Ut[i] = FN(pw_packed)(U + i * sU, Kout, Cin, Cin, 1);
+        if (!Ut[i]) {
+            while (i-- > 0) free(Ut[i]);
+            return CC_ENOMEM;
+        }
+    }
+#pragma omp parallel num_threads(n_threads) if (n_threads > 1 && tasks > 1) reduction(| : failed)
+    {
+        REAL *V = own_work ? work + per * CC_THREAD_NUM() : (REAL *)malloc(sizeof(REAL) * (size_t)per);
+        REAL *M = V + NP * sV, *scratch = M + NP * sM, *lanes = scratch + pad;
+        int64_t t;
+        if (!V) failed = 1;
+#pragma omp for schedule(dynamic, 1)
+        for (t = 0; t < tasks; ++t) {
+            /* every image's full bands, then their last bands (which may be
+             * shorter: taken last, they even out the threads' shares) */
+            const int64_t n = t < nb * (nbands - 1) ? t / (nbands - 1) : t - nb * (nbands - 1);
+            const int64_t ty0 = (t < nb * (nbands - 1) ? t % (nbands - 1) : nbands - 1) * rows;
+            const int64_t thb = CC_MIN(rows, th - ty0), P = thb * tw;
+            const int64_t oh0 = ty0 * side, hb = CC_MIN(thb * side, Hout - oh0);
+            int64_t c, k, xi, p0;
+            if (!V) continue;
+            /* (V's and M's matrices hold P = thb tw columns, rows P apart) */
+            for (c = 0; c < Cin; ++c)
+                FN(wg_in_band)(in + (n * Cin + c) * Hin * Win, Hin, Win, ph, pw, ty0, thb, tw,
+                               sV, m, scratch, V + c * P);
+            /* (whole blocks: the reads past P stay inside V's matrix and
+             * its WG_PAD values) */
+            for (xi = 0; xi < NP; ++xi)
+                for (p0 = 0; p0 < P; p0 += pwp)
+                    FN(pw_positions)(Ut[xi], Kout, Cin, V + xi * sV + p0, P, CC_MIN(pwp, P - p0),
+                                     M + xi * sM + p0, P, lanes);
+            for (k = 0; k < Kout; ++k) {
+                const REAL *z = M + k * P;
+                const REAL b = bias ? bias[k] : 0;
+                REAL *o = out + ((n * Kout + k) * Hout + oh0) * Wout;
+                if (m == 4) FN(wg4_out_plane)(z, sM, thb, tw, b, hb, Wout, o);
+                else if (m == WG_S2) FN(wgs_out_plane)(z, sM, thb, tw, b, hb, Wout, o);
+                else FN(wg_out_plane)(z, sM, thb, tw, b, hb, Wout, o);
+            }
+        }
+        if (!own_work) free(V);
+    }
+    for (i = 0; i < NP; ++i) free(Ut[i]);
+    return failed ? CC_ENOMEM : CC_OK;
+}
+
 /* (split: as for wg_in_channel; m: the tile, 2 or 4 outputs a side or WG_S2
  * (stride 2), with U transformed for it: wg_weights, wg4_weights or wgs_weights) */
 static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hin, int64_t Win,
@@ -956,6 +1121,16 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
                          (units % n_threads == 0 || units >= 4 * (int64_t)n_threads);
     REAL *Ut[36] = {NULL};
     int64_t i;
+    if (small) {
+        /* (V and M are one block: M follows V's NP matrices) */
+        const int64_t rows = cc_wg_band_rows(Cin, Kout, th, tw, m, (int)sizeof(REAL));
+        if (rows > 0) {
+            free(scratch);
+            return FN(wg_conv_bands)(in, nb, Cin, Hin, Win, ph, pw, U, Kout, Hout, Wout, bias,
+                                     V, NP * (WG_STRIDE(Cin * P) + WG_STRIDE(Kout * P)),
+                                     n_threads, out, m, rows);
+        }
+    }
     if (!scratch) return CC_ENOMEM;
     if (small) {
         for (i = 0; i < NP; ++i) {

@@ -336,6 +336,58 @@ def test_small_workspace_chunks_stay_within_the_bound(rng, winograd, tile):
     _within(dw, dw_ref, wg_dw_bound(dy, x, 1, dw_ref))
 
 
+# Bands: where one image's transformed input and products outgrow 16 MiB,
+# layers of the product kernel (up to 128 outputs) run the forward pass and
+# dX on bands of tile rows, each thread through its own from transform to
+# output: the same bits for any thread count, within the same bound.
+BAND_SHAPES = [  # N, C, K, H, W, padding
+    (1, 32, 48, 154, 154, 1),        # 77 x 77 tiles (39 x 39 of F(4x4, 3x3))
+    (2, 33, 40, 117, 129, (0, 2)),   # odd sizes, padding on one axis only
+]
+
+
+@pytest.mark.parametrize("shape", BAND_SHAPES)
+def test_bands_within_the_bound_and_identical_for_any_thread_count(shape, rng, winograd, tile):
+    x, w, b, dy = _data(rng, *shape)
+    p = shape[-1]
+    old = cc.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2, 3, 4):
+            cc.set_num_threads(t)
+            out.append((cc.conv2d(x, w, b, padding=p), *cc.conv2d_backward(dy, x, w, padding=p)))
+    finally:
+        cc.set_num_threads(old)
+    for other in out[1:]:
+        for a, c in zip(out[0], other):
+            np.testing.assert_array_equal(a, c)
+    y, dx, dw, db = out[0]
+    _within(y, ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
+    dx_ref, dw_ref = ref_backward(dy, x, w, p)
+    ph, pw = _pair(p)
+    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
+    _within(dx, dx_ref, wg_forward_bound(dy, wf, None, (2 - ph, 2 - pw)))
+    _within(dw, dw_ref, wg_dw_bound(dy, x, p, dw_ref))
+    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+
+
+def test_bands_catch_a_wrong_tap(rng, winograd):
+    """The bound is tight enough on a banded map too (a band's first and last
+    rows are where a seam would show)."""
+    x, w, b, _ = _data(rng, 1, 32, 32, 130, 132, 1)
+    y = cc.conv2d(x, w, b, padding=1)
+    bound = wg_forward_bound(x, w, b, 1)
+    assert np.all(np.abs(y - ref_conv(x, w, b, 1)) <= bound)
+    w2 = w.copy()
+    w2[3, 5, 0, 1] += 0.1
+    assert not np.all(np.abs(y - ref_conv(x, w2, b, 1)) <= bound)
+
+
+def test_bands_float64_adjoint_identities(rng, winograd):
+    x, w, _, dy = _data(rng, 1, 32, 32, 92, 94, 1, dtype=np.float64)
+    _assert_adjoints(x, w, dy, 1, ref_conv)
+
+
 @pytest.mark.parametrize("where", ["x", "w", "dy"])
 @pytest.mark.parametrize("value", [np.inf, -np.inf, np.nan, 3e30])
 def test_inf_nan_and_huge_values_take_the_direct_path(where, value, rng, monkeypatch):
@@ -730,6 +782,22 @@ def test_stride2_small_workspace_chunks_stay_within_the_bound(rng, winograd):
         _check2(x, w, b, dy, 1)
     finally:
         cc.set_workspace_limit(old)
+
+
+def test_stride2_bands_of_a_large_map(rng, winograd):
+    """104 x 105 outputs (52 x 53 tiles of 25 values): the forward pass in bands."""
+    x, w, b, dy = _data2(rng, 1, 32, 32, 208, 210, 1)
+    _check2(x, w, b, dy, 1)
+    old = cc.get_num_threads()
+    try:
+        out = []
+        for t in (1, 2, 3):
+            cc.set_num_threads(t)
+            out.append(cc.conv2d(x, w, b, stride=2, padding=1))
+    finally:
+        cc.set_num_threads(old)
+    for other in out[1:]:
+        np.testing.assert_array_equal(out[0], other)
 
 
 @pytest.mark.parametrize("N, H, strategy", [
