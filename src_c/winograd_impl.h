@@ -765,6 +765,21 @@ static void FN(wg4_pad_plane)(const REAL *CC_RESTRICT xp, int64_t Hin, int64_t W
     }
 }
 
+/* The input transform of a plane (Hin, Win) padded by (ph, pw) into the
+ * th x tw tiles of the tile m (scratch: room for wg4_pad_plane's copy when
+ * m is 4 or WG_S2) */
+static void FN(wg_in_tiles)(const REAL *plane, int64_t Hin, int64_t Win, int64_t ph, int64_t pw,
+                            int64_t th, int64_t tw, int64_t s, int m, REAL *scratch, REAL *v)
+{
+    if (m == 4 || m == WG_S2) {
+        FN(wg4_pad_plane)(plane, Hin, Win, ph, pw, th, tw, scratch);
+        if (m == 4) FN(wg4_in_phased)(scratch, th, tw, s, v);
+        else FN(wgs_in_phased)(scratch, th, tw, s, v);
+    } else {
+        FN(wg_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
+    }
+}
+
 /* (scratch: room for wg4_pad_plane's copy when m = 4) */
 static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin, int64_t split,
                               int64_t Hin, int64_t Win, int64_t ph, int64_t pw, int64_t th,
@@ -777,13 +792,7 @@ static void FN(wg_in_channel)(const REAL *in, int64_t n, int64_t c, int64_t Cin,
         ph -= FN(wg5_off)[q][0];
         pw -= FN(wg5_off)[q][1];
     }
-    if (m == 4 || m == WG_S2) {
-        FN(wg4_pad_plane)(plane, Hin, Win, ph, pw, th, tw, scratch);
-        if (m == 4) FN(wg4_in_phased)(scratch, th, tw, s, v);
-        else FN(wgs_in_phased)(scratch, th, tw, s, v);
-    } else {
-        FN(wg_in_plane)(plane, Hin, Win, ph, pw, th, tw, s, v);
-    }
+    FN(wg_in_tiles)(plane, Hin, Win, ph, pw, th, tw, s, m, scratch, v);
 }
 
 /* The GEMM path's blocks of positions (M's and V's columns), fixed by the
@@ -1006,13 +1015,7 @@ static void FN(wg_in_band)(const REAL *plane, int64_t Hin, int64_t Win, int64_t 
     } else {
         p = -r0;
     }
-    if (m == 4 || m == WG_S2) {
-        FN(wg4_pad_plane)(xp, H, Win, p, pw, thb, tw, scratch);
-        if (m == 4) FN(wg4_in_phased)(scratch, thb, tw, s, v);
-        else FN(wgs_in_phased)(scratch, thb, tw, s, v);
-    } else {
-        FN(wg_in_plane)(xp, H, Win, p, pw, thb, tw, s, v);
-    }
+    FN(wg_in_tiles)(xp, H, Win, p, pw, thb, tw, s, m, scratch, v);
 }
 
 /* wg_conv_chunk's work in bands of `rows` tile rows (cc_wg_band_rows),

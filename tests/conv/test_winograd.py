@@ -171,11 +171,15 @@ def test_float32_forward_and_backward_within_the_winograd_bound(shape, forced, r
                                                                 monkeypatch, tile):
     if forced:
         monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "winograd")
-    N, C, K, H, W, p = shape
     x, w, b, dy = _data(rng, *shape)
-    y = cc.conv2d(x, w, b, padding=p)
+    p = shape[-1]
+    _check_all(x, w, b, dy, p, cc.conv2d(x, w, b, padding=p),
+               *cc.conv2d_backward(dy, x, w, padding=p))
+
+
+def _check_all(x, w, b, dy, p, y, dx, dw, db):
+    """y, dx and dw within their Winograd bounds, db a plain sum."""
     _within(y, ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
-    dx, dw, db = cc.conv2d_backward(dy, x, w, padding=p)
     dx_ref, dw_ref = ref_backward(dy, x, w, p)
     ph, pw = _pair(p)
     wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
@@ -273,11 +277,13 @@ def test_float64_adjoint_identities(shape, rng, winograd, tile):
     _assert_adjoints(x, w, dy, shape[-1], ref_conv)
 
 
-def _assert_identical_for_any_thread_count(x, w, b, dy, p):
+def _same_bits_for_threads(x, w, b, dy, p, counts=(1, 2, 3, 4)):
+    """(y, dx, dw, db) with the first thread count, after checking that
+    every other count gives the same bits."""
     old = cc.get_num_threads()
     try:
         out = []
-        for t in (1, 2, 3):
+        for t in counts:
             cc.set_num_threads(t)
             out.append((cc.conv2d(x, w, b, padding=p), *cc.conv2d_backward(dy, x, w, padding=p)))
     finally:
@@ -285,11 +291,12 @@ def _assert_identical_for_any_thread_count(x, w, b, dy, p):
     for other in out[1:]:
         for a, c in zip(out[0], other):
             np.testing.assert_array_equal(a, c)
+    return out[0]
 
 
 def test_results_identical_for_any_thread_count(rng, winograd, tile):
-    _assert_identical_for_any_thread_count(*_data(rng, 4, 32, 48, 16, 16, 1), 1)
-    _assert_identical_for_any_thread_count(*_data(rng, 2, 32, 40, 28, 26, 1), 1)
+    _same_bits_for_threads(*_data(rng, 4, 32, 48, 16, 16, 1), 1, counts=(1, 2, 3))
+    _same_bits_for_threads(*_data(rng, 2, 32, 40, 28, 26, 1), 1, counts=(1, 2, 3))
 
 
 @pytest.mark.parametrize("shape", [
@@ -303,21 +310,11 @@ def test_each_thread_running_its_own_images_gives_the_same_bits(shape, rng, wino
     the same bits for every thread count, within the float32 bound."""
     x, w, b, dy = _data(rng, *shape)
     p = shape[-1]
-    old = cc.get_num_threads()
-    try:
-        out = []
-        for t in (1, 2, 3, 4):
-            cc.set_num_threads(t)
-            out.append((cc.conv2d(x, w, b, padding=p), *cc.conv2d_backward(dy, x, w, padding=p)))
-    finally:
-        cc.set_num_threads(old)
-    for other in out[1:]:
-        for a, c in zip(out[0], other):
-            np.testing.assert_array_equal(a, c)
-    _within(out[0][0], ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
+    y, dx, _, _ = _same_bits_for_threads(x, w, b, dy, p)
+    _within(y, ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
     dx_ref, _ = ref_backward(dy, x, w, p)
     wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    _within(out[0][1], dx_ref, wg_forward_bound(dy, wf, None, (2 - p, 2 - p)))
+    _within(dx, dx_ref, wg_forward_bound(dy, wf, None, (2 - p, 2 - p)))
 
 
 def test_small_workspace_chunks_stay_within_the_bound(rng, winograd, tile):
@@ -350,25 +347,7 @@ BAND_SHAPES = [  # N, C, K, H, W, padding
 def test_bands_within_the_bound_and_identical_for_any_thread_count(shape, rng, winograd, tile):
     x, w, b, dy = _data(rng, *shape)
     p = shape[-1]
-    old = cc.get_num_threads()
-    try:
-        out = []
-        for t in (1, 2, 3, 4):
-            cc.set_num_threads(t)
-            out.append((cc.conv2d(x, w, b, padding=p), *cc.conv2d_backward(dy, x, w, padding=p)))
-    finally:
-        cc.set_num_threads(old)
-    for other in out[1:]:
-        for a, c in zip(out[0], other):
-            np.testing.assert_array_equal(a, c)
-    y, dx, dw, db = out[0]
-    _within(y, ref_conv(x, w, b, p), wg_forward_bound(x, w, b, p))
-    dx_ref, dw_ref = ref_backward(dy, x, w, p)
-    ph, pw = _pair(p)
-    wf = w[:, :, ::-1, ::-1].transpose(1, 0, 2, 3)
-    _within(dx, dx_ref, wg_forward_bound(dy, wf, None, (2 - ph, 2 - pw)))
-    _within(dw, dw_ref, wg_dw_bound(dy, x, p, dw_ref))
-    np.testing.assert_allclose(db, dy.astype(np.float64).sum(axis=(0, 2, 3)), rtol=1e-5)
+    _check_all(x, w, b, dy, p, *_same_bits_for_threads(x, w, b, dy, p))
 
 
 def test_bands_catch_a_wrong_tap(rng, winograd):
@@ -561,7 +540,7 @@ def test_5x5_float64_adjoint_identities(shape, rng, winograd):
 
 @pytest.mark.parametrize("channels", [(32, 48), (48, 32)])   # both cuts, both ways
 def test_5x5_results_identical_for_any_thread_count(channels, rng, winograd, tile):
-    _assert_identical_for_any_thread_count(*_data5(rng, 2, *channels, 26, 26, 2), 2)
+    _same_bits_for_threads(*_data5(rng, 2, *channels, 26, 26, 2), 2, counts=(1, 2, 3))
 
 
 def test_5x5_small_workspace_chunks_stay_within_the_bound(rng, winograd):
