@@ -847,16 +847,40 @@ static void cc_wg_block(const cc_wg_grid *q, int64_t nb, int64_t T, int64_t b, i
 #endif
 
 /* Output transform of channel k of image n of a chunk (M's p = n*T + tile) */
+/* The output transform of the th x tw tiles of the tile m (z[xi * s + ty *
+ * tw + tx]) into a plane (Hout, Wout), plus b */
+static void FN(wg_out_tiles)(const REAL *z, int64_t s, int64_t th, int64_t tw, REAL b,
+                             int64_t Hout, int64_t Wout, int m, REAL *o)
+{
+    if (m == 4) FN(wg4_out_plane)(z, s, th, tw, b, Hout, Wout, o);
+    else if (m == WG_S2) FN(wgs_out_plane)(z, s, th, tw, b, Hout, Wout, o);
+    else FN(wg_out_plane)(z, s, th, tw, b, Hout, Wout, o);
+}
+
 static void FN(wg_out_channel)(const REAL *M, int64_t n, int64_t k, int64_t Kout, int64_t P,
                                int64_t T, int64_t sM, int64_t th, int64_t tw, const REAL *bias,
                                int64_t Hout, int64_t Wout, int m, REAL *out)
 {
-    const REAL *z = M + k * P + n * T;
-    const REAL b = bias ? bias[k] : 0;
-    REAL *o = out + (n * Kout + k) * Hout * Wout;
-    if (m == 4) FN(wg4_out_plane)(z, sM, th, tw, b, Hout, Wout, o);
-    else if (m == WG_S2) FN(wgs_out_plane)(z, sM, th, tw, b, Hout, Wout, o);
-    else FN(wg_out_plane)(z, sM, th, tw, b, Hout, Wout, o);
+    FN(wg_out_tiles)(M + k * P + n * T, sM, th, tw, bias ? bias[k] : 0, Hout, Wout, m,
+                     out + (n * Kout + k) * Hout * Wout);
+}
+
+/* Ut[xi] = U's point xi (Kout x Cin) packed for the product kernel, for the
+ * NP points; on failure none is left allocated */
+static int FN(wg_pack_points)(const REAL *U, int64_t Kout, int64_t Cin, int64_t NP, REAL **Ut)
+{
+    int64_t i;
+    for (i = 0; i < NP; ++i) {
+        Ut[i] = FN(pw_packed)(U + i * WG_STRIDE(Kout * Cin), Kout, Cin, Cin, 1);
+        if (!Ut[i]) {
+            while (i-- > 0) {
+                free(Ut[i]);
+                Ut[i] = NULL;
+            }
+            return CC_ENOMEM;
+        }
+    }
+    return CC_OK;
 }
 
 /* One thread's image groups [g0, g1) (cc_wg_grid) of wg_conv_chunk's chunk
@@ -1029,7 +1053,7 @@ static int FN(wg_conv_bands)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
     const int side = WG_SIDE(m);
     const int64_t th = (Hout + side - 1) / side, tw = (Wout + side - 1) / side;
     const int64_t NP = WG_POINTS(m), nbands = (th + rows - 1) / rows, tasks = nb * nbands;
-    const int64_t Pb = rows * tw, sU = WG_STRIDE(Kout * Cin);
+    const int64_t Pb = rows * tw;
     const int64_t sV = WG_STRIDE(Cin * Pb), sM = WG_STRIDE(Kout * Pb);
     /* per thread: V, M, F(4x4)'s and stride 2's padded copy, a vector's lanes */
     const int64_t pad = m != 2 ? (4 * rows + 2) * 4 * (tw + 1) : 0;
@@ -1041,13 +1065,7 @@ static int FN(wg_conv_bands)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
     REAL *Ut[36] = {NULL};
     int64_t i;
     int failed = 0;
-    for (i = 0; i < NP; ++i) {
-        Ut[i] = FN(pw_packed)(U + i * sU, Kout, Cin, Cin, 1);
-        if (!Ut[i]) {
-            while (i-- > 0) free(Ut[i]);
-            return CC_ENOMEM;
-        }
-    }
+    if (FN(wg_pack_points)(U, Kout, Cin, NP, Ut) != CC_OK) return CC_ENOMEM;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && tasks > 1) reduction(| : failed)
     {
         REAL *V = own_work ? work + per * CC_THREAD_NUM() : (REAL *)malloc(sizeof(REAL) * (size_t)per);
@@ -1074,14 +1092,9 @@ static int FN(wg_conv_bands)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
                 for (p0 = 0; p0 < P; p0 += pwp)
                     FN(pw_positions)(Ut[xi], Kout, Cin, V + xi * sV + p0, P, CC_MIN(pwp, P - p0),
                                      M + xi * sM + p0, P, lanes);
-            for (k = 0; k < Kout; ++k) {
-                const REAL *z = M + k * P;
-                const REAL b = bias ? bias[k] : 0;
-                REAL *o = out + ((n * Kout + k) * Hout + oh0) * Wout;
-                if (m == 4) FN(wg4_out_plane)(z, sM, thb, tw, b, hb, Wout, o);
-                else if (m == WG_S2) FN(wgs_out_plane)(z, sM, thb, tw, b, hb, Wout, o);
-                else FN(wg_out_plane)(z, sM, thb, tw, b, hb, Wout, o);
-            }
+            for (k = 0; k < Kout; ++k)
+                FN(wg_out_tiles)(M + k * P, sM, thb, tw, bias ? bias[k] : 0, hb, Wout, m,
+                                 out + ((n * Kout + k) * Hout + oh0) * Wout);
         }
         if (!own_work) free(V);
     }
@@ -1107,7 +1120,7 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
     /* F(4x4, 3x3) and stride 2 read each plane from a zero-padded copy, one
      * per thread */
     const int64_t per = (m != 2 ? (4 * th + 2) * 4 * (tw + 1) : 0) + CC_WG_LANES;
-    REAL *scratch = (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads));
+    REAL *scratch;
     /* Few channels: each point's product through the product kernel (the
      * transformed kernel packed once), which writes M once; BLAS would
      * first clear M and pack V (memory passes that dominate such layers). */
@@ -1127,23 +1140,15 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
     if (small) {
         /* (V and M are one block: M follows V's NP matrices) */
         const int64_t rows = cc_wg_band_rows(Cin, Kout, th, tw, m, (int)sizeof(REAL));
-        if (rows > 0) {
-            free(scratch);
+        if (rows > 0)
             return FN(wg_conv_bands)(in, nb, Cin, Hin, Win, ph, pw, U, Kout, Hout, Wout, bias,
-                                     V, NP * (WG_STRIDE(Cin * P) + WG_STRIDE(Kout * P)),
-                                     n_threads, out, m, rows);
-        }
+                                     V, NP * (sV + sM), n_threads, out, m, rows);
     }
+    scratch = (REAL *)malloc(sizeof(REAL) * (size_t)(per * n_threads));
     if (!scratch) return CC_ENOMEM;
-    if (small) {
-        for (i = 0; i < NP; ++i) {
-            Ut[i] = FN(pw_packed)(U + i * sU, Kout, Cin, Cin, 1);
-            if (!Ut[i]) {
-                while (i-- > 0) free(Ut[i]);
-                free(scratch);
-                return CC_ENOMEM;
-            }
-        }
+    if (small && FN(wg_pack_points)(U, Kout, Cin, NP, Ut) != CC_OK) {
+        free(scratch);
+        return CC_ENOMEM;
     }
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1)
     {
