@@ -18,6 +18,8 @@
  *   conv_tiles_impl.h      TILES      im2col per image + GEMM tiles
  *   conv_crop_impl.h       (before any of them) kernel rows/columns that meet
  *                          only padding are cropped away
+ *   conv_packed_gemm_impl.h  (eval mode) forward from weights packed once for
+ *                          a GEMM kernel: large layers at batch 1-2
  *
  * Shared building blocks: conv_im2col_impl.h, direct_impl.h (the vector
  * kernels), conv_col2im_impl.h. */
@@ -65,6 +67,7 @@ static int64_t cc_conv_chunk(const cc_conv_geom *g, int64_t (*need)(const cc_con
 #include "conv_regions_impl.h"
 #include "conv_unrolled_impl.h"
 #include "conv_crop_impl.h"
+#include "conv_packed_gemm_impl.h"
 #include "conv_plan_impl.h"
 
 #undef FN

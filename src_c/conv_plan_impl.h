@@ -184,41 +184,86 @@ int cc_conv_plan_query(const cc_conv_geom *g, int request, int elem_size, int ba
 #define CC_WG_PACKED_MIN_PAIRS 16384
 #define CC_WG_PACKED_ONE_TILE_BATCH 4
 
-int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind)
+/* WINOGRAD's packed form (its elements; *m its tile) where it runs faster
+ * than AUTO, else 0 */
+static int64_t wg_pack_elems(const cc_conv_geom *g, const cc_conv_plan *p, int *m)
 {
-    cc_conv_plan p;
-    int m;
-    if (kind) *kind = 0;
-    if (!g || cc_conv_geom_check(g) != CC_OK || elem_size != (int)sizeof(float)) return 0;
     if (g->KH != g->KW || (g->KH != 3 && g->KH != 5) || g->SH != 1 || g->SW != 1 ||
         !cc_conv_winograd_auto(g))
         return 0;
-    cc_conv_plan_make(g, CC_CONV_AUTO, elem_size, 0, &p);
-    if (p.cropped) return 0;   /* (taps that meet only padding: a smaller kernel runs) */
+    if (p->cropped) return 0;   /* (taps that meet only padding: a smaller kernel runs) */
     if (g->KH == 5) {
         /* 5x5 where AUTO takes WINOGRAD: its four 3x3 pieces (cc_wg5_geom),
          * transformed */
         cc_conv_geom g3;
-        if (p.s->id != CC_CONV_WINOGRAD) return 0;
+        if (p->s->id != CC_CONV_WINOGRAD) return 0;
         cc_wg5_geom(g, 0, g->N, &g3);
-        m = cc_wg_tile(g3.OH, g3.OW);
-        if (g3.K * g3.C > (CC_SIZE_MAX - 1) / WG_POINTS(m) - WG_PAD) return 0;
-        if (kind) *kind = m;
-        return WG_POINTS(m) * WG_STRIDE(g3.K * g3.C) + 1;
+        *m = cc_wg_tile(g3.OH, g3.OW);
+        if (g3.K * g3.C > (CC_SIZE_MAX - 1) / WG_POINTS(*m) - WG_PAD) return 0;
+        return WG_POINTS(*m) * WG_STRIDE(g3.K * g3.C) + 1;
     }
     if (((g->OH + 1) / 2) * ((g->OW + 1) / 2) == 1 &&
         (g->OH * g->OW == 1 || g->N > CC_WG_PACKED_ONE_TILE_BATCH))
         return 0;
-    if (p.s->id != CC_CONV_WINOGRAD &&
-        (p.s->id == CC_CONV_UNROLLED || p.s->id == CC_CONV_DEPTHWISE ||
+    if (p->s->id != CC_CONV_WINOGRAD &&
+        (p->s->id == CC_CONV_UNROLLED || p->s->id == CC_CONV_DEPTHWISE ||
          g->K * g->C < CC_WG_PACKED_MIN_PAIRS))
         return 0;
-    m = cc_wg_tile(g->OH, g->OW);
-    if (g->K * g->C > (CC_SIZE_MAX - 1) / WG_POINTS(m) - WG_PAD) return 0;
-    if (kind) *kind = m;
+    *m = cc_wg_tile(g->OH, g->OW);
+    if (g->K * g->C > (CC_SIZE_MAX - 1) / WG_POINTS(*m) - WG_PAD) return 0;
     /* the points' matrices, then the weights' largest magnitude (-1: not
      * tame, see wg_tame) */
-    return WG_POINTS(m) * WG_STRIDE(g->K * g->C) + 1;
+    return WG_POINTS(*m) * WG_STRIDE(g->K * g->C) + 1;
+}
+
+/* Whether a layer runs from GEMM-packed weights (conv_packed_gemm_impl.h):
+ * float32 on a machine with AVX-512 (the micro-kernel's 28 accumulators
+ * are registers there), ungrouped, a batch of up to CC_PG_MAX_IMAGES, at
+ * least CC_PG_MIN_WEIGHTS weights and a map of at least one block of
+ * positions, AUTO running it through a GEMM (TILES, BATCHED, DIRECT's
+ * pointwise product or WINOGRAD), with no kernel taps cropped -- and where
+ * WINOGRAD would run from its packed form (wg_m its tile), only if its
+ * tiles save less than CC_PG_WG_SAVING of the products: their weights are
+ * 16/9 of the layer's (F(2x2)), read from memory at every call in a
+ * network.  Measured at batch 1 (2 threads, weights cold / warm): 512 ->
+ * 512 on 7x7 (F(2x2) saves 1.7x) 0.69-0.71 ms against WINOGRAD's 0.96-1.04
+ * / 0.52-0.58 against 0.50-0.52; 256 -> 384 on 13x13 (1.9x) 0.81-0.83
+ * against 0.73-0.75 / 0.75-0.77 against 0.52-0.53. */
+#define CC_PG_WG_SAVING 1.8
+static int pg_pick(const cc_conv_geom *g, const cc_conv_plan *p, int wg_m)
+{
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+    if (!__builtin_cpu_supports("avx512f")) return 0;
+#else
+    return 0;
+#endif
+    if (wg_m) {
+        const int64_t tiles = ((g->OH + wg_m - 1) / wg_m) * ((g->OW + wg_m - 1) / wg_m);
+        if (g->KH != 3 || 9.0 * g->OH * g->OW >= CC_PG_WG_SAVING * tiles * WG_POINTS(wg_m))
+            return 0;
+    }
+    return g->groups == 1 && g->N <= CC_PG_MAX_IMAGES && g->OH * g->OW >= CC_PGP &&
+           g->K * g->C * g->KH * g->KW >= CC_PG_MIN_WEIGHTS && !p->cropped &&
+           (p->s->id == CC_CONV_TILES || p->s->id == CC_CONV_BATCHED ||
+            p->s->id == CC_CONV_WINOGRAD ||
+            (p->s->id == CC_CONV_DIRECT && cc_conv_is_pointwise(g)));
+}
+
+int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind)
+{
+    cc_conv_plan p;
+    int m = 0;
+    int64_t n;
+    if (kind) *kind = 0;
+    if (!g || cc_conv_geom_check(g) != CC_OK || elem_size != (int)sizeof(float)) return 0;
+    cc_conv_plan_make(g, CC_CONV_AUTO, elem_size, 0, &p);
+    n = wg_pack_elems(g, &p, &m);
+    if (pg_pick(g, &p, n ? m : 0)) {
+        if (kind) *kind = CC_PACK_GEMM;
+        return (g->K + CC_PGK - 1) / CC_PGK * CC_PGK * g->C * g->KH * g->KW;
+    }
+    if (n && kind) *kind = m;
+    return n;
 }
 
 const char *cc_conv_strategy_name(int id)
@@ -320,6 +365,10 @@ int FN(cc_conv2d_pack)(const REAL *w, const cc_conv_geom *g, int n_threads, REAL
     const int64_t n = cc_conv_pack_elems(g, (int)sizeof(REAL), &m);
     double mw;
     if (!w || !packed || n_threads < 1 || n == 0) return CC_EINVAL;
+    if (m == CC_PACK_GEMM) {
+        FN(pg_pack)(w, g, packed);
+        return CC_OK;
+    }
     if (g->KH == 5) {
         REAL *w4 = (REAL *)malloc((size_t)(4 * g->K * g->C * 9) * sizeof(REAL));
         if (!w4) return CC_ENOMEM;
@@ -336,13 +385,18 @@ int FN(cc_conv2d_fwd_packed)(const REAL *x, const REAL *w, const REAL *packed, c
                              const cc_conv_geom *g, REAL *work, int64_t work_elems,
                              int n_threads, GEMM_T gemm, REAL *y)
 {
-    const int64_t n = cc_conv_pack_elems(g, (int)sizeof(REAL), NULL);
+    int m;
+    const int64_t n = cc_conv_pack_elems(g, (int)sizeof(REAL), &m);
     double mx;
     int64_t B;
     if (!x || !w || !packed || !y || !gemm || n_threads < 1 || n == 0 || work_elems < 0)
         return CC_EINVAL;
     if (g->N == 0) return CC_OK;
     n_threads = cc_conv_team_size(g, n_threads);
+    if (m == CC_PACK_GEMM) {
+        if (work_elems < pg_cols(g)) return CC_EINVAL;
+        return FN(pg_fwd)(x, packed, b, g, work, n_threads, y);
+    }
     /* weights or inputs that are not tame: the unpacked call, whose data
      * check runs BATCHED (the same bits as AUTO's WINOGRAD would give) */
     if (packed[n - 1] < 0 || !FN(wg_tame)(x, g->N * g->C * g->H * g->W, n_threads, &mx) ||

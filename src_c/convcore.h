@@ -166,6 +166,7 @@ int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
  * weights it was packed from (the call falls back to them where x holds
  * Inf, NaN or huge values, as WINOGRAD does), with the workspace of
  * cc_conv2d_fwd with CC_CONV_WINOGRAD.  Outputs are WINOGRAD's bits. */
+#define CC_PACK_GEMM 1   /* kind of the GEMM-packed form; WINOGRAD's are 2, 4 (its tile) */
 int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind);
 int cc_conv2d_pack_f32(const float *w, const cc_conv_geom *g, int n_threads, float *packed);
 int cc_conv2d_pack_f64(const double *w, const cc_conv_geom *g, int n_threads, double *packed);

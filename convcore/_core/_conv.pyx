@@ -50,6 +50,7 @@ cdef extern from "convcore.h" nogil:
                           const cc_conv_geom *g, int strategy, double *work, int64_t work_elems,
                           int n_threads, cc_dgemm_t gemm,
                           double *dx, double *dw, double *db)
+    int CC_PACK_GEMM
     int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind)
     int cc_conv2d_pack_f32(const float *w, const cc_conv_geom *g, int n_threads, float *packed)
     int cc_conv2d_pack_f64(const double *w, const cc_conv_geom *g, int n_threads,
@@ -152,6 +153,8 @@ DIRECT = CC_CONV_DIRECT
 DEPTHWISE = CC_CONV_DEPTHWISE
 REGIONS = CC_CONV_REGIONS
 UNROLLED = CC_CONV_UNROLLED
+#: pack_elems' kind of the GEMM-packed weights (WINOGRAD's kinds are its tile, 2 or 4)
+PACK_GEMM = CC_PACK_GEMM
 #: the strategies by name, in the planner's priority order
 STRATEGIES = {"depthwise": CC_CONV_DEPTHWISE, "unrolled": CC_CONV_UNROLLED,
               "winograd": CC_CONV_WINOGRAD,

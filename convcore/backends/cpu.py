@@ -247,7 +247,10 @@ def conv2d_pack(w, geom, nelems):
 def conv2d_forward_packed(x, w, packed, b, y, geom):
     """conv2d_forward from `packed` (conv2d_pack's, for these weights)."""
     limit = _config.get_workspace_limit()
-    p = _cached_plan(geom, x.dtype.itemsize, False, limit, _conv.STRATEGIES["winograd"])
+    _, kind = _conv.pack_elems(geom, x.dtype.itemsize)
+    # (the GEMM form's columns of an image fit BATCHED's workspace)
+    strategy = "batched" if kind == _conv.PACK_GEMM else "winograd"
+    p = _cached_plan(geom, x.dtype.itemsize, False, limit, _conv.STRATEGIES[strategy])
     work = _workspace(p.work_elems, x.dtype, limit)
     has_bias = b is not None
     if not has_bias:
