@@ -7,8 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The hot row kernels are compiled twice on x86-64 with GCC: for the baseline
- * (SSE2) and for AVX2, picked once at load time (ifunc).  Same C, same
+/* The hot row kernels are compiled three times on x86-64 with GCC: for the
+ * baseline (SSE2), AVX2 and AVX-512, picked once at load time (ifunc).  Same C, same
  * operation order, no FMA contraction (-std=c99): identical results. */
 #define CC_CLONES CC_TARGETS("avx2", "default")
 
@@ -124,18 +124,24 @@ static int adaptive_check(int64_t N, int64_t C, int64_t H, int64_t W, int64_t OH
     return CC_OK;
 }
 
+/* (CC_PV: values of REAL in a 32-byte vector, the widest every clone's
+ * compares and selects take whole) */
 #define REAL float
 #define CODE_T int32_t
 #define SFX f32
+#define CC_PV 8
 #include "pool_impl.h"
 #undef REAL
 #undef CODE_T
 #undef SFX
+#undef CC_PV
 
 #define REAL double
 #define CODE_T int64_t
 #define SFX f64
+#define CC_PV 4
 #include "pool_impl.h"
 #undef REAL
 #undef CODE_T
 #undef SFX
+#undef CC_PV
