@@ -12,6 +12,59 @@
  * With indices, a first loop (all in REAL-wide lanes, so it vectorizes)
  * finds each maximum and a code row<<2|col of its position, a second loop
  * turns the codes into flat indices; CC_CHUNK outputs at a time. */
+/* CC_PV outputs [j, j + CC_PV) of a KxK / stride 2 row kernel (K = 2 or
+ * 3, a constant), in vectors: each row's taps are the even values of the
+ * row from 2j on, the odd ones, and (K = 3) the odd ones from 2j + 1 on
+ * (shuffles of pairs of loads, which read [2j, 2j + 2 CC_PV + K - 3]: no
+ * further than the scalar loop over those outputs), and the K*K taps are
+ * taken in the generic window's order with its rule, so the maxima -- and
+ * the codes row<<2|col of their positions, into code[0, CC_PV) where code
+ * is not NULL -- are the scalar loop's. */
+typedef REAL IFN(pv_t) __attribute__((vector_size(CC_PV * sizeof(REAL)), aligned(sizeof(REAL))));
+typedef CODE_T IFN(pm_t) __attribute__((vector_size(CC_PV * sizeof(REAL)), aligned(sizeof(REAL))));
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void IFN(maxs2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t j,
+                                  REAL *CC_RESTRICT y, CODE_T *CC_RESTRICT code, const int K)
+{
+#if CC_PV == 8
+    const IFN(pm_t) ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
+#else
+    const IFN(pm_t) ev = {0, 2, 4, 6}, od = {1, 3, 5, 7};
+#endif
+    IFN(pv_t) m, v;
+    IFN(pm_t) k = {0}, t;
+    int r;
+    for (r = 0; r < K; ++r) {
+        const REAL *q = r0 + r * W + 2 * j;
+        IFN(pv_t) a, b, a2, b2;
+        memcpy(&a, q, sizeof a);
+        memcpy(&b, q + CC_PV, sizeof b);
+        v = __builtin_shuffle(a, b, ev);
+        if (r == 0) {
+            m = v;
+        } else {
+            t = (v > m) | (v != v);
+            m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
+            k = ((CODE_T)(4 * r) & t) | (k & ~t);
+        }
+        v = __builtin_shuffle(a, b, od);
+        t = (v > m) | (v != v);
+        m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
+        k = ((CODE_T)(4 * r + 1) & t) | (k & ~t);
+        if (K == 2) continue;
+        memcpy(&a2, q + 1, sizeof a2);
+        memcpy(&b2, q + 1 + CC_PV, sizeof b2);
+        v = __builtin_shuffle(a2, b2, od);
+        t = (v > m) | (v != v);
+        m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
+        k = ((CODE_T)(4 * r + 2) & t) | (k & ~t);
+    }
+    memcpy(y, &m, sizeof m);
+    if (code) memcpy(code, &k, sizeof k);
+}
+
 #define CC_CHUNK 256
 #ifndef CC_MAX_ROWS_TASK
 #define CC_MAX_ROWS_TASK 4096   /* outputs a task of whole rows takes, about */
@@ -24,7 +77,13 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     int64_t j, j0;
     CODE_T code[CC_CHUNK];
     if (!idx) {
-        for (j = lo; j < hi; ++j) {
+        j = lo;
+        if (hi - lo >= CC_PV) {   /* (blocks as in max3_rows) */
+            for (; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, j, y + j, NULL, 2);
+            if (j < hi) IFN(maxs2_vec)(r0, W, hi - CC_PV, y + hi - CC_PV, NULL, 2);
+            j = hi;
+        }
+        for (; j < hi; ++j) {
             REAL m = r0[2 * j], v;
             v = r0[2 * j + 1]; m = FN(pick)(CC_TAKES(v, m), v, m);
             v = r1[2 * j];     m = FN(pick)(CC_TAKES(v, m), v, m);
@@ -38,7 +97,13 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
         REAL *CC_RESTRICT yc = y + j0;
         const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
         IDX_T *CC_RESTRICT ic = idx + j0;
-        for (j = 0; j < n; ++j) {
+        j = 0;
+        if (n >= CC_PV) {
+            for (; j + CC_PV <= n; j += CC_PV) IFN(maxs2_vec)(r0, W, j0 + j, yc + j, code + j, 2);
+            if (j < n) IFN(maxs2_vec)(r0, W, j0 + n - CC_PV, yc + n - CC_PV, code + n - CC_PV, 2);
+            j = n;
+        }
+        for (; j < n; ++j) {
             REAL m = a[2 * j], v;
             CODE_T k = 0, t;
             v = a[2 * j + 1]; t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k = t ? 1 : k;
@@ -53,62 +118,10 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     }
 }
 
-/* CC_PV outputs [j, j + CC_PV) of a 3x3 / stride 2 row kernel, in
- * vectors: each row's three taps are the even values of the row from 2j on,
- * the odd ones, and the odd ones from 2j + 1 on (shuffles of two pairs of
- * loads, which read [2j, 2j + 2 CC_PV]: no further than the scalar loop
- * over those outputs), and the nine taps are taken in the generic window's order
- * with its rule, so the maxima -- and the codes row<<2|col of their
- * positions, into code[0, CC_PV) where code is not NULL -- are the scalar
- * loop's. */
-typedef REAL IFN(pv_t) __attribute__((vector_size(CC_PV * sizeof(REAL)), aligned(sizeof(REAL))));
-typedef CODE_T IFN(pm_t) __attribute__((vector_size(CC_PV * sizeof(REAL)), aligned(sizeof(REAL))));
-#if defined(__GNUC__)
-__attribute__((always_inline))
-#endif
-static inline void IFN(max3s2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t j,
-                                   REAL *CC_RESTRICT y, CODE_T *CC_RESTRICT code)
-{
-#if CC_PV == 8
-    const IFN(pm_t) ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
-#else
-    const IFN(pm_t) ev = {0, 2, 4, 6}, od = {1, 3, 5, 7};
-#endif
-    IFN(pv_t) m, v;
-    IFN(pm_t) k = {0}, t;
-    int r;
-    for (r = 0; r < 3; ++r) {
-        const REAL *q = r0 + r * W + 2 * j;
-        IFN(pv_t) a, b, a2, b2;
-        memcpy(&a, q, sizeof a);
-        memcpy(&b, q + CC_PV, sizeof b);
-        memcpy(&a2, q + 1, sizeof a2);
-        memcpy(&b2, q + 1 + CC_PV, sizeof b2);
-        v = __builtin_shuffle(a, b, ev);
-        if (r == 0) {
-            m = v;
-        } else {
-            t = (v > m) | (v != v);
-            m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
-            k = ((CODE_T)(4 * r) & t) | (k & ~t);
-        }
-        v = __builtin_shuffle(a, b, od);
-        t = (v > m) | (v != v);
-        m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
-        k = ((CODE_T)(4 * r + 1) & t) | (k & ~t);
-        v = __builtin_shuffle(a2, b2, od);
-        t = (v > m) | (v != v);
-        m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
-        k = ((CODE_T)(4 * r + 2) & t) | (k & ~t);
-    }
-    memcpy(y, &m, sizeof m);
-    if (code) memcpy(code, &k, sizeof k);
-}
-
 /* Interior windows of a 3x3 max pool at stride S (1 or 2; as max2_row):
  * the generic window's comparisons in its (row-major) order, so ties and
  * NaN resolve alike.  Inlined into each stride's clones, S a constant.  At
- * stride 2, rows of at least CC_PV outputs go through max3s2_vec in blocks,
+ * stride 2, rows of at least CC_PV outputs go through maxs2_vec in blocks,
  * the last one ending at the row's end. */
 #if defined(__GNUC__)
 __attribute__((always_inline))
@@ -124,9 +137,9 @@ static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
     if (!idx) {
         j = lo;
         if (S == 2 && hi - lo >= CC_PV) {
-            for (; j + CC_PV <= hi; j += CC_PV) IFN(max3s2_vec)(r0, W, j, y + j, NULL);
+            for (; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, j, y + j, NULL, 3);
             /* (the rest: a block ending at hi, rewriting some outputs) */
-            if (j < hi) IFN(max3s2_vec)(r0, W, hi - CC_PV, y + hi - CC_PV, NULL);
+            if (j < hi) IFN(maxs2_vec)(r0, W, hi - CC_PV, y + hi - CC_PV, NULL, 3);
             j = hi;
         }
         for (; j < hi; ++j) {
@@ -152,8 +165,8 @@ static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
         IDX_T *CC_RESTRICT ic = idx + j0;
         j = 0;
         if (S == 2 && n >= CC_PV) {   /* (as above) */
-            for (; j + CC_PV <= n; j += CC_PV) IFN(max3s2_vec)(r0, W, j0 + j, yc + j, code + j);
-            if (j < n) IFN(max3s2_vec)(r0, W, j0 + n - CC_PV, yc + n - CC_PV, code + n - CC_PV);
+            for (; j + CC_PV <= n; j += CC_PV) IFN(maxs2_vec)(r0, W, j0 + j, yc + j, code + j, 3);
+            if (j < n) IFN(maxs2_vec)(r0, W, j0 + n - CC_PV, yc + n - CC_PV, code + n - CC_PV, 3);
             j = n;
         }
         for (; j < n; ++j) {
