@@ -17,16 +17,17 @@
  * row from 2j on, the odd ones, and (K = 3) the odd ones from 2j + 1 on
  * (shuffles of pairs of loads, which read [2j, 2j + 2 CC_PV + K - 3]: no
  * further than the scalar loop over those outputs), and the K*K taps are
- * taken in the generic window's order with its rule, so the maxima -- and
- * the codes row<<2|col of their positions, into code[0, CC_PV) where code
- * is not NULL -- are the scalar loop's. */
+ * taken in the generic window's order with its rule, so the maxima -- and,
+ * where idx is not NULL, their flat indices (base: output 0's window's
+ * first element; W below 2^30) -- are the scalar loop's. */
 typedef REAL IFN(pv_t) __attribute__((vector_size(CC_PV * sizeof(REAL)), aligned(sizeof(REAL))));
 typedef CODE_T IFN(pm_t) __attribute__((vector_size(CC_PV * sizeof(REAL)), aligned(sizeof(REAL))));
 #if defined(__GNUC__)
 __attribute__((always_inline))
 #endif
-static inline void IFN(maxs2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t j,
-                                  REAL *CC_RESTRICT y, CODE_T *CC_RESTRICT code, const int K)
+static inline void IFN(maxs2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
+                                  int64_t j, REAL *CC_RESTRICT y, IDX_T *CC_RESTRICT idx,
+                                  const int K)
 {
 #if CC_PV == 8
     const IFN(pm_t) ev = {0, 2, 4, 6, 8, 10, 12, 14}, od = {1, 3, 5, 7, 9, 11, 13, 15};
@@ -62,7 +63,23 @@ static inline void IFN(maxs2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
         k = ((CODE_T)(4 * r + 2) & t) | (k & ~t);
     }
     memcpy(y, &m, sizeof m);
-    if (code) memcpy(code, &k, sizeof k);
+    if (idx) {
+        /* (straight from registers: codes parked in a buffer and read back
+         * stalled the loads -- 2x the pool's time in LeNet's training step) */
+#if CC_PV == 8
+        const IFN(pm_t) lane2 = {0, 2, 4, 6, 8, 10, 12, 14};
+#else
+        const IFN(pm_t) lane2 = {0, 2, 4, 6};
+#endif
+        const IFN(pm_t) off = lane2 + (k & 3) + (k >> 2) * (CODE_T)W;
+        int l;
+        if (sizeof(IDX_T) == sizeof(CODE_T)) {
+            const IFN(pm_t) v = off + (CODE_T)(base + 2 * j);
+            memcpy(idx, &v, sizeof v);
+        } else {
+            for (l = 0; l < CC_PV; ++l) idx[l] = (IDX_T)(base + 2 * j + (int64_t)off[l]);
+        }
+    }
 }
 
 #define CC_CHUNK 256
@@ -79,8 +96,8 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
     if (!idx) {
         j = lo;
         if (hi - lo >= CC_PV) {   /* (blocks as in max3_rows) */
-            for (; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, j, y + j, NULL, 2);
-            if (j < hi) IFN(maxs2_vec)(r0, W, hi - CC_PV, y + hi - CC_PV, NULL, 2);
+            for (; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, 0, j, y + j, NULL, 2);
+            if (j < hi) IFN(maxs2_vec)(r0, W, 0, hi - CC_PV, y + hi - CC_PV, NULL, 2);
             j = hi;
         }
         for (; j < hi; ++j) {
@@ -92,17 +109,17 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
         }
         return;
     }
+    if (hi - lo >= CC_PV && W < ((int64_t)1 << 30)) {   /* (blocks, as above) */
+        for (j = lo; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, base, j, y + j, idx + j, 2);
+        if (j < hi) IFN(maxs2_vec)(r0, W, base, hi - CC_PV, y + hi - CC_PV, idx + hi - CC_PV, 2);
+        return;
+    }
     for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
         const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
         REAL *CC_RESTRICT yc = y + j0;
         const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
         IDX_T *CC_RESTRICT ic = idx + j0;
         j = 0;
-        if (n >= CC_PV) {
-            for (; j + CC_PV <= n; j += CC_PV) IFN(maxs2_vec)(r0, W, j0 + j, yc + j, code + j, 2);
-            if (j < n) IFN(maxs2_vec)(r0, W, j0 + n - CC_PV, yc + n - CC_PV, code + n - CC_PV, 2);
-            j = n;
-        }
         for (; j < n; ++j) {
             REAL m = a[2 * j], v;
             CODE_T k = 0, t;
@@ -137,9 +154,9 @@ static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
     if (!idx) {
         j = lo;
         if (S == 2 && hi - lo >= CC_PV) {
-            for (; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, j, y + j, NULL, 3);
+            for (; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, 0, j, y + j, NULL, 3);
             /* (the rest: a block ending at hi, rewriting some outputs) */
-            if (j < hi) IFN(maxs2_vec)(r0, W, hi - CC_PV, y + hi - CC_PV, NULL, 3);
+            if (j < hi) IFN(maxs2_vec)(r0, W, 0, hi - CC_PV, y + hi - CC_PV, NULL, 3);
             j = hi;
         }
         for (; j < hi; ++j) {
@@ -157,6 +174,11 @@ static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
         }
         return;
     }
+    if (S == 2 && hi - lo >= CC_PV && W < ((int64_t)1 << 30)) {
+        for (j = lo; j + CC_PV <= hi; j += CC_PV) IFN(maxs2_vec)(r0, W, base, j, y + j, idx + j, 3);
+        if (j < hi) IFN(maxs2_vec)(r0, W, base, hi - CC_PV, y + hi - CC_PV, idx + hi - CC_PV, 3);
+        return;
+    }
     for (j0 = lo; j0 < hi; j0 += CC_CHUNK) {
         const int64_t n = CC_MIN(CC_CHUNK, hi - j0);
         REAL *CC_RESTRICT yc = y + j0;
@@ -164,11 +186,6 @@ static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
         const REAL *CC_RESTRICT d = r2 + S * j0;
         IDX_T *CC_RESTRICT ic = idx + j0;
         j = 0;
-        if (S == 2 && n >= CC_PV) {   /* (as above) */
-            for (; j + CC_PV <= n; j += CC_PV) IFN(maxs2_vec)(r0, W, j0 + j, yc + j, code + j, 3);
-            if (j < n) IFN(maxs2_vec)(r0, W, j0 + n - CC_PV, yc + n - CC_PV, code + n - CC_PV, 3);
-            j = n;
-        }
         for (; j < n; ++j) {
             const int64_t c = S * j;
             REAL m = a[c], v;
