@@ -55,7 +55,7 @@ static void FN(depthwise_fwd_plane)(const REAL *CC_RESTRICT xc, const REAL *CC_R
 
 
 /* Whether every value of p[0..n) is finite. */
-static int FN(all_finite)(const REAL *p, int64_t n)
+CC_CLONES static int FN(all_finite)(const REAL *p, int64_t n)
 {
     REAL z = 0;
     int64_t i;

@@ -60,7 +60,14 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
  * per-plane sums (dw_planes): measured (dW only, 2 threads) on LeNet's first
  * layer, BATCHED ran 0.13 / 0.23 ms at batch 32 / 64 (5 MB of columns,
  * dw_planes 0.16 / 0.30) and then fell off a cliff as its columns left the
- * cache: 0.64 ms at batch 80, 3.8 ms at 256 (dw_planes 0.38, 1.17). */
+ * cache: 0.64 ms at batch 80, 3.8 ms at 256 (dw_planes 0.38, 1.17).  Since
+ * dw_planes sums three output channels at once (planes_wgrad_k), 5x5
+ * kernels take it at any batch (dW and db, 2 threads: LeNet's first layer
+ * at batch 4 / 16 / 64 0.023 / 0.070 / 0.149 ms against BATCHED's 0.024 /
+ * 0.096 / 0.178; 3 -> 6 on 32x32 at 64 0.35 against 0.42).  3x3 kernels,
+ * with fewer products a load, keep the threshold, as first measured on 5x5
+ * ones (not re-measured for 3x3: 3 -> 8 on 32x32 at batch 64, past it, ran
+ * 0.31 against BATCHED's 0.25). */
 #define CC_PLANES_DW_COLS_BYTES ((int64_t)11 << 19)   /* 5.5 MiB */
 
 static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
@@ -73,8 +80,9 @@ static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
     if (!backward) return cc_conv_direct_auto(g);
     return direct_channels_auto(g) ||
            (direct_rows_pick(g) &&
-            (double)g->C * g->KH * g->KW * g->N * g->OH * g->OW * elem_size >=
-                (double)CC_PLANES_DW_COLS_BYTES);
+            ((g->KH == 5 && g->KW == 5 && g->SH == 1 && g->DH == 1 && g->DW == 1) ||
+             (double)g->C * g->KH * g->KW * g->N * g->OH * g->OW * elem_size >=
+                 (double)CC_PLANES_DW_COLS_BYTES));
 }
 
 /* what the direct loops use: fixed, the kernel (forward) or its gradient
@@ -119,8 +127,8 @@ static int FN(direct_fwd)(const REAL *x, const REAL *w, const REAL *b, const cc_
  * Tasks are fixed chunks of images; each sums into its own double slots,
  * which are then added in task order, so the result does not depend on the
  * thread count.  The padded rows and columns meet zeros, so x and dy must be
- * finite (an Inf there would make a NaN the definition does not have);
- * returns 0 if they are not, or if memory cannot be had: the caller then
+ * finite (an Inf there would make a NaN the definition does not have): the
+ * caller has checked.  Returns 0 if memory cannot be had: the caller then
  * sums otherwise. */
 static int FN(dw_planes)(const REAL *dy, const REAL *x, const cc_conv_geom *g, int n_threads,
                          REAL *dw)
@@ -130,21 +138,24 @@ static int FN(dw_planes)(const REAL *dy, const REAL *x, const cc_conv_geom *g, i
     const int64_t ps = cc_depthwise_pad_elems(g);
     const int64_t OWV = cc_depthwise_dy_cols(g), dyn = cc_depthwise_dy_rows(g) * OWV;
     const int64_t ntask = (g->N + CC_PLANES_DW_IMAGES - 1) / CC_PLANES_DW_IMAGES;
+    /* CC_WGK output channels at a time (planes_wgrad_k) where the kernel
+     * has the rows kernel's shapes: dy of every channel copied (the last
+     * block's missing channels zero) */
+    const int kblock = g->SH == 1 && g->DH == 1 && g->DW == 1 && (g->KW == 3 || g->KW == 5);
+    const int64_t nky = kblock ? (g->K + CC_WGK - 1) / CC_WGK * CC_WGK : 1;
     double *parts;
     int64_t t, i;
     int failed = 0;
-    if (KK > CC_DEPTHWISE_MAX_TAPS || !FN(all_finite)(x, g->N * g->C * HW) ||
-        !FN(all_finite)(dy, g->N * g->K * L))
-        return 0;
+    if (KK > CC_DEPTHWISE_MAX_TAPS) return 0;
     parts = (double *)calloc((size_t)(ntask * g->K * CKK), sizeof(double));
     if (!parts) return 0;
 #pragma omp parallel num_threads(n_threads) if (n_threads > 1 && ntask > 1) reduction(| : failed)
     {
-        REAL *xp = (REAL *)malloc((size_t)(g->C * ps + dyn) * sizeof(REAL));
+        REAL *xp = (REAL *)malloc((size_t)(g->C * ps + nky * dyn) * sizeof(REAL));
         REAL *dyb = xp ? xp + g->C * ps : NULL;
         if (!xp) failed = 1;
         if (dyb)
-            for (i = 0; i < dyn; ++i) dyb[i] = 0;     /* rows and columns past dy stay 0 */
+            for (i = 0; i < nky * dyn; ++i) dyb[i] = 0;   /* rows and columns past dy stay 0 */
 #pragma omp for schedule(dynamic, 1)
         for (t = 0; t < ntask; ++t) {
             double *part = parts + t * g->K * CKK;
@@ -154,6 +165,18 @@ static int FN(dw_planes)(const REAL *dy, const REAL *x, const cc_conv_geom *g, i
             for (n = t * CC_PLANES_DW_IMAGES; n < n1; ++n) {
                 for (c = 0; c < g->C; ++c)
                     FN(depthwise_fwd_plane_pad)(x + (n * g->C + c) * HW, g, xp + c * ps);
+                if (kblock) {
+                    for (k = 0; k < g->K; ++k)
+                        for (oh = 0; oh < g->OH; ++oh)
+                            memcpy(dyb + k * dyn + oh * OWV, dy + ((n * g->K + k) * g->OH + oh) * g->OW,
+                                   (size_t)g->OW * sizeof(REAL));
+                    for (k = 0; k < g->K; k += CC_WGK)
+                        for (c = 0; c < g->C; ++c)
+                            FN(planes_wgrad_k)(xp + c * ps, dyb + k * dyn, dyn,
+                                               CC_MIN(CC_WGK, g->K - k), g,
+                                               part + k * CKK + c * KK, CKK);
+                    continue;
+                }
                 for (k = 0; k < g->K; ++k) {
                     const REAL *dyp = dy + (n * g->K + k) * L;
                     for (oh = 0; oh < g->OH; ++oh)

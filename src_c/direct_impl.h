@@ -788,6 +788,56 @@ static inline __attribute__((always_inline)) void FN(wgrad_rows_body)(
     }
 }
 
+/* The sums of wgrad_rows_body for CC_WGK output channels at once (their dy
+ * planes dyn apart in dyb; KW a constant, 3 or 5): for each kernel row,
+ * CC_WGK x KW vector accumulators take the rows in order, each vector of x
+ * under a tap loaded once for the CC_WGK channels and each vector of dy once
+ * for the KW taps (one channel at a time loaded both for every product);
+ * at the end each sum's lanes are added in double into part[k*ldp + tap]
+ * for the first nk channels. */
+#define CC_WGK 3
+static inline __attribute__((always_inline)) void FN(wgrad_kblock_body)(
+    const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyb, int64_t dyn, int64_t nk,
+    const cc_conv_geom *g, double *CC_RESTRICT part, int64_t ldp, const int KW)
+{
+    REAL *scratch = (REAL *)xp + cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
+    const int64_t Wp = cc_depthwise_pad_cols(g), OWV = cc_depthwise_dy_cols(g);
+    int64_t kh, oh, c0;
+    int k, kw, q;
+    for (kh = 0; kh < g->KH; ++kh) {
+        FN(vk_t) a[CC_WGK * 5];
+        for (k = 0; k < CC_WGK * KW; ++k) a[k] = (FN(vk_t)){0};
+        for (oh = 0; oh < g->OH; ++oh) {
+            const REAL *xr = xp + (oh + kh) * Wp, *d = dyb + oh * OWV;
+            for (c0 = 0; c0 < OWV; c0 += CC_DKB) {
+                FN(vk_t) xv[5];
+                for (kw = 0; kw < KW; ++kw) xv[kw] = CC_VLOAD(xr + c0 + kw);
+                for (k = 0; k < CC_WGK; ++k) {
+                    const FN(vk_t) dv = CC_VLOAD(d + k * dyn + c0);
+                    for (kw = 0; kw < KW; ++kw) a[k * KW + kw] += dv * xv[kw];
+                }
+            }
+        }
+        for (k = 0; k < nk; ++k)
+            for (kw = 0; kw < KW; ++kw) {
+                double s = 0;
+                CC_VSTORE(scratch, a[k * KW + kw]);
+                for (q = 0; q < CC_DKB; ++q) s += (double)scratch[q];
+                part[k * ldp + kh * KW + kw] += s;
+            }
+    }
+}
+
+/* wgrad_kblock_body for KW = 5 or 3 (planes_wgrad's unit-dilation,
+ * stride-1 cases) */
+CC_CLONES_FMA static void FN(planes_wgrad_k)(const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyb,
+                                             int64_t dyn, int64_t nk, const cc_conv_geom *g,
+                                             double *CC_RESTRICT part, int64_t ldp)
+{
+    if (g->KW == 5) FN(wgrad_kblock_body)(xp, dyb, dyn, nk, g, part, ldp, 5);
+    else FN(wgrad_kblock_body)(xp, dyb, dyn, nk, g, part, ldp, 3);
+}
+
 /* dW sums of one (image, input channel, output channel) triple for the
  * rows kernel's layers: as depthwise_wgrad_plane (stride 1; xp padded as
  * for the forward, followed by its scratch; dyp in rows of

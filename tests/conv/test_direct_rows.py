@@ -81,7 +81,13 @@ def test_rows_kernel_inf_and_nan_follow_the_reference(dtype, rng):
 def test_where_auto_takes_the_row_kernel():
     lenet1 = _geom(64, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1))
     assert _conv.plan(lenet1, np.float32) == "direct"
-    assert _conv.plan(lenet1, np.float32, backward=True) == "batched"
+    # dW by plane sums, three output channels at a time, for 5x5 kernels at
+    # any batch; 3x3 ones only once BATCHED's columns outgrow the cache
+    assert _conv.plan(lenet1, np.float32, backward=True) == "direct"
+    assert _conv.plan(_geom(4, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1)), np.float32,
+                      backward=True) == "direct"
+    assert _conv.plan(_geom(16, 3, 32, 32, 8, 3, 3, (1, 1), (1, 1)), np.float32,
+                      backward=True) == "batched"
     # 16 output channels: BATCHED (the rows kernel would leave them to BLAS)
     assert _conv.plan(_geom(64, 1, 28, 28, 16, 5, 5, (2, 2), (1, 1)), np.float32) == "batched"
     # narrow rows: the 16-channel kernel (LeNet's second layer) or BATCHED
