@@ -22,8 +22,14 @@ int64_t cc_pool_out_size(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d,
  * CC_SERIAL_BYTES, where a team's start and join cost more than the second
  * core saves (a few microseconds on an idle machine, milliseconds on a busy
  * one).  Depends on the sizes only, and every kernel gives the same bits for
- * every thread count anyway. */
-#define CC_SERIAL_BYTES ((int64_t)4 << 20)
+ * every thread count anyway.  (It was 4 MiB, set on a busy machine; on an
+ * idle one, where the team's threads wait spinning, 2 threads halved the
+ * jobs between 256 KiB and 4 MiB, 2 threads against 1: LeNet's pools at
+ * batch 64 0.120 -> 0.037 ms forward (with the vector blocks), 0.048 ->
+ * 0.028 backward, AlexNet's 8x256x13x13 3x3/2 0.58 -> 0.28, GoogLeNet's
+ * 8x832x7x7 3x3/1 1.07 -> 0.52, average pooling alike; LeNet-5's training
+ * step 1.24 -> 1.18 ms.) */
+#define CC_SERIAL_BYTES ((int64_t)256 << 10)
 /* (the threshold of jobs with several times a copy's work per byte: global
  * average pooling, max pooling of planes of at most 16 elements) */
 #define CC_GLOBAL_AVG_TEAM_BYTES ((int64_t)256 << 10)
