@@ -24,7 +24,8 @@ TESTS=${SANITIZE_TESTS:-"tests/conv/test_conv.py tests/conv/test_winograd.py tes
   tests/data/test_corrupt_files.py tests/norm/test_norm_kernels.py tests/norm/test_linear.py
   tests/norm/test_cross_entropy.py tests/pool/test_pool.py tests/conv/test_regions.py
   tests/conv/test_unrolled.py
-  tests/norm/test_layers_functional.py tests/conv/test_direct_rows.py"}
+  tests/norm/test_layers_functional.py tests/conv/test_direct_rows.py
+  tests/conv/test_packed_gemm.py"}
 FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g -O1"
 
 libasan=$($CC -print-file-name=libasan.so)
