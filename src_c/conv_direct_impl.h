@@ -133,16 +133,17 @@ static int FN(direct_fwd)(const REAL *x, const REAL *w, const REAL *b, const cc_
 static int FN(dw_planes)(const REAL *dy, const REAL *x, const cc_conv_geom *g, int n_threads,
                          REAL *dw)
 {
-    const int64_t KK = g->KH * g->KW, CKK = g->C * KK, L = g->OH * g->OW, HW = g->H * g->W;
+    const int64_t KK = g->KH * g->KW, CKK = g->C * KK, HW = g->H * g->W;
     /* each padded plane followed by the vector scratch its sums use */
     const int64_t ps = cc_depthwise_pad_elems(g);
     const int64_t OWV = cc_depthwise_dy_cols(g), dyn = cc_depthwise_dy_rows(g) * OWV;
     const int64_t ntask = (g->N + CC_PLANES_DW_IMAGES - 1) / CC_PLANES_DW_IMAGES;
     /* CC_WGK output channels at a time (planes_wgrad_k) where the kernel
-     * has the rows kernel's shapes: dy of every channel copied (the last
-     * block's missing channels zero) */
+     * has its shapes, else one at a time (depthwise_wgrad_plane); dy of
+     * every channel of an image copied first (the last block's missing
+     * channels zero) */
     const int kblock = g->SH == 1 && g->DH == 1 && g->DW == 1 && (g->KW == 3 || g->KW == 5);
-    const int64_t nky = kblock ? (g->K + CC_WGK - 1) / CC_WGK * CC_WGK : 1;
+    const int64_t nky = (g->K + CC_WGK - 1) / CC_WGK * CC_WGK;
     double *parts;
     int64_t t, i;
     int failed = 0;
@@ -165,25 +166,19 @@ static int FN(dw_planes)(const REAL *dy, const REAL *x, const cc_conv_geom *g, i
             for (n = t * CC_PLANES_DW_IMAGES; n < n1; ++n) {
                 for (c = 0; c < g->C; ++c)
                     FN(depthwise_fwd_plane_pad)(x + (n * g->C + c) * HW, g, xp + c * ps);
-                if (kblock) {
-                    for (k = 0; k < g->K; ++k)
-                        for (oh = 0; oh < g->OH; ++oh)
-                            memcpy(dyb + k * dyn + oh * OWV, dy + ((n * g->K + k) * g->OH + oh) * g->OW,
-                                   (size_t)g->OW * sizeof(REAL));
-                    for (k = 0; k < g->K; k += CC_WGK)
-                        for (c = 0; c < g->C; ++c)
-                            FN(planes_wgrad_k)(xp + c * ps, dyb + k * dyn, dyn,
-                                               CC_MIN(CC_WGK, g->K - k), g,
-                                               part + k * CKK + c * KK, CKK);
-                    continue;
-                }
-                for (k = 0; k < g->K; ++k) {
-                    const REAL *dyp = dy + (n * g->K + k) * L;
+                for (k = 0; k < g->K; ++k)
                     for (oh = 0; oh < g->OH; ++oh)
-                        memcpy(dyb + oh * OWV, dyp + oh * g->OW, (size_t)g->OW * sizeof(REAL));
-                    for (c = 0; c < g->C; ++c)
-                        FN(planes_wgrad)(xp + c * ps, dyb, g, part + k * CKK + c * KK);
-                }
+                        memcpy(dyb + k * dyn + oh * OWV, dy + ((n * g->K + k) * g->OH + oh) * g->OW,
+                               (size_t)g->OW * sizeof(REAL));
+                for (k = 0; k < g->K; k += kblock ? CC_WGK : 1)
+                    for (c = 0; c < g->C; ++c) {
+                        double *pk = part + k * CKK + c * KK;
+                        if (kblock)
+                            FN(planes_wgrad_k)(xp + c * ps, dyb + k * dyn, dyn,
+                                               CC_MIN(CC_WGK, g->K - k), g, pk, CKK);
+                        else
+                            FN(depthwise_wgrad_plane)(xp + c * ps, dyb + k * dyn, g, pk);
+                    }
             }
         }
         free(xp);

@@ -157,15 +157,23 @@ int cc_conv_auto_strategy(const cc_conv_geom *g, int backward);
 /* Weights packed for a layer's forward passes (inference: weights that stay
  * the same over many calls).  cc_conv_pack_elems gives the elements of the
  * packed form where the forward pass of `g` in this element size runs
- * faster from it (WINOGRAD with its transformed weights made once: float32,
- * 3x3 at stride 1 where AUTO takes WINOGRAD or the layer has many channel
- * pairs, 5x5 at stride 1 where AUTO takes WINOGRAD), else 0; *kind (may be NULL) names the form, which depends on the
- * layer's weights and on kind alone, so one packed array serves every input
- * size with the same kind.  cc_conv2d_pack writes it (CC_EINVAL where the
- * size is 0); cc_conv2d_fwd_packed is cc_conv2d_fwd from it, `w` being the
- * weights it was packed from (the call falls back to them where x holds
- * Inf, NaN or huge values, as WINOGRAD does), with the workspace of
- * cc_conv2d_fwd with CC_CONV_WINOGRAD.  Outputs are WINOGRAD's bits. */
+ * faster from it, else 0 (float32 only); *kind (may be NULL) names the form:
+ *   CC_PACK_GEMM  the weights in the layout of a GEMM kernel of our own
+ *                 (AVX-512 machines; ungrouped layers of at least 2^18
+ *                 weights at batch 1-2 that AUTO runs through a GEMM, 3x3
+ *                 stride-1 ones only where Winograd's tiles save little);
+ *   2 or 4        WINOGRAD's transformed weights (its tile): 3x3 at stride
+ *                 1 where AUTO takes WINOGRAD or the layer has many channel
+ *                 pairs, 5x5 at stride 1 where AUTO takes WINOGRAD.
+ * The form depends on the layer's weights and on kind alone, so one packed
+ * array serves every input size with the same kind.  cc_conv2d_pack writes
+ * it (CC_EINVAL where the size is 0); cc_conv2d_fwd_packed is cc_conv2d_fwd
+ * from it, `w` being the weights it was packed from.  WINOGRAD's forms: the
+ * call falls back to `w` where x holds Inf, NaN or huge values, as WINOGRAD
+ * does, takes the workspace of cc_conv2d_fwd with CC_CONV_WINOGRAD and gives
+ * WINOGRAD's bits.  The GEMM form: the workspace of CC_CONV_BATCHED, and
+ * sums of chains of 256 products in order, the same for every thread count
+ * (float rounding from the other strategies' bits). */
 #define CC_PACK_GEMM 1   /* kind of the GEMM-packed form; WINOGRAD's are 2, 4 (its tile) */
 int64_t cc_conv_pack_elems(const cc_conv_geom *g, int elem_size, int *kind);
 int cc_conv2d_pack_f32(const float *w, const cc_conv_geom *g, int n_threads, float *packed);

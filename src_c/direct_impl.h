@@ -754,47 +754,14 @@ CC_CLONES_FMA static void FN(depthwise_wgrad_plane)(REAL *CC_RESTRICT xp, const 
     }
 }
 
-/* The same sums for a kernel row of KW taps at once (KW a constant: 3 or
- * 5), unit dilation: each dy row is loaded once for all the row's taps, KW x
- * 2 vector accumulators take the rows in order, and at the end each tap's
- * lanes are summed in double.  (depthwise_wgrad_plane reloads dy per tap.) */
-static inline __attribute__((always_inline)) void FN(wgrad_rows_body)(
-    const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp, const cc_conv_geom *g,
-    double *CC_RESTRICT part, const int KW)
-{
-    REAL *scratch = (REAL *)xp + cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
-    const int64_t Wp = cc_depthwise_pad_cols(g), OWV = cc_depthwise_dy_cols(g);
-    int64_t kh, oh, c0;
-    int kw, q;
-    for (kh = 0; kh < g->KH; ++kh) {
-        FN(vk_t) a[2 * 5];
-        for (kw = 0; kw < 2 * KW; ++kw) a[kw] = (FN(vk_t)){0};
-        for (oh = 0; oh < g->OH; ++oh) {
-            const REAL *d = dyp + oh * OWV, *xr = xp + (oh + kh) * Wp;
-            for (c0 = 0; c0 < OWV; c0 += CC_DEPTHWISE_COLS) {
-                const FN(vk_t) d0 = CC_VLOAD(d + c0), d1 = CC_VLOAD(d + c0 + CC_DKB);
-                for (kw = 0; kw < KW; ++kw) {
-                    a[2 * kw] += d0 * CC_VLOAD(xr + c0 + kw);
-                    a[2 * kw + 1] += d1 * CC_VLOAD(xr + c0 + kw + CC_DKB);
-                }
-            }
-        }
-        for (kw = 0; kw < KW; ++kw) {
-            double s = 0;
-            CC_VSTORE(scratch, a[2 * kw] + a[2 * kw + 1]);
-            for (q = 0; q < CC_DKB; ++q) s += (double)scratch[q];
-            part[kh * KW + kw] += s;
-        }
-    }
-}
-
-/* The sums of wgrad_rows_body for CC_WGK output channels at once (their dy
- * planes dyn apart in dyb; KW a constant, 3 or 5): for each kernel row,
- * CC_WGK x KW vector accumulators take the rows in order, each vector of x
- * under a tap loaded once for the CC_WGK channels and each vector of dy once
- * for the KW taps (one channel at a time loaded both for every product);
- * at the end each sum's lanes are added in double into part[k*ldp + tap]
- * for the first nk channels. */
+/* The sums of depthwise_wgrad_plane for CC_WGK output channels at once
+ * (stride 1, unit dilation, KW a constant, 3 or 5; their dy planes dyn
+ * apart in dyb): for each kernel row, CC_WGK x KW vector accumulators take
+ * the rows in order, each vector of x under a tap loaded once for the
+ * CC_WGK channels and each vector of dy once for the KW taps (one channel
+ * and one tap at a time loaded both for every product); at the end each
+ * sum's lanes are added in double into part[k*ldp + tap] for the first nk
+ * channels. */
 #define CC_WGK 3
 static inline __attribute__((always_inline)) void FN(wgrad_kblock_body)(
     const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyb, int64_t dyn, int64_t nk,
@@ -828,29 +795,13 @@ static inline __attribute__((always_inline)) void FN(wgrad_kblock_body)(
     }
 }
 
-/* wgrad_kblock_body for KW = 5 or 3 (planes_wgrad's unit-dilation,
- * stride-1 cases) */
+/* wgrad_kblock_body for KW = 5 or 3 */
 CC_CLONES_FMA static void FN(planes_wgrad_k)(const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyb,
                                              int64_t dyn, int64_t nk, const cc_conv_geom *g,
                                              double *CC_RESTRICT part, int64_t ldp)
 {
     if (g->KW == 5) FN(wgrad_kblock_body)(xp, dyb, dyn, nk, g, part, ldp, 5);
     else FN(wgrad_kblock_body)(xp, dyb, dyn, nk, g, part, ldp, 3);
-}
-
-/* dW sums of one (image, input channel, output channel) triple for the
- * rows kernel's layers: as depthwise_wgrad_plane (stride 1; xp padded as
- * for the forward, followed by its scratch; dyp in rows of
- * cc_depthwise_dy_cols(g) columns, zero past the plane). */
-CC_CLONES_FMA static void FN(planes_wgrad)(REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT dyp,
-                                           const cc_conv_geom *g, double *CC_RESTRICT part)
-{
-    if (g->SH == 1 && g->DH == 1 && g->DW == 1 && g->KW == 5)
-        FN(wgrad_rows_body)(xp, dyp, g, part, 5);
-    else if (g->SH == 1 && g->DH == 1 && g->DW == 1 && g->KW == 3)
-        FN(wgrad_rows_body)(xp, dyp, g, part, 3);
-    else
-        FN(depthwise_wgrad_plane)(xp, dyp, g, part);
 }
 #undef CC_DEPTHWISE_ROWS
 #undef CC_DEPTHWISE_COLS

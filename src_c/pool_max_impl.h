@@ -7,11 +7,6 @@
  * Both index types run the same expressions in the same order: identical
  * maxima and identical index values. */
 
-/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row;
- * r0 points at the top-left input element of output lo, base is its flat index.
- * With indices, a first loop (all in REAL-wide lanes, so it vectorizes)
- * finds each maximum and a code row<<2|col of its position, a second loop
- * turns the codes into flat indices; CC_CHUNK outputs at a time. */
 /* CC_PV outputs [j, j + CC_PV) of a KxK / stride 2 row kernel (K = 2 or
  * 3, a constant), in vectors: each row's taps are the even values of the
  * row from 2j on, the odd ones, and (K = 3) the odd ones from 2j + 1 on
@@ -37,45 +32,39 @@ static inline void IFN(maxs2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
     IFN(pv_t) m, v;
     IFN(pm_t) k = {0}, t;
     int r;
+    /* (the rule, lane by lane: m <- v and k <- the tap's code where v > m
+     * or v is NaN) */
+#define CC_VTAKE(code)                                                   \
+    (t = (v > m) | (v != v),                                             \
+     m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t)),          \
+     k = ((CODE_T)(code) & t) | (k & ~t))
     for (r = 0; r < K; ++r) {
         const REAL *q = r0 + r * W + 2 * j;
         IFN(pv_t) a, b, a2, b2;
         memcpy(&a, q, sizeof a);
         memcpy(&b, q + CC_PV, sizeof b);
         v = __builtin_shuffle(a, b, ev);
-        if (r == 0) {
-            m = v;
-        } else {
-            t = (v > m) | (v != v);
-            m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
-            k = ((CODE_T)(4 * r) & t) | (k & ~t);
-        }
+        if (r == 0) m = v;
+        else CC_VTAKE(4 * r);
         v = __builtin_shuffle(a, b, od);
-        t = (v > m) | (v != v);
-        m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
-        k = ((CODE_T)(4 * r + 1) & t) | (k & ~t);
+        CC_VTAKE(4 * r + 1);
         if (K == 2) continue;
         memcpy(&a2, q + 1, sizeof a2);
         memcpy(&b2, q + 1 + CC_PV, sizeof b2);
         v = __builtin_shuffle(a2, b2, od);
-        t = (v > m) | (v != v);
-        m = (IFN(pv_t))(((IFN(pm_t))v & t) | ((IFN(pm_t))m & ~t));
-        k = ((CODE_T)(4 * r + 2) & t) | (k & ~t);
+        CC_VTAKE(4 * r + 2);
     }
+#undef CC_VTAKE
     memcpy(y, &m, sizeof m);
     if (idx) {
-        /* (straight from registers: codes parked in a buffer and read back
-         * stalled the loads -- 2x the pool's time in LeNet's training step) */
-#if CC_PV == 8
-        const IFN(pm_t) lane2 = {0, 2, 4, 6, 8, 10, 12, 14};
-#else
-        const IFN(pm_t) lane2 = {0, 2, 4, 6};
-#endif
-        const IFN(pm_t) off = lane2 + (k & 3) + (k >> 2) * (CODE_T)W;
+        /* base + 2 (j + lane) + col + row W, straight from registers
+         * (codes parked in a buffer and read back stalled the loads -- 2x
+         * the pool's time in LeNet's training step); ev is 2 lane */
+        const IFN(pm_t) off = ev + (k & 3) + (k >> 2) * (CODE_T)W;
         int l;
         if (sizeof(IDX_T) == sizeof(CODE_T)) {
-            const IFN(pm_t) v = off + (CODE_T)(base + 2 * j);
-            memcpy(idx, &v, sizeof v);
+            const IFN(pm_t) u = off + (CODE_T)(base + 2 * j);
+            memcpy(idx, &u, sizeof u);
         } else {
             for (l = 0; l < CC_PV; ++l) idx[l] = (IDX_T)(base + 2 * j + (int64_t)off[l]);
         }
@@ -86,6 +75,13 @@ static inline void IFN(maxs2_vec)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
 #ifndef CC_MAX_ROWS_TASK
 #define CC_MAX_ROWS_TASK 4096   /* outputs a task of whole rows takes, about */
 #endif
+/* Interior windows of a 2x2 / stride 2 max pool, outputs [lo, hi) of a row;
+ * r0 points at the top-left input element of output 0, base is its flat
+ * index.  Rows of at least CC_PV outputs go through maxs2_vec in blocks, the
+ * last one ending at hi (rewriting some outputs); shorter ones through the
+ * scalar loops, where with indices a first loop finds each maximum and a
+ * code row<<2|col of its position and a second turns the codes into flat
+ * indices, CC_CHUNK outputs at a time. */
 CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64_t base,
                          int64_t lo, int64_t hi, REAL *CC_RESTRICT y,
                          IDX_T *CC_RESTRICT idx)
@@ -119,8 +115,7 @@ CC_CLONES static void IFN(max2_row)(const REAL *CC_RESTRICT r0, int64_t W, int64
         REAL *CC_RESTRICT yc = y + j0;
         const REAL *CC_RESTRICT a = r0 + 2 * j0, *CC_RESTRICT b = r1 + 2 * j0;
         IDX_T *CC_RESTRICT ic = idx + j0;
-        j = 0;
-        for (; j < n; ++j) {
+        for (j = 0; j < n; ++j) {
             REAL m = a[2 * j], v;
             CODE_T k = 0, t;
             v = a[2 * j + 1]; t = CC_TAKES(v, m); m = FN(pick)(t, v, m); k = t ? 1 : k;
@@ -185,8 +180,7 @@ static inline void IFN(max3_rows)(const REAL *CC_RESTRICT r0, int64_t W, int64_t
         const REAL *CC_RESTRICT a = r0 + S * j0, *CC_RESTRICT b = r1 + S * j0;
         const REAL *CC_RESTRICT d = r2 + S * j0;
         IDX_T *CC_RESTRICT ic = idx + j0;
-        j = 0;
-        for (; j < n; ++j) {
+        for (j = 0; j < n; ++j) {
             const int64_t c = S * j;
             REAL m = a[c], v;
             CODE_T k = 0, t;

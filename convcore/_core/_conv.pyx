@@ -320,7 +320,7 @@ def conv2d_forward_packed(const floating[:, :, :, ::1] x, const floating[:, :, :
                           const floating[::1] packed, const floating[::1] b, bint has_bias,
                           floating[::1] work, floating[:, :, :, ::1] y, geom, int n_threads):
     """conv2d_forward from the packed weights (see cc_conv2d_fwd_packed);
-    the workspace is WINOGRAD's."""
+    the workspace is WINOGRAD's, or BATCHED's for the GEMM form."""
     cdef cc_conv_geom g = _geom(geom)
     cdef const floating *bp = NULL
     cdef floating *wp = NULL

@@ -189,10 +189,10 @@ def _conv2d_run(be, dt, x4, unbatched, geom, weight, bias):
 def _conv2d_packed(x, weight, bias, packs, stride=1, padding=0, dilation=1, groups=1):
     """``conv2d(x, weight, bias, ...)`` from weights packed once where the
     backend has a packed form that runs this call faster (WINOGRAD's
-    transformed weights: see ``cc_conv_pack_elems``), else conv2d itself.
+    transformed weights, whose output is the bits AUTO's WINOGRAD gives, or
+    a GEMM kernel's layout: see ``cc_conv_pack_elems``), else conv2d itself.
     `packs` (a dict) keeps the packed forms; its owner empties it whenever
-    the weights may have changed.  The output is the bits AUTO's WINOGRAD
-    gives."""
+    the weights may have changed."""
     be, dt, x4, unbatched, extra, geom = _conv_setup(x, weight, bias, stride, padding,
                                                      dilation, groups)
     packable = getattr(be, "conv2d_packable", None)
@@ -206,7 +206,8 @@ def _conv2d_packed(x, weight, bias, packs, stride=1, padding=0, dilation=1, grou
     if packed is None or packed.size != n:
         packed = packs[key] = be.conv2d_pack(w, geom, n)
     y = be.empty((geom.N, geom.K, geom.OH, geom.OW), dt)
-    be.conv2d_forward_packed(asc(x4), w, packed, None if bias is None else asc(bias), y, geom)
+    be.conv2d_forward_packed(asc(x4), w, packed, None if bias is None else asc(bias), y, geom,
+                             kind)
     return y[0] if unbatched else y
 
 

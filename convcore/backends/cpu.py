@@ -228,7 +228,8 @@ def conv2d_forward(x, w, b, y, geom):
 
 def conv2d_packable(geom, dtype):
     """``(elements, kind)`` of the packed weights geom's forward pass runs
-    faster from (WINOGRAD's transformed weights, made once), ``(0, 0)``
+    faster from (made once: WINOGRAD's transformed weights, or the weights
+    in a GEMM kernel's layout, kind ``_conv.PACK_GEMM``), ``(0, 0)``
     where none -- or where CONVCORE_CONV_STRATEGY or a measured plan decides
     the call's strategy.  The packed form depends on the weights and on
     `kind` alone."""
@@ -244,10 +245,10 @@ def conv2d_pack(w, geom, nelems):
     return packed
 
 
-def conv2d_forward_packed(x, w, packed, b, y, geom):
-    """conv2d_forward from `packed` (conv2d_pack's, for these weights)."""
+def conv2d_forward_packed(x, w, packed, b, y, geom, kind):
+    """conv2d_forward from `packed` (conv2d_pack's, for these weights, of
+    conv2d_packable's `kind`)."""
     limit = _config.get_workspace_limit()
-    _, kind = _conv.pack_elems(geom, x.dtype.itemsize)
     # (the GEMM form's columns of an image fit BATCHED's workspace)
     strategy = "batched" if kind == _conv.PACK_GEMM else "winograd"
     p = _cached_plan(geom, x.dtype.itemsize, False, limit, _conv.STRATEGIES[strategy])
