@@ -82,7 +82,7 @@ _cache = {"bytes": 0, "previous": None}
 
 
 def set_memory_cache(nbytes: int) -> None:
-    """Keep freed NumPy arrays of 8 MiB or more, up to ``nbytes`` bytes in
+    """Keep freed NumPy arrays of 16 MiB or more, up to ``nbytes`` bytes in
     all, and hand each out again for the next array of exactly its size.
 
     A large array is otherwise mapped fresh from the system and faulted in

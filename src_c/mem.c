@@ -1,6 +1,6 @@
 /* Memory family: a cache of large freed blocks.
  *
- * glibc maps every block above its mmap threshold (convcore sets 8 MiB, see
+ * glibc maps every block above its mmap threshold (convcore sets 16 MiB, see
  * convcore/_core/__init__.py) fresh from the system and unmaps it on free,
  * so each activation or gradient of a large network is faulted in page by
  * page, zeroed by the kernel, at every step (ResNet-50 training at batch 4:
@@ -42,7 +42,7 @@ typedef struct {
 
 static cc_mem_slot slots[CC_MEM_SLOTS];   /* oldest first */
 static int nslots;
-static size_t kept, min_block = (size_t)8 << 20, budget;
+static size_t kept, min_block = (size_t)16 << 20, budget;
 static unsigned long long hits, misses;
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 

@@ -22,7 +22,7 @@ if not any(k in _os.environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_
 
 #: glibc's malloc thresholds convcore sets at import (bytes), and whether it did.
 MALLOC_TRIM_THRESHOLD = 128 << 20
-MALLOC_MMAP_THRESHOLD = 8 << 20
+MALLOC_MMAP_THRESHOLD = 16 << 20
 malloc_tuned = False
 _MALLOC_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
                 "MALLOC_MMAP_MAX_")
@@ -30,7 +30,7 @@ _MALLOC_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_
 
 def _keep_freed_memory():
     """Ask glibc to keep up to 128 MiB of freed memory at the top of its heap
-    and to serve blocks of up to 8 MiB from the heap.
+    and to serve blocks of up to 16 MiB from the heap.
 
     By default glibc hands freed memory back to the system once more than a
     few MiB lie free at the top of its heap, and maps blocks above a moving
@@ -40,19 +40,22 @@ def _keep_freed_memory():
     Larger blocks (activations of big networks) are still mapped and handed
     back one by one: serving them from the heap as well fragmented it.  With
     32 MiB blocks ResNet-18's training step at batch 16 peaked at 803 MiB
-    instead of 733 MiB; with 16 MiB (or 10 MiB: its layer4's 9 MiB weight
-    gradients) its benchmark process peaked at 774-785 MiB, above PyTorch's,
-    against 728-737 MiB with 8 MiB -- though ResNet-18 on 32x32 inputs, whose
-    9 MiB weight gradients are then mapped afresh and page-faulted in at
-    every step, trained about 8 % faster with 16 MiB.  Keeping only 32 MiB at
-    the top of the heap was not enough for networks whose steps free more
-    than that at once: in some processes (which ones depends on where
-    long-lived blocks land) the heap was trimmed and grown again at every
-    step, 4,000-13,000 page faults a step (ResNet-18 on 32x32 at batch 32:
-    104 ms a step against 83 ms); with 128 MiB kept, 30-200 faults a step on
-    ResNet-18/50 and GoogLeNet, peaks within 1 %.  A user's own MALLOC_*_
-    variable, or CONVCORE_MALLOC=system, leaves glibc's settings alone; so
-    does any other C library.
+    instead of 733 MiB.  16 MiB takes in ResNet-18's 9 MiB last-stage weight
+    gradients and the 12.25 MiB maps of ResNet-18 at batch 16 and ResNet-50
+    at batch 4, which 8 MiB (the first setting) mapped afresh and
+    page-faulted in at every step: ResNet-18 on 32x32 inputs at batch 32
+    trained 5-8 % faster (31.0-31.5 ms a step against 33.3-33.6), ResNet-18
+    at batch 16 4-7 %, in alternating processes; the whole-network
+    benchmark's peaks stayed below PyTorch's on every network (ResNet-18's
+    process 658 MiB against 609 with 8 MiB and PyTorch's 733; the others
+    within 10 MiB).  Keeping only 32 MiB at the top of the heap was not
+    enough for networks whose steps free more than that at once: in some
+    processes (which ones depends on where long-lived blocks land) the heap
+    was trimmed and grown again at every step, 4,000-13,000 page faults a
+    step (ResNet-18 on 32x32 at batch 32: 104 ms a step against 83 ms); with
+    128 MiB kept, 30-200 faults a step on ResNet-18/50 and GoogLeNet, peaks
+    within 1 %.  A user's own MALLOC_*_ variable, or CONVCORE_MALLOC=system,
+    leaves glibc's settings alone; so does any other C library.
     """
     global malloc_tuned
     if (not _sys.platform.startswith("linux") or _os.environ.get("CONVCORE_MALLOC") == "system"

@@ -1,4 +1,4 @@
-"""convcore.set_memory_cache: freed NumPy arrays of 8 MiB or more kept, up to a
+"""convcore.set_memory_cache: freed NumPy arrays of 16 MiB or more kept, up to a
 budget, and handed out again for the next array of exactly their size.
 
 Checked by where arrays land (the same block again), by the cache's own
@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 
 import convcore as cc
+from convcore._config import MEMORY_CACHE_MIN_BLOCK
 from convcore._core import _mem
 
-BIG = 3 << 20   # float32 elements: 12 MiB, above the 8 MiB the cache keeps from
+# float32 elements: 4 MiB above the size the cache keeps from (16 MiB: 20 MiB)
+BIG = (MEMORY_CACHE_MIN_BLOCK + (4 << 20)) // 4
+# a budget that holds five BIG blocks, not six
+BUDGET = 11 * BIG * 2 + (1 << 20)
 
 
 def _handler_name():
@@ -28,9 +32,9 @@ def _handler_name():
 
 @pytest.fixture
 def cache():
-    """The cache on with 64 MiB for the test, off (and empty) after it."""
+    """The cache on with BUDGET for the test, off (and empty) after it."""
     assert cc.get_memory_cache() == 0
-    cc.set_memory_cache(64 << 20)
+    cc.set_memory_cache(BUDGET)
     try:
         yield
     finally:
@@ -39,8 +43,8 @@ def cache():
 
 def test_off_by_default_in_a_fresh_process_and_set_by_the_environment():
     code = ("import convcore, numpy as np; from convcore._core import _mem\n"
-            "a = np.ones(3 << 20, np.float32); p = a.ctypes.data; del a\n"
-            "b = np.ones(3 << 20, np.float32)\n"
+            f"a = np.ones({BIG}, np.float32); p = a.ctypes.data; del a\n"
+            f"b = np.ones({BIG}, np.float32)\n"
             "print(convcore.get_memory_cache(), _mem.stats()[2])\n")
     env = {k: v for k, v in os.environ.items() if k != "CONVCORE_MEMORY_CACHE"}
 
@@ -50,9 +54,9 @@ def test_off_by_default_in_a_fresh_process_and_set_by_the_environment():
     off = run()
     assert off.returncode == 0, off.stderr
     assert off.stdout.split() == ["0", "0"]          # no budget, nothing served from it
-    on = run(CONVCORE_MEMORY_CACHE="32")
+    on = run(CONVCORE_MEMORY_CACHE="64")
     assert on.returncode == 0, on.stderr
-    assert on.stdout.split() == [str(32 << 20), "1"]  # the second array reused the first's
+    assert on.stdout.split() == [str(64 << 20), "1"]  # the second array reused the first's
     bad = run(CONVCORE_MEMORY_CACHE="lots")   # a warning, and no cache
     assert bad.returncode == 0, bad.stderr
     assert "CONVCORE_MEMORY_CACHE" in bad.stderr and bad.stdout.split() == ["0", "0"]
@@ -80,18 +84,18 @@ def test_a_freed_large_array_is_handed_out_again_and_zeroed_when_asked(cache):
 
 
 def test_small_arrays_and_other_sizes_are_not_kept(cache):
-    small = np.ones(1 << 20, np.float32)     # 4 MiB: below the cache's floor
+    small = np.ones(MEMORY_CACHE_MIN_BLOCK // 4 - 1024, np.float32)   # below the cache's floor
     del small
     assert _mem.stats()[:2] == (0, 0)
 
 
 def test_the_budget_bounds_what_is_kept_oldest_released_first(cache):
-    arrays = [np.ones(BIG + i, np.float32) for i in range(6)]   # 6 x 12 MiB
+    arrays = [np.ones(BIG + i, np.float32) for i in range(6)]   # 6 x 20 MiB
     last = arrays[-1].ctypes.data
     for i in range(6):                       # freed first to last
         arrays[i] = None
     kept, blocks, _, _ = _mem.stats()
-    assert kept <= 64 << 20 and blocks == 5   # the first one went back to the system
+    assert kept <= BUDGET and blocks == 5   # the first one went back to the system
     again = np.empty(BIG + 5, np.float32)
     assert again.ctypes.data == last
     assert _mem.stats()[:2] == (kept - (BIG + 5) * 4, 4)
@@ -105,7 +109,7 @@ def test_turning_it_off_releases_every_block_and_restores_numpy_s_allocator(cach
     assert _handler_name() == "default_allocator"
     del before                               # freed through the cache's allocator: let go
     assert _mem.stats()[:2] == (0, 0)
-    cc.set_memory_cache(64 << 20)            # (the fixture turns it off again)
+    cc.set_memory_cache(BUDGET)              # (the fixture turns it off again)
     assert _handler_name() == "convcore_block_cache"
 
 
@@ -129,8 +133,8 @@ def test_arrays_freed_on_other_threads_and_resized_ones_stay_sound(cache):
 def test_a_network_gives_the_same_bits_with_the_cache_on_and_off():
     rng = np.random.default_rng(0)
     net = cc.models.resnet18(num_classes=10, rng=0)
-    # (32 x 64 x 32 x 32 float32 after the stem: 8 MiB, the size kept from)
-    x = rng.standard_normal((32, 3, 64, 64), dtype=np.float32)
+    # (32 x 64 x 48 x 48 float32 after the stem: 18 MiB, above the size kept from)
+    x = rng.standard_normal((32, 3, 96, 96), dtype=np.float32)
     t = rng.integers(0, 10, 32)
 
     def step():
@@ -158,7 +162,7 @@ import resource, numpy as np, convcore
 def faults():
     return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 def step():
-    a = [np.ones(3 << 20, np.float32) for _ in range(3)]   # 3 x 12 MiB, every page touched
+    a = [np.ones(%d, np.float32) for _ in range(3)]   # 3 x 20 MiB, every page touched
     del a
 for _ in range(2):
     step()
@@ -166,22 +170,22 @@ r0 = faults()
 for _ in range(10):
     step()
 print((faults() - r0) / 10)
-"""
+""" % BIG
     env = {k: v for k, v in os.environ.items() if k != "CONVCORE_MEMORY_CACHE"}
 
     def run(**extra):
         out = subprocess.run([sys.executable, "-c", code], env=dict(env, **extra),
                              capture_output=True, text=True, timeout=120, check=True)
         return float(out.stdout.split()[0])
-    off, on = run(), run(CONVCORE_MEMORY_CACHE="64")
-    # (3 x 12 MiB mapped afresh each step: hundreds to thousands of faults,
+    off, on = run(), run(CONVCORE_MEMORY_CACHE="128")
+    # (3 x 20 MiB mapped afresh each step: hundreds to thousands of faults,
     # as many as the kernel takes pages per fault)
     assert off > 300, f"control: {off} faults a step"
     assert on < 100, f"{on} faults a step with the cache"
 
 
 def test_large_outputs_are_faulted_in_before_the_kernels_write_them(rng):
-    """The backend's outputs of 8 MiB or more have their pages faulted in by
+    """The backend's outputs of 16 MiB or more have their pages faulted in by
     one call (Linux 5.14+): writing them then faults nothing in, where a
     plain fresh array of the same size faults in page by page (a fresh
     interpreter: no kept blocks, no earlier heap).  Results are unchanged."""
@@ -213,7 +217,7 @@ print(int(ok), write_faults(np.empty(n, np.float32)), write_faults(cpu.empty((n,
     small = cpu.empty((1000,), np.float32)   # small arrays: as NumPy makes them
     assert small.shape == (1000,) and small.dtype == np.float32
     # a ReLU into a populated output: the definition
-    x = rng.standard_normal((4, 64, 100, 100)).astype(np.float32)   # 10 MiB
+    x = rng.standard_normal((4, 64, 128, 128)).astype(np.float32)   # 16 MiB
     np.testing.assert_array_equal(cc.relu(x), np.maximum(x, 0))
 
 
