@@ -5,9 +5,12 @@
  * in norm.c): the moments of every (chunk, channel) into the workspace, in
  * parallel over tasks; each channel's chunks merged in order into its
  * statistics and per-element coefficients, in parallel over channels; the
- * per-element pass, in parallel over tasks.  Statistics are accumulated in
- * double; the per-element pass works in REAL, with the rounding of the mean
- * folded into the shift, so it costs no accuracy where mean >> std. */
+ * per-element pass, in parallel over tasks.  On large maps training runs a
+ * channel at a time instead, the three steps on one channel's planes while
+ * they stay in cache (bn_fused in norm.c; the same chunks and order, the same
+ * bits).  Statistics are accumulated in double; the per-element pass works
+ * in REAL, with the rounding of the mean folded into the shift, so it costs
+ * no accuracy where mean >> std. */
 
 #ifndef CC_CAT
 #define CC_CAT2(a, b) a##_##b
@@ -394,6 +397,99 @@ static void FN(eval_task)(const REAL *dy, const REAL *x, const bn_plan *p, int64
     }
 }
 
+/* ------------------------------------------------------ per-channel steps */
+
+/* Channel c's forward coefficients (mh, s, sh: y = (x - mh) s + sh) from its
+ * merged moments (training) or the running statistics, and its statistics. */
+static void FN(fwd_coef)(const bn_plan *p, const double *work, const REAL *rmean,
+                         const REAL *rvar, const REAL *w, const REAL *b, double eps,
+                         int training, int64_t c, double *coef, double *mean, double *var)
+{
+    double m, v, sd, *q = coef + c * CC_BN_COEF;
+    REAL mh;
+    if (training) {
+        bn_moments a;
+        mom_channel(work, p->J, p->C, c, &a);
+        m = a.mx;
+        v = a.mxx / a.n;
+    } else {
+        m = (double)rmean[c];
+        v = (double)rvar[c];
+    }
+    mean[c] = m;
+    var[c] = v;
+    sd = 1.0 / sqrt(v + eps);
+    if (w) sd *= (double)w[c];
+    /* y = (x - m) s + b = (x - mh) s + (b - (m - mh) s), mh = m rounded */
+    mh = (REAL)m;
+    q[0] = (double)mh;
+    q[1] = sd;
+    q[2] = (b ? (double)b[c] : 0.0) - (m - (double)mh) * sd;
+    q[3] = 0;
+}
+
+/* Channel c's training-backward coefficients (mh, s, a, k: dx = s ((dy - a)
+ * - k (x - mh))) from its merged moments, and its dw and db. */
+static void FN(bwd_coef)(const bn_plan *p, const double *work, const REAL *w, double eps,
+                         int64_t c, double *coef, REAL *dw, REAL *db)
+{
+    /* forward: y = xhat w + b, xhat = (x - mean) is, is = 1/sqrt(var + eps)
+     * =>  db = sum dy, dw = sum dy xhat = is sum dy (x - mean),
+     *     dx = w is (dy - db/M - xhat dw/M) */
+    bn_moments a;
+    double is, gw, sd, k, *q = coef + c * CC_BN_COEF;
+    REAL mh;
+    mom_channel(work, p->J, p->C, c, &a);
+    is = 1.0 / sqrt(a.mxx / a.n + eps);
+    gw = is * a.mxy;
+    sd = w ? is * (double)w[c] : is;
+    k = is * gw / a.n;
+    dw[c] = (REAL)gw;
+    db[c] = (REAL)a.sy;
+    /* dy - a - k (x - m) = (dy - (a - k (m - mh))) - k (x - mh) */
+    mh = (REAL)a.mx;
+    q[0] = (double)mh;
+    q[1] = sd;
+    q[2] = a.sy / a.n - k * (a.mx - (double)mh);
+    q[3] = k;
+}
+
+/* Training forward of channel c alone, start to end: its chunks' moments
+ * (stats_task's, in the same chunks), its coefficients, then its elements.
+ * The same values in the same order as the three phases give -- the same
+ * bits -- but the channel's planes are read the second time from cache
+ * (see CC_BN_FUSE_BYTES).  dy may be NULL; with dy the training backward's
+ * three steps, dx to out. */
+static void FN(channel_fused)(const REAL *x, const REAL *dy, const bn_plan *p, int64_t c,
+                              const REAL *w, const REAL *b, double eps, double *work,
+                              double *coef, double *mean, double *var, REAL *dw, REAL *db,
+                              REAL *out)
+{
+    const int64_t S = p->C * p->L, L = p->L;
+    const double *q = coef + c * CC_BN_COEF;
+    int64_t j, n;
+    for (j = 0; j < p->J; ++j) {
+        const bn_task k = bn_task_at(p, j * p->ngroups + c / CC_BN_GROUP);
+        const int64_t off = k.n0 * S + c * L + k.l0;
+        double *m = work + (j * p->C + c) * CC_BN_MOM;
+        if (dy)
+            FN(chunk_xy)(x + off, dy + off, S, k.n1 - k.n0, k.l1 - k.l0, m);
+        else
+            FN(chunk_x)(x + off, S, k.n1 - k.n0, k.l1 - k.l0, m);
+    }
+    if (dy) {
+        FN(bwd_coef)(p, work, w, eps, c, coef, dw, db);
+        for (n = 0; n < p->N; ++n)
+            FN(bwd_span)(dy + n * S + c * L, x + n * S + c * L, L, (REAL)q[0], (REAL)q[1],
+                         (REAL)q[2], (REAL)q[3], out + n * S + c * L);
+    } else {
+        FN(fwd_coef)(p, work, NULL, NULL, w, b, eps, 1, c, coef, mean, var);
+        for (n = 0; n < p->N; ++n)
+            FN(fwd_span)(x + n * S + c * L, L, (REAL)q[0], (REAL)q[1], (REAL)q[2],
+                         out + n * S + c * L);
+    }
+}
+
 /* ---------------------------------------------------------------- kernels */
 
 int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REAL *rmean,
@@ -410,6 +506,13 @@ int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REA
     bn_plan_make(N, C, L, &p);
     coef = work + p.J * C * CC_BN_MOM;
     team = norm_team(n_threads, N * C * L, training ? 3 : 2, sizeof(REAL));
+    if (training && bn_fused(&p, team, 1, sizeof(REAL))) {
+        int64_t c;
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+        for (c = 0; c < C; ++c)
+            FN(channel_fused)(x, NULL, &p, c, w, b, eps, work, coef, mean, var, NULL, NULL, y);
+        return CC_OK;
+    }
 #pragma omp parallel num_threads(team) if (team > 1)
     {
         int64_t t, c;
@@ -418,29 +521,8 @@ int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REA
             for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, NULL, &p, t, work);
         }
 #pragma omp for schedule(static)
-        for (c = 0; c < C; ++c) {
-            double m, v, sd, *q = coef + c * CC_BN_COEF;
-            REAL mh;
-            if (training) {
-                bn_moments a;
-                mom_channel(work, p.J, C, c, &a);
-                m = a.mx;
-                v = a.mxx / a.n;
-            } else {
-                m = (double)rmean[c];
-                v = (double)rvar[c];
-            }
-            mean[c] = m;
-            var[c] = v;
-            sd = 1.0 / sqrt(v + eps);
-            if (w) sd *= (double)w[c];
-            /* y = (x - m) s + b = (x - mh) s + (b - (m - mh) s), mh = m rounded */
-            mh = (REAL)m;
-            q[0] = (double)mh;
-            q[1] = sd;
-            q[2] = (b ? (double)b[c] : 0.0) - (m - (double)mh) * sd;
-            q[3] = 0;
-        }
+        for (c = 0; c < C; ++c) FN(fwd_coef)(&p, work, rmean, rvar, w, b, eps, training, c, coef,
+                                             mean, var);
 #pragma omp for schedule(static)
         for (t = 0; t < p.tasks; ++t) FN(fwd_task)(x, &p, t, coef, y);
     }
@@ -462,34 +544,21 @@ int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const RE
     bn_plan_make(N, C, L, &p);
     coef = work + p.J * C * CC_BN_MOM;
     team = norm_team(n_threads, N * C * L, training ? 5 : 3, sizeof(REAL));
+    if (training && bn_fused(&p, team, 2, sizeof(REAL))) {
+        int64_t c;
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+        for (c = 0; c < C; ++c)
+            FN(channel_fused)(x, dy, &p, c, w, NULL, eps, work, coef, NULL, NULL, dw, db, dx);
+        return CC_OK;
+    }
     if (training) {
-        /* forward: y = xhat w + b, xhat = (x - mean) is, is = 1/sqrt(var + eps)
-         * =>  db = sum dy, dw = sum dy xhat = is sum dy (x - mean),
-         *     dx = w is (dy - db/M - xhat dw/M) */
 #pragma omp parallel num_threads(team) if (team > 1)
         {
             int64_t t, c;
 #pragma omp for schedule(static)
             for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, dy, &p, t, work);
 #pragma omp for schedule(static)
-            for (c = 0; c < C; ++c) {
-                bn_moments a;
-                double is, gw, sd, k, *q = coef + c * CC_BN_COEF;
-                REAL mh;
-                mom_channel(work, p.J, C, c, &a);
-                is = 1.0 / sqrt(a.mxx / a.n + eps);
-                gw = is * a.mxy;
-                sd = w ? is * (double)w[c] : is;
-                k = is * gw / a.n;
-                dw[c] = (REAL)gw;
-                db[c] = (REAL)a.sy;
-                /* dy - a - k (x - m) = (dy - (a - k (m - mh))) - k (x - mh) */
-                mh = (REAL)a.mx;
-                q[0] = (double)mh;
-                q[1] = sd;
-                q[2] = a.sy / a.n - k * (a.mx - (double)mh);
-                q[3] = k;
-            }
+            for (c = 0; c < C; ++c) FN(bwd_coef)(&p, work, w, eps, c, coef, dw, db);
 #pragma omp for schedule(static)
             for (t = 0; t < p.tasks; ++t) FN(bwd_task)(dy, x, &p, t, coef, dx);
         }

@@ -523,3 +523,43 @@ def test_batch_norm_and_relu_match_torch(rng, dtype, training, shape):
     tF.relu(xt).backward(torch.tensor(dy))
     np.testing.assert_array_equal(cc.relu(x), tF.relu(torch.tensor(x)).numpy())
     np.testing.assert_array_equal(cc.relu_backward(dy, x), xt.grad.numpy())
+
+
+# ------------------------------------------- one channel at a time (large maps)
+# Training batch norm on maps of 2048+ values whose whole array is more than
+# L2 holds runs one channel at a time (statistics, coefficients, output while
+# the channel's planes are in cache): the same chunks merged in the same order
+# as the three-phase path, so the definition's values and the same bits for
+# every thread count.  (4, 16, 96, 96) float32: 2.4 MB, 147 kB a channel.
+FUSED_SHAPES = [(4, 16, 96, 96), (5, 7, 150, 149), (1, 6, 300, 300)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", FUSED_SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_batch_norm_one_channel_at_a_time_matches_naive_loops(rng, dtype, shape, affine):
+    x, dy, w, b, rm, rv = _inputs(rng, shape, dtype)
+    if not affine:
+        w = b = None
+    out = []
+    for n in (1, 2, 3):
+        cc.set_num_threads(n)
+        r1, v1 = rm.copy(), rv.copy()
+        y = cc.batch_norm(x, r1, v1, w, b, training=True, eps=1e-5)
+        out.append((y, r1, v1) + tuple(cc.batch_norm_backward(dy, x, None, None, w,
+                                                              training=True, eps=1e-5)))
+    for got in out[1:]:
+        for a, b2 in zip(got, out[0]):
+            np.testing.assert_array_equal(a, b2)
+    y, r1, v1, gx, gw, gb = out[0]
+    ref, mean, var, scale = bn_forward_ref(x, w, b, None, None, True, 1e-5)
+    _check_close(y, ref, scale, dtype)
+    M = x.size // shape[1]
+    unit = 8 * EPS32 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(r1, 0.9 * rm + 0.1 * mean, rtol=unit, atol=unit)
+    np.testing.assert_allclose(v1, 0.9 * rv + 0.1 * var * M / (M - 1), rtol=unit, atol=unit)
+    rdx, rdw, rdb, scale = bn_backward_ref(dy, x, w, None, None, True, 1e-5)
+    _check_close(gx, rdx, scale, dtype)
+    tol = (64 if dtype == np.float32 else 1e-9) * EPS32 * np.sqrt(M)
+    np.testing.assert_allclose(gb, rdb, rtol=0, atol=tol * (np.abs(rdb).max() + np.sqrt(M)))
+    np.testing.assert_allclose(gw, rdw, rtol=0, atol=tol * (np.abs(rdw).max() + np.sqrt(M)))
