@@ -148,51 +148,75 @@ CC_CLONES static void FN(chunk_xy)(const REAL *CC_RESTRICT x, const REAL *CC_RES
 }
 
 /* Moments of channels [0, nc) over planes [0, np) (short planes, L <
- * CC_BN_MIN_L): row p of channel c is the L elements at x + p*stride + c*L;
- * one accumulator per channel, two passes.  dy may be NULL.  Channel c's
- * moments go to w + c*CC_BN_MOM. */
-static void FN(chunk_group)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dy,
-                            int64_t stride, int64_t np, int64_t nc, int64_t L, double *w)
+ * CC_BN_MIN_L): row p of channel c is the L elements at x + p*stride + c*L.
+ * The group's nc*L values of a plane are contiguous, so each position (c, l)
+ * gets its own sum over the planes, in vectors across the positions; a
+ * channel's sum is then its L positions' sums added in order (the order is
+ * fixed by the shape).  Two passes: the means, then the deviations from
+ * them.  dy may be NULL.  Channel c's moments go to w + c*CC_BN_MOM.
+ * (Summing a channel's values one by one ran scalar, one add waiting on the
+ * last: 32 x 128 x 4 x 4's training backward took 0.12 ms.) */
+#define CC_BN_GROUP_POS (CC_BN_GROUP * CC_BN_MIN_L)
+CC_CLONES static void FN(chunk_group)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dy,
+                                      int64_t stride, int64_t np, int64_t nc, int64_t L,
+                                      double *w)
 {
-    double s[CC_BN_GROUP], t[CC_BN_GROUP], q[CC_BN_GROUP], r[CC_BN_GROUP];
-    double mx[CC_BN_GROUP], my[CC_BN_GROUP];
+    double s[CC_BN_GROUP_POS], t[CC_BN_GROUP_POS], ex[CC_BN_GROUP_POS], ey[CC_BN_GROUP_POS];
+    double mx[CC_BN_GROUP], my[CC_BN_GROUP], sy[CC_BN_GROUP], q[CC_BN_GROUP], r[CC_BN_GROUP];
     const double cnt = (double)(np * L);
-    int64_t p, c, l;
-    for (c = 0; c < nc; ++c) s[c] = t[c] = q[c] = r[c] = 0;
+    const int64_t n = nc * L;
+    int64_t p, c, l, i;
+    for (i = 0; i < n; ++i) s[i] = t[i] = 0;
     for (p = 0; p < np; ++p) {
         const REAL *CC_RESTRICT v = x + p * stride;
-        for (c = 0; c < nc; ++c)
-            for (l = 0; l < L; ++l) s[c] += (double)v[c * L + l];
+        for (i = 0; i < n; ++i) s[i] += (double)v[i];
         if (dy) {
             const REAL *CC_RESTRICT g = dy + p * stride;
-            for (c = 0; c < nc; ++c)
-                for (l = 0; l < L; ++l) t[c] += (double)g[c * L + l];
+            for (i = 0; i < n; ++i) t[i] += (double)g[i];
         }
     }
     for (c = 0; c < nc; ++c) {
-        mx[c] = s[c] / cnt;
-        my[c] = t[c] / cnt;
+        double a = 0, b = 0;
+        for (l = 0; l < L; ++l) {
+            a += s[c * L + l];
+            b += t[c * L + l];
+        }
+        mx[c] = a / cnt;
+        my[c] = b / cnt;
+        sy[c] = b;
+        for (l = 0; l < L; ++l) {
+            ex[c * L + l] = mx[c];
+            ey[c * L + l] = my[c];
+        }
     }
+    for (i = 0; i < n; ++i) s[i] = t[i] = 0;
     for (p = 0; p < np; ++p) {
         const REAL *CC_RESTRICT v = x + p * stride;
-        for (c = 0; c < nc; ++c)
-            for (l = 0; l < L; ++l) {
-                const double d = (double)v[c * L + l] - mx[c];
-                q[c] += d * d;
-            }
         if (dy) {
             const REAL *CC_RESTRICT g = dy + p * stride;
-            for (c = 0; c < nc; ++c)
-                for (l = 0; l < L; ++l)
-                    r[c] += ((double)v[c * L + l] - mx[c]) * ((double)g[c * L + l] - my[c]);
+            for (i = 0; i < n; ++i) {
+                const double d = (double)v[i] - ex[i];
+                s[i] += d * d;
+                t[i] += d * ((double)g[i] - ey[i]);
+            }
+        } else {
+            for (i = 0; i < n; ++i) {
+                const double d = (double)v[i] - ex[i];
+                s[i] += d * d;
+            }
         }
     }
     for (c = 0; c < nc; ++c) {
         bn_moments m;
+        q[c] = r[c] = 0;
+        for (l = 0; l < L; ++l) {
+            q[c] += s[c * L + l];
+            r[c] += t[c * L + l];
+        }
         m.n = cnt;
         m.mx = mx[c];
         m.my = my[c];
-        m.sy = t[c];
+        m.sy = sy[c];
         m.mxx = q[c];
         m.mxy = r[c];
         mom_store(w + c * CC_BN_MOM, &m);
