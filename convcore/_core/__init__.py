@@ -20,9 +20,15 @@ if not any(k in _os.environ for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_
     _os.environ["GOMP_SPINCOUNT"] = "100000"     # GNU OpenMP: spins before sleeping
     _os.environ["KMP_BLOCKTIME"] = "2"           # LLVM/Intel OpenMP: milliseconds
 
-#: glibc's malloc thresholds convcore sets at import (bytes), and whether it did.
+#: glibc's malloc thresholds convcore sets at import (bytes), and whether it did:
+#: arrays of up to MALLOC_MMAP_THRESHOLD bytes, that size included, come from
+#: the heap.  glibc maps a request fresh when the block it needs -- the request
+#: plus malloc's header -- reaches its threshold, so the threshold it is given
+#: lies a little above: a 16 MiB array (64 channels of 32 x 32 at batch 64,
+#: float32) is a common size.
 MALLOC_TRIM_THRESHOLD = 128 << 20
 MALLOC_MMAP_THRESHOLD = 16 << 20
+_MALLOC_HEADER_ROOM = 64 << 10
 malloc_tuned = False
 _MALLOC_VARS = ("MALLOC_TRIM_THRESHOLD_", "MALLOC_MMAP_THRESHOLD_", "MALLOC_TOP_PAD_",
                 "MALLOC_MMAP_MAX_")
@@ -70,7 +76,7 @@ def _keep_freed_memory():
         return
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
-    malloc_tuned = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD)
+    malloc_tuned = bool(mallopt(M_MMAP_THRESHOLD, MALLOC_MMAP_THRESHOLD + _MALLOC_HEADER_ROOM)
                         and mallopt(M_TRIM_THRESHOLD, MALLOC_TRIM_THRESHOLD))
 
 

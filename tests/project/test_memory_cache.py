@@ -193,7 +193,7 @@ def test_large_outputs_are_faulted_in_before_the_kernels_write_them(rng):
 import resource, numpy as np
 from convcore._core import _mem
 from convcore.backends import cpu
-n = cpu.POPULATE_MIN_BYTES // 4 + 1000
+n = (cpu.POPULATE_MIN_BYTES + (1 << 20)) // 4     # (above the heap's blocks: mapped fresh)
 def write_faults(a):
     r0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     a.fill(1.0)
