@@ -452,6 +452,20 @@ int cc_batch_norm_bwd_f64(const double *dy, const double *x, const double *w,
                           int64_t work_elems, int n_threads, double *dx, double *dw,
                           double *db);
 
+/* Training backward given the forward's batch statistics (mean, var: the
+ * float64 values cc_batch_norm_fwd returned for this x): sum dy and
+ * sum dy (x - mean) in one pass instead of the statistics again.  Same
+ * arguments and results as cc_batch_norm_bwd with training = 1, within
+ * float rounding of it. */
+int cc_batch_norm_bwd_saved_f32(const float *dy, const float *x, const float *w,
+                                const double *mean, const double *var, int64_t N, int64_t C,
+                                int64_t L, double eps, double *work, int64_t work_elems,
+                                int n_threads, float *dx, float *dw, float *db);
+int cc_batch_norm_bwd_saved_f64(const double *dy, const double *x, const double *w,
+                                const double *mean, const double *var, int64_t N, int64_t C,
+                                int64_t L, double eps, double *work, int64_t work_elems,
+                                int n_threads, double *dx, double *dw, double *db);
+
 /* ReLU forward, any layout (n elements).
  *   x (n) [in];  y (n) [out, overwritten; may be x itself, else not overlapping it]
  * y = x where x > 0 or x is NaN, else +0 (as max(x, 0) with NaN propagating). */

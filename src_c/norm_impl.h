@@ -147,6 +147,51 @@ CC_CLONES static void FN(chunk_xy)(const REAL *CC_RESTRICT x, const REAL *CC_RES
     mom_store(w, &r);
 }
 
+/* The training backward's sums of one chunk when the forward's statistics
+ * are at hand (m: the channel's batch mean): sum dy and sum dy (x - m), one
+ * pass in 16 lanes (dy's lanes as chunk_xy's).  Stored with mx = my = 0, so
+ * the chunks merge by plain addition. */
+CC_CLONES static void FN(chunk_dy)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dy,
+                                   int64_t stride, int64_t np, int64_t len, double m,
+                                   double *w)
+{
+    v4d t0 = v4_zero(), t1 = v4_zero(), t2 = v4_zero(), t3 = v4_zero();
+    v4d r0 = v4_zero(), r1 = v4_zero(), r2 = v4_zero(), r3 = v4_zero();
+    const v4d M = v4_splat(m);
+    double tt = 0, rt = 0;
+    bn_moments r;
+    int64_t p, i;
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        const REAL *CC_RESTRICT g = dy + p * stride;
+        for (i = 0; i + 16 <= len; i += 16) {
+            v4d e;
+            e = V4_LOAD(g + i);
+            t0 = v4_add(t0, e);
+            r0 = v4_add(r0, v4_mul(e, v4_sub(V4_LOAD(v + i), M)));
+            e = V4_LOAD(g + i + 4);
+            t1 = v4_add(t1, e);
+            r1 = v4_add(r1, v4_mul(e, v4_sub(V4_LOAD(v + i + 4), M)));
+            e = V4_LOAD(g + i + 8);
+            t2 = v4_add(t2, e);
+            r2 = v4_add(r2, v4_mul(e, v4_sub(V4_LOAD(v + i + 8), M)));
+            e = V4_LOAD(g + i + 12);
+            t3 = v4_add(t3, e);
+            r3 = v4_add(r3, v4_mul(e, v4_sub(V4_LOAD(v + i + 12), M)));
+        }
+        for (; i < len; ++i) {
+            const double e = (double)g[i];
+            tt += e;
+            rt += e * ((double)v[i] - m);
+        }
+    }
+    r.n = (double)(np * len);
+    r.mx = r.my = r.mxx = 0;
+    r.sy = v4_sum4(t0, t1, t2, t3) + tt;
+    r.mxy = v4_sum4(r0, r1, r2, r3) + rt;
+    mom_store(w, &r);
+}
+
 /* Moments of channels [0, nc) over planes [0, np) (short planes, L <
  * CC_BN_MIN_L): row p of channel c is the L elements at x + p*stride + c*L.
  * The group's nc*L values of a plane are contiguous, so each position (c, l)
@@ -223,10 +268,45 @@ CC_CLONES static void FN(chunk_group)(const REAL *CC_RESTRICT x, const REAL *CC_
     }
 }
 
+/* chunk_dy for a group of channels with short planes (as chunk_group: a sum
+ * per position over the planes, then a channel's positions in order); mean:
+ * the group's batch means. */
+CC_CLONES static void FN(chunk_group_dy)(const REAL *CC_RESTRICT x, const REAL *CC_RESTRICT dy,
+                                         int64_t stride, int64_t np, int64_t nc, int64_t L,
+                                         const double *mean, double *w)
+{
+    double t[CC_BN_GROUP_POS], r[CC_BN_GROUP_POS], ex[CC_BN_GROUP_POS];
+    const int64_t n = nc * L;
+    int64_t p, c, l, i;
+    for (c = 0; c < nc; ++c)
+        for (l = 0; l < L; ++l) ex[c * L + l] = mean[c];
+    for (i = 0; i < n; ++i) t[i] = r[i] = 0;
+    for (p = 0; p < np; ++p) {
+        const REAL *CC_RESTRICT v = x + p * stride;
+        const REAL *CC_RESTRICT g = dy + p * stride;
+        for (i = 0; i < n; ++i) {
+            const double e = (double)g[i];
+            t[i] += e;
+            r[i] += e * ((double)v[i] - ex[i]);
+        }
+    }
+    for (c = 0; c < nc; ++c) {
+        bn_moments m;
+        m.n = (double)(np * L);
+        m.mx = m.my = m.mxx = 0;
+        m.sy = m.mxy = 0;
+        for (l = 0; l < L; ++l) {
+            m.sy += t[c * L + l];
+            m.mxy += r[c * L + l];
+        }
+        mom_store(w + c * CC_BN_MOM, &m);
+    }
+}
+
 /* Moments of task t's chunk, one record per channel of its group, to
  * work[(j*C + c)*CC_BN_MOM].  dy may be NULL (forward). */
-static void FN(stats_task)(const REAL *x, const REAL *dy, const bn_plan *p, int64_t t,
-                           double *work)
+static void FN(stats_task)(const REAL *x, const REAL *dy, const double *smean,
+                           const bn_plan *p, int64_t t, double *work)
 {
     const bn_task k = bn_task_at(p, t);
     const int64_t S = p->C * p->L;
@@ -235,15 +315,22 @@ static void FN(stats_task)(const REAL *x, const REAL *dy, const bn_plan *p, int6
         for (c = k.c0; c < k.c1; ++c) {
             const int64_t off = k.n0 * S + c * p->L + k.l0;
             double *w = work + (k.j * p->C + c) * CC_BN_MOM;
-            if (dy)
+            if (smean)
+                FN(chunk_dy)(x + off, dy + off, S, k.n1 - k.n0, k.l1 - k.l0, smean[c], w);
+            else if (dy)
                 FN(chunk_xy)(x + off, dy + off, S, k.n1 - k.n0, k.l1 - k.l0, w);
             else
                 FN(chunk_x)(x + off, S, k.n1 - k.n0, k.l1 - k.l0, w);
         }
     } else {
         const int64_t off = k.n0 * S + k.c0 * p->L;
-        FN(chunk_group)(x + off, dy ? dy + off : NULL, S, k.n1 - k.n0, k.c1 - k.c0, p->L,
-                        work + (k.j * p->C + k.c0) * CC_BN_MOM);
+        double *w = work + (k.j * p->C + k.c0) * CC_BN_MOM;
+        if (smean)
+            FN(chunk_group_dy)(x + off, dy + off, S, k.n1 - k.n0, k.c1 - k.c0, p->L,
+                               smean + k.c0, w);
+        else
+            FN(chunk_group)(x + off, dy ? dy + off : NULL, S, k.n1 - k.n0, k.c1 - k.c0, p->L,
+                            w);
     }
 }
 
@@ -454,17 +541,25 @@ static void FN(fwd_coef)(const bn_plan *p, const double *work, const REAL *rmean
 
 /* Channel c's training-backward coefficients (mh, s, a, k: dx = s ((dy - a)
  * - k (x - mh))) from its merged moments, and its dw and db. */
-static void FN(bwd_coef)(const bn_plan *p, const double *work, const REAL *w, double eps,
-                         int64_t c, double *coef, REAL *dw, REAL *db)
+static void FN(bwd_coef)(const bn_plan *p, const double *work, const double *smean,
+                         const double *svar, const REAL *w, double eps, int64_t c,
+                         double *coef, REAL *dw, REAL *db)
 {
     /* forward: y = xhat w + b, xhat = (x - mean) is, is = 1/sqrt(var + eps)
      * =>  db = sum dy, dw = sum dy xhat = is sum dy (x - mean),
-     *     dx = w is (dy - db/M - xhat dw/M) */
+     *     dx = w is (dy - db/M - xhat dw/M)
+     * (with the forward's statistics, smean and svar, the moments hold sum dy
+     * and sum dy (x - mean) alone: chunk_dy) */
     bn_moments a;
     double is, gw, sd, k, *q = coef + c * CC_BN_COEF;
     REAL mh;
     mom_channel(work, p->J, p->C, c, &a);
-    is = 1.0 / sqrt(a.mxx / a.n + eps);
+    if (smean) {
+        a.mx = smean[c];
+        is = 1.0 / sqrt(svar[c] + eps);
+    } else {
+        is = 1.0 / sqrt(a.mxx / a.n + eps);
+    }
     gw = is * a.mxy;
     sd = w ? is * (double)w[c] : is;
     k = is * gw / a.n;
@@ -484,10 +579,10 @@ static void FN(bwd_coef)(const bn_plan *p, const double *work, const REAL *w, do
  * bits -- but the channel's planes are read the second time from cache
  * (see CC_BN_FUSE_BYTES).  dy may be NULL; with dy the training backward's
  * three steps, dx to out. */
-static void FN(channel_fused)(const REAL *x, const REAL *dy, const bn_plan *p, int64_t c,
-                              const REAL *w, const REAL *b, double eps, double *work,
-                              double *coef, double *mean, double *var, REAL *dw, REAL *db,
-                              REAL *out)
+static void FN(channel_fused)(const REAL *x, const REAL *dy, const double *smean,
+                              const double *svar, const bn_plan *p, int64_t c, const REAL *w,
+                              const REAL *b, double eps, double *work, double *coef,
+                              double *mean, double *var, REAL *dw, REAL *db, REAL *out)
 {
     const int64_t S = p->C * p->L, L = p->L;
     const double *q = coef + c * CC_BN_COEF;
@@ -496,13 +591,15 @@ static void FN(channel_fused)(const REAL *x, const REAL *dy, const bn_plan *p, i
         const bn_task k = bn_task_at(p, j * p->ngroups + c / CC_BN_GROUP);
         const int64_t off = k.n0 * S + c * L + k.l0;
         double *m = work + (j * p->C + c) * CC_BN_MOM;
-        if (dy)
+        if (smean)
+            FN(chunk_dy)(x + off, dy + off, S, k.n1 - k.n0, k.l1 - k.l0, smean[c], m);
+        else if (dy)
             FN(chunk_xy)(x + off, dy + off, S, k.n1 - k.n0, k.l1 - k.l0, m);
         else
             FN(chunk_x)(x + off, S, k.n1 - k.n0, k.l1 - k.l0, m);
     }
     if (dy) {
-        FN(bwd_coef)(p, work, w, eps, c, coef, dw, db);
+        FN(bwd_coef)(p, work, smean, svar, w, eps, c, coef, dw, db);
         for (n = 0; n < p->N; ++n)
             FN(bwd_span)(dy + n * S + c * L, x + n * S + c * L, L, (REAL)q[0], (REAL)q[1],
                          (REAL)q[2], (REAL)q[3], out + n * S + c * L);
@@ -534,7 +631,8 @@ int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REA
         int64_t c;
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
         for (c = 0; c < C; ++c)
-            FN(channel_fused)(x, NULL, &p, c, w, b, eps, work, coef, mean, var, NULL, NULL, y);
+            FN(channel_fused)(x, NULL, NULL, NULL, &p, c, w, b, eps, work, coef, mean, var, NULL,
+                              NULL, y);
         return CC_OK;
     }
 #pragma omp parallel num_threads(team) if (team > 1)
@@ -542,7 +640,7 @@ int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REA
         int64_t t, c;
         if (training) {
 #pragma omp for schedule(static)
-            for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, NULL, &p, t, work);
+            for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, NULL, NULL, &p, t, work);
         }
 #pragma omp for schedule(static)
         for (c = 0; c < C; ++c) FN(fwd_coef)(&p, work, rmean, rvar, w, b, eps, training, c, coef,
@@ -553,10 +651,10 @@ int FN(cc_batch_norm_fwd)(const REAL *x, const REAL *w, const REAL *b, const REA
     return CC_OK;
 }
 
-int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const REAL *rmean,
-                          const REAL *rvar, int64_t N, int64_t C, int64_t L, double eps,
-                          int training, double *work, int64_t work_elems, int n_threads,
-                          REAL *dx, REAL *dw, REAL *db)
+static int FN(bn_bwd)(const REAL *dy, const REAL *x, const REAL *w, const REAL *rmean,
+                      const REAL *rvar, const double *smean, const double *svar, int64_t N,
+                      int64_t C, int64_t L, double eps, int training, double *work,
+                      int64_t work_elems, int n_threads, REAL *dx, REAL *dw, REAL *db)
 {
     bn_plan p;
     double *coef;
@@ -572,7 +670,8 @@ int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const RE
         int64_t c;
 #pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
         for (c = 0; c < C; ++c)
-            FN(channel_fused)(x, dy, &p, c, w, NULL, eps, work, coef, NULL, NULL, dw, db, dx);
+            FN(channel_fused)(x, dy, smean, svar, &p, c, w, NULL, eps, work, coef, NULL, NULL,
+                              dw, db, dx);
         return CC_OK;
     }
     if (training) {
@@ -580,9 +679,9 @@ int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const RE
         {
             int64_t t, c;
 #pragma omp for schedule(static)
-            for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, dy, &p, t, work);
+            for (t = 0; t < p.tasks; ++t) FN(stats_task)(x, dy, smean, &p, t, work);
 #pragma omp for schedule(static)
-            for (c = 0; c < C; ++c) FN(bwd_coef)(&p, work, w, eps, c, coef, dw, db);
+            for (c = 0; c < C; ++c) FN(bwd_coef)(&p, work, smean, svar, w, eps, c, coef, dw, db);
 #pragma omp for schedule(static)
             for (t = 0; t < p.tasks; ++t) FN(bwd_task)(dy, x, &p, t, coef, dx);
         }
@@ -617,6 +716,25 @@ int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const RE
         }
     }
     return CC_OK;
+}
+
+int FN(cc_batch_norm_bwd)(const REAL *dy, const REAL *x, const REAL *w, const REAL *rmean,
+                          const REAL *rvar, int64_t N, int64_t C, int64_t L, double eps,
+                          int training, double *work, int64_t work_elems, int n_threads,
+                          REAL *dx, REAL *dw, REAL *db)
+{
+    return FN(bn_bwd)(dy, x, w, rmean, rvar, NULL, NULL, N, C, L, eps, training, work,
+                      work_elems, n_threads, dx, dw, db);
+}
+
+int FN(cc_batch_norm_bwd_saved)(const REAL *dy, const REAL *x, const REAL *w,
+                                const double *mean, const double *var, int64_t N, int64_t C,
+                                int64_t L, double eps, double *work, int64_t work_elems,
+                                int n_threads, REAL *dx, REAL *dw, REAL *db)
+{
+    if (C > 0 && (!mean || !var)) return CC_EINVAL;
+    return FN(bn_bwd)(dy, x, w, NULL, NULL, mean, var, N, C, L, eps, 1, work, work_elems,
+                      n_threads, dx, dw, db);
 }
 
 /* ------------------------------------------------------------------- relu */

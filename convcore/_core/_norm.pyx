@@ -32,6 +32,16 @@ cdef extern from "convcore.h" nogil:
                               int64_t L, double eps, int training, double *work,
                               int64_t work_elems, int n_threads, double *dx, double *dw,
                               double *db)
+    int cc_batch_norm_bwd_saved_f32(const float *dy, const float *x, const float *w,
+                                    const double *mean, const double *var, int64_t N,
+                                    int64_t C, int64_t L, double eps, double *work,
+                                    int64_t work_elems, int n_threads, float *dx, float *dw,
+                                    float *db)
+    int cc_batch_norm_bwd_saved_f64(const double *dy, const double *x, const double *w,
+                                    const double *mean, const double *var, int64_t N,
+                                    int64_t C, int64_t L, double eps, double *work,
+                                    int64_t work_elems, int n_threads, double *dx,
+                                    double *dw, double *db)
     int cc_cross_entropy_f32(const float *logits, const int64_t *target, int64_t N, int64_t K,
                              const double *scale, double scale0, int n_threads, double *loss,
                              float *grad)
@@ -142,8 +152,10 @@ def batch_norm_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] 
                         const floating[::1] w, const floating[::1] rmean,
                         const floating[::1] rvar, bint has_w, bint training, double eps,
                         double[::1] work, floating[:, :, ::1] dx, floating[::1] dw,
-                        floating[::1] db, int n_threads):
-    """dx, dw, db (see cc_batch_norm_bwd)."""
+                        floating[::1] db, int n_threads, const double[::1] smean=None,
+                        const double[::1] svar=None):
+    """dx, dw, db (see cc_batch_norm_bwd); in training, with the forward's
+    float64 batch statistics smean and svar, cc_batch_norm_bwd_saved."""
     cdef int64_t N = x.shape[0], C = x.shape[1], L = x.shape[2]
     cdef const floating *wp = _opt(w, has_w, C, "weight")
     cdef const floating *mp = _opt(rmean, not training, C, "running_mean")
@@ -165,8 +177,22 @@ def batch_norm_backward(const floating[:, :, ::1] dy, const floating[:, :, ::1] 
         xp = &x[0, 0, 0]
         gp = &dy[0, 0, 0]
         op = &dx[0, 0, 0]
+    cdef const double *smp = NULL
+    cdef const double *svp = NULL
+    if training and smean is not None and svar is not None:
+        _need(smean.shape[0], C, "saved mean")
+        _need(svar.shape[0], C, "saved var")
+        smp = &smean[0]
+        svp = &svar[0]
     with nogil:
-        if floating is float:
+        if smp != NULL:
+            if floating is float:
+                st = cc_batch_norm_bwd_saved_f32(gp, xp, wp, smp, svp, N, C, L, eps, wk,
+                                                 work.shape[0], n_threads, op, &dw[0], &db[0])
+            else:
+                st = cc_batch_norm_bwd_saved_f64(gp, xp, wp, smp, svp, N, C, L, eps, wk,
+                                                 work.shape[0], n_threads, op, &dw[0], &db[0])
+        elif floating is float:
             st = cc_batch_norm_bwd_f32(gp, xp, wp, mp, vp, N, C, L, eps, training, wk,
                                        work.shape[0], n_threads, op, &dw[0], &db[0])
         else:

@@ -237,6 +237,30 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     return y
 
 
+def _batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps):
+    """Training-mode :func:`batch_norm` for the layer: ``(y, saved)``, saved
+    being what :func:`_batch_norm_backward_saved` takes (the backend's batch
+    statistics; None where it keeps none)."""
+    be, eps = _bn_check(x, running_mean, running_var, weight, bias, eps)
+    momentum = as_float(momentum, "momentum", minimum=0.0, maximum=1.0)
+    m = _bn_values(x, running_mean, running_var, True)
+    y, mean, var, saved = be.batch_norm(x, weight, bias, running_mean, running_var, True, eps,
+                                        saved=True)
+    _bn_update_running(running_mean, running_var, mean, var, m, momentum)
+    return y, saved
+
+
+def _batch_norm_backward_saved(grad_output, x, weight, saved, eps):
+    """Training-mode :func:`batch_norm_backward` given the forward's `saved`
+    statistics of the same x (the layer's backward)."""
+    require(grad_output=grad_output, x=x)
+    _, eps = _bn_check(x, None, None, weight, None, eps)
+    same_dtype(x, "x", grad_output, "grad_output")
+    shape_eq(grad_output, x.shape, "grad_output")
+    be = get_backend(grad_output, x)
+    return be.batch_norm_backward(grad_output, x, weight, None, None, True, eps, saved=saved)
+
+
 def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, weight=None,
                         training=False, eps=1e-5):
     """Gradients of :func:`batch_norm`: ``(grad_input, grad_weight, grad_bias)``.

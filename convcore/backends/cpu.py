@@ -472,10 +472,12 @@ def _bn_work(x3):
     return np.empty(_norm.workspace_elems(*x3.shape), dtype=np.float64)
 
 
-def batch_norm(x, weight, bias, mean, var, training, eps):
+def batch_norm(x, weight, bias, mean, var, training, eps, saved=False):
     """(y, mean, var) for an (N, C, ...) array: with `training` the batch
     statistics (biased variance, in x's dtype) are computed and returned;
-    otherwise `mean` and `var` (the running statistics) are used."""
+    otherwise `mean` and `var` (the running statistics) are used.  With
+    `saved` (training), (y, mean, var, saved): the float64 statistics for
+    :func:`batch_norm_backward`'s `saved`."""
     dt = x.dtype
     x3 = _ncl(x)
     y = empty(x.shape, dt)
@@ -487,12 +489,17 @@ def batch_norm(x, weight, bias, mean, var, training, eps):
                              bias is not None, training, eps, _bn_work(x3), y.reshape(x3.shape),
                              m64, v64, _config.get_num_threads())
     if training:
+        if saved:
+            return y, m64.astype(dt), v64.astype(dt), (m64, v64)
         return y, m64.astype(dt), v64.astype(dt)
     return y, mean, var
 
 
-def batch_norm_backward(dy, x, weight, mean, var, training, eps):
-    """(grad_input, grad_weight, grad_bias); see batch_norm's `training`."""
+def batch_norm_backward(dy, x, weight, mean, var, training, eps, saved=None):
+    """(grad_input, grad_weight, grad_bias); see batch_norm's `training`.
+    `saved` (training): batch_norm's float64 statistics of this x, which
+    spare the kernel computing them again (one pass over x and dy instead of
+    two)."""
     dt = x.dtype
     x3, dy3 = _ncl(x), _ncl(dy)
     C = x.shape[1]
@@ -501,7 +508,7 @@ def batch_norm_backward(dy, x, weight, mean, var, training, eps):
     _norm.batch_norm_backward(dy3, x3, _vec(weight, dt), _vec(None if training else mean, dt),
                               _vec(None if training else var, dt), weight is not None,
                               training, eps, _bn_work(x3), gx.reshape(x3.shape), gw, gb,
-                              _config.get_num_threads())
+                              _config.get_num_threads(), *(saved if training and saved else ()))
     return gx, gw, gb
 
 

@@ -507,11 +507,13 @@ def relu_backward_mask(dy, mask):
     return _expr.relu_backward_mask(_cupy(), dy, mask)
 
 
-def batch_norm(x, weight, bias, mean, var, training, eps):
-    return _expr.batch_norm(_cupy(), x, weight, bias, mean, var, training, eps)
+def batch_norm(x, weight, bias, mean, var, training, eps, saved=False):
+    out = _expr.batch_norm(_cupy(), x, weight, bias, mean, var, training, eps)
+    return out + (None,) if saved and training else out
 
 
-def batch_norm_backward(dy, x, weight, mean, var, training, eps):
+def batch_norm_backward(dy, x, weight, mean, var, training, eps, saved=None):
+    # (`saved`: the CPU kernel's shortcut; the expressions recompute the statistics)
     return _expr.batch_norm_backward(_cupy(), dy, x, weight, mean, var, training, eps)
 
 

@@ -9,7 +9,8 @@ import numpy as np
 from convcore import _grad
 from convcore import functional as F
 from convcore._ops.conv import _conv2d_relu_maxpool2, _padding
-from convcore._ops.layers import linear_backward_accumulate
+from convcore._ops.layers import (_batch_norm_backward_saved, _batch_norm_train,
+                                  linear_backward_accumulate)
 from convcore._ops.pool import _max_pool2d_compact
 from convcore._rng import as_rng
 from convcore._validate import as_float, as_int, flag, float_dtype, out_size, pair
@@ -361,7 +362,7 @@ class BatchNorm2d(Module):
     ['bias', 'num_batches_tracked', 'running_mean', 'running_var', 'weight']
     """
 
-    _saved_state = ("_x",)
+    _saved_state = ("_x", "_stats")
 
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True,
                  track_running_stats=True, dtype=None):
@@ -382,6 +383,7 @@ class BatchNorm2d(Module):
         else:
             self.running_mean = self.running_var = None
         self._x = None
+        self._stats = None   # the forward's batch statistics, for the backward
 
     def _use_batch(self):
         return self.training or not self.track_running_stats
@@ -392,17 +394,23 @@ class BatchNorm2d(Module):
                              f"{tuple(x.shape)}")
         fold = self._fold
         if fold is not None and fold.active():
-            self._x, self._batch = None, False   # folded into the convolution
+            self._x, self._batch, self._stats = None, False, None   # folded into the conv
             return x
         batch = self._use_batch()
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
-        y = F.batch_norm(x, self.running_mean if (self.training or not batch) else None,
-                         self.running_var if (self.training or not batch) else None,
-                         None if self.weight is None else self.weight.data,
-                         None if self.bias is None else self.bias.data,
-                         training=batch, momentum=self.momentum, eps=self.eps)
-        self._x, self._batch = x, batch
+        w = None if self.weight is None else self.weight.data
+        b = None if self.bias is None else self.bias.data
+        stats = None
+        if batch:
+            # (the batch statistics are kept: the backward then needs one pass
+            # over x and dy, not two)
+            y, stats = _batch_norm_train(x, self.running_mean, self.running_var, w, b,
+                                         self.momentum, self.eps)
+        else:
+            y = F.batch_norm(x, self.running_mean, self.running_var, w, b, training=False,
+                             momentum=self.momentum, eps=self.eps)
+        self._x, self._batch, self._stats = x, batch, stats
         return y
 
     def backward(self, grad_output):
@@ -411,11 +419,15 @@ class BatchNorm2d(Module):
             self._x = fold.bn_input(F)          # the input the fold skipped
         if self._x is None:
             raise _not_ready(self)
-        gx, gw, gb = F.batch_norm_backward(
-            grad_output, self._x, None if self._batch else self.running_mean,
-            None if self._batch else self.running_var,
-            None if self.weight is None else self.weight.data, training=self._batch,
-            eps=self.eps)
+        w = None if self.weight is None else self.weight.data
+        if self._batch and self._stats is not None:
+            gx, gw, gb = _batch_norm_backward_saved(grad_output, self._x, w, self._stats,
+                                                    self.eps)
+        else:
+            gx, gw, gb = F.batch_norm_backward(
+                grad_output, self._x, None if self._batch else self.running_mean,
+                None if self._batch else self.running_var, w, training=self._batch,
+                eps=self.eps)
         if self.weight is not None:
             self.weight._accumulate(gw)
             self.bias._accumulate(gb)

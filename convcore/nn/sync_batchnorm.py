@@ -20,7 +20,7 @@ from convcore.nn.module import Module, _not_ready
 __all__ = ["SyncBatchNorm2d", "convert_sync_batchnorm"]
 
 # Per-step caches of a layer, not carried over when a layer is converted.
-_CACHES = ("_x", "_batch", "_fold", "_sync_cache")
+_CACHES = ("_x", "_batch", "_fold", "_sync_cache", "_stats")
 
 
 class SyncBatchNorm2d(BatchNorm2d):
@@ -45,7 +45,7 @@ class SyncBatchNorm2d(BatchNorm2d):
     """
 
     _sync_cache = None
-    _saved_state = ("_x", "_sync_cache")
+    _saved_state = ("_x", "_stats", "_sync_cache")
 
     @classmethod
     def from_batch_norm(cls, bn):
@@ -61,6 +61,7 @@ class SyncBatchNorm2d(BatchNorm2d):
             elif k not in _CACHES:
                 object.__setattr__(new, k, v)
         object.__setattr__(new, "_x", None)
+        object.__setattr__(new, "_stats", None)
         return new
 
     def forward(self, x):

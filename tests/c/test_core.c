@@ -639,6 +639,7 @@ static void check_norm(int64_t N, int64_t C, int64_t L, uint64_t *seed)
     double *rdw = rand_buf(C, seed), *rdb = rand_buf(C, seed), *sc = rand_buf(n, seed);
     double *y1 = rand_buf(n, seed), *dx1 = rand_buf(n, seed), *mean = rand_buf(C, seed);
     double *var = rand_buf(C, seed), *work = rand_buf(we > 0 ? we : 1, seed);
+    double *dx2 = rand_buf(n, seed);
     float *xf = to_f32(x, n), *dyf = to_f32(dy, n), *wf, *bf, *rmf, *rvf;
     float *yf = to_f32(y, n), *dxf = to_f32(dx, n), *dwf = to_f32(dw, C), *dbf = to_f32(db, C);
     int64_t i;
@@ -670,6 +671,23 @@ static void check_norm(int64_t N, int64_t C, int64_t L, uint64_t *seed)
             }
             CHECK(maxdiff(dw, rdw, C) <= 1e-10 && maxdiff(db, rdb, C) <= 1e-10,
                   "%s training %d: dw/db differ", tag, training);
+            if (training) {   /* given the forward's statistics: one pass, same values */
+                st = cc_batch_norm_bwd_saved_f64(dy, x, w, mean, var, N, C, L, 1e-5, work, we,
+                                                 t, dx2, dw, db);
+                CHECK(st == CC_OK, "%s: saved backward status %d", tag, st);
+                for (i = 0; i < n; ++i) {
+                    if (fabs(dx2[i] - rdx[i]) > 1e-12 * sc[i]) {
+                        CHECK(0, "%s saved threads %d: element %lld differs", tag, t,
+                              (long long)i);
+                        break;
+                    }
+                }
+                CHECK(maxdiff(dw, rdw, C) <= 1e-10 && maxdiff(db, rdb, C) <= 1e-10,
+                      "%s saved: dw/db differ", tag);
+                CHECK(cc_batch_norm_bwd_saved_f64(dy, x, w, NULL, var, N, C, L, 1e-5, work, we,
+                                                  t, dx2, dw, db) == CC_EINVAL,
+                      "%s saved: no mean accepted", tag);
+            }
             if (t == 1) {
                 memcpy(y1, y, sizeof(double) * (size_t)n);
                 memcpy(dx1, dx, sizeof(double) * (size_t)n);
@@ -698,6 +716,7 @@ static void check_norm(int64_t N, int64_t C, int64_t L, uint64_t *seed)
     }
     free(x); free(dy); free(w); free(b); free(rm); free(rv); free(y); free(dx); free(dw);
     free(db); free(ry); free(rdx); free(rdw); free(rdb); free(sc); free(y1); free(dx1);
+    free(dx2);
     free(mean); free(var); free(work); free(xf); free(dyf); free(wf); free(bf); free(rmf);
     free(rvf); free(yf); free(dxf); free(dwf); free(dbf);
 }

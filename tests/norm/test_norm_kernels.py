@@ -563,3 +563,62 @@ def test_batch_norm_one_channel_at_a_time_matches_naive_loops(rng, dtype, shape,
     tol = (64 if dtype == np.float32 else 1e-9) * EPS32 * np.sqrt(M)
     np.testing.assert_allclose(gb, rdb, rtol=0, atol=tol * (np.abs(rdb).max() + np.sqrt(M)))
     np.testing.assert_allclose(gw, rdw, rtol=0, atol=tol * (np.abs(rdw).max() + np.sqrt(M)))
+
+
+# ------------------------------------- the layer's backward with saved stats
+# BatchNorm2d keeps its forward's float64 batch statistics; its training
+# backward then sums dy and dy (x - mean) in one pass instead of computing
+# the statistics again.  Against the naive loops, and within float rounding
+# of the functional backward (which recomputes them).
+SAVED_SHAPES = [(2, 3, 4, 5), (32, 17, 2, 2), (5, 33, 1, 1), (3, 16, 4, 4), (4, 6, 9, 11),
+                (2, 5, 40, 60), (4, 16, 96, 96)]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", SAVED_SHAPES)
+@pytest.mark.parametrize("affine", [True, False])
+def test_the_layer_backward_with_saved_statistics_matches_naive_loops(rng, dtype, shape,
+                                                                       affine):
+    x, dy, w, b, _, _ = _inputs(rng, shape, dtype)
+    bn = cc.nn.BatchNorm2d(shape[1], affine=affine, dtype=dtype)
+    if affine:
+        bn.weight.data[...] = w
+        bn.bias.data[...] = b
+    else:
+        w = None
+    bn.train()
+    out = []
+    for n in (1, 2):
+        cc.set_num_threads(n)
+        bn.zero_grad()
+        bn(x)
+        assert bn._stats is not None          # (the saved-statistics path ran)
+        gx = bn.backward(dy)
+        out.append((gx,) + ((bn.weight.grad.copy(), bn.bias.grad.copy()) if affine else ()))
+    for a, b2 in zip(*out):
+        np.testing.assert_array_equal(a, b2)
+    gx = out[0][0]
+    rdx, rdw, rdb, scale = bn_backward_ref(dy, x, w, None, None, True, 1e-5)
+    _check_close(gx, rdx, scale, dtype)
+    fx, fw, fb = cc.batch_norm_backward(dy, x, None, None, w, training=True)
+    _check_close(gx, np.asarray(fx, np.float64), scale, dtype)
+    if affine:
+        M = x.size // shape[1]
+        xh = np.abs(bn_forward_ref(x, None, None, None, None, True, 1e-5)[0])
+        xsums = (np.abs(np.asarray(dy, np.float64)) * xh).reshape(shape[0], shape[1], -1)
+        xsums = xsums.sum(axis=(0, 2))
+        sums = np.abs(np.asarray(dy, np.float64)).reshape(shape[0], shape[1], -1).sum(axis=(0, 2))
+        unit = 4 * EPS32 if dtype == np.float32 else 1e-13
+        assert np.all(np.abs(out[0][2] - rdb) <= unit * sums + M * 1e-16 * sums)
+        assert np.all(np.abs(out[0][1] - rdw) <= 2 * unit * xsums + M * 1e-16 * xsums + 1e-30)
+
+
+def test_saved_statistics_of_the_wrong_size_are_refused(rng):
+    x, dy, w, _, _, _ = _inputs(rng, (2, 3, 4, 4), np.float32)
+    x3, dy3 = x.reshape(2, 3, 16), dy.reshape(2, 3, 16)
+    work = np.empty(_norm.workspace_elems(2, 3, 16), np.float64)
+    dx = np.empty_like(x3)
+    dw, db = np.empty(3, np.float32), np.empty(3, np.float32)
+    with pytest.raises(ValueError):
+        _norm.batch_norm_backward(dy3, x3, w, None, None, True, True, 1e-5, work, dx, dw, db, 1,
+                                  np.zeros(2), np.ones(3))
