@@ -419,48 +419,19 @@ static void FN(bwd_task)(const REAL *dy, const REAL *x, const bn_plan *p, int64_
 }
 
 /* Eval backward of one chunk of one channel: dx = dy * s, and the sums
- * sum dy and sum dy (x - m) in 16 lanes (stored as sy and mxy of w). */
+ * sum dy and sum dy (x - m) (chunk_dy's, stored as sy and mxy of w; the
+ * chunk is in cache for the second pass). */
 CC_CLONES static void FN(eval_chunk)(const REAL *CC_RESTRICT dy, const REAL *CC_RESTRICT x,
                                      int64_t stride, int64_t np, int64_t len, REAL m, REAL s,
                                      REAL *CC_RESTRICT dx, double *w)
 {
-    v4d t0 = v4_zero(), t1 = v4_zero(), t2 = v4_zero(), t3 = v4_zero();
-    v4d r0 = v4_zero(), r1 = v4_zero(), r2 = v4_zero(), r3 = v4_zero();
-    const v4d M = v4_splat((double)m);
-    double tt = 0, rt = 0;
-    bn_moments r;
     int64_t p, i;
+    FN(chunk_dy)(x, dy, stride, np, len, (double)m, w);
     for (p = 0; p < np; ++p) {
         const REAL *CC_RESTRICT g = dy + p * stride;
-        const REAL *CC_RESTRICT v = x + p * stride;
         REAL *CC_RESTRICT o = dx + p * stride;
-        for (i = 0; i + 16 <= len; i += 16) {
-            v4d e;
-            e = V4_LOAD(g + i);
-            t0 = v4_add(t0, e);
-            r0 = v4_add(r0, v4_mul(e, v4_sub(V4_LOAD(v + i), M)));
-            e = V4_LOAD(g + i + 4);
-            t1 = v4_add(t1, e);
-            r1 = v4_add(r1, v4_mul(e, v4_sub(V4_LOAD(v + i + 4), M)));
-            e = V4_LOAD(g + i + 8);
-            t2 = v4_add(t2, e);
-            r2 = v4_add(r2, v4_mul(e, v4_sub(V4_LOAD(v + i + 8), M)));
-            e = V4_LOAD(g + i + 12);
-            t3 = v4_add(t3, e);
-            r3 = v4_add(r3, v4_mul(e, v4_sub(V4_LOAD(v + i + 12), M)));
-        }
-        for (; i < len; ++i) {
-            const double e = (double)g[i];
-            tt += e;
-            rt += e * ((double)v[i] - (double)m);
-        }
         for (i = 0; i < len; ++i) o[i] = g[i] * s;
     }
-    r.n = (double)(np * len);
-    r.mx = r.my = r.mxx = 0;
-    r.sy = v4_sum4(t0, t1, t2, t3) + tt;
-    r.mxy = v4_sum4(r0, r1, r2, r3) + rt;
-    mom_store(w, &r);
 }
 
 /* Eval backward of task t: dx, and the chunk's sums per channel to the
