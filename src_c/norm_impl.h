@@ -453,28 +453,17 @@ static void FN(eval_task)(const REAL *dy, const REAL *x, const bn_plan *p, int64
         return;
     }
     {
-        double sy[CC_BN_GROUP], sxy[CC_BN_GROUP];
-        for (c = 0; c < nc; ++c) sy[c] = sxy[c] = 0;
+        /* (short planes: chunk_group_dy's sums about the running means) */
+        double md[CC_BN_GROUP] = {0};
+        for (c = 0; c < nc; ++c) md[c] = (double)m[c];
+        FN(chunk_group_dy)(x + k.n0 * S + k.c0 * L, dy + k.n0 * S + k.c0 * L, S, k.n1 - k.n0,
+                           nc, L, md, work + (k.j * p->C + k.c0) * CC_BN_MOM);
         for (n = k.n0; n < k.n1; ++n) {
             const int64_t off = n * S + k.c0 * L;
             const REAL *CC_RESTRICT gr = dy + off;
-            const REAL *CC_RESTRICT xr = x + off;
             REAL *CC_RESTRICT o = dx + off;
             for (c = 0; c < nc; ++c)
-                for (l = 0; l < L; ++l) {
-                    const double e = (double)gr[c * L + l];
-                    sy[c] += e;
-                    sxy[c] += e * ((double)xr[c * L + l] - (double)m[c]);
-                    o[c * L + l] = gr[c * L + l] * s[c];
-                }
-        }
-        for (c = 0; c < nc; ++c) {
-            bn_moments r;
-            r.n = (double)((k.n1 - k.n0) * L);
-            r.mx = r.my = r.mxx = 0;
-            r.sy = sy[c];
-            r.mxy = sxy[c];
-            mom_store(work + (k.j * p->C + k.c0 + c) * CC_BN_MOM, &r);
+                for (l = 0; l < L; ++l) o[c * L + l] = gr[c * L + l] * s[c];
         }
     }
 }

@@ -227,38 +227,24 @@ def batch_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
     >>> cc.batch_norm(x, training=True, eps=0.0).ravel()
     array([-1.,  1.])
     """
+    return _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)[0]
+
+
+def _batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps,
+                keep=False):
+    """:func:`batch_norm` as ``(y, saved)``: with `keep` (training), saved
+    is the backend's batch statistics for :func:`_batch_norm_backward`'s
+    `saved` (None where the backend keeps none); otherwise None."""
     be, eps = _bn_check(x, running_mean, running_var, weight, bias, eps)
     momentum = as_float(momentum, "momentum", minimum=0.0, maximum=1.0)
     training = bool(training)
     m = _bn_values(x, running_mean, running_var, training)
-    y, mean, var = be.batch_norm(x, weight, bias, running_mean, running_var, training, eps)
+    keep = keep and training
+    out = be.batch_norm(x, weight, bias, running_mean, running_var, training, eps, saved=keep)
+    y, mean, var = out[:3]
     if training:
         _bn_update_running(running_mean, running_var, mean, var, m, momentum)
-    return y
-
-
-def _batch_norm_train(x, running_mean, running_var, weight, bias, momentum, eps):
-    """Training-mode :func:`batch_norm` for the layer: ``(y, saved)``, saved
-    being what :func:`_batch_norm_backward_saved` takes (the backend's batch
-    statistics; None where it keeps none)."""
-    be, eps = _bn_check(x, running_mean, running_var, weight, bias, eps)
-    momentum = as_float(momentum, "momentum", minimum=0.0, maximum=1.0)
-    m = _bn_values(x, running_mean, running_var, True)
-    y, mean, var, saved = be.batch_norm(x, weight, bias, running_mean, running_var, True, eps,
-                                        saved=True)
-    _bn_update_running(running_mean, running_var, mean, var, m, momentum)
-    return y, saved
-
-
-def _batch_norm_backward_saved(grad_output, x, weight, saved, eps):
-    """Training-mode :func:`batch_norm_backward` given the forward's `saved`
-    statistics of the same x (the layer's backward)."""
-    require(grad_output=grad_output, x=x)
-    _, eps = _bn_check(x, None, None, weight, None, eps)
-    same_dtype(x, "x", grad_output, "grad_output")
-    shape_eq(grad_output, x.shape, "grad_output")
-    be = get_backend(grad_output, x)
-    return be.batch_norm_backward(grad_output, x, weight, None, None, True, eps, saved=saved)
+    return y, out[3] if keep else None
 
 
 def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, weight=None,
@@ -280,6 +266,14 @@ def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, wei
     >>> bool(np.abs(gx).max() < 1e-12), gb
     (True, array([2.]))
     """
+    return _batch_norm_backward(grad_output, x, running_mean, running_var, weight, training,
+                                eps)
+
+
+def _batch_norm_backward(grad_output, x, running_mean, running_var, weight, training, eps,
+                         saved=None):
+    """:func:`batch_norm_backward`; `saved` (training): :func:`_batch_norm`'s
+    statistics of the same x, which spare the backend computing them again."""
     require(grad_output=grad_output, x=x)
     _, eps = _bn_check(x, running_mean, running_var, weight, None, eps)
     same_dtype(x, "x", grad_output, "grad_output")
@@ -288,7 +282,7 @@ def batch_norm_backward(grad_output, x, running_mean=None, running_var=None, wei
     training = bool(training)
     _bn_values(x, running_mean, running_var, training)
     return be.batch_norm_backward(grad_output, x, weight, running_mean, running_var,
-                                  training, eps)
+                                  training, eps, saved=saved if training else None)
 
 
 # ------------------------------------------------------ local response norm

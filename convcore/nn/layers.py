@@ -9,8 +9,7 @@ import numpy as np
 from convcore import _grad
 from convcore import functional as F
 from convcore._ops.conv import _conv2d_relu_maxpool2, _padding
-from convcore._ops.layers import (_batch_norm_backward_saved, _batch_norm_train,
-                                  linear_backward_accumulate)
+from convcore._ops.layers import _batch_norm, _batch_norm_backward, linear_backward_accumulate
 from convcore._ops.pool import _max_pool2d_compact
 from convcore._rng import as_rng
 from convcore._validate import as_float, as_int, flag, float_dtype, out_size, pair
@@ -399,18 +398,15 @@ class BatchNorm2d(Module):
         batch = self._use_batch()
         if self.training and self.track_running_stats:
             self.num_batches_tracked += 1
-        w = None if self.weight is None else self.weight.data
-        b = None if self.bias is None else self.bias.data
-        stats = None
-        if batch:
-            # (the batch statistics are kept: the backward then needs one pass
-            # over x and dy, not two)
-            y, stats = _batch_norm_train(x, self.running_mean, self.running_var, w, b,
-                                         self.momentum, self.eps)
-        else:
-            y = F.batch_norm(x, self.running_mean, self.running_var, w, b, training=False,
-                             momentum=self.momentum, eps=self.eps)
-        self._x, self._batch, self._stats = x, batch, stats
+        # (in training the batch statistics are kept: the backward then needs
+        # one pass over x and dy, not two)
+        y, self._stats = _batch_norm(
+            x, self.running_mean if (self.training or not batch) else None,
+            self.running_var if (self.training or not batch) else None,
+            None if self.weight is None else self.weight.data,
+            None if self.bias is None else self.bias.data, batch, self.momentum, self.eps,
+            keep=True)
+        self._x, self._batch = x, batch
         return y
 
     def backward(self, grad_output):
@@ -419,15 +415,11 @@ class BatchNorm2d(Module):
             self._x = fold.bn_input(F)          # the input the fold skipped
         if self._x is None:
             raise _not_ready(self)
-        w = None if self.weight is None else self.weight.data
-        if self._batch and self._stats is not None:
-            gx, gw, gb = _batch_norm_backward_saved(grad_output, self._x, w, self._stats,
-                                                    self.eps)
-        else:
-            gx, gw, gb = F.batch_norm_backward(
-                grad_output, self._x, None if self._batch else self.running_mean,
-                None if self._batch else self.running_var, w, training=self._batch,
-                eps=self.eps)
+        gx, gw, gb = _batch_norm_backward(
+            grad_output, self._x, None if self._batch else self.running_mean,
+            None if self._batch else self.running_var,
+            None if self.weight is None else self.weight.data, self._batch, self.eps,
+            saved=self._stats)
         if self.weight is not None:
             self.weight._accumulate(gw)
             self.bias._accumulate(gb)
