@@ -69,6 +69,29 @@ int cc_conv_is_pointwise(const cc_conv_geom *g)
            g->PH == 0 && g->PW == 0;
 }
 
+/* -1: from the CPU (on first use); 0 or 1: set by cc_set_wide_vectors */
+static int cc_wide_mode = -1;
+
+int cc_wide_vectors(void)
+{
+    int v = cc_wide_mode;
+    if (v < 0) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx512f") ? 1 : 0;
+#else
+        v = 1;
+#endif
+        cc_wide_mode = v;   /* (every thread computes the same value) */
+    }
+    return v;
+}
+
+void cc_set_wide_vectors(int mode)
+{
+    cc_wide_mode = mode < 0 ? -1 : mode > 0;
+}
+
 int cc_conv_is_depthwise(const cc_conv_geom *g)
 {
     /* one input channel per group, in a grouped convolution: a single-channel

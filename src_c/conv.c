@@ -13,8 +13,8 @@
  * depends on the machine, never on the thread count. */
 #define CC_CLONES CC_TARGETS("avx512f", "avx2", "default")
 /* ... and the vector micro-kernels fuse their multiply-adds where the clone
- * has FMA (AVX-512; "arch=haswell" is AVX2 + FMA). */
-#define CC_CLONES_FMA CC_TARGETS_FMA("avx512f", "arch=haswell", "default")
+ * has FMA (AVX-512, and AVX2 + FMA: CC_AVX2_FMA in internal.h). */
+#define CC_CLONES_FMA CC_TARGETS_FMA("avx512f", CC_AVX2_FMA, "default")
 
 #define REAL float
 #define SFX f32

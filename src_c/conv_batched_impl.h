@@ -22,7 +22,8 @@ int cc_conv_product_ok(const cc_conv_geom *g)
     /* the product kernel (direct_impl.h) on im2col columns: measured faster
      * than BLAS, whose packing of the columns costs as much as the
      * multiplications when the weights are few */
-    return g->groups == 1 && g->K * g->C * g->KH * g->KW <= CC_PW_MAX_WEIGHTS && g->K <= CC_PW_MAX_K;
+    return g->groups == 1 && g->K * g->C * g->KH * g->KW <= CC_PW_MAX_WEIGHTS && g->K <= CC_PW_MAX_K &&
+           cc_wide_vectors();
 }
 
 static int64_t batched_workspace(const cc_conv_geom *g, int64_t chunk)
@@ -342,7 +343,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     const int64_t wcbs = cc_split_block(CKKg, G * nkb, CC_CBLOCK), nwcb = (CKKg + wcbs - 1) / wcbs;
     /* a thin dX product (few output channels to reduce over): the product
      * kernel, no BLAS packing or output clearing */
-    REAL *Wt = dx && G == 1 && g->K <= CC_PW_DX_MAX_K && g->K * CKK <= CC_PW_MAX_WEIGHTS
+    REAL *Wt = dx && G == 1 && g->K <= CC_PW_DX_MAX_K && g->K * CKK <= CC_PW_MAX_WEIGHTS &&
+                       cc_wide_vectors()
                    ? FN(pw_packed)(w, CKK, g->K, 1, CKK) : NULL;
     int64_t n0;
     (void)n_threads;

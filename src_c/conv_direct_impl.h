@@ -41,9 +41,15 @@ static int direct_rows_pick(const cc_conv_geom *g)
            g->K < 16 && g->OW >= 24;
 }
 
-int cc_conv_relu_pool2_ok(const cc_conv_geom *g)
+static int relu_pool2_applies(const cc_conv_geom *g)
 {
     return cc_conv_geom_check(g) == CC_OK && direct_rows_pick(g) && g->OH >= 2 && g->OW >= 2;
+}
+
+/* (where the fused kernel runs in registers: cc_wide_vectors) */
+int cc_conv_relu_pool2_ok(const cc_conv_geom *g)
+{
+    return relu_pool2_applies(g) && cc_wide_vectors();
 }
 
 int cc_conv_direct_auto(const cc_conv_geom *g)
@@ -52,6 +58,7 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
      * with at most 27 values per column (3 -> 16..64 3x3 on 32x32, 1 -> 32
      * 3x3 on 28x28): there the columns are cheap to build */
     const int64_t CKK = g->C * g->KH * g->KW;
+    if (!cc_wide_vectors()) return 0;
     return direct_rows_pick(g) ||
            (direct_channels_auto(g) && (cc_conv_is_pointwise(g) || g->OW < 24 || CKK >= 64));
 }
@@ -75,7 +82,7 @@ static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
     /* (small 1x1 layers: the product kernel's forward pass on maps of
      * CC_PW_GEMM_MIN_L positions or more, TILES or BATCHED elsewhere: see
      * tiles_pick) */
-    if (cc_conv_is_pointwise(g) && backward) return 0;
+    if ((cc_conv_is_pointwise(g) && backward) || !cc_wide_vectors()) return 0;
     if (tiles_pick(g, elem_size, backward)) return 0;
     if (!backward) return cc_conv_direct_auto(g);
     return direct_channels_auto(g) ||
@@ -227,7 +234,7 @@ static int FN(direct_bwd)(const REAL *dy, const REAL *x, const REAL *w, const cc
 int FN(cc_conv2d_relu_pool2_fwd)(const REAL *x, const REAL *w, const REAL *b,
                                  const cc_conv_geom *g, int n_threads, REAL *y)
 {
-    if (!x || !w || !y || n_threads < 1 || !cc_conv_relu_pool2_ok(g)) return CC_EINVAL;
+    if (!x || !w || !y || n_threads < 1 || !relu_pool2_applies(g)) return CC_EINVAL;
     if (g->N == 0) return CC_OK;
     return FN(fwd_planes_pool2)(x, w, b, g, n_threads, y);
 }

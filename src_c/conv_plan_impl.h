@@ -233,7 +233,7 @@ static int64_t wg_pack_elems(const cc_conv_geom *g, const cc_conv_plan *p, int *
 static int pg_pick(const cc_conv_geom *g, const cc_conv_plan *p, int wg_m)
 {
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-    if (!__builtin_cpu_supports("avx512f")) return 0;
+    if (!cc_wide_vectors()) return 0;
 #else
     return 0;
 #endif

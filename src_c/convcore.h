@@ -215,6 +215,18 @@ int cc_conv_is_pointwise(const cc_conv_geom *g);
 /* Whether the direct depthwise path applies (C / groups == 1, groups > 1). */
 int cc_conv_is_depthwise(const cc_conv_geom *g);
 
+/* Whether AUTO runs the kernels of our own that keep 16-value vectors in
+ * registers (the direct and product kernels, the packed GEMM, the fused
+ * convolution + ReLU + pooling): 1 where the CPU has AVX-512 (or is not
+ * x86-64), 0 elsewhere.  Without AVX-512 such a vector has no register to
+ * live in: the compiler keeps it on the stack and the kernels ran 5-20x
+ * slower than the GEMM paths, so AUTO takes those instead.  A strategy
+ * asked for by name still runs its kernels.  cc_set_wide_vectors(0 or 1)
+ * fixes the answer (for tests), -1 returns it to the CPU's; plans made
+ * before a change are stale (the workspace sizes may differ). */
+int cc_wide_vectors(void);
+void cc_set_wide_vectors(int mode);
+
 /* im2col, NCHW, torch `unfold` layout.
  *   x    (N, C, H, W)                 [in]
  *   cols (N, C*KH*KW, OH*OW)          [out, overwritten]; padding reads as 0 */

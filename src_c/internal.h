@@ -28,6 +28,17 @@
 #define CC_TARGETS_FMA(...)
 #endif
 
+/* The AVX2 + FMA target of the fused kernels' clones.  It must name features,
+ * not a processor: a clone for "arch=haswell" is taken only on a CPU that
+ * identifies as Haswell, so every other AVX2 machine (AMD's among them) ran
+ * the baseline SSE2 clone, several times slower.  "arch=x86-64-v3" (GCC 11+)
+ * is the AVX2 + FMA feature level; older GCCs get "fma" (AVX + FMA). */
+#if defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define CC_AVX2_FMA "arch=x86-64-v3"
+#else
+#define CC_AVX2_FMA "fma"
+#endif
+
 #define CC_MIN(a, b) ((a) < (b) ? (a) : (b))
 /* pairs that n items make (the last one may be single) */
 #define CC_PAIRS(n) (((n) + 1) / 2)

@@ -29,7 +29,7 @@
  * (fwd_few), in this many partial sums per dot product. */
 #define CC_LINEAR_FEW 8
 #define CC_LINEAR_LANES 16
-#define CC_LINEAR_CLONES CC_TARGETS_FMA("avx512f", "arch=haswell", "default")
+#define CC_LINEAR_CLONES CC_TARGETS_FMA("avx512f", CC_AVX2_FMA, "default")
 
 /* Threads for an M x N x K product: one below CC_LINEAR_SERIAL_MACS, else at
  * most one per CC_LINEAR_ALIGN slice of the dimension being split. */

@@ -17,7 +17,7 @@
  * half the latency (8 x 1000 logits 8.9 -> 5.0 us).  Their last bits then
  * depend on the machine's instruction set (as the convolution kernels'
  * do), never on the thread count. */
-#define CC_CLONES_FMA CC_TARGETS_FMA("avx512f", "arch=haswell", "default")
+#define CC_CLONES_FMA CC_TARGETS_FMA("avx512f", CC_AVX2_FMA, "default")
 
 /* e^x for x <= 0 (or -0), as a float within about 2 ulp of e^x for the
  * double x given (a logit's distance below its row's maximum, exact in

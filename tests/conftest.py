@@ -34,6 +34,28 @@ def no_work(monkeypatch):
 
 
 @pytest.fixture
+def set_wide_vectors():
+    """set(mode): AUTO as on a CPU with (1) or without (0) AVX-512, whatever
+    this machine has (cc_wide_vectors; cached plans dropped); the CPU's own
+    answer again after the test."""
+    from convcore._core import _conv
+    from convcore.backends import cpu
+
+    def set_mode(mode):
+        _conv.set_wide_vectors(mode)
+        cpu._plans.clear()
+    yield set_mode
+    set_mode(-1)
+
+
+@pytest.fixture
+def wide_vectors(set_wide_vectors):
+    """AUTO as on a CPU with AVX-512: for the tests of where AUTO runs the
+    16-value vector kernels (it does not without AVX-512)."""
+    set_wide_vectors(1)
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(1234)
 

@@ -68,6 +68,8 @@ cdef extern from "convcore.h" nogil:
                                      const cc_conv_geom *g, int n_threads, double *y)
     int cc_openmp_enabled()
     int cc_max_threads()
+    int cc_wide_vectors()
+    void cc_set_wide_vectors(int mode)
 
 cdef cc_sgemm_t _sgemm = <cc_sgemm_t>sgemm
 cdef cc_dgemm_t _dgemm = <cc_dgemm_t>dgemm
@@ -143,6 +145,17 @@ def openmp_enabled():
 
 def max_threads():
     return cc_max_threads()
+
+
+def wide_vectors():
+    """Whether AUTO runs the 16-value vector kernels (cc_wide_vectors)."""
+    return bool(cc_wide_vectors())
+
+
+def set_wide_vectors(mode):
+    """Fix wide_vectors() to 0 or 1 (tests), or -1: the CPU's answer.  The
+    caller drops its cached plans."""
+    cc_set_wide_vectors(int(mode))
 
 
 AUTO = CC_CONV_AUTO

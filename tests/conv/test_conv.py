@@ -626,6 +626,7 @@ THIN_DX = [  # N, C, H, W, K, kernel, stride, padding, dilation
 ]
 
 
+@pytest.mark.usefixtures("wide_vectors")   # (the thin kernel: AUTO with AVX-512 only)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("case", THIN_DX)
 def test_thin_grad_input_matches_reference_for_any_workspace_and_threads(case, dtype, rng,

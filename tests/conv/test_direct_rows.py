@@ -10,6 +10,9 @@ from reference.conv import conv2d_backward_naive, conv2d_naive
 
 torch = pytest.importorskip("torch")
 
+# (AUTO runs these kernels on CPUs with AVX-512 only: see test_wide_vectors.py)
+pytestmark = pytest.mark.usefixtures("wide_vectors")
+
 # (N, C, H, W, K, KH, KW, padding, dilation): every one runs the row kernel
 CASES = [
     (3, 1, 28, 28, 6, 5, 5, (2, 2), (1, 1)),   # LeNet-5's first layer

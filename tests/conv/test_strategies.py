@@ -237,6 +237,7 @@ def test_results_hold_under_a_tiny_workspace_limit(rng):
     _close(y, conv2d_naive(x, w, None, (2, 2), (1, 1)), np.float32)
 
 
+@pytest.mark.usefixtures("wide_vectors")   # (AUTO as with AVX-512)
 def test_plan_names_the_strategy():
     assert _conv.plan(_geom(*GEOMS[8]), np.float32) == "depthwise+crop"
     body = _geom(8, 64, 14, 14, 64, 3, 1, 1, 1)

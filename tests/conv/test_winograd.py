@@ -229,6 +229,7 @@ def test_4x4_tiles_only_when_asked_for_and_only_on_large_planes(rng, monkeypatch
         assert not np.array_equal(a, c)
 
 
+@pytest.mark.usefixtures("wide_vectors")   # (AUTO as with AVX-512: DIRECT below)
 def test_auto_takes_winograd_for_float32_from_32_channels_only(rng, monkeypatch):
     # (100 tiles of 2x2 outputs: few enough channel pairs take the GEMM on
     # fewer tiles)

@@ -150,6 +150,7 @@ def test_a_forward_that_fails_under_no_grad_leaves_no_stale_backward(rng):
         net.backward(np.ones((2, 3), np.float32))
 
 
+@pytest.mark.usefixtures("wide_vectors")   # (the fused kernel: AUTO with AVX-512 only)
 def test_conv_relu_pool_run_as_one_pass_in_a_sequential(rng):
     from convcore.nn import layers
     calls = []

@@ -1,0 +1,124 @@
+"""AUTO's choice between the 16-value vector kernels and the GEMM paths.
+
+The direct and product kernels, the packed GEMM and the fused convolution +
+ReLU + pooling keep 16-value vectors in registers; without AVX-512 they
+have none to live in and ran 5-20x slower than the GEMM paths, so AUTO
+takes them only where the CPU has AVX-512 (`_conv.wide_vectors`).  Both
+answers are forced here on layers where the choice matters and checked
+against the independent loops of tests/reference/conv.py, whatever this
+machine's CPU is.
+"""
+import numpy as np
+import pytest
+
+import convcore as cc
+from convcore._core import _conv
+from reference.conv import conv2d_backward_naive, conv2d_naive
+
+
+def _cpu_flags():
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return None
+
+
+@pytest.fixture
+def wide(set_wide_vectors):
+    return set_wide_vectors
+
+
+def test_the_answer_follows_the_cpu():
+    flags = _cpu_flags()
+    import platform
+    if flags is None or platform.machine() not in ("x86_64", "AMD64"):
+        pytest.skip("x86-64 Linux only")
+    assert _conv.wide_vectors() == ("avx512f" in flags)
+
+
+def test_forcing_changes_the_answer_and_minus_one_restores_it(wide):
+    own = _conv.wide_vectors()
+    wide(0)
+    assert _conv.wide_vectors() is False
+    wide(1)
+    assert _conv.wide_vectors() is True
+    wide(-1)
+    assert _conv.wide_vectors() is own
+
+
+# (N, C, H, W, K, kernel, stride, padding): layers whose AUTO plan runs the
+# vector kernels where they are allowed
+CASES = [
+    (8, 6, 14, 14, 16, 5, 1, 0),     # LeNet-5's second layer: DIRECT forward
+    (8, 16, 8, 8, 16, 3, 1, 1),      # few channels: WINOGRAD through the product kernel
+    (4, 8, 10, 10, 24, 1, 1, 0),     # small pointwise: the product kernel
+    (6, 3, 9, 11, 12, 3, 1, 1),      # few weights: BATCHED through the product kernel
+]
+
+
+def _geom(N, C, H, W, K, k, s, p):
+    OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    return (N, C, H, W, K, k, k, s, s, p, p, 1, 1, OH, OW, 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: "x".join(map(str, c)))
+def test_both_answers_match_the_loops(wide, case, dtype):
+    N, C, H, W, K, k, s, p = case
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = (rng.standard_normal((K, C, k, k)) / np.sqrt(C * k * k)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    x64, w64, b64 = (a.astype(np.float64) for a in (x, w, b))
+    y_ref = conv2d_naive(x64, w64, b64, stride=(s, s), padding=(p, p))
+    dy = rng.standard_normal(y_ref.shape).astype(dtype)
+    dx_ref, dw_ref, db_ref = conv2d_backward_naive(dy.astype(np.float64), x64, w64,
+                                                   stride=(s, s), padding=(p, p))
+    tol = 1e-11 if dtype == np.float64 else 3e-5
+    plans = {}
+    for mode in (1, 0):
+        wide(mode)
+        g = _geom(*case)
+        plans[mode] = (_conv.plan(g, dtype), _conv.plan(g, dtype, backward=True))
+        y = cc.conv2d(x, w, b, stride=(s, s), padding=(p, p))
+        dx, dw, db = cc.conv2d_backward(dy, x, w, stride=(s, s), padding=(p, p))
+        for got, ref in ((y, y_ref), (dx, dx_ref), (dw, dw_ref), (db, db_ref)):
+            assert got.dtype == dtype
+            err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
+            assert err < tol, (mode, err)
+    # without the vector kernels AUTO never names DIRECT
+    assert "direct" not in plans[0][0] and "direct" not in plans[0][1]
+
+
+def test_direct_is_auto_only_with_the_vector_kernels(wide):
+    g = _geom(64, 6, 14, 14, 16, 5, 1, 0)
+    wide(1)
+    assert _conv.plan(g, np.float32).startswith("direct")
+    wide(0)
+    assert not _conv.plan(g, np.float32).startswith("direct")
+
+
+def test_named_direct_still_runs_without_them(wide, monkeypatch):
+    wide(0)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", "direct")
+    case = (4, 6, 14, 14, 16, 5, 1, 0)
+    N, C, H, W, K, k, s, p = case
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((N, C, H, W))
+    w = rng.standard_normal((K, C, k, k))
+    b = rng.standard_normal(K)
+    assert _conv.plan(_geom(*case), np.float64, strategy="direct").startswith("direct")
+    np.testing.assert_allclose(cc.conv2d(x, w, b), conv2d_naive(x, w, b), rtol=1e-11, atol=1e-11)
+
+
+def test_fused_relu_pool_only_with_the_vector_kernels(wide):
+    from convcore._geometry import ConvGeom
+    g = ConvGeom(*_geom(8, 1, 28, 28, 6, 5, 1, 2))
+    wide(1)
+    assert _conv.relu_pool2_ok(g)
+    wide(0)
+    assert not _conv.relu_pool2_ok(g)
