@@ -39,7 +39,7 @@ static const cc_conv_strategy cc_conv_strategies[] = {
     {CC_CONV_REGIONS, "regions", regions_applies, regions_pick, rg_need, regions_workspace, NULL,
      0},
     {CC_CONV_BATCHED, "batched", batched_applies, batched_pick, batched_workspace,
-     batched_workspace, NULL, 0},
+     batched_workspace, batched_cap, 0},
     {CC_CONV_TILES, "tiles", tiles_applies, tiles_pick, tiles_workspace, tiles_workspace, NULL, 0},
 };
 #define CC_CONV_NLIST ((int)(sizeof(cc_conv_strategies) / sizeof(cc_conv_strategies[0])))
