@@ -92,6 +92,25 @@ void cc_set_wide_vectors(int mode)
     cc_wide_mode = mode < 0 ? -1 : mode > 0;
 }
 
+int cc_avx2_fma(void)
+{
+    static int v = -1;
+    if (v < 0) {
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+        __builtin_cpu_init();
+        v = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+        v = 0;
+#endif
+    }
+    return v;
+}
+
+int cc_product_kernel(void)
+{
+    return cc_wide_vectors() || cc_avx2_fma();
+}
+
 int cc_conv_is_depthwise(const cc_conv_geom *g)
 {
     /* one input channel per group, in a grouped convolution: a single-channel

@@ -23,7 +23,7 @@ int cc_conv_product_ok(const cc_conv_geom *g)
      * than BLAS, whose packing of the columns costs as much as the
      * multiplications when the weights are few */
     return g->groups == 1 && g->K * g->C * g->KH * g->KW <= CC_PW_MAX_WEIGHTS && g->K <= CC_PW_MAX_K &&
-           cc_wide_vectors();
+           cc_product_kernel();
 }
 
 /* Images a chunk: as many as the workspace holds, but no more columns than
@@ -357,7 +357,7 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
     /* a thin dX product (few output channels to reduce over): the product
      * kernel, no BLAS packing or output clearing */
     REAL *Wt = dx && G == 1 && g->K <= CC_PW_DX_MAX_K && g->K * CKK <= CC_PW_MAX_WEIGHTS &&
-                       cc_wide_vectors()
+                       cc_product_kernel()
                    ? FN(pw_packed)(w, CKK, g->K, 1, CKK) : NULL;
     int64_t n0;
     (void)n_threads;

@@ -226,6 +226,12 @@ int cc_conv_is_depthwise(const cc_conv_geom *g);
  * before a change are stale (the workspace sizes may differ). */
 int cc_wide_vectors(void);
 void cc_set_wide_vectors(int mode);
+/* Whether the CPU has AVX2 and FMA (x86-64 with GCC; 0 elsewhere). */
+int cc_avx2_fma(void);
+/* Whether AUTO runs the product kernel (few weights: a thin product with
+ * no BLAS packing): with the wide vectors, or in 32-byte ones where the
+ * CPU has AVX2 and FMA (pw_block8 in direct_impl.h). */
+int cc_product_kernel(void);
 
 /* im2col, NCHW, torch `unfold` layout.
  *   x    (N, C, H, W)                 [in]

@@ -1125,7 +1125,7 @@ static int FN(wg_conv_chunk)(const REAL *in, int64_t nb, int64_t Cin, int64_t Hi
      * transformed kernel packed once), which writes M once; BLAS would
      * first clear M and pack V (memory passes that dominate such layers). */
     const int small = !split && !split_out && Kout <= CC_PW_MAX_K && Kout * Cin <= CC_PW_MAX_WEIGHTS &&
-                      cc_wide_vectors();
+                      cc_product_kernel();
     const int64_t pwp = FN(pw_block_positions)(), npp = (P + pwp - 1) / pwp;
     /* Enough images for every thread: each takes its own share of them
      * through all three steps (wg_conv_images), so a thread's tiles stay in

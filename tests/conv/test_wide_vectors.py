@@ -122,3 +122,38 @@ def test_fused_relu_pool_only_with_the_vector_kernels(wide):
     assert _conv.relu_pool2_ok(g)
     wide(0)
     assert not _conv.relu_pool2_ok(g)
+
+
+# The product kernel (few weights) runs in 16-value vectors with AVX-512 and
+# in 32-byte ones with AVX2 + FMA only (pw_block8); both sum over the input
+# channels in order with fused multiply-adds: the same bits.
+PRODUCT_CASES = [  # (..., strategy that reaches the product kernel)
+    ((6, 3, 9, 11, 12, 3, 1, 1), "batched"),    # forward: columns built per block
+    ((5, 16, 8, 8, 16, 3, 1, 1), "winograd"),   # each transformed point's product
+    ((4, 8, 10, 10, 24, 1, 1, 0), "batched"),   # pointwise
+    ((3, 40, 7, 9, 20, 3, 1, 1), "batched"),    # thin dX (20 output channels)
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case, strategy", PRODUCT_CASES,
+                         ids=lambda c: "x".join(map(str, c)) if isinstance(c, tuple) else c)
+def test_product_kernel_gives_the_same_bits_in_either_vector_width(wide, monkeypatch, case,
+                                                                   strategy, dtype):
+    N, C, H, W, K, k, s, p = case
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, k, k)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+    out = []
+    for mode in (1, 0):
+        wide(mode)
+        y = cc.conv2d(x, w, b, stride=s, padding=p)
+        out.append((y,) + cc.conv2d_backward(np.ones_like(y) + y, x, w, stride=s, padding=p))
+    for a, c in zip(*out):
+        np.testing.assert_array_equal(a, c)
+    ref = conv2d_naive(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
+                       stride=(s, s), padding=(p, p))
+    tol = 1e-11 if dtype == np.float64 else 1e-4
+    assert np.linalg.norm(out[0][0] - ref) / np.linalg.norm(ref) < tol
