@@ -58,7 +58,9 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
      * with at most 27 values per column (3 -> 16..64 3x3 on 32x32, 1 -> 32
      * 3x3 on 28x28): there the columns are cheap to build */
     const int64_t CKK = g->C * g->KH * g->KW;
-    if (!cc_wide_vectors()) return 0;
+    /* (without AVX-512 only the channel and product kernels, which have
+     * AVX2 versions: direct_block8, pw_block8) */
+    if (!cc_wide_vectors() && (!cc_avx2_fma() || direct_rows_pick(g))) return 0;
     return direct_rows_pick(g) ||
            (direct_channels_auto(g) && (cc_conv_is_pointwise(g) || g->OW < 24 || CKK >= 64));
 }
@@ -82,7 +84,12 @@ static int direct_pick(const cc_conv_geom *g, int elem_size, int backward)
     /* (small 1x1 layers: the product kernel's forward pass on maps of
      * CC_PW_GEMM_MIN_L positions or more, TILES or BATCHED elsewhere: see
      * tiles_pick) */
-    if ((cc_conv_is_pointwise(g) && backward) || !cc_wide_vectors()) return 0;
+    if (cc_conv_is_pointwise(g) && backward) return 0;
+    /* (without AVX-512: the forward pass's AVX2 kernels, float32 unless
+     * pointwise; see cc_conv_direct_auto) */
+    if (!cc_wide_vectors() &&
+        (backward || (elem_size != (int)sizeof(float) && !cc_conv_is_pointwise(g))))
+        return 0;
     if (tiles_pick(g, elem_size, backward)) return 0;
     if (!backward) return cc_conv_direct_auto(g);
     return direct_channels_auto(g) ||

@@ -70,6 +70,7 @@ cdef extern from "convcore.h" nogil:
     int cc_max_threads()
     int cc_wide_vectors()
     void cc_set_wide_vectors(int mode)
+    int cc_avx2_fma()
 
 cdef cc_sgemm_t _sgemm = <cc_sgemm_t>sgemm
 cdef cc_dgemm_t _dgemm = <cc_dgemm_t>dgemm
@@ -150,6 +151,11 @@ def max_threads():
 def wide_vectors():
     """Whether AUTO runs the 16-value vector kernels (cc_wide_vectors)."""
     return bool(cc_wide_vectors())
+
+
+def avx2_fma():
+    """Whether the CPU has AVX2 and FMA (the 32-byte kernels' condition)."""
+    return bool(cc_avx2_fma())
 
 
 def set_wide_vectors(mode):

@@ -90,16 +90,25 @@ def test_both_answers_match_the_loops(wide, case, dtype):
             assert got.dtype == dtype
             err = np.linalg.norm(got - ref) / np.linalg.norm(ref)
             assert err < tol, (mode, err)
-    # without the vector kernels AUTO never names DIRECT
-    assert "direct" not in plans[0][0] and "direct" not in plans[0][1]
+    # without the wide vectors AUTO names DIRECT for forward passes only, and
+    # only where the CPU has the AVX2 kernels
+    assert "direct" not in plans[0][1]
+    if not _conv.avx2_fma():
+        assert "direct" not in plans[0][0]
 
 
-def test_direct_is_auto_only_with_the_vector_kernels(wide):
-    g = _geom(64, 6, 14, 14, 16, 5, 1, 0)
+def test_direct_without_the_wide_vectors_is_the_forward_channel_kernel_only(wide):
+    g = _geom(64, 6, 14, 14, 16, 5, 1, 0)        # LeNet-5's second layer
+    rows = _geom(64, 1, 28, 28, 6, 5, 1, 2)      # its first: the rows kernel
     wide(1)
     assert _conv.plan(g, np.float32).startswith("direct")
+    assert _conv.plan(g, np.float32, backward=True).startswith("direct")
+    assert _conv.plan(rows, np.float32).startswith("direct")
     wide(0)
-    assert not _conv.plan(g, np.float32).startswith("direct")
+    assert _conv.plan(g, np.float32).startswith("direct") == _conv.avx2_fma()
+    assert not _conv.plan(g, np.float32, backward=True).startswith("direct")
+    assert not _conv.plan(g, np.float64).startswith("direct")
+    assert not _conv.plan(rows, np.float32).startswith("direct")
 
 
 def test_named_direct_still_runs_without_them(wide, monkeypatch):
@@ -124,21 +133,25 @@ def test_fused_relu_pool_only_with_the_vector_kernels(wide):
     assert not _conv.relu_pool2_ok(g)
 
 
-# The product kernel (few weights) runs in 16-value vectors with AVX-512 and
-# in 32-byte ones with AVX2 + FMA only (pw_block8); both sum over the input
-# channels in order with fused multiply-adds: the same bits.
+# The product kernel (few weights) and DIRECT's forward channel kernel run in
+# 16-value vectors with AVX-512 and in 32-byte ones with AVX2 + FMA only
+# (pw_block8, direct_block8); both sum in the same order with fused
+# multiply-adds: the same bits.
 PRODUCT_CASES = [  # (..., strategy that reaches the product kernel)
     ((6, 3, 9, 11, 12, 3, 1, 1), "batched"),    # forward: columns built per block
     ((5, 16, 8, 8, 16, 3, 1, 1), "winograd"),   # each transformed point's product
     ((4, 8, 10, 10, 24, 1, 1, 0), "batched"),   # pointwise
     ((3, 40, 7, 9, 20, 3, 1, 1), "batched"),    # thin dX (20 output channels)
+    # DIRECT's forward channel kernel (direct_block8 in float32)
+    ((8, 6, 14, 14, 16, 5, 1, 0), "direct"),    # LeNet-5's second layer
+    ((3, 5, 9, 11, 20, 3, 2, 1), "direct"),     # a part block of 4 channels, stride 2
 ]
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("case, strategy", PRODUCT_CASES,
                          ids=lambda c: "x".join(map(str, c)) if isinstance(c, tuple) else c)
-def test_product_kernel_gives_the_same_bits_in_either_vector_width(wide, monkeypatch, case,
+def test_kernels_give_the_same_bits_in_either_vector_width(wide, monkeypatch, case,
                                                                    strategy, dtype):
     N, C, H, W, K, k, s, p = case
     rng = np.random.default_rng(11)
