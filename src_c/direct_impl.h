@@ -938,89 +938,24 @@ CC_CLONES_FMA static void FN(planes_wgrad_k)(const REAL *CC_RESTRICT xp, const R
 #undef CC_DEPTHWISE_COLS
 #undef CC_DEPTHWISE_FMA
 
-/* col2im of one plane for a unit width stride (SW = 1), row by row: each
- * CC_DKB-column piece of a row of x sums, in a register, the column-matrix
- * rows of every tap that reaches it, in the order (kh, kw), then is stored
- * once.  (The order in which each element receives its terms is the scatter
- * loop's (kh, kw, oh): for SW = 1 a tap reaches an element at most once.)
- * A piece's masks, set by kw alone, are found once for all its rows.
- * Reads of col stay inside [col_lo, col_end), writes inside the plane:
- * `inside` says every whole-vector read falls in that range (the caller
- * checked), otherwise a tap that cannot read a whole vector there goes
- * through lanes.  With `two` (inside only), plane c + 1 at x + H*W is summed
- * alongside, as an independent chain.  KW at most CC_C2I_MAX_KW.  Inlined
- * into its caller's instruction-set clones. */
+/* col2im of one plane for a unit width stride: col2im_s1_impl.h, in
+ * 16-value vectors (FN(col2im_pieces_s1)) and in 32-byte ones
+ * (FN(col2im_pieces_s1_narrow), chosen without cc_wide_vectors).  KW at
+ * most CC_C2I_MAX_KW. */
 #define CC_C2I_MAX_KW 16
-static inline __attribute__((always_inline)) void FN(col2im_pieces_s1)(
-    const REAL *CC_RESTRICT col, const cc_conv_geom *g, int64_t c, int64_t ldc,
-    REAL *CC_RESTRICT x, const REAL *col_lo, const REAL *col_end, const int inside,
-    const int two)
-{
-    /* the mask of lanes l >= k (0 <= k <= CC_DKB): CC_DKB values at
-     * ge + CC_DKB - k */
-    static const FN(mask_elem_t) ge[3 * CC_DKB] = {
-        0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-        -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1};
-    const int64_t H = g->H, W = g->W, OH = g->OH, OW = g->OW, KH = g->KH, KW = g->KW;
-    const int64_t SH = g->SH, KK = KH * KW, HW = H * W;
-    const FN(vk_t) zero = {0};
-    REAL buf[CC_DKB];
-    int64_t lo[CC_C2I_MAX_KW], hi[CC_C2I_MAX_KW];
-    int64_t ih, j0, kh, kw, l;
-    /* (pieces from the last: a whole-vector store of a row's last piece
-     * runs into the next row's first piece, written afterwards) */
-    for (j0 = (W - 1) / CC_DKB * CC_DKB; j0 >= 0; j0 -= CC_DKB) {
-        /* tap kw reaches lanes [lo, hi) of this piece (none if hi <= lo) */
-        for (kw = 0; kw < KW; ++kw) {
-            const int64_t woff = kw * g->DW - g->PW;
-            lo[kw] = CC_MAX(j0, woff) - j0;
-            hi[kw] = CC_MAX(lo[kw], CC_MIN(CC_MIN(j0 + CC_DKB, W), OW + woff) - j0);
-        }
-        for (ih = 0; ih < H; ++ih) {
-            FN(vk_t) acc0 = zero, acc1 = zero;
-            REAL *out = x + ih * W + j0;
-            for (kh = 0; kh < KH; ++kh) {
-                const int64_t t = ih + g->PH - kh * g->DH;
-                int64_t oh = t;
-                const REAL *row;
-                if (t < 0) break; /* (t falls with kh) */
-                if (SH != 1) {
-                    if (t % SH) continue;
-                    oh = t / SH;
-                }
-                if (oh >= OH) continue;
-                /* column j takes src[j - woff] for ow = j - woff in [0, OW) */
-                row = col + (c * KK + kh * KW) * ldc + oh * OW + g->PW + j0;
-                for (kw = 0; kw < KW; ++kw) {
-                    const REAL *src = row + kw * (ldc - g->DW);
-                    FN(mk_t) in;
-                    if (hi[kw] <= lo[kw]) continue;
-                    if (!inside && (src < col_lo || src + CC_DKB > col_end)) {
-                        for (l = 0; l < CC_DKB; ++l) buf[l] = l >= lo[kw] && l < hi[kw] ? src[l] : 0;
-                        acc0 += CC_VLOAD(buf);
-                        continue;
-                    }
-                    in = *(const FN(mk_t) *)(const void *)(ge + CC_DKB - lo[kw]) &
-                         ~*(const FN(mk_t) *)(const void *)(ge + CC_DKB - hi[kw]);
-                    acc0 += (FN(vk_t))((FN(mk_t))CC_VLOAD(src) & in);
-                    if (two) acc1 += (FN(vk_t))((FN(mk_t))CC_VLOAD(src + KK * ldc) & in);
-                }
-            }
-            if (out + CC_DKB <= x + HW) {
-                /* (lanes past the row land in the next row, written after) */
-                CC_VSTORE(out, acc0);
-                if (two) CC_VSTORE(out + HW, acc1);
-            } else {
-                CC_VSTORE(buf, acc0);
-                for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[l] = buf[l];
-                if (two) {
-                    CC_VSTORE(buf, acc1);
-                    for (l = 0; l < CC_MIN(CC_DKB, W - j0); ++l) out[HW + l] = buf[l];
-                }
-            }
-        }
-    }
-}
+#define C2I_NAME FN(col2im_pieces_s1)
+#define C2I_VL CC_DKB
+#define C2I_V FN(vk_t)
+#define C2I_M FN(mk_t)
+#include "col2im_s1_impl.h"
+
+typedef REAL FN(vn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+typedef FN(mask_elem_t) FN(mn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+#define C2I_NAME FN(col2im_pieces_s1_narrow)
+#define C2I_VL (32 / (int64_t)sizeof(REAL))
+#define C2I_V FN(vn_t)
+#define C2I_M FN(mn_t)
+#include "col2im_s1_impl.h"
 
 /* col2im (SW = 1) of planes c .. c + nc - 1 (nc 1 or 2; the second at
  * x + H*W): together where every read of theirs is inside [col_lo,
@@ -1036,13 +971,23 @@ static inline __attribute__((always_inline)) void FN(col2im_rows_s1)(
     const int64_t hi = ((c + nc) * KK - g->KW) * ldc + CC_MAX(0, shift) + g->PW +
                        (g->OH - 1) * g->OW + (g->W + CC_DKB - 1) / CC_DKB * CC_DKB;
     int64_t i;
+    const int wide = cc_wide_vectors();
     if (col + lo >= col_lo && hi <= col_end - col) {
-        if (nc == 2) FN(col2im_pieces_s1)(col, g, c, ldc, x, col_lo, col_end, 1, 1);
-        else FN(col2im_pieces_s1)(col, g, c, ldc, x, col_lo, col_end, 1, 0);
+        if (!wide) {
+            if (nc == 2) FN(col2im_pieces_s1_narrow)(col, g, c, ldc, x, col_lo, col_end, 1, 1);
+            else FN(col2im_pieces_s1_narrow)(col, g, c, ldc, x, col_lo, col_end, 1, 0);
+        } else if (nc == 2) {
+            FN(col2im_pieces_s1)(col, g, c, ldc, x, col_lo, col_end, 1, 1);
+        } else {
+            FN(col2im_pieces_s1)(col, g, c, ldc, x, col_lo, col_end, 1, 0);
+        }
         return;
     }
-    for (i = 0; i < nc; ++i)
-        FN(col2im_pieces_s1)(col, g, c + i, ldc, x + i * g->H * g->W, col_lo, col_end, 0, 0);
+    for (i = 0; i < nc; ++i) {
+        REAL *xi = x + i * g->H * g->W;
+        if (!wide) FN(col2im_pieces_s1_narrow)(col, g, c + i, ldc, xi, col_lo, col_end, 0, 0);
+        else FN(col2im_pieces_s1)(col, g, c + i, ldc, xi, col_lo, col_end, 0, 0);
+    }
 }
 
 #undef CC_DKB

@@ -145,6 +145,12 @@ PRODUCT_CASES = [  # (..., strategy that reaches the product kernel)
     # DIRECT's forward channel kernel (direct_block8 in float32)
     ((8, 6, 14, 14, 16, 5, 1, 0), "direct"),    # LeNet-5's second layer
     ((3, 5, 9, 11, 20, 3, 2, 1), "direct"),     # a part block of 4 channels, stride 2
+    # col2im along the rows (unit width stride) in 16-value or 32-byte
+    # pieces (col2im_s1_impl.h), through the dX of each GEMM path
+    ((2, 5, 9, 40, 4, 7, 1, 3), "tiles"),       # 5 pieces a row, a part one last
+    ((3, 2, 11, 13, 3, 3, 1, 2), "batched"),    # padding wider than a tap reaches
+    ((2, 3, 12, 17, 5, 5, 1, 1), "tiles"),      # 17 columns: a piece and one value
+    ((4, 1, 28, 28, 6, 5, 1, 2), "batched"),    # LeNet-5's first layer
 ]
 
 
