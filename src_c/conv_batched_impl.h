@@ -133,12 +133,10 @@ static void FN(bwd_pointwise)(const REAL *dy, const REAL *x, const REAL *w, cons
         for (i = 0; i < ndw; ++i) {
             const int64_t cb = i % nwcb, kb = i / nwcb, c0 = cb * wcbs, k0 = kb * kbs;
             const int m = (int)CC_MIN(wcbs, C - c0), nn = (int)CC_MIN(kbs, K - k0);
-            const int kk = (int)L, lda = (int)L, ldb = (int)L, ldc = (int)C;
-            const REAL one = 1, zero = 0;
             int64_t n;
             for (n = 0; n < N; ++n)
-                gemm("T", "N", &m, &nn, &kk, &one, x + (n * C + c0) * L, &lda,
-                     dy + (n * K + k0) * L, &ldb, n ? &one : &zero, dw + k0 * C + c0, &ldc);
+                FN(gemm_tn)(gemm, m, nn, (int)L, x + (n * C + c0) * L, (int)L,
+                            dy + (n * K + k0) * L, (int)L, n > 0, dw + k0 * C + c0, (int)C);
         }
 #pragma omp for schedule(dynamic, 1)
         for (i = 0; i < ndx; ++i) {
@@ -325,13 +323,10 @@ static int FN(dw_streamed)(const REAL *dy, const REAL *x, const cc_conv_geom *g,
             for (j = j0; j < j1; ++j) {
                 const int64_t n = j / nlb, l0 = (j % nlb) * CC_DWS_BLOCK;
                 const int64_t len = CC_MIN(CC_DWS_BLOCK, L - l0);
-                const int m = (int)CKK, nn = (int)K, kk = (int)len, lda = (int)len;
-                const int ldb = (int)L, ldc = (int)CKK;
-                const REAL one = 1, zero = 0;
                 FN(im2col_span)(x + n * g->C * HW, g, 0, CKK, l0, l0 + len, len, cols);
                 /* dWᵀ (CKK x K) (+)= cols (CKK x len) . dy_nᵀ (len x K) */
-                gemm("T", "N", &m, &nn, &kk, &one, cols, &lda, dy + n * K * L + l0, &ldb,
-                     j == j0 ? &zero : &one, c, &ldc);
+                FN(gemm_tn)(gemm, (int)CKK, (int)K, (int)len, cols, (int)len,
+                            dy + n * K * L + l0, (int)L, j != j0, c, (int)CKK);
             }
         }
 #pragma omp for schedule(static)
@@ -421,8 +416,7 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                     const int m = (int)CC_MIN(wcbs, CKKg - c0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
                     const int kk = (int)CC_MIN(seg, nbL - j0), lda = (int)nbL, ldb = (int)nbL;
                     const int ldc = (int)CKKg;
-                    const REAL one = 1;
-                    const REAL beta = (nsplit > 1 || n0 == 0) ? 0 : 1;
+                    const int beta = !(nsplit > 1 || n0 == 0);
                     REAL *c = nsplit > 1 ? partial + sp * g->K * CKKg : dw;
                     if (kk <= 0) {
                         int64_t q, r;
@@ -430,8 +424,8 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                             for (r = 0; r < m; ++r) c[(k0 + q) * CKKg + c0 + r] = 0;
                         continue;
                     }
-                    gemm("T", "N", &m, &nn, &kk, &one, cols + (gi * CKKg + c0) * nbL + j0, &lda,
-                         T + k0 * nbL + j0, &ldb, &beta, c + k0 * CKKg + c0, &ldc);
+                    FN(gemm_tn)(gemm, m, nn, kk, cols + (gi * CKKg + c0) * nbL + j0, lda,
+                                T + k0 * nbL + j0, ldb, beta, c + k0 * CKKg + c0, ldc);
                 }
                 if (nsplit > 1) {
 #pragma omp for schedule(static)

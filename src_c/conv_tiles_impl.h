@@ -174,16 +174,14 @@ static int FN(bwd_tiles)(const REAL *dy, const REAL *x, const REAL *w,
                     const int64_t c0 = cb * wcbs, k0 = gi * Kg + kb * kbs;
                     const int m = (int)CC_MIN(wcbs, CKKg - c0);
                     const int nn = (int)CC_MIN(kbs, Kg - kb * kbs);
-                    const int kk = (int)L, lda = (int)L, ldb = (int)L, ldc = (int)CKKg;
-                    const REAL one = 1;
                     int64_t n;
                     for (n = 0; n < nb; ++n) {
                         const REAL *col = pointwise ? x + (n0 + n) * g->C * HW : work + n * CKK * L;
                         const REAL *a = col + (gi * CKKg + c0) * L;
                         const REAL *bm = dy + ((n0 + n) * g->K + k0) * L;
                         REAL *c = dw + k0 * CKKg + c0;
-                        const REAL beta = (n0 + n == 0) ? 0 : 1;
-                        gemm("T", "N", &m, &nn, &kk, &one, a, &lda, bm, &ldb, &beta, c, &ldc);
+                        FN(gemm_tn)(gemm, m, nn, (int)L, a, (int)L, bm, (int)L, n0 + n > 0, c,
+                                    (int)CKKg);
                     }
                 }
             }

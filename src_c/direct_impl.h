@@ -504,6 +504,123 @@ static void FN(pw_block_any)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT
     FN(pw_block)(mt, in, ldi, I, bias, no, np, out, ldo, scratch);
 }
 
+/* The weight gradient's product C = A . Bᵀ (+ C with `accumulate`) where B
+ * has few rows: C[r + k*ldc] = sum over l < len of A[r*lda + l] *
+ * B[k*ldb + l], r < m (the columns' rows, C*KH*KW), k < n (output
+ * channels), l over the positions: the BLAS's gemm("T", "N") in the weight
+ * gradients of dw_streamed, BATCHED, TILES and the pointwise path.  A BLAS packs the long A for every call and its kernel
+ * then does little with it (LeNet-5's first layer spent 70 % of its dW in
+ * the packing); here each sum is a dot product along the rows as they lie,
+ * CC_DOT_ROWS x CC_DOT_COLS sums a pass, each in a 32-byte vector of
+ * partial sums (fused multiply-adds in l order), then its lanes added in a
+ * fixed order and the last len % V terms one by one: the order depends on
+ * len alone, not on the blocking, the thread or the call. */
+#ifdef CC_PW8_HAVE
+#ifndef CC_DOT_SHAPE
+#define CC_DOT_SHAPE
+#define CC_DOT_ROWS 4
+#define CC_DOT_COLS 3
+/* at most this many output channels and at least this many positions:
+ * wider products amortise the BLAS's packing, and on shorter rows the
+ * lanes' final sums cost more than it (GoogLeNet's 832 -> 32 1x1 on 7x7
+ * maps at batch 8, dW an image at a time: 0.27 ms through the BLAS, 0.45
+ * as dot products; its 192 -> 16 on 28x28: 0.61 against 0.36) */
+#define CC_DOT_MAX_N 32
+#define CC_DOT_MIN_LEN 128
+#endif
+
+/* the lanes of v added in a fixed order, then the tail's terms */
+static inline __attribute__((always_inline)) REAL FN(dot_finish)(
+    const FN(v8_t) *v, const REAL *a, const REAL *b, int64_t tail)
+{
+    enum { V = 32 / sizeof(REAL) };
+    REAL t[V], s;
+    int64_t w, l;
+    memcpy(t, v, sizeof t);
+    for (w = V / 2; w >= 1; w /= 2)   /* (halves folded onto each other) */
+        for (l = 0; l < w; ++l) t[l] += t[l + w];
+    s = t[0];
+    for (l = 0; l < tail; ++l)
+        s = sizeof(REAL) == sizeof(float) ? (REAL)__builtin_fmaf((float)a[l], (float)b[l], (float)s)
+                                          : (REAL)__builtin_fma(a[l], b[l], s);
+    return s;
+}
+
+__attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
+static void FN(dot_tn8)(int64_t m, int64_t n, int64_t len, const REAL *CC_RESTRICT A,
+                        int64_t lda, const REAL *CC_RESTRICT B, int64_t ldb, int accumulate,
+                        REAL *CC_RESTRICT C, int64_t ldc)
+{
+    enum { V = 32 / sizeof(REAL) };
+#define CC_DOT_LD(p) (*(const FN(v8_t) *)(const void *)(p))
+    const int64_t lv = len / V * V, tail = len - lv;
+    int64_t r0, k0, l, r, k;
+    for (k0 = 0; k0 < n; k0 += CC_DOT_COLS) {
+        const int64_t nk = CC_MIN(CC_DOT_COLS, n - k0);
+        for (r0 = 0; r0 < m; r0 += CC_DOT_ROWS) {
+            const int64_t nr = CC_MIN(CC_DOT_ROWS, m - r0);
+            if (nr == CC_DOT_ROWS && nk == CC_DOT_COLS) {
+                const REAL *a0 = A + r0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
+                const REAL *b0 = B + k0 * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb;
+                FN(v8_t) s00 = {0}, s01 = {0}, s02 = {0}, s10 = {0}, s11 = {0}, s12 = {0};
+                FN(v8_t) s20 = {0}, s21 = {0}, s22 = {0}, s30 = {0}, s31 = {0}, s32 = {0};
+                for (l = 0; l < lv; l += V) {
+                    const FN(v8_t) y0 = CC_DOT_LD(b0 + l), y1 = CC_DOT_LD(b1 + l);
+                    const FN(v8_t) y2 = CC_DOT_LD(b2 + l);
+                    FN(v8_t) x = CC_DOT_LD(a0 + l);
+                    s00 += x * y0, s01 += x * y1, s02 += x * y2;
+                    x = CC_DOT_LD(a1 + l);
+                    s10 += x * y0, s11 += x * y1, s12 += x * y2;
+                    x = CC_DOT_LD(a2 + l);
+                    s20 += x * y0, s21 += x * y1, s22 += x * y2;
+                    x = CC_DOT_LD(a3 + l);
+                    s30 += x * y0, s31 += x * y1, s32 += x * y2;
+                }
+                {
+                    const FN(v8_t) acc[4][3] = {{s00, s01, s02}, {s10, s11, s12},
+                                                {s20, s21, s22}, {s30, s31, s32}};
+                    for (r = 0; r < 4; ++r)
+                        for (k = 0; k < 3; ++k) {
+                            const REAL v = FN(dot_finish)(&acc[r][k], A + (r0 + r) * lda + lv,
+                                                          B + (k0 + k) * ldb + lv, tail);
+                            REAL *c = C + (r0 + r) + (k0 + k) * ldc;
+                            *c = accumulate ? *c + v : v;
+                        }
+                }
+                continue;
+            }
+            /* (the edges: one sum at a time, the same arithmetic) */
+            for (k = k0; k < k0 + nk; ++k)
+                for (r = r0; r < r0 + nr; ++r) {
+                    const REAL *a = A + r * lda, *b = B + k * ldb;
+                    FN(v8_t) acc = {0};
+                    REAL v, *c = C + r + k * ldc;
+                    for (l = 0; l < lv; l += V) acc += CC_DOT_LD(a + l) * CC_DOT_LD(b + l);
+                    v = FN(dot_finish)(&acc, a + lv, b + lv, tail);
+                    *c = accumulate ? *c + v : v;
+                }
+        }
+    }
+#undef CC_DOT_LD
+}
+#endif
+
+/* gemm("T", "N", m, n, len, 1, A, lda, B, ldb, accumulate ? 1 : 0, C, ldc):
+ * the dot-product kernel above on CPUs with AVX2 and FMA but not AVX-512
+ * where n is small, else the BLAS */
+static void FN(gemm_tn)(GEMM_T gemm, int m, int n, int len, const REAL *A, int lda,
+                        const REAL *B, int ldb, int accumulate, REAL *C, int ldc)
+{
+    const REAL one = 1, zero = 0;
+#ifdef CC_PW8_HAVE
+    if (n <= CC_DOT_MAX_N && len >= CC_DOT_MIN_LEN && !cc_wide_vectors() && cc_avx2_fma()) {
+        FN(dot_tn8)(m, n, len, A, lda, B, ldb, accumulate, C, ldc);
+        return;
+    }
+#endif
+    gemm("T", "N", &m, &n, &len, &one, A, &lda, B, &ldb, accumulate ? &one : &zero, C, &ldc);
+}
+
 /* out (N, O, P) = M . in (N, I, P) per image, + bias (or none); Mt packed.
  * Tasks are (image, block of CC_PWP positions).  Each block is first copied
  * into a per-thread buffer of I x CC_PWP (zero past the end of a row): the

@@ -170,9 +170,66 @@ def test_kernels_give_the_same_bits_in_either_vector_width(wide, monkeypatch, ca
         wide(mode)
         y = cc.conv2d(x, w, b, stride=s, padding=p)
         out.append((y,) + cc.conv2d_backward(np.ones_like(y) + y, x, w, stride=s, padding=p))
-    for a, c in zip(*out):
-        np.testing.assert_array_equal(a, c)
+    # (y, dx, db: the same bits; dW's product is a dot-product kernel
+    # without the wide vectors, whose sums are ordered otherwise than the
+    # BLAS's: see test_weight_gradient_dot_products_match_the_loops)
+    for i, (a, c) in enumerate(zip(*out)):
+        if i == 2:
+            np.testing.assert_allclose(a, c, rtol=1e-11 if dtype == np.float64 else 1e-4,
+                                       atol=1e-11 if dtype == np.float64 else 1e-4)
+        else:
+            np.testing.assert_array_equal(a, c)
     ref = conv2d_naive(x.astype(np.float64), w.astype(np.float64), b.astype(np.float64),
                        stride=(s, s), padding=(p, p))
     tol = 1e-11 if dtype == np.float64 else 1e-4
     assert np.linalg.norm(out[0][0] - ref) / np.linalg.norm(ref) < tol
+
+
+# dW's product C = cols . dyᵀ with few output channels runs, without the
+# wide vectors on an AVX2 + FMA CPU, as dot products along the positions
+# (dot_tn8) instead of the BLAS: the streamed dW of a first layer and
+# BATCHED's, TILES' and the pointwise path's dW.  Edges: rows not a multiple
+# of 4, channels not of 3, reductions not of the vector width; more than 32
+# channels or fewer than 128 positions go to the BLAS again.
+DOT_CASES = [
+    (16, 1, 28, 28, 6, 5, 1, 2),     # LeNet-5's first layer: dW streamed
+    (8, 6, 14, 14, 16, 5, 1, 0),     # LeNet-5's second layer
+    (3, 2, 13, 17, 5, 3, 1, 1),      # 18 rows, 5 channels, 663 positions
+    (2, 3, 25, 23, 7, 3, 2, 1),      # stride 2: 288 positions
+    (4, 5, 6, 6, 40, 3, 1, 1),       # 40 channels: the BLAS
+    (3, 20, 15, 13, 24, 1, 1, 0),    # pointwise: 195 positions an image
+    (2, 9, 7, 7, 8, 1, 1, 0),        # pointwise on 7x7: the BLAS
+]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", DOT_CASES, ids=lambda c: "x".join(map(str, c)))
+@pytest.mark.parametrize("strategy", ["batched", "tiles"])
+def test_weight_gradient_dot_products_match_the_loops(wide, monkeypatch, case, dtype,
+                                                      strategy):
+    N, C, H, W, K, k, s, p = case
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, k, k)).astype(dtype)
+    OH, OW = (H + 2 * p - k) // s + 1, (W + 2 * p - k) // s + 1
+    dy = rng.standard_normal((N, K, OH, OW)).astype(dtype)
+    _, dw_ref, db_ref = conv2d_backward_naive(dy.astype(np.float64), x.astype(np.float64),
+                                              w.astype(np.float64), stride=(s, s),
+                                              padding=(p, p))
+    tol = 1e-12 if dtype == np.float64 else 2e-6
+    monkeypatch.setenv("CONVCORE_CONV_STRATEGY", strategy)
+    threads = cc.get_num_threads()
+    try:
+        for mode in (1, 0):
+            wide(mode)
+            got = []
+            for t in (1, 2):
+                cc.set_num_threads(t)
+                got.append(cc.conv2d_backward(dy, x, w, stride=s, padding=p,
+                                              output_mask=(False, True, True))[1])
+            # (the order of every sum is fixed by the shape: any thread count)
+            np.testing.assert_array_equal(got[0], got[1])
+            err = np.linalg.norm(got[0] - dw_ref) / np.linalg.norm(dw_ref)
+            assert err < tol, (mode, err)
+    finally:
+        cc.set_num_threads(threads)
