@@ -46,10 +46,11 @@ static int relu_pool2_applies(const cc_conv_geom *g)
     return cc_conv_geom_check(g) == CC_OK && direct_rows_pick(g) && g->OH >= 2 && g->OW >= 2;
 }
 
-/* (where the fused kernel runs in registers: cc_wide_vectors) */
+/* (where the fused kernel runs in registers: 16-value vectors with
+ * AVX-512, 32-byte ones with AVX2 and FMA) */
 int cc_conv_relu_pool2_ok(const cc_conv_geom *g)
 {
-    return relu_pool2_applies(g) && cc_wide_vectors();
+    return relu_pool2_applies(g) && (cc_wide_vectors() || cc_avx2_fma());
 }
 
 int cc_conv_direct_auto(const cc_conv_geom *g)
@@ -58,9 +59,10 @@ int cc_conv_direct_auto(const cc_conv_geom *g)
      * with at most 27 values per column (3 -> 16..64 3x3 on 32x32, 1 -> 32
      * 3x3 on 28x28): there the columns are cheap to build */
     const int64_t CKK = g->C * g->KH * g->KW;
-    /* (without AVX-512 only the channel and product kernels, which have
-     * AVX2 versions: direct_block8, pw_block8) */
-    if (!cc_wide_vectors() && (!cc_avx2_fma() || direct_rows_pick(g))) return 0;
+    /* (without AVX-512 the kernels that have AVX2 versions: the channel
+     * and product kernels, direct_block8 and pw_block8, and the rows
+     * kernel, depthwise_fwd_blocks_narrow) */
+    if (!cc_wide_vectors() && !cc_avx2_fma()) return 0;
     return direct_rows_pick(g) ||
            (direct_channels_auto(g) && (cc_conv_is_pointwise(g) || g->OW < 24 || CKK >= 64));
 }

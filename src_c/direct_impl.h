@@ -761,71 +761,28 @@ static void FN(depthwise_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_con
     for (i = (g->H + g->PH) * Wp; i < Hp * Wp; ++i) xp[i] = 0;
 }
 
-/* acc += wv * (CC_DKB values from xs, SW apart) */
-#define CC_DEPTHWISE_FMA(acc, wv, xs, SW)                                                \
-    do {                                                                          \
-        if ((SW) == 1) {                                                          \
-            (acc) += (wv) * CC_VLOAD(xs);                                         \
-        } else {                                                                  \
-            FN(vk_t) v_;                                                          \
-            int q_;                                                               \
-            for (q_ = 0; q_ < CC_DKB; ++q_) v_[q_] = (xs)[q_ * (SW)];             \
-            (acc) += (wv) * v_;                                                   \
-        }                                                                         \
-    } while (0)
+/* The blocks of one output plane: depthwise_blocks_impl.h, in 16-value
+ * vectors (FN(depthwise_fwd_blocks)) and in 32-byte ones
+ * (FN(depthwise_fwd_blocks_narrow)); FN(depthwise_fwd_blocks_any) takes the
+ * narrow ones without cc_wide_vectors. */
+#define DWB_NAME FN(depthwise_fwd_blocks)
+#define DWB_VL CC_DKB
+#define DWB_V FN(vk_t)
+#include "depthwise_blocks_impl.h"
 
+typedef REAL FN(vn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+#define DWB_NAME FN(depthwise_fwd_blocks_narrow)
+#define DWB_VL (32 / (int64_t)sizeof(REAL))
+#define DWB_V FN(vn_t)
+#include "depthwise_blocks_impl.h"
 
-/* The blocks of one output plane from nc padded input planes (ps values
- * apart; kernel wk[c][kh][kw]), the taps in the order c, kh, kw; SW is a
- * parameter so that the stride-1 call compiles to plain vector loads. */
-static inline __attribute__((always_inline)) void FN(depthwise_fwd_blocks)(
+static inline __attribute__((always_inline)) void FN(depthwise_fwd_blocks_any)(
     const REAL *CC_RESTRICT xp, const REAL *CC_RESTRICT wk, REAL bk, const cc_conv_geom *g,
     const int64_t SW, const int64_t nc, const int64_t ps, REAL *CC_RESTRICT scratch,
     REAL *CC_RESTRICT yp)
 {
-    const int64_t Wp = cc_depthwise_pad_cols(g), OW = g->OW, RS = g->SH * Wp;
-    const int64_t KK = g->KH * g->KW;
-    int64_t c, kh, kw, oh0, ow0;
-    for (oh0 = 0; oh0 < g->OH; oh0 += CC_DEPTHWISE_ROWS) {
-        const int64_t nr = CC_MIN(CC_DEPTHWISE_ROWS, g->OH - oh0);
-        for (ow0 = 0; ow0 < OW; ow0 += CC_DEPTHWISE_COLS) {
-            const int64_t n0 = CC_MIN(CC_DKB, OW - ow0), n1 = CC_MAX(0, CC_MIN(CC_DKB, OW - ow0 - CC_DKB));
-            const FN(vk_t) zero = {0};
-            FN(vk_t) a00 = zero + bk, a01, a10, a11, a20, a21, a30, a31;
-            REAL *yr = yp + oh0 * OW + ow0;
-            a01 = a10 = a11 = a20 = a21 = a30 = a31 = a00;
-            for (c = 0; c < nc; ++c)
-            for (kh = 0; kh < g->KH; ++kh) {
-                const REAL *xr = xp + c * ps + (oh0 * g->SH + kh * g->DH) * Wp + ow0 * SW;
-                for (kw = 0; kw < g->KW; ++kw) {
-                    const REAL wv = wk[c * KK + kh * g->KW + kw];
-                    const REAL *xs = xr + kw * g->DW, *xt = xs + CC_DKB * SW;
-                    CC_DEPTHWISE_FMA(a00, wv, xs, SW);
-                    CC_DEPTHWISE_FMA(a01, wv, xt, SW);
-                    CC_DEPTHWISE_FMA(a10, wv, xs + RS, SW);
-                    CC_DEPTHWISE_FMA(a11, wv, xt + RS, SW);
-                    CC_DEPTHWISE_FMA(a20, wv, xs + 2 * RS, SW);
-                    CC_DEPTHWISE_FMA(a21, wv, xt + 2 * RS, SW);
-                    CC_DEPTHWISE_FMA(a30, wv, xs + 3 * RS, SW);
-                    CC_DEPTHWISE_FMA(a31, wv, xt + 3 * RS, SW);
-                }
-            }
-            CC_VSTORE_N(yr, a00, n0, scratch);
-            CC_VSTORE_N(yr + CC_DKB, a01, n1, scratch);
-            if (nr > 1) {
-                CC_VSTORE_N(yr + OW, a10, n0, scratch);
-                CC_VSTORE_N(yr + OW + CC_DKB, a11, n1, scratch);
-            }
-            if (nr > 2) {
-                CC_VSTORE_N(yr + 2 * OW, a20, n0, scratch);
-                CC_VSTORE_N(yr + 2 * OW + CC_DKB, a21, n1, scratch);
-            }
-            if (nr > 3) {
-                CC_VSTORE_N(yr + 3 * OW, a30, n0, scratch);
-                CC_VSTORE_N(yr + 3 * OW + CC_DKB, a31, n1, scratch);
-            }
-        }
-    }
+    if (cc_wide_vectors()) FN(depthwise_fwd_blocks)(xp, wk, bk, g, SW, nc, ps, scratch, yp);
+    else FN(depthwise_fwd_blocks_narrow)(xp, wk, bk, g, SW, nc, ps, scratch, yp);
 }
 
 CC_CLONES_FMA static void FN(depthwise_fwd_plane_padded)(const REAL *CC_RESTRICT xc,
@@ -836,9 +793,9 @@ CC_CLONES_FMA static void FN(depthwise_fwd_plane_padded)(const REAL *CC_RESTRICT
     REAL *scratch = xp + cc_depthwise_pad_rows(g) * cc_depthwise_pad_cols(g);
     FN(depthwise_fwd_plane_pad)(xc, g, xp);
     if (g->SW == 1)
-        FN(depthwise_fwd_blocks)(xp, wk, bk, g, 1, 1, 0, scratch, yp);
+        FN(depthwise_fwd_blocks_any)(xp, wk, bk, g, 1, 1, 0, scratch, yp);
     else
-        FN(depthwise_fwd_blocks)(xp, wk, bk, g, g->SW, 1, 0, scratch, yp);
+        FN(depthwise_fwd_blocks_any)(xp, wk, bk, g, g->SW, 1, 0, scratch, yp);
 }
 
 /* Forward of a layer with few input channels at width stride 1 (a first
@@ -912,7 +869,7 @@ CC_CLONES_FMA static void FN(planes_task)(const REAL *CC_RESTRICT xn, const REAL
     int64_t c, k;
     for (c = 0; c < g->C; ++c) FN(depthwise_fwd_plane_pad)(xn + c * HW, g, xp + c * ps);
     for (k = k0; k < k1; ++k) {
-        FN(depthwise_fwd_blocks)(xp, w + k * CKK, b ? b[k] : 0, g, 1, g->C, ps, scratch,
+        FN(depthwise_fwd_blocks_any)(xp, w + k * CKK, b ? b[k] : 0, g, 1, g->C, ps, scratch,
                                  plane ? plane : yn + k * L);
         if (plane) FN(pool2_relu_plane)(plane, g->OH, g->OW, pooled + k * PL);
     }
@@ -1053,7 +1010,6 @@ CC_CLONES_FMA static void FN(planes_wgrad_k)(const REAL *CC_RESTRICT xp, const R
 }
 #undef CC_DEPTHWISE_ROWS
 #undef CC_DEPTHWISE_COLS
-#undef CC_DEPTHWISE_FMA
 
 /* col2im of one plane for a unit width stride: col2im_s1_impl.h, in
  * 16-value vectors (FN(col2im_pieces_s1)) and in 32-byte ones
@@ -1066,7 +1022,6 @@ CC_CLONES_FMA static void FN(planes_wgrad_k)(const REAL *CC_RESTRICT xp, const R
 #define C2I_M FN(mk_t)
 #include "col2im_s1_impl.h"
 
-typedef REAL FN(vn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 typedef FN(mask_elem_t) FN(mn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 #define C2I_NAME FN(col2im_pieces_s1_narrow)
 #define C2I_VL (32 / (int64_t)sizeof(REAL))

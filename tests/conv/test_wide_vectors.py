@@ -97,7 +97,7 @@ def test_both_answers_match_the_loops(wide, case, dtype):
         assert "direct" not in plans[0][0]
 
 
-def test_direct_without_the_wide_vectors_is_the_forward_channel_kernel_only(wide):
+def test_direct_without_the_wide_vectors_is_forward_only_and_needs_avx2(wide):
     g = _geom(64, 6, 14, 14, 16, 5, 1, 0)        # LeNet-5's second layer
     rows = _geom(64, 1, 28, 28, 6, 5, 1, 2)      # its first: the rows kernel
     wide(1)
@@ -108,7 +108,8 @@ def test_direct_without_the_wide_vectors_is_the_forward_channel_kernel_only(wide
     assert _conv.plan(g, np.float32).startswith("direct") == _conv.avx2_fma()
     assert not _conv.plan(g, np.float32, backward=True).startswith("direct")
     assert not _conv.plan(g, np.float64).startswith("direct")
-    assert not _conv.plan(rows, np.float32).startswith("direct")
+    assert _conv.plan(rows, np.float32).startswith("direct") == _conv.avx2_fma()
+    assert not _conv.plan(rows, np.float32, backward=True).startswith("direct")
 
 
 def test_named_direct_still_runs_without_them(wide, monkeypatch):
@@ -130,7 +131,7 @@ def test_fused_relu_pool_only_with_the_vector_kernels(wide):
     wide(1)
     assert _conv.relu_pool2_ok(g)
     wide(0)
-    assert not _conv.relu_pool2_ok(g)
+    assert _conv.relu_pool2_ok(g) == _conv.avx2_fma()
 
 
 # The product kernel (few weights) and DIRECT's forward channel kernel run in
@@ -142,6 +143,9 @@ PRODUCT_CASES = [  # (..., strategy that reaches the product kernel)
     ((5, 16, 8, 8, 16, 3, 1, 1), "winograd"),   # each transformed point's product
     ((4, 8, 10, 10, 24, 1, 1, 0), "batched"),   # pointwise
     ((3, 40, 7, 9, 20, 3, 1, 1), "batched"),    # thin dX (20 output channels)
+    # the rows kernel (depthwise_fwd_blocks in 16-value or 32-byte vectors)
+    ((6, 1, 28, 28, 6, 5, 1, 2), "direct"),     # LeNet-5's first layer
+    ((2, 3, 19, 45, 5, 3, 1, 1), "direct"),     # 45 columns: a part block last
     # DIRECT's forward channel kernel (direct_block8 in float32)
     ((8, 6, 14, 14, 16, 5, 1, 0), "direct"),    # LeNet-5's second layer
     ((3, 5, 9, 11, 20, 3, 2, 1), "direct"),     # a part block of 4 channels, stride 2
@@ -233,3 +237,41 @@ def test_weight_gradient_dot_products_match_the_loops(wide, monkeypatch, case, d
             assert err < tol, (mode, err)
     finally:
         cc.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case", [(6, 1, 28, 28, 6, 5, 1, 2), (2, 3, 20, 38, 5, 3, 1, 1)],
+                         ids=lambda c: "x".join(map(str, c)))
+def test_fused_relu_pool_matches_the_loops_in_either_vector_width(wide, case, dtype):
+    from convcore._ops.conv import _conv2d_relu_maxpool2
+    N, C, H, W, K, k, s, p = case
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((N, C, H, W)).astype(dtype)
+    w = rng.standard_normal((K, C, k, k)).astype(dtype)
+    b = rng.standard_normal(K).astype(dtype)
+    y = np.maximum(conv2d_naive(x.astype(np.float64), w.astype(np.float64),
+                                b.astype(np.float64), padding=(p, p)), 0)
+    OH, OW = y.shape[2] // 2, y.shape[3] // 2
+    ref = y[:, :, :2 * OH, :2 * OW].reshape(N, K, OH, 2, OW, 2).max(axis=(3, 5))
+    got = []
+    for mode in (1, 0):
+        wide(mode)
+        if not _conv.relu_pool2_ok(_conv_geom(case)):
+            continue
+        out = _conv2d_relu_maxpool2(x, w, b, padding=p)
+        if out is None:
+            # (fused only where the convolution alone would run DIRECT:
+            # not float64 without the wide vectors)
+            assert not _conv.plan(_conv_geom(case), dtype).startswith("direct")
+            continue
+        assert out.dtype == dtype
+        np.testing.assert_allclose(out, ref, rtol=1e-4 if dtype == np.float32 else 1e-12,
+                                   atol=1e-4 if dtype == np.float32 else 1e-12)
+        got.append(out)
+    for other in got[1:]:
+        np.testing.assert_array_equal(other, got[0])
+
+
+def _conv_geom(case):
+    from convcore._geometry import ConvGeom
+    return ConvGeom(*_geom(*case))
