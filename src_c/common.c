@@ -111,6 +111,11 @@ int cc_product_kernel(void)
     return cc_wide_vectors() || cc_avx2_fma();
 }
 
+int cc_avx2_kernels(void)
+{
+    return !cc_wide_vectors() && cc_avx2_fma();
+}
+
 int cc_conv_is_depthwise(const cc_conv_geom *g)
 {
     /* one input channel per group, in a grouped convolution: a single-channel

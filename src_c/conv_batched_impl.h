@@ -416,7 +416,7 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                     const int m = (int)CC_MIN(wcbs, CKKg - c0), nn = (int)CC_MIN(kbs, Kg - kb * kbs);
                     const int kk = (int)CC_MIN(seg, nbL - j0), lda = (int)nbL, ldb = (int)nbL;
                     const int ldc = (int)CKKg;
-                    const int beta = !(nsplit > 1 || n0 == 0);
+                    const int accumulate = nsplit == 1 && n0 > 0;
                     REAL *c = nsplit > 1 ? partial + sp * g->K * CKKg : dw;
                     if (kk <= 0) {
                         int64_t q, r;
@@ -425,7 +425,7 @@ static int FN(bwd_batched)(const REAL *dy, const REAL *x, const REAL *w,
                         continue;
                     }
                     FN(gemm_tn)(gemm, m, nn, kk, cols + (gi * CKKg + c0) * nbL + j0, lda,
-                                T + k0 * nbL + j0, ldb, beta, c + k0 * CKKg + c0, ldc);
+                                T + k0 * nbL + j0, ldb, accumulate, c + k0 * CKKg + c0, ldc);
                 }
                 if (nsplit > 1) {
 #pragma omp for schedule(static)

@@ -232,6 +232,9 @@ int cc_avx2_fma(void);
  * no BLAS packing): with the wide vectors, or in 32-byte ones where the
  * CPU has AVX2 and FMA (pw_block8 in direct_impl.h). */
 int cc_product_kernel(void);
+/* Whether the kernels with 32-byte versions run them: AVX2 and FMA but no
+ * wide vectors (pw_block8, direct_block8, dot_tn8 in direct_impl.h). */
+int cc_avx2_kernels(void);
 
 /* im2col, NCHW, torch `unfold` layout.
  *   x    (N, C, H, W)                 [in]

@@ -46,6 +46,10 @@ typedef REAL FN(vk_t) __attribute__((vector_size(CC_DKB * sizeof(REAL)), aligned
 typedef __typeof__(((FN(vk_t)){0} < (FN(vk_t)){0})[0]) FN(mask_elem_t);
 typedef FN(mask_elem_t) FN(mk_t)
     __attribute__((vector_size(CC_DKB * sizeof(REAL)), aligned(sizeof(REAL))));
+/* the 32-byte vectors of the kernels' versions for CPUs without AVX-512
+ * (one AVX2 register), and their lane masks */
+typedef REAL FN(vn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
+typedef FN(mask_elem_t) FN(mn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 
 /* CC_DKB values at p (aligned as REAL) as a vector, and back.  (The kernels
  * below load and store through these rather than copying into a local whose
@@ -141,7 +145,7 @@ static void FN(direct_block_any)(const REAL *CC_RESTRICT xpad, int64_t Hp, int64
                                  const int64_t *CC_RESTRICT po, REAL *CC_RESTRICT out)
 {
 #ifdef CC_DIRECT8_HAVE
-    if (sizeof(REAL) == sizeof(float) && !cc_wide_vectors() && cc_avx2_fma()) {
+    if (sizeof(REAL) == sizeof(float) && cc_avx2_kernels()) {
         FN(direct_block8)((const float *)(const void *)xpad, Hp, Wpp,
                           (const float *)(const void *)wt, g, po, (float *)(void *)out);
         return;
@@ -446,7 +450,6 @@ CC_CLONES_FMA static void FN(pw_block)(const REAL *CC_RESTRICT mt, const REAL *C
 #define CC_PW8_ROWS 4
 #define CC_PW8_HAVE 1
 #endif
-typedef REAL FN(v8_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 __attribute__((target("avx2,fma"), optimize("fp-contract=fast")))
 static void FN(pw_block8)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in, int64_t ldi,
                           int64_t I, const REAL *bias, int64_t no, int64_t np,
@@ -456,14 +459,14 @@ static void FN(pw_block8)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in
     int64_t r0, p0, i;
     for (r0 = 0; r0 < no; r0 += CC_PW8_ROWS)
         for (p0 = 0; p0 < np; p0 += 2 * V) {
-            FN(v8_t) a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0},
+            FN(vn_t) a0 = {0}, a1 = {0}, b0 = {0}, b1 = {0}, c0 = {0}, c1 = {0}, d0 = {0},
                      d1 = {0};
             REAL t[2 * V];
             int64_t o, q;
             for (i = 0; i < I; ++i) {
                 const REAL *m = mt + i * CC_PWO + r0;
-                const FN(v8_t) x0 = *(const FN(v8_t) *)(const void *)(in + i * ldi + p0);
-                const FN(v8_t) x1 = *(const FN(v8_t) *)(const void *)(in + i * ldi + p0 + V);
+                const FN(vn_t) x0 = *(const FN(vn_t) *)(const void *)(in + i * ldi + p0);
+                const FN(vn_t) x1 = *(const FN(vn_t) *)(const void *)(in + i * ldi + p0 + V);
                 a0 += m[0] * x0, a1 += m[0] * x1;
                 b0 += m[1] * x0, b1 += m[1] * x1;
                 c0 += m[2] * x0, c1 += m[2] * x1;
@@ -472,7 +475,7 @@ static void FN(pw_block8)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in
             for (o = r0; o < CC_MIN(no, r0 + CC_PW8_ROWS); ++o) {
                 const REAL bo = bias ? bias[o] : 0;
                 const int64_t n = CC_MIN(2 * V, np - p0);
-                FN(v8_t) v0, v1;
+                FN(vn_t) v0, v1;
                 switch (o - r0) {
                 case 0: v0 = a0, v1 = a1; break;
                 case 1: v0 = b0, v1 = b1; break;
@@ -481,8 +484,8 @@ static void FN(pw_block8)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT in
                 }
                 v0 += bo;
                 v1 += bo;
-                *(FN(v8_t) *)(void *)t = v0;
-                *(FN(v8_t) *)(void *)(t + V) = v1;
+                *(FN(vn_t) *)(void *)t = v0;
+                *(FN(vn_t) *)(void *)(t + V) = v1;
                 for (q = 0; q < n; ++q) out[o * ldo + p0 + q] = t[q];
             }
         }
@@ -496,7 +499,7 @@ static void FN(pw_block_any)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT
                              REAL *CC_RESTRICT out, int64_t ldo, REAL *CC_RESTRICT scratch)
 {
 #ifdef CC_PW8_HAVE
-    if (!cc_wide_vectors() && cc_avx2_fma()) {
+    if (cc_avx2_kernels()) {
         FN(pw_block8)(mt, in, ldi, I, bias, no, np, out, ldo);
         return;
     }
@@ -508,9 +511,9 @@ static void FN(pw_block_any)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT
  * has few rows: C[r + k*ldc] = sum over l < len of A[r*lda + l] *
  * B[k*ldb + l], r < m (the columns' rows, C*KH*KW), k < n (output
  * channels), l over the positions: the BLAS's gemm("T", "N") in the weight
- * gradients of dw_streamed, BATCHED, TILES and the pointwise path.  A BLAS packs the long A for every call and its kernel
- * then does little with it (LeNet-5's first layer spent 70 % of its dW in
- * the packing); here each sum is a dot product along the rows as they lie,
+ * gradients of dw_streamed, BATCHED, TILES and the pointwise path.  A BLAS
+ * packs the long A for every call and its kernel then does little with it
+ * (LeNet-5's first layer spent 70 % of its dW in the packing); here each sum is a dot product along the rows as they lie,
  * CC_DOT_ROWS x CC_DOT_COLS sums a pass, each in a 32-byte vector of
  * partial sums (fused multiply-adds in l order), then its lanes added in a
  * fixed order and the last len % V terms one by one: the order depends on
@@ -531,7 +534,7 @@ static void FN(pw_block_any)(const REAL *CC_RESTRICT mt, const REAL *CC_RESTRICT
 
 /* the lanes of v added in a fixed order, then the tail's terms */
 static inline __attribute__((always_inline)) REAL FN(dot_finish)(
-    const FN(v8_t) *v, const REAL *a, const REAL *b, int64_t tail)
+    const FN(vn_t) *v, const REAL *a, const REAL *b, int64_t tail)
 {
     enum { V = 32 / sizeof(REAL) };
     REAL t[V], s;
@@ -552,7 +555,7 @@ static void FN(dot_tn8)(int64_t m, int64_t n, int64_t len, const REAL *CC_RESTRI
                         REAL *CC_RESTRICT C, int64_t ldc)
 {
     enum { V = 32 / sizeof(REAL) };
-#define CC_DOT_LD(p) (*(const FN(v8_t) *)(const void *)(p))
+#define CC_DOT_LD(p) (*(const FN(vn_t) *)(const void *)(p))
     const int64_t lv = len / V * V, tail = len - lv;
     int64_t r0, k0, l, r, k;
     for (k0 = 0; k0 < n; k0 += CC_DOT_COLS) {
@@ -562,12 +565,12 @@ static void FN(dot_tn8)(int64_t m, int64_t n, int64_t len, const REAL *CC_RESTRI
             if (nr == CC_DOT_ROWS && nk == CC_DOT_COLS) {
                 const REAL *a0 = A + r0 * lda, *a1 = a0 + lda, *a2 = a1 + lda, *a3 = a2 + lda;
                 const REAL *b0 = B + k0 * ldb, *b1 = b0 + ldb, *b2 = b1 + ldb;
-                FN(v8_t) s00 = {0}, s01 = {0}, s02 = {0}, s10 = {0}, s11 = {0}, s12 = {0};
-                FN(v8_t) s20 = {0}, s21 = {0}, s22 = {0}, s30 = {0}, s31 = {0}, s32 = {0};
+                FN(vn_t) s00 = {0}, s01 = {0}, s02 = {0}, s10 = {0}, s11 = {0}, s12 = {0};
+                FN(vn_t) s20 = {0}, s21 = {0}, s22 = {0}, s30 = {0}, s31 = {0}, s32 = {0};
                 for (l = 0; l < lv; l += V) {
-                    const FN(v8_t) y0 = CC_DOT_LD(b0 + l), y1 = CC_DOT_LD(b1 + l);
-                    const FN(v8_t) y2 = CC_DOT_LD(b2 + l);
-                    FN(v8_t) x = CC_DOT_LD(a0 + l);
+                    const FN(vn_t) y0 = CC_DOT_LD(b0 + l), y1 = CC_DOT_LD(b1 + l);
+                    const FN(vn_t) y2 = CC_DOT_LD(b2 + l);
+                    FN(vn_t) x = CC_DOT_LD(a0 + l);
                     s00 += x * y0, s01 += x * y1, s02 += x * y2;
                     x = CC_DOT_LD(a1 + l);
                     s10 += x * y0, s11 += x * y1, s12 += x * y2;
@@ -577,7 +580,7 @@ static void FN(dot_tn8)(int64_t m, int64_t n, int64_t len, const REAL *CC_RESTRI
                     s30 += x * y0, s31 += x * y1, s32 += x * y2;
                 }
                 {
-                    const FN(v8_t) acc[4][3] = {{s00, s01, s02}, {s10, s11, s12},
+                    const FN(vn_t) acc[4][3] = {{s00, s01, s02}, {s10, s11, s12},
                                                 {s20, s21, s22}, {s30, s31, s32}};
                     for (r = 0; r < 4; ++r)
                         for (k = 0; k < 3; ++k) {
@@ -593,7 +596,7 @@ static void FN(dot_tn8)(int64_t m, int64_t n, int64_t len, const REAL *CC_RESTRI
             for (k = k0; k < k0 + nk; ++k)
                 for (r = r0; r < r0 + nr; ++r) {
                     const REAL *a = A + r * lda, *b = B + k * ldb;
-                    FN(v8_t) acc = {0};
+                    FN(vn_t) acc = {0};
                     REAL v, *c = C + r + k * ldc;
                     for (l = 0; l < lv; l += V) acc += CC_DOT_LD(a + l) * CC_DOT_LD(b + l);
                     v = FN(dot_finish)(&acc, a + lv, b + lv, tail);
@@ -613,7 +616,7 @@ static void FN(gemm_tn)(GEMM_T gemm, int m, int n, int len, const REAL *A, int l
 {
     const REAL one = 1, zero = 0;
 #ifdef CC_PW8_HAVE
-    if (n <= CC_DOT_MAX_N && len >= CC_DOT_MIN_LEN && !cc_wide_vectors() && cc_avx2_fma()) {
+    if (n <= CC_DOT_MAX_N && len >= CC_DOT_MIN_LEN && cc_avx2_kernels()) {
         FN(dot_tn8)(m, n, len, A, lda, B, ldb, accumulate, C, ldc);
         return;
     }
@@ -770,7 +773,6 @@ static void FN(depthwise_fwd_plane_pad)(const REAL *CC_RESTRICT xc, const cc_con
 #define DWB_V FN(vk_t)
 #include "depthwise_blocks_impl.h"
 
-typedef REAL FN(vn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 #define DWB_NAME FN(depthwise_fwd_blocks_narrow)
 #define DWB_VL (32 / (int64_t)sizeof(REAL))
 #define DWB_V FN(vn_t)
@@ -1022,7 +1024,6 @@ CC_CLONES_FMA static void FN(planes_wgrad_k)(const REAL *CC_RESTRICT xp, const R
 #define C2I_M FN(mk_t)
 #include "col2im_s1_impl.h"
 
-typedef FN(mask_elem_t) FN(mn_t) __attribute__((vector_size(32), aligned(sizeof(REAL))));
 #define C2I_NAME FN(col2im_pieces_s1_narrow)
 #define C2I_VL (32 / (int64_t)sizeof(REAL))
 #define C2I_V FN(vn_t)
